@@ -1,0 +1,47 @@
+//! The axum bridge: the same operations as the gRPC services, for clients
+//! that speak JSON over HTTP or a WebSocket.
+//!
+//! It is a thin translator. REST handlers turn canonical proto3 JSON into
+//! the proto request, call the very same tonic service method a gRPC client
+//! reaches (with the caller's credentials as request metadata), and turn the
+//! answer or the `Status` back into JSON. Validation, authorization and
+//! business logic live only behind the service traits.
+//!
+//! Modules:
+//! - [`error`]: gRPC status → HTTP status and the AIP-193 error body.
+//! - [`ws`]: the WebSocket adapter at `/api/v1/ws`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, extract::OriginalUri, response::Response, routing::any};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub mod error;
+pub mod ws;
+
+/// What the bridge needs from the server it runs in.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    /// Cancelled when the server begins to shut down: open WebSockets close.
+    pub shutdown: CancellationToken,
+    /// Tracks open WebSockets, so shutdown can wait for them to close.
+    pub connections: TaskTracker,
+    /// How often the server pings an idle WebSocket.
+    pub ws_ping_interval: Duration,
+}
+
+/// The bridge's routes: REST under `/api/v1` and the WebSocket adapter.
+/// It has no fallback of its own: the server decides what an unknown path
+/// gets, a gRPC status or a JSON error ([`error::route_not_found`],
+/// [`method_not_allowed`]).
+pub fn router(bridge: Bridge) -> Router {
+    Router::new()
+        .route("/api/v1/ws", any(ws::upgrade))
+        .with_state(Arc::new(bridge))
+}
+
+/// Handler for a known path called with a method it does not take: 405 with
+/// the JSON error body.
+pub async fn method_not_allowed(method: http::Method, OriginalUri(uri): OriginalUri) -> Response {
+    error::method_not_allowed(&method, uri.path())
+}

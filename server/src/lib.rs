@@ -1,0 +1,134 @@
+//! The Slop Studios backend core server.
+//!
+//! One port serves every front door: native gRPC (HTTP/2), grpc-web
+//! (HTTP/1.1 and HTTP/2), REST and a WebSocket adapter under `/api/v1`, and
+//! health for Kubernetes (`grpc.health.v1` and `/health*`). The binary is a
+//! thin `main` over [`run`], which tests call too, on a port-0 listener.
+//!
+//! Modules:
+//! - [`config`]: the typed configuration (flags, environment, `.env`).
+//! - [`app`]: the router that puts the front doors on one port.
+//! - [`services`]: the tonic service implementations, the one implementation
+//!   of each operation.
+//! - [`health`]: dependency checks, readiness and liveness.
+//! - [`serve`]: the accept loop and the bounded graceful drain.
+//! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins.
+//! - [`telemetry`]: logs and request ids.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub mod app;
+pub mod config;
+pub mod health;
+pub mod serve;
+pub mod services;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Config;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listener's address could not be read.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+    /// REDIS_URL could not be used.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The reflection service could not load the contract's descriptors.
+    #[error("reflection descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// An embedded descriptor set did not decode.
+    #[error("descriptor set: {0}")]
+    Descriptor(#[from] prost::DecodeError),
+}
+
+/// Serves on `listener` until `shutdown` resolves, then shuts down
+/// gracefully within `config.shutdown_timeout` and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let reporter = tonic_health::server::HealthReporter::new();
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+    );
+    let health = health::Health::new(reporter, config.redis_url.as_deref()).await?;
+    let stop = CancellationToken::new();
+    let websockets = TaskTracker::new();
+
+    let router = app::router(
+        &config,
+        app::Parts {
+            health: health.clone(),
+            health_service,
+            bridge: slop_bridge::Bridge {
+                shutdown: stop.clone(),
+                connections: websockets.clone(),
+                ws_ping_interval: config.ws_ping_interval,
+            },
+        },
+    )?;
+
+    let checks = tokio::spawn(
+        health
+            .clone()
+            .run_checks(config.health_check_interval, stop.clone()),
+    );
+
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        version = env!("CARGO_PKG_VERSION"),
+        env = ?config.app_env(),
+        redis = config.redis_url.is_some(),
+        "listening"
+    );
+    serve::serve(
+        listener,
+        router,
+        shutdown,
+        serve::Drain {
+            health,
+            stop,
+            websockets,
+            timeout: config.shutdown_timeout,
+        },
+    )
+    .await;
+    checks.abort();
+    Ok(())
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}

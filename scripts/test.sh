@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the one command the README gives.
+#
+# Needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 running, and
+# Rust with cargo-nextest, node/npm and python3 with pip installed. Installs the
+# outside test clients (buf from npm, grpcio in a Python venv) into .tools/ on
+# first use, then runs `cargo nextest`. Extra arguments go to nextest, e.g.
+#   bash scripts/test.sh -E 'test(health)'
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BUF_VERSION=1.75.0
+BUF=.tools/node_modules/.bin/buf
+VENV=.tools/venv
+
+# --- services the tests talk to ---------------------------------------------
+
+reachable() { # host port
+    timeout 2 bash -c "</dev/tcp/$1/$2" 2>/dev/null
+}
+
+down=0
+if ! reachable 127.0.0.1 6379; then
+    echo "error: Redis is not reachable at 127.0.0.1:6379. Start it with:" >&2
+    echo "  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no" >&2
+    down=1
+fi
+if ! reachable 127.0.0.1 5432; then
+    echo "error: PostgreSQL is not reachable at 127.0.0.1:5432. Start it with:" >&2
+    echo "  pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start" >&2
+    down=1
+fi
+if [ "$down" -ne 0 ]; then
+    exit 1
+fi
+
+# --- outside test clients, into .tools/ -------------------------------------
+
+if [ -x "$BUF" ] && [ "$("$BUF" --version 2>/dev/null)" = "$BUF_VERSION" ]; then
+    echo "==> buf $BUF_VERSION already installed"
+else
+    echo "==> installing buf $BUF_VERSION"
+    npm install --no-audit --no-fund --prefix .tools "@bufbuild/buf@$BUF_VERSION"
+fi
+
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1" 2>/dev/null; then
+    echo "==> python gRPC clients already installed"
+else
+    echo "==> installing python gRPC clients into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r clients/python/requirements.txt
+fi
+
+# --- the tests ---------------------------------------------------------------
+
+echo "==> cargo nextest run"
+status=0
+cargo nextest run --workspace --all-targets --no-fail-fast "$@" || status=$?
+exit "$status"

@@ -1,0 +1,193 @@
+//! The one router behind the one port: native gRPC, grpc-web, REST, the
+//! WebSocket adapter and the health endpoints, with the layers they share.
+//!
+//! ```text
+//! request-id + log span ─ CORS ─┬─ /health, /health/ready, /health/live
+//!                               ├─ /api/v1/...            (bridge: REST, WebSocket)
+//!                               ├─ /<package.Service>/... ─ grpc-web ─ stream cut-off ─ tonic
+//!                               └─ anything else: gRPC UNIMPLEMENTED for gRPC content types,
+//!                                                 404 with a JSON error for the rest
+//! ```
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    middleware,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderName, HeaderValue, Method, header};
+use slop_api::{
+    auth::auth_service_server::AuthServiceServer,
+    notification::notification_service_server::NotificationServiceServer,
+    session::session_service_server::SessionServiceServer,
+};
+use slop_bridge::Bridge;
+use tonic::server::NamedService;
+use tower::Service;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{
+    config::{Config, CorsOrigin},
+    health::{self, Health},
+    services::{AuthApi, NotificationApi, SessionApi},
+    shutdown::{StreamCutoff, StreamingMethods, end_streams_on_shutdown},
+    telemetry,
+};
+
+/// Everything the router is built from.
+pub struct Parts {
+    /// Readiness and dependency state.
+    pub health: Arc<Health>,
+    /// The standard gRPC health service, fed by `health`.
+    pub health_service:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    /// The WebSocket adapter's view of the server.
+    pub bridge: Bridge,
+}
+
+/// Builds the router.
+pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
+    let reflection_sets: [&[u8]; 2] = [
+        slop_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ];
+    let reflection_v1 = reflection_sets
+        .iter()
+        .fold(tonic_reflection::server::Builder::configure(), |b, set| {
+            b.register_encoded_file_descriptor_set(set)
+        })
+        .build_v1()?;
+    let reflection_v1alpha = reflection_sets
+        .iter()
+        .fold(tonic_reflection::server::Builder::configure(), |b, set| {
+            b.register_encoded_file_descriptor_set(set)
+        })
+        .build_v1alpha()?;
+
+    let streaming = StreamingMethods::from_descriptor_sets(&[
+        slop_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
+    let cutoff = StreamCutoff {
+        methods: Arc::new(streaming),
+        shutdown: parts.bridge.shutdown.clone(),
+    };
+
+    let grpc = Router::new();
+    let grpc = grpc_service(grpc, AuthServiceServer::new(AuthApi));
+    let grpc = grpc_service(grpc, SessionServiceServer::new(SessionApi));
+    let grpc = grpc_service(grpc, NotificationServiceServer::new(NotificationApi));
+    let grpc = grpc_service(grpc, parts.health_service);
+    let grpc = grpc_service(grpc, reflection_v1);
+    let grpc = grpc_service(grpc, reflection_v1alpha)
+        .layer(middleware::from_fn_with_state(
+            cutoff,
+            end_streams_on_shutdown,
+        ))
+        .layer(tonic_web::GrpcWebLayer::new());
+
+    let router = slop_bridge::router(parts.bridge)
+        .merge(health::router(parts.health))
+        .merge(grpc)
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(slop_bridge::method_not_allowed)
+        .layer(cors(&config.cors_origin))
+        .layer(middleware::from_fn(telemetry::request_context));
+    Ok(router)
+}
+
+/// Routes every method of a tonic service, as tonic's own router does.
+fn grpc_service<S>(router: Router, service: S) -> Router
+where
+    S: Service<Request, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    router.route_service(&format!("/{}/{{*method}}", S::NAME), service)
+}
+
+/// A path no route serves: gRPC clients get UNIMPLEMENTED in the form they
+/// read (native gRPC or grpc-web), everyone else a 404 JSON error.
+async fn unknown_route(request: Request) -> Response {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/grpc") {
+        let status =
+            tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()));
+        let mut response = status.into_http::<Body>();
+        // Answer grpc-web in its own content type, so browsers read the status.
+        if content_type.starts_with("application/grpc-web") {
+            let reply = if content_type.starts_with("application/grpc-web-text") {
+                "application/grpc-web-text+proto"
+            } else {
+                "application/grpc-web+proto"
+            };
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(reply));
+        }
+        return response;
+    }
+    slop_bridge::error::route_not_found(request.method(), request.uri().path())
+}
+
+/// CORS for browsers: REST, WebSocket upgrades and grpc-web.
+fn cors(origin: &CorsOrigin) -> CorsLayer {
+    const ALLOW: &[&str] = &[
+        "authorization",
+        "content-type",
+        "grpc-timeout",
+        "last-event-id",
+        "x-csrf-token",
+        "x-grpc-web",
+        "x-request-id",
+        "x-user-agent",
+    ];
+    const EXPOSE: &[&str] = &[
+        "grpc-message",
+        "grpc-status",
+        "grpc-status-details-bin",
+        "retry-after",
+        "www-authenticate",
+        "x-request-id",
+    ];
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers(
+            ALLOW
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            EXPOSE
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect::<Vec<_>>(),
+        )
+        .max_age(Duration::from_secs(24 * 60 * 60));
+    match origin {
+        CorsOrigin::Any => layer.allow_origin(AllowOrigin::any()),
+        CorsOrigin::List(origins) => layer
+            .allow_origin(AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+            ))
+            .allow_credentials(true),
+    }
+}

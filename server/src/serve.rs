@@ -1,0 +1,148 @@
+//! The listener: accepts TCP connections, serves HTTP/1.1 and HTTP/2 (h2c
+//! prior knowledge, for native gRPC) on each, and shuts down gracefully.
+//!
+//! We run our own accept loop over hyper-util rather than `axum::serve` to
+//! set what long-lived gRPC streams and WebSockets need: TCP_NODELAY,
+//! HTTP/2 keep-alive pings (a dead peer is noticed), the extended CONNECT
+//! protocol (WebSocket over HTTP/2), a header read timeout against idle
+//! half-open HTTP/1 clients, and a drain that is bounded in time.
+//!
+//! Shutdown, in order: readiness turns NOT_SERVING; the listener is closed
+//! (new connections are refused); open streams and WebSockets are told to
+//! end; every connection finishes its in-flight requests and closes. What
+//! is still open when SHUTDOWN_TIMEOUT has passed since the signal is cut.
+
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+
+use axum::{Router, extract::ConnectInfo};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, task::JoinSet, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::TcpConnectInfo;
+use tower::ServiceExt as _;
+
+use crate::health::Health;
+
+/// How long an HTTP/1 client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an HTTP/2 connection is pinged, and how long the answer may take.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the listener needs to shut down.
+pub struct Drain {
+    /// Readiness, turned NOT_SERVING first.
+    pub health: Arc<Health>,
+    /// Cancelled to end open streams and WebSockets.
+    pub stop: CancellationToken,
+    /// Open WebSockets (upgraded connections leave hyper's tracking).
+    pub websockets: TaskTracker,
+    /// How long the drain may take from the signal on.
+    pub timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `signal` resolves, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    signal: impl Future<Output = ()> + Send,
+    drain: Drain,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    configure_http2(&mut builder.http2());
+
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let local_addr = listener.local_addr().ok();
+
+    tokio::pin!(signal);
+    loop {
+        // Reap finished connection tasks so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::error!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            let extensions = request.extensions_mut();
+            extensions.insert(ConnectInfo(peer));
+            extensions.insert(TcpConnectInfo {
+                local_addr,
+                remote_addr: Some(peer),
+            });
+            let app = app.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    app.oneshot(request)
+                        .await
+                        .unwrap_or_else(|never| match never {}),
+                )
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+
+    let started = Instant::now();
+    tracing::info!(
+        open_connections = connections.len(),
+        timeout_ms = drain.timeout.as_millis() as u64,
+        "shutting down"
+    );
+    drain.health.begin_shutdown().await;
+    drop(listener);
+    drain.stop.cancel();
+    drain.websockets.close();
+
+    let drained = async {
+        graceful.shutdown().await;
+        drain.websockets.wait().await;
+    };
+    match tokio::time::timeout(drain.timeout.saturating_sub(started.elapsed()), drained).await {
+        Ok(()) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shutdown complete"
+        ),
+        Err(_) => tracing::warn!(
+            open_connections = connections.len(),
+            open_websockets = drain.websockets.len(),
+            "shutdown timeout reached; closing what is still open"
+        ),
+    }
+    connections.shutdown().await;
+}
+
+fn configure_http2(http2: &mut auto::Http2Builder<'_, TokioExecutor>) {
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .enable_connect_protocol();
+}

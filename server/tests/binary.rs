@@ -1,0 +1,233 @@
+//! The built `slop-server` binary, run as a process the way an operator or
+//! Kubernetes runs it: configuration from the environment, logs on stdout,
+//! SIGTERM to stop.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// An empty working directory, so no developer's .env is read.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("slop-binary-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn server_command(name: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
+    command
+        .env_clear()
+        .current_dir(scratch_dir(name))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts the binary with JSON logs on a free port; returns the process,
+/// its address, and its log lines as they come.
+async fn start(
+    name: &str,
+    env: &[(&str, &str)],
+) -> (Child, String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    let mut command = server_command(name);
+    command
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("LOG_FORMAT", "json");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn slop-server");
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, mut lines) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let value = serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("log line is not JSON ({err}): {line}"));
+            if lines_tx.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let line: serde_json::Value =
+                lines.recv().await.expect("the server logs before exiting");
+            if line["message"] == "listening" {
+                return line["addr"].as_str().expect("listening addr").to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the server listens in time");
+    (child, addr, lines)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_with_an_open_stream_exits_0_within_the_shutdown_timeout() {
+    let (mut child, addr, mut logs) = start("sigterm", &[("SHUTDOWN_TIMEOUT", "5s")]).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connect");
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    let signalled = Instant::now();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exited within SHUTDOWN_TIMEOUT")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+
+    // The stream saw readiness turn off, then a clean UNAVAILABLE end.
+    let update = watch.next().await.unwrap().unwrap();
+    assert_eq!(update.status(), ServingStatus::NotServing);
+    let end = watch.next().await.unwrap().unwrap_err();
+    assert_eq!(end.code(), tonic::Code::Unavailable);
+
+    let mut messages = Vec::new();
+    while let Ok(line) = logs.try_recv() {
+        messages.push(line["message"].as_str().unwrap_or_default().to_owned());
+    }
+    for expected in ["signal received", "shutting down", "shutdown complete"] {
+        assert!(
+            messages.iter().any(|m| m == expected),
+            "no {expected:?} in {messages:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_request_carries_its_request_id() {
+    let (mut child, addr, mut logs) = start("request-id", &[]).await;
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nx-request-id: find-me-in-the-log\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.contains("x-request-id: find-me-in-the-log"),
+        "{answer}"
+    );
+
+    let line = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let line = logs.recv().await.expect("logs");
+            if line["message"] == "response" {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("a response log line");
+    assert_eq!(line["span"]["request_id"], "find-me-in-the-log", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["span"]["path"], "/health", "{line}");
+    sigterm(&child);
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_configuration_stops_start_up_naming_the_variable() {
+    for (variable, value) in [
+        ("SHUTDOWN_TIMEOUT", "ten seconds"),
+        ("PORT", "70000"),
+        ("REDIS_URL", "http://not-redis"),
+        ("CORS_ORIGIN", "example.com"),
+        ("APP_ENV", "staging"),
+        ("NODE_ENV", "staging"),
+        ("LOG_FORMAT", "xml"),
+    ] {
+        let output = server_command("config")
+            .env(variable, value)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{variable}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+    let oversized = "9".repeat(5000);
+    let output = server_command("config")
+        .env("SHUTDOWN_TIMEOUT", &oversized)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn help_lists_every_setting_with_its_variable() {
+    let output = server_command("help").arg("--help").output().await.unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example"))
+        .expect(".env.example at the repository root");
+    let mut documented = 0;
+    for line in example.lines() {
+        let Some((name, _)) = line.trim_start_matches("# ").split_once('=') else {
+            continue;
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            continue;
+        }
+        documented += 1;
+        assert!(
+            help.contains(&format!("[env: {name}")),
+            "{name} in .env.example but not in --help"
+        );
+    }
+    for variable in help.split("[env: ").skip(1) {
+        let name = variable.split(['=', ']']).next().unwrap();
+        assert!(
+            example.contains(&format!("{name}=")),
+            "{name} in --help but not in .env.example"
+        );
+    }
+    assert!(
+        documented >= 10,
+        "only {documented} variables in .env.example"
+    );
+}

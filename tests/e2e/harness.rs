@@ -1,0 +1,251 @@
+//! Starts the real server in-process on 127.0.0.1:0 and hands out clients:
+//! tonic channels (native gRPC), a plain HTTP/1.1 client (REST, health,
+//! grpc-web), and WebSocket URLs.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use slop_server::Config;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::{Channel, Endpoint};
+
+/// How long a test waits for anything that should happen "at once".
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running server.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), slop_server::Error>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the embedded defaults.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with the embedded defaults as changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::embedded_defaults();
+        config.host = "127.0.0.1".into();
+        config.port = 0;
+        config.shutdown_timeout = Duration::from_secs(5);
+        adjust(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(slop_server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A native gRPC (HTTP/2 cleartext) channel.
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.url(""))
+            .expect("endpoint")
+            .connect_timeout(PATIENCE)
+            .connect()
+            .await
+            .expect("gRPC connect")
+    }
+
+    /// Sends the shutdown signal (as SIGTERM does for the binary).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the server future to complete; panics after `limit`.
+    pub async fn stopped_within(&mut self, limit: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        let task = self.task.take().expect("server running");
+        tokio::time::timeout(limit, task)
+            .await
+            .unwrap_or_else(|_| panic!("server still running {limit:?} after the signal"))
+            .expect("server task")
+            .expect("server result");
+        started.elapsed()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// An HTTP answer, read whole.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "body is not JSON ({err}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends one HTTP/1.1 request and reads the whole answer.
+pub async fn http(request: Request<Full<Bytes>>) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let response: Response<hyper::body::Incoming> =
+        tokio::time::timeout(PATIENCE, client.request(request))
+            .await
+            .expect("HTTP answer in time")
+            .expect("HTTP request");
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(PATIENCE, body.collect())
+        .await
+        .expect("HTTP body in time")
+        .expect("HTTP body")
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Answer {
+    http(Request::get(url).body(Full::default()).expect("request")).await
+}
+
+/// A grpc-web answer, parsed into its message and trailer frames.
+pub struct GrpcWebAnswer {
+    pub http: StatusCode,
+    pub headers: HeaderMap,
+    pub messages: Vec<Bytes>,
+    pub trailers: HeaderMap,
+}
+
+impl GrpcWebAnswer {
+    /// The grpc-status, from the trailer frame or (trailers-only) the head.
+    pub fn grpc_status(&self) -> Option<i32> {
+        self.trailers
+            .get("grpc-status")
+            .or_else(|| self.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// Calls a unary method over grpc-web (binary) on HTTP/1.1, as a browser
+/// does.
+pub async fn grpc_web_call(
+    server: &TestServer,
+    path: &str,
+    message: &impl prost::Message,
+) -> GrpcWebAnswer {
+    let request = Request::post(server.url(path))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("origin", "http://app.example")
+        .body(Full::new(grpc_frame(0, &message.encode_to_vec())))
+        .expect("request");
+    let answer = http(request).await;
+    let (messages, trailers) = parse_grpc_web_body(answer.body.clone());
+    GrpcWebAnswer {
+        http: answer.status,
+        headers: answer.headers,
+        messages,
+        trailers,
+    }
+}
+
+/// One gRPC length-prefixed frame.
+pub fn grpc_frame(flags: u8, payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(5 + payload.len());
+    frame.put_u8(flags);
+    frame.put_u32(payload.len() as u32);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// Splits a grpc-web body into message payloads and the trailer frame.
+pub fn parse_grpc_web_body(mut body: Bytes) -> (Vec<Bytes>, HeaderMap) {
+    let mut messages = Vec::new();
+    let mut trailers = HeaderMap::new();
+    while body.remaining() >= 5 {
+        let flags = body.get_u8();
+        let len = body.get_u32() as usize;
+        assert!(body.remaining() >= len, "truncated grpc-web frame");
+        let payload = body.split_to(len);
+        if flags & 0x80 != 0 {
+            for line in String::from_utf8_lossy(&payload).split("\r\n") {
+                if let Some((name, value)) = line.split_once(':') {
+                    trailers.insert(
+                        http::HeaderName::from_bytes(name.trim().as_bytes()).expect("trailer name"),
+                        value.trim().parse().expect("trailer value"),
+                    );
+                }
+            }
+        } else {
+            messages.push(payload);
+        }
+    }
+    assert_eq!(body.remaining(), 0, "trailing bytes after grpc-web frames");
+    (messages, trailers)
+}
+
+/// Polls `check` until it returns true or PATIENCE runs out.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fails with a clear message when Redis is not running, instead of
+/// skipping.
+pub async fn require_redis() -> String {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let hostport = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    if tokio::net::TcpStream::connect(&hostport).await.is_err() {
+        panic!(
+            "Redis is not reachable at {url}: start it (redis-server --daemonize yes --port 6379) or set REDIS_URL"
+        );
+    }
+    url
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real server, started in-process on 127.0.0.1:0,
+//! called by real clients over every front door. One test binary, so the
+//! server is linked once.
+
+mod harness;
+
+mod health;
+mod outside_clients;
+mod reflection;
+mod routing;
+mod shutdown;
+mod websocket;

@@ -1,0 +1,94 @@
+//! Server reflection, v1 and v1alpha, as grpcurl and buf curl use it.
+
+use tokio_stream::StreamExt as _;
+use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::harness::TestServer;
+
+const EXPECTED: &[&str] = &[
+    "grpc.health.v1.Health",
+    "slop.auth.v1.AuthService",
+    "slop.notification.v1.NotificationService",
+    "slop.session.v1.SessionService",
+];
+
+#[tokio::test]
+async fn reflection_v1_lists_the_services_and_describes_them() {
+    let server = TestServer::start().await;
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let requests = tokio_stream::iter([
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        },
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "slop.auth.v1.AuthService".into(),
+                ),
+            ),
+        },
+    ]);
+    let mut replies = client
+        .server_reflection_info(requests)
+        .await
+        .unwrap()
+        .into_inner();
+
+    let listed = replies.next().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        listed.message_response
+    else {
+        panic!("expected a service list, got {listed:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in EXPECTED {
+        assert!(
+            names.contains(expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    let file = replies.next().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        file.message_response
+    else {
+        panic!("expected a file descriptor, got {file:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_the_services() {
+    let server = TestServer::start().await;
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = replies.next().await.unwrap().unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        listed.message_response
+    else {
+        panic!("expected a service list, got {listed:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in EXPECTED {
+        assert!(
+            names.contains(expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}

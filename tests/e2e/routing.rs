@@ -1,0 +1,206 @@
+//! One port, four front doors: what each kind of client gets for known and
+//! unknown paths, request ids, and CORS.
+
+use bytes::Bytes;
+use http::{Request, StatusCode, uri::PathAndQuery};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use prost::Message as _;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+use crate::harness::{TestServer, get, grpc_frame, grpc_web_call, http, parse_grpc_web_body};
+
+async fn raw_grpc_call(server: &TestServer, path: &'static str) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+    grpc.unary(
+        tonic::Request::new(HealthCheckRequest::default()),
+        PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+    .expect_err("the call must fail")
+}
+
+#[tokio::test]
+async fn unknown_rest_paths_are_404_with_a_json_error() {
+    let server = TestServer::start().await;
+    for path in ["/nope", "/api/v1/nope", "/api/v2/auth/login"] {
+        let answer = get(&server.url(path)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        let body = answer.json();
+        assert_eq!(body["error"]["code"], 404);
+        assert_eq!(body["error"]["status"], "NOT_FOUND");
+        assert_eq!(body["error"]["details"][0]["reason"], "ROUTE_NOT_FOUND");
+        assert!(body["error"]["message"].as_str().unwrap().contains(path));
+    }
+}
+
+#[tokio::test]
+async fn a_known_path_with_the_wrong_method_is_405_with_a_json_error() {
+    let server = TestServer::start().await;
+    let answer = http(
+        Request::delete(server.url("/health"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        answer.json()["error"]["details"][0]["reason"],
+        "METHOD_NOT_ALLOWED"
+    );
+}
+
+#[tokio::test]
+async fn unknown_grpc_services_and_methods_are_unimplemented() {
+    let server = TestServer::start().await;
+    let status = raw_grpc_call(&server, "/no.such.v1.Service/Call").await;
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(
+        status.message().contains("/no.such.v1.Service/Call"),
+        "{status:?}"
+    );
+    let status = raw_grpc_call(&server, "/grpc.health.v1.Health/NoSuchMethod").await;
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+}
+
+#[tokio::test]
+async fn unknown_grpc_web_methods_are_unimplemented_in_grpc_web_form() {
+    let server = TestServer::start().await;
+    let answer = grpc_web_call(
+        &server,
+        "/no.such.v1.Service/Call",
+        &HealthCheckRequest::default(),
+    )
+    .await;
+    assert_eq!(answer.http, StatusCode::OK);
+    assert_eq!(answer.grpc_status(), Some(12));
+    assert!(
+        answer.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/grpc-web"),
+    );
+}
+
+#[tokio::test]
+async fn grpc_web_works_over_http2_too() {
+    let server = TestServer::start().await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let request = Request::post(server.url("/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(Full::new(grpc_frame(
+            0,
+            &HealthCheckRequest::default().encode_to_vec(),
+        )))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let (messages, trailers) = parse_grpc_web_body(body);
+    assert_eq!(trailers["grpc-status"], "0");
+    let reply = HealthCheckResponse::decode(messages[0].clone()).unwrap();
+    assert_eq!(reply.status, 1, "SERVING");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let server = TestServer::start().await;
+
+    let given = http(
+        Request::get(server.url("/health/live"))
+            .header("x-request-id", "trace-me-123")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(given.headers["x-request-id"], "trace-me-123");
+
+    let generated = get(&server.url("/nope")).await;
+    let id = generated.headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(id, get(&server.url("/nope")).await.headers["x-request-id"]);
+
+    let too_long = "x".repeat(200);
+    let replaced = http(
+        Request::get(server.url("/health/live"))
+            .header("x-request-id", &too_long)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_ne!(replaced.headers["x-request-id"], too_long.as_str());
+
+    // gRPC responses carry it as metadata.
+    let mut client = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "grpc-call-7".parse().unwrap());
+    let response = client.check(request).await.unwrap();
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "grpc-call-7"
+    );
+}
+
+#[tokio::test]
+async fn browsers_may_call_grpc_web_and_rest_cross_origin() {
+    let server = TestServer::start().await;
+    let preflight = http(
+        Request::options(server.url("/grpc.health.v1.Health/Check"))
+            .header("origin", "http://app.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "x-grpc-web,content-type,authorization",
+            )
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(preflight.status, StatusCode::OK);
+    assert_eq!(preflight.headers["access-control-allow-origin"], "*");
+    let allowed = preflight.headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap();
+    for header in ["x-grpc-web", "content-type", "authorization"] {
+        assert!(allowed.contains(header), "{header} not in {allowed}");
+    }
+}
+
+#[tokio::test]
+async fn a_configured_origin_list_allows_only_those_origins_with_credentials() {
+    let server = TestServer::start_with(|config| {
+        config.cors_origin =
+            slop_server::config::CorsOrigin::List(vec!["https://app.example".into()]);
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        http(
+            Request::options(server.url("/health"))
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .body(Full::default())
+                .unwrap(),
+        )
+    };
+    let allowed = preflight("https://app.example").await;
+    assert_eq!(
+        allowed.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(allowed.headers["access-control-allow-credentials"], "true");
+    let refused = preflight("https://evil.example").await;
+    assert!(refused.headers.get("access-control-allow-origin").is_none());
+}

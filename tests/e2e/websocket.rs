@@ -1,0 +1,158 @@
+//! The WebSocket adapter at /api/v1/ws.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
+
+use crate::harness::{PATIENCE, TestServer, get};
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(server: &TestServer) -> Socket {
+    let url = format!("ws://{}/api/v1/ws", server.addr);
+    let (socket, response) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("WebSocket handshake in time")
+        .expect("WebSocket handshake");
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    socket
+}
+
+/// The next text or close frame, answering nothing else.
+pub async fn next_frame(socket: &mut Socket) -> Message {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("frame");
+        if matches!(
+            message,
+            Message::Text(_) | Message::Close(_) | Message::Binary(_)
+        ) {
+            return message;
+        }
+    }
+}
+
+async fn next_json(socket: &mut Socket) -> serde_json::Value {
+    match next_frame(socket).await {
+        Message::Text(text) => serde_json::from_str(&text).expect("JSON frame"),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_connects_and_answers_pings() {
+    let server = TestServer::start().await;
+    let mut socket = connect(&server).await;
+    socket
+        .send(Message::Text(r#"{"type":"ping","id":"42"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut socket).await,
+        serde_json::json!({"type": "pong", "id": "42"})
+    );
+}
+
+#[tokio::test]
+async fn frames_it_does_not_understand_get_an_error_frame_and_the_socket_stays_open() {
+    let server = TestServer::start().await;
+    let mut socket = connect(&server).await;
+    socket
+        .send(Message::Text("{not json".into()))
+        .await
+        .unwrap();
+    let error = next_json(&mut socket).await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], "INVALID_ARGUMENT");
+    socket
+        .send(Message::Text(r#"{"type":"ping"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn binary_frames_close_the_socket_with_1003() {
+    let server = TestServer::start().await;
+    let mut socket = connect(&server).await;
+    socket
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    match next_frame(&mut socket).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Unsupported),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_server_pings_idle_sockets() {
+    let server = TestServer::start_with(|config| {
+        config.ws_ping_interval = Duration::from_secs(1);
+    })
+    .await;
+    let mut socket = connect(&server).await;
+    let ping = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Ping(_))) => return,
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended before a ping: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(ping.is_ok(), "no ping within {PATIENCE:?}");
+    // tungstenite queues the pong when it reads a ping; flushing sends it, as
+    // a browser does at once. Answered, the socket outlives the next ping.
+    socket.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    socket
+        .send(Message::Text(r#"{"type":"ping"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_plain_get_of_the_websocket_path_explains_itself() {
+    let server = TestServer::start().await;
+    let answer = get(&server.url("/api/v1/ws")).await;
+    assert!(answer.status.is_client_error(), "{}", answer.status);
+    let body = answer.json();
+    assert_eq!(body["error"]["status"], "FAILED_PRECONDITION");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("WebSocket")
+    );
+}
+
+#[tokio::test]
+async fn a_socket_that_never_answers_pings_is_dropped() {
+    let server = TestServer::start_with(|config| {
+        config.ws_ping_interval = Duration::from_secs(1);
+    })
+    .await;
+    let mut socket = connect(&server).await;
+    // Not reading means never answering: after one unanswered ping the
+    // server gives up on the next tick.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Ping(_))) => continue,
+                Some(Ok(Message::Text(text))) => panic!("unexpected frame {text}"),
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server kept a dead socket open");
+}
