@@ -20,13 +20,17 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub mod accounts;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod health;
+pub mod passwords;
 pub mod serve;
 pub mod services;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tokens;
 
 pub use config::Config;
 
