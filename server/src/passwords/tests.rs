@@ -1,0 +1,411 @@
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
+
+use super::*;
+
+const OURS: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
+
+/// A PHC string made with `params` and `algorithm`, cheaply.
+fn hash_with(password: &str, algorithm: Algorithm, params: Params) -> String {
+    Argon2::new(algorithm, Version::V0x13, params)
+        .hash_password(password.as_bytes())
+        .unwrap()
+        .to_string()
+}
+
+// Rules.
+
+#[test]
+fn fewer_than_eight_characters_is_too_short() {
+    for password in [
+        "",
+        "a",
+        "1234567",
+        "kq7#vLp",
+        "ééééééé",
+        "日本語パスワー",
+        "🔒🔒🔒🔒🔒🔒🔒",
+    ] {
+        assert_eq!(
+            check_password(password),
+            Err(PasswordRejection::TooShort),
+            "{password}"
+        );
+    }
+    // Counted in characters, not bytes: 7 characters are 28 bytes here.
+    assert!("🔒🔒🔒🔒🔒🔒🔒".len() >= 8);
+}
+
+#[test]
+fn eight_to_128_characters_are_accepted() {
+    for password in [
+        "kq7#vLp2".to_owned(),
+        "ééééééé€".to_owned(),
+        "日本語のパスワード".to_owned(),
+        "correct horse battery staple".to_owned(),
+        "x".repeat(128),
+        "é".repeat(128),
+        "🔒".repeat(128),
+    ] {
+        assert_eq!(check_password(&password), Ok(()), "{password}");
+    }
+}
+
+#[test]
+fn more_than_128_characters_is_too_long() {
+    for password in [
+        "x".repeat(129),
+        "é".repeat(129),
+        "🔒".repeat(129),
+        "x".repeat(10_000),
+    ] {
+        assert_eq!(check_password(&password), Err(PasswordRejection::TooLong));
+    }
+}
+
+#[test]
+fn common_passwords_are_refused_whatever_their_case() {
+    for password in [
+        "password1",
+        "12345678",
+        "iloveyou",
+        "trustno1",
+        "sunshine",
+        "princess",
+        "qwertyuiop",
+        "football",
+        "PASSWORD1",
+        "ILoveYou",
+        "TrustNo1",
+        "QwertyUIOP",
+    ] {
+        assert_eq!(
+            check_password(password),
+            Err(PasswordRejection::Common),
+            "{password}"
+        );
+    }
+    // Too short is said first: that is what the user must fix.
+    assert_eq!(check_password("123456"), Err(PasswordRejection::TooShort));
+}
+
+#[test]
+fn the_common_list_is_loaded_whole() {
+    let list = &*COMMON_PASSWORDS;
+    assert_eq!(list.len(), 10_000);
+    let usable = list
+        .iter()
+        .filter(|p| (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&p.chars().count()))
+        .count();
+    assert!(
+        usable >= 1_000,
+        "only {usable} entries of 8 to 128 characters"
+    );
+    for password in list {
+        assert_eq!(*password, password.to_lowercase(), "not lower-case");
+        assert_eq!(*password, password.trim(), "surrounding whitespace");
+        assert!(!password.is_empty() && !password.starts_with('#'));
+    }
+    // The header is comments, not passwords.
+    assert!(!list.iter().any(|p| p.contains("license")));
+    assert!(list.contains("123456") && list.contains("password"));
+}
+
+// Hashing.
+
+#[tokio::test]
+async fn hashes_are_argon2id_phc_strings_with_our_parameters() {
+    let hasher = PasswordHasher::new(2);
+    let first = hasher.hash("kq7#vLp2-long-enough").await.unwrap();
+    let second = hasher.hash("kq7#vLp2-long-enough").await.unwrap();
+    assert!(first.starts_with(OURS), "{first}");
+    assert_ne!(first, second, "each hash has its own salt");
+    // 16-byte salt, 32-byte output.
+    let parsed = PasswordHash::new(&first).unwrap();
+    assert_eq!(parsed.salt.unwrap().len(), 16);
+    assert_eq!(parsed.hash.unwrap().len(), 32);
+}
+
+#[tokio::test]
+async fn the_right_password_verifies_and_others_do_not() {
+    let hasher = PasswordHasher::new(2);
+    let phc = hasher.hash("kq7#vLp2-long-enough").await.unwrap();
+    assert_eq!(
+        hasher.verify("kq7#vLp2-long-enough", &phc).await.unwrap(),
+        Verification::Verified {
+            needs_rehash: false
+        }
+    );
+    for wrong in [
+        "kq7#vLp2-long-enougH",
+        "kq7#vLp2-long-enough ",
+        "",
+        "kq7#vLp2",
+    ] {
+        assert_eq!(
+            hasher.verify(wrong, &phc).await.unwrap(),
+            Verification::Mismatch,
+            "{wrong}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_truncated() {
+    // bcrypt reads 72 bytes; whatever replaces argon2 must not.
+    let hasher = PasswordHasher::new(2);
+    let common: String = "y".repeat(100);
+    let a = format!("{common}-a");
+    let b = format!("{common}-b");
+    assert_eq!((check_password(&a), check_password(&b)), (Ok(()), Ok(())));
+    let (hash_a, hash_b) = (
+        hasher.hash(&a).await.unwrap(),
+        hasher.hash(&b).await.unwrap(),
+    );
+    assert_eq!(
+        hasher.verify(&a, &hash_a).await.unwrap(),
+        Verification::Verified {
+            needs_rehash: false
+        }
+    );
+    assert_eq!(
+        hasher.verify(&b, &hash_b).await.unwrap(),
+        Verification::Verified {
+            needs_rehash: false
+        }
+    );
+    assert_eq!(
+        hasher.verify(&a, &hash_b).await.unwrap(),
+        Verification::Mismatch
+    );
+    assert_eq!(
+        hasher.verify(&b, &hash_a).await.unwrap(),
+        Verification::Mismatch
+    );
+    let multibyte = "é".repeat(127);
+    let hash = hasher.hash(&format!("{multibyte}a")).await.unwrap();
+    assert_eq!(
+        hasher
+            .verify(&format!("{multibyte}b"), &hash)
+            .await
+            .unwrap(),
+        Verification::Mismatch
+    );
+}
+
+#[tokio::test]
+async fn weaker_hashes_verify_and_ask_to_be_rehashed() {
+    let hasher = PasswordHasher::new(2);
+    let weak = hash_with(
+        "kq7#vLp2-old",
+        Algorithm::Argon2id,
+        Params::new(8192, 1, 1, None).unwrap(),
+    );
+    assert!(weak.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"), "{weak}");
+    assert_eq!(
+        hasher.verify("kq7#vLp2-old", &weak).await.unwrap(),
+        Verification::Verified { needs_rehash: true }
+    );
+    assert_eq!(
+        hasher.verify("kq7#vLp2-new", &weak).await.unwrap(),
+        Verification::Mismatch
+    );
+
+    for (algorithm, params) in [
+        (
+            Algorithm::Argon2id,
+            Params::new(M_COST, 1, 1, None).unwrap(),
+        ),
+        (
+            Algorithm::Argon2id,
+            Params::new(M_COST / 2, T_COST, 1, None).unwrap(),
+        ),
+        (
+            Algorithm::Argon2id,
+            Params::new(M_COST, T_COST, 1, Some(16)).unwrap(),
+        ),
+        (
+            Algorithm::Argon2i,
+            Params::new(M_COST, T_COST, 1, None).unwrap(),
+        ),
+    ] {
+        let phc = hash_with("kq7#vLp2-old", algorithm, params);
+        assert_eq!(
+            hasher.verify("kq7#vLp2-old", &phc).await.unwrap(),
+            Verification::Verified { needs_rehash: true },
+            "{phc}"
+        );
+    }
+    // Stronger on every axis: kept.
+    let stronger = hash_with(
+        "kq7#vLp2-old",
+        Algorithm::Argon2id,
+        Params::new(M_COST + 1024, T_COST + 1, 1, None).unwrap(),
+    );
+    assert_eq!(
+        hasher.verify("kq7#vLp2-old", &stronger).await.unwrap(),
+        Verification::Verified {
+            needs_rehash: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn malformed_stored_hashes_are_errors_not_panics() {
+    let hasher = PasswordHasher::new(1);
+    let good = hasher.hash("kq7#vLp2-long-enough").await.unwrap();
+    let truncated = &good[..good.len() - 10];
+    let without_output = good.rsplit_once('$').unwrap().0.to_owned();
+    for phc in [
+        "",
+        "kq7#vLp2-long-enough",
+        "$",
+        "$$$$",
+        "$argon2id",
+        "$argon2id$v=19$m=19456,t=2,p=1",
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ",
+        "$argon2id$v=19$m=abc,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaA",
+        "$argon2id$v=19$m=1,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+        "$argon2id$v=42$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+        "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+        "$scrypt$ln=15,r=8,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+        "$pbkdf2-sha256$29000$c2FsdA$aGFzaA",
+        truncated,
+        &without_output,
+        &format!("{good}$extra"),
+        &good.replace("$argon2id$", "$argon2x$"),
+    ] {
+        let result = hasher.verify("kq7#vLp2-long-enough", phc).await;
+        assert!(
+            matches!(
+                result,
+                Err(PasswordHashError::Malformed | PasswordHashError::Hashing(_))
+            ),
+            "{phc}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn stored_hashes_beyond_our_limits_are_not_computed() {
+    let hasher = PasswordHasher::new(1);
+    let good = hasher.hash("kq7#vLp2-long-enough").await.unwrap();
+    for params in [
+        "m=4194304,t=2,p=1",
+        "m=19456,t=1000000,p=1",
+        "m=19456,t=2,p=64",
+    ] {
+        let costly = good.replace("m=19456,t=2,p=1", params);
+        let result = hasher.verify("kq7#vLp2-long-enough", &costly).await;
+        assert!(
+            matches!(result, Err(PasswordHashError::TooCostly)),
+            "{params}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_dummy_verification_is_real_work_and_always_false() {
+    let hasher = PasswordHasher::new(1);
+    assert!(!hasher.verify_dummy("kq7#vLp2-long-enough").await);
+    let dummy = hasher.dummy.get().expect("made on first use").clone();
+    assert!(dummy.starts_with(OURS), "{dummy}");
+    assert!(!hasher.verify_dummy("").await);
+    assert_eq!(hasher.dummy.get(), Some(&dummy), "made once");
+    // Clones share it.
+    assert_eq!(hasher.clone().dummy.get(), Some(&dummy));
+}
+
+// The concurrency cap.
+
+/// Two jobs submitted at once. Each records its start, waits until the
+/// other has started too (or `patience` runs out), and records its end.
+async fn overlap(hasher: &PasswordHasher, patience: Duration) -> Vec<&'static str> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let job = |events: Arc<Mutex<Vec<&'static str>>>| {
+        move || {
+            events.lock().unwrap().push("start");
+            let deadline = std::time::Instant::now() + patience;
+            while events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| **e == "start")
+                .count()
+                < 2
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            events.lock().unwrap().push("end");
+        }
+    };
+    let (a, b) = tokio::join!(
+        hasher.run(job(events.clone())),
+        hasher.run(job(events.clone()))
+    );
+    a.unwrap();
+    b.unwrap();
+    events.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_concurrency_one_hashes_run_one_after_the_other() {
+    // Uncapped, the second job would start while the first waits for it.
+    let events = overlap(&PasswordHasher::new(1), Duration::from_millis(300)).await;
+    assert_eq!(events, ["start", "end", "start", "end"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_concurrency_two_they_run_together() {
+    // The control for the test above: the same jobs do overlap when allowed
+    // (the patience only bounds how long a broken cap takes to show).
+    let events = overlap(&PasswordHasher::new(2), Duration::from_secs(10)).await;
+    assert_eq!(events, ["start", "start", "end", "end"]);
+}
+
+#[tokio::test]
+async fn concurrency_zero_still_hashes() {
+    let hasher = PasswordHasher::new(0);
+    assert!(
+        hasher
+            .hash("kq7#vLp2-long-enough")
+            .await
+            .unwrap()
+            .starts_with(OURS)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_and_verifying_go_through_the_cap() {
+    let hasher = PasswordHasher::new(1);
+    let started = std::time::Instant::now();
+    let phc = hasher.hash("kq7#vLp2-long-enough").await.unwrap();
+    let one_hash = started.elapsed();
+    // With the only permit taken, neither can run: after three times what
+    // a hash takes, both still wait.
+    let held = Arc::clone(&hasher.permits).acquire_owned().await.unwrap();
+    let hash = tokio::spawn({
+        let hasher = hasher.clone();
+        async move { hasher.hash("kq7#vLp2-long-enough").await }
+    });
+    let verify = tokio::spawn({
+        let hasher = hasher.clone();
+        async move { hasher.verify("kq7#vLp2-long-enough", &phc).await }
+    });
+    tokio::time::sleep(one_hash * 3).await;
+    assert!(!hash.is_finished(), "hash ran without a permit");
+    assert!(!verify.is_finished(), "verify ran without a permit");
+    drop(held);
+    assert!(hash.await.unwrap().unwrap().starts_with(OURS));
+    assert_eq!(
+        verify.await.unwrap().unwrap(),
+        Verification::Verified {
+            needs_rehash: false
+        }
+    );
+}
