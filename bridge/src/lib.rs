@@ -9,6 +9,7 @@
 //!
 //! Modules:
 //! - [`error`]: gRPC status → HTTP status and the AIP-193 error body.
+//! - [`rest`]: the REST routes of accounts and sessions.
 //! - [`ws`]: the WebSocket adapter at `/api/v1/ws`.
 
 use std::{sync::Arc, time::Duration};
@@ -17,6 +18,7 @@ use axum::{Router, extract::OriginalUri, response::Response, routing::any};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub mod error;
+pub mod rest;
 pub mod ws;
 
 /// What the bridge needs from the server it runs in.
@@ -34,10 +36,11 @@ pub struct Bridge {
 /// It has no fallback of its own: the server decides what an unknown path
 /// gets, a gRPC status or a JSON error ([`error::route_not_found`],
 /// [`method_not_allowed`]).
-pub fn router(bridge: Bridge) -> Router {
+pub fn router(bridge: Bridge, services: rest::Services) -> Router {
     Router::new()
         .route("/api/v1/ws", any(ws::upgrade))
         .with_state(Arc::new(bridge))
+        .merge(rest::router(services))
 }
 
 /// Handler for a known path called with a method it does not take: 405 with

@@ -4,6 +4,7 @@
 //! ```text
 //! request-id + log span ─ CORS ─┬─ /health, /health/ready, /health/live
 //!                               ├─ /api/v1/...            (bridge: REST, WebSocket)
+//!                               ├─ /.well-known/jwks.json (public keys of access tokens)
 //!                               ├─ /<package.Service>/... ─ grpc-web ─ stream cut-off ─ tonic
 //!                               └─ anything else: gRPC UNIMPLEMENTED for gRPC content types,
 //!                                                 404 with a JSON error for the rest
@@ -32,6 +33,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::{
     config::{Config, CorsOrigin},
     health::{self, Health},
+    identity::Identity,
     services::{AuthApi, NotificationApi, SessionApi},
     shutdown::{StreamCutoff, StreamingMethods, end_streams_on_shutdown},
     telemetry,
@@ -44,6 +46,8 @@ pub struct Parts {
     /// The standard gRPC health service, fed by `health`.
     pub health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    /// Accounts, sessions and tokens.
+    pub identity: Arc<Identity>,
     /// The WebSocket adapter's view of the server.
     pub bridge: Bridge,
 }
@@ -79,8 +83,14 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
     };
 
     let grpc = Router::new();
-    let grpc = grpc_service(grpc, AuthServiceServer::new(AuthApi));
-    let grpc = grpc_service(grpc, SessionServiceServer::new(SessionApi));
+    let auth = AuthApi::new(parts.identity.clone());
+    let sessions = SessionApi::new(parts.identity.clone());
+    let rest = slop_bridge::rest::Services {
+        auth: Arc::new(auth.clone()),
+        sessions: Arc::new(sessions.clone()),
+    };
+    let grpc = grpc_service(grpc, AuthServiceServer::new(auth));
+    let grpc = grpc_service(grpc, SessionServiceServer::new(sessions));
     let grpc = grpc_service(grpc, NotificationServiceServer::new(NotificationApi));
     let grpc = grpc_service(grpc, parts.health_service);
     let grpc = grpc_service(grpc, reflection_v1);
@@ -91,8 +101,22 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         ))
         .layer(tonic_web::GrpcWebLayer::new());
 
-    let router = slop_bridge::router(parts.bridge)
+    let tokens = parts.identity.tokens.clone();
+    let jwks = Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let jwks = tokens.jwks();
+            async move {
+                (
+                    [(header::CACHE_CONTROL, "public, max-age=300")],
+                    axum::Json(jwks),
+                )
+            }
+        }),
+    );
+    let router = slop_bridge::router(parts.bridge, rest)
         .merge(health::router(parts.health))
+        .merge(jwks)
         .merge(grpc)
         .fallback(unknown_route)
         .method_not_allowed_fallback(slop_bridge::method_not_allowed)

@@ -103,7 +103,10 @@ mod tests {
         let start = clock.now();
         assert_eq!(clock.now(), start);
         clock.advance(Duration::from_secs(90));
-        assert_eq!(clock.now().duration_since(start).unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            clock.now().duration_since(start).unwrap(),
+            Duration::from_secs(90)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! The Node core's variable names keep their meaning, so a deployment can
 //! switch servers without renaming anything.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
@@ -56,6 +56,83 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
+    /// Key prefix for everything this server keeps in Redis, so several
+    /// deployments (or tests) can share one Redis without colliding.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "slop:", value_parser = parse_key_prefix)]
+    pub redis_key_prefix: String,
+
+    /// Account database: `sqlite:<path>` (a file, created on first run) or a
+    /// PostgreSQL URL (`postgres://user@host:5432/db`).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:slop.db", value_parser = parse_database_url)]
+    pub database_url: String,
+
+    /// Secret that signs access tokens (HS256): at least 32 random bytes, e.g.
+    /// `openssl rand -base64 48`. Required in production unless
+    /// JWT_PRIVATE_KEY_FILE is set; in development a random one is made at
+    /// start, so tokens do not outlive the process.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Ed25519 private key (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`).
+    /// When set, access tokens are signed with EdDSA and the public key is
+    /// published at /.well-known/jwks.json.
+    #[arg(long, env = "JWT_PRIVATE_KEY_FILE")]
+    pub jwt_private_key_file: Option<PathBuf>,
+
+    /// Retired Ed25519 keys (PEM files, comma-separated): they no longer sign
+    /// but still verify, until removed, so keys rotate without logging anyone
+    /// out.
+    #[arg(long, env = "JWT_RETIRED_KEY_FILES", value_delimiter = ',')]
+    pub jwt_retired_key_files: Vec<PathBuf>,
+
+    /// Access token lifetime. Seconds, or a number with a unit: 900, 15m, 1h.
+    #[arg(long, env = "JWT_EXPIRES_IN", default_value = "15m", value_parser = parse_token_ttl)]
+    pub jwt_expires_in: Duration,
+
+    /// The `iss` claim of access tokens.
+    #[arg(long, env = "JWT_ISSUER", default_value = "slop-studios", value_parser = parse_claim)]
+    pub jwt_issuer: String,
+
+    /// The `aud` claim of access tokens.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "slop-api", value_parser = parse_claim)]
+    pub jwt_audience: String,
+
+    /// Server secret for refresh tokens, session cookies and CSRF tokens: at
+    /// least 32 random bytes. Required in production; in development a
+    /// random one is made at start.
+    #[arg(long, env = "APP_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub app_secret: Option<Secret>,
+
+    /// Idle session timeout: a session not used for this long ends. It slides
+    /// on every authenticated use. Seconds, or a number with a unit.
+    #[arg(long, env = "SESSION_TTL", default_value = "86400", value_parser = parse_session_duration)]
+    pub session_ttl: Duration,
+
+    /// Absolute session lifetime, however often the session is used.
+    #[arg(long, env = "SESSION_MAX_LIFETIME", default_value = "30d", value_parser = parse_session_duration)]
+    pub session_max_lifetime: Duration,
+
+    /// Keys of backend services, as `name:secret` pairs, comma-separated.
+    /// Only they may validate tokens, publish notifications and end a
+    /// user's sessions. Secrets: at least 32 characters.
+    #[arg(long, env = "SERVICE_KEYS", default_value = "", hide_env_values = true, hide_default_value = true, value_parser = parse_service_keys)]
+    pub service_keys: ServiceKeys,
+
+    /// How many password hashes may run at once (each takes ~19 MiB and a
+    /// core for tens of milliseconds). Default: the number of CPUs.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub password_hash_concurrency: Option<u16>,
+
+    /// The page that completes a password reset; reset mails link to it
+    /// with `?token=<reset token>` appended.
+    #[arg(long, env = "PASSWORD_RESET_URL", default_value = "http://localhost:3000/reset-password", value_parser = parse_reset_url)]
+    pub password_reset_url: String,
+
+    /// Outgoing mail is logged; when this directory is set, each message is
+    /// also written into it as an .eml file (development, tests).
+    #[arg(long, env = "MAIL_OUTBOX_DIR")]
+    pub mail_outbox_dir: Option<PathBuf>,
+
     /// How long a graceful shutdown (SIGTERM, SIGINT) may take, from the
     /// signal to exit: in-flight requests finish, streams and WebSockets are
     /// closed. Seconds, or a number with a unit: 500ms, 10s, 1m.
@@ -100,7 +177,26 @@ impl Config {
                 _ => None,
             };
         }
+        if let Err(why) = config.validate() {
+            eprintln!("error: {why}");
+            std::process::exit(2);
+        }
         config
+    }
+
+    /// Checks what no single setting can: production needs real secrets.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.app_env() == AppEnv::Production {
+            if self.jwt_secret.is_none() && self.jwt_private_key_file.is_none() {
+                return Err(
+                    "JWT_SECRET (or JWT_PRIVATE_KEY_FILE) must be set in production".into(),
+                );
+            }
+            if self.app_secret.is_none() {
+                return Err("APP_SECRET must be set in production".into());
+            }
+        }
+        Ok(())
     }
 
     /// The default configuration, as a server started with no flags and an
@@ -167,6 +263,161 @@ impl fmt::Display for CorsOrigin {
             Self::List(origins) => f.write_str(&origins.join(",")),
         }
     }
+}
+
+/// A secret from the configuration; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<[u8]>);
+
+impl Secret {
+    /// A secret of `bytes` random bytes from the OS CSPRNG.
+    pub fn random(bytes: usize) -> Self {
+        let mut secret = vec![0u8; bytes];
+        getrandom::fill(&mut secret).expect("the OS random number generator");
+        Self(secret.into())
+    }
+
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    /// A secret taken as given (tests, tools); configuration goes through
+    /// the checks of JWT_SECRET and APP_SECRET instead.
+    fn from(value: &str) -> Self {
+        Self(value.as_bytes().into())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Backend service keys: (name, secret) pairs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ServiceKeys(pub Vec<(String, Secret)>);
+
+impl fmt::Debug for ServiceKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+/// The shortest secret accepted: 256 bits (RFC 8725 §3.5).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+fn parse_secret(value: &str) -> Result<Secret, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "too short: at least {MIN_SECRET_BYTES} characters of random data (e.g. `openssl rand -base64 48`)"
+        ));
+    }
+    // A long run of few characters ("aaaa…", "changemechangeme…") is not
+    // random data, whatever its length.
+    let distinct = value
+        .bytes()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if distinct < 12 {
+        return Err("not random enough: use e.g. `openssl rand -base64 48`".into());
+    }
+    Ok(Secret(value.as_bytes().into()))
+}
+
+fn parse_service_keys(value: &str) -> Result<ServiceKeys, String> {
+    if value.len() > 16 * MAX_TEXT {
+        return Err(format!("longer than {} characters", 16 * MAX_TEXT));
+    }
+    let mut keys: Vec<(String, Secret)> = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, secret)) = pair.split_once(':') else {
+            return Err("expected name:secret pairs separated by commas".into());
+        };
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(format!(
+                "'{name}' is not a service name: 1 to 64 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if keys.iter().any(|(existing, _)| existing == name) {
+            return Err(format!("service '{name}' is listed twice"));
+        }
+        let secret =
+            parse_secret(secret.trim()).map_err(|why| format!("secret of '{name}' is {why}"))?;
+        keys.push((name.to_owned(), secret));
+    }
+    Ok(ServiceKeys(keys))
+}
+
+fn parse_key_prefix(value: &str) -> Result<String, String> {
+    if value.len() > 128
+        || value
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err("at most 128 characters, no spaces".into());
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_claim(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.len() > 256 {
+        return Err("1 to 256 characters".into());
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_database_url(value: &str) -> Result<String, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    let supported = ["sqlite:", "postgres://", "postgresql://"];
+    if supported.iter().any(|scheme| value.starts_with(scheme)) && value.len() > "sqlite:".len() {
+        Ok(value.to_owned())
+    } else {
+        Err("expected sqlite:<path> or postgres://user@host:port/database".into())
+    }
+}
+
+fn parse_reset_url(value: &str) -> Result<String, String> {
+    let valid = value.len() <= MAX_TEXT
+        && (value.starts_with("https://") || value.starts_with("http://"))
+        && !value.contains(['?', '#', ' ']);
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected an http(s) URL without query or fragment".into())
+    }
+}
+
+fn parse_token_ttl(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(10),
+        Duration::from_secs(7 * 86_400),
+    )
+}
+
+fn parse_session_duration(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(60),
+        Duration::from_secs(366 * 86_400),
+    )
 }
 
 const MAX_TEXT: usize = 2048;
@@ -384,6 +635,88 @@ mod tests {
         let long = "a".repeat(300);
         let err = parse(&["--host", &long]).unwrap_err().to_string();
         assert!(err.contains("HOST"), "{err}");
+    }
+
+    const SECRET: &str = "s3cr3t-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+    #[test]
+    fn production_refuses_to_start_without_secrets() {
+        let config = parse(&["--app-env", "production"]).unwrap();
+        assert!(config.validate().unwrap_err().contains("JWT_SECRET"));
+        let config = parse(&["--app-env", "production", "--jwt-secret", SECRET]).unwrap();
+        assert!(config.validate().unwrap_err().contains("APP_SECRET"));
+        let config = parse(&[
+            "--app-env",
+            "production",
+            "--jwt-secret",
+            SECRET,
+            "--app-secret",
+            SECRET,
+        ])
+        .unwrap();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            Config::embedded_defaults().validate(),
+            Ok(()),
+            "development runs without"
+        );
+    }
+
+    #[test]
+    fn weak_secrets_are_refused() {
+        let err = parse(&["--jwt-secret", "short"]).unwrap_err().to_string();
+        assert!(
+            err.contains("JWT_SECRET") && err.contains("too short"),
+            "{err}"
+        );
+        let err = parse(&["--app-secret", &"a".repeat(64)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("APP_SECRET") && err.contains("not random"),
+            "{err}"
+        );
+        let config = parse(&["--jwt-secret", SECRET]).unwrap();
+        assert!(
+            !format!("{config:?}").contains(SECRET),
+            "secrets never print"
+        );
+    }
+
+    #[test]
+    fn service_keys_are_name_secret_pairs() {
+        let config = parse(&[
+            "--service-keys",
+            &format!("media:{SECRET}, billing:{SECRET}x"),
+        ])
+        .unwrap();
+        let names: Vec<_> = config
+            .service_keys
+            .0
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(names, ["media", "billing"]);
+        for bad in [
+            "media",
+            "media:short",
+            &format!("a b:{SECRET}"),
+            &format!("m:{SECRET},m:{SECRET}"),
+        ] {
+            let err = parse(&["--service-keys", bad]).unwrap_err().to_string();
+            assert!(err.contains("SERVICE_KEYS"), "{bad}: {err}");
+        }
+        assert!(Config::embedded_defaults().service_keys.0.is_empty());
+    }
+
+    #[test]
+    fn database_urls_are_sqlite_or_postgres() {
+        assert_eq!(Config::embedded_defaults().database_url, "sqlite:slop.db");
+        assert!(parse(&["--database-url", "postgres://postgres@127.0.0.1/test"]).is_ok());
+        let err = parse(&["--database-url", "mysql://x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
     }
 
     #[test]

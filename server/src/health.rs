@@ -1,7 +1,8 @@
 //! Health: is the process alive, is it ready for traffic, and how are its
 //! dependencies.
 //!
-//! A background task checks every configured dependency at
+//! Dependencies: the account database (always; SQLite by default) and Redis
+//! (when REDIS_URL is set). A background task checks each at
 //! HEALTH_CHECK_INTERVAL and publishes the result twice: to the standard
 //! `grpc.health.v1.Health` service (for Kubernetes gRPC probes and service
 //! meshes) and to the HTTP endpoints `/health`, `/health/ready` and
@@ -33,6 +34,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use crate::accounts::AccountStore;
+
 /// The health service name Kubernetes liveness probes ask for.
 pub const LIVENESS: &str = "liveness";
 
@@ -48,19 +51,22 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A dependency the server needs, with the means to check it.
 enum Dependency {
-    Redis(RedisCheck),
+    Redis(Box<RedisCheck>),
+    Database(AccountStore),
 }
 
 impl Dependency {
     fn name(&self) -> &'static str {
         match self {
             Self::Redis(_) => "redis",
+            Self::Database(_) => "database",
         }
     }
 
     async fn check(&self) -> Result<(), String> {
         match self {
             Self::Redis(redis) => redis.check().await,
+            Self::Database(accounts) => accounts.ping().await.map_err(|error| error.to_string()),
         }
     }
 }
@@ -145,15 +151,25 @@ impl Health {
     pub async fn new(
         reporter: HealthReporter,
         redis_url: Option<&str>,
+        database: Option<AccountStore>,
     ) -> Result<Arc<Self>, redis::RedisError> {
         let mut dependencies = Vec::new();
         let mut states = BTreeMap::new();
+        match database {
+            Some(accounts) => {
+                dependencies.push(Dependency::Database(accounts));
+                states.insert("database", DependencyState::Unknown);
+            }
+            None => {
+                states.insert("database", DependencyState::NotConfigured);
+            }
+        }
         match redis_url {
             Some(url) => {
-                dependencies.push(Dependency::Redis(RedisCheck {
+                dependencies.push(Dependency::Redis(Box::new(RedisCheck {
                     client: redis::Client::open(url)?,
                     connection: tokio::sync::Mutex::new(None),
-                }));
+                })));
                 states.insert("redis", DependencyState::Unknown);
             }
             None => {
@@ -227,17 +243,19 @@ impl Health {
         self.publish().await;
     }
 
-    /// Checks the dependencies every `interval` until `stop` is cancelled.
+    /// Checks the dependencies every `interval` (after the first check,
+    /// which start-up makes with [`Health::check_now`]) until `stop` is
+    /// cancelled.
     pub async fn run_checks(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
         if self.dependencies.is_empty() {
             return;
         }
         loop {
-            self.check_now().await;
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
+            self.check_now().await;
         }
     }
 

@@ -10,24 +10,32 @@
 //! - [`app`]: the router that puts the front doors on one port.
 //! - [`services`]: the tonic service implementations, the one implementation
 //!   of each operation.
+//! - [`identity`]: accounts, passwords, tokens and sessions put together;
+//!   [`auth`] says who is calling.
+//! - [`accounts`] (SQL), [`sessions`] (memory or Redis), [`tokens`] (JWT),
+//!   [`passwords`] (argon2id), [`outbox`] (mail), [`clock`].
 //! - [`health`]: dependency checks, readiness and liveness.
 //! - [`serve`]: the accept loop and the bounded graceful drain.
 //! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins.
 //! - [`telemetry`]: logs and request ids.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub mod accounts;
 pub mod app;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod health;
+pub mod identity;
+pub mod outbox;
 pub mod passwords;
 pub mod serve;
 pub mod services;
+pub mod sessions;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tokens;
@@ -49,6 +57,9 @@ pub enum Error {
     /// An embedded descriptor set did not decode.
     #[error("descriptor set: {0}")]
     Descriptor(#[from] prost::DecodeError),
+    /// Accounts, sessions or keys could not be set up.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down
@@ -58,11 +69,28 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    run_with_clock(config, listener, shutdown, Arc::new(clock::SystemClock)).await
+}
+
+/// [`run`] with the clock accounts, sessions and tokens read, so tests can
+/// move time instead of waiting for it.
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: clock::SharedClock,
+) -> Result<(), Error> {
     let reporter = tonic_health::server::HealthReporter::new();
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
     );
-    let health = health::Health::new(reporter, config.redis_url.as_deref()).await?;
+    let identity = Arc::new(identity::Identity::from_config(&config, clock).await?);
+    let health = health::Health::new(
+        reporter,
+        config.redis_url.as_deref(),
+        Some(identity.accounts.clone()),
+    )
+    .await?;
     let stop = CancellationToken::new();
     let websockets = TaskTracker::new();
 
@@ -71,6 +99,7 @@ pub async fn run(
         app::Parts {
             health: health.clone(),
             health_service,
+            identity,
             bridge: slop_bridge::Bridge {
                 shutdown: stop.clone(),
                 connections: websockets.clone(),
@@ -79,6 +108,9 @@ pub async fn run(
         },
     )?;
 
+    // Know the dependencies before the first request, so readiness is true
+    // from the start (at most CHECK_TIMEOUT, when one does not answer).
+    health.check_now().await;
     let checks = tokio::spawn(
         health
             .clone()

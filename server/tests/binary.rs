@@ -231,3 +231,153 @@ async fn help_lists_every_setting_with_its_variable() {
         "only {documented} variables in .env.example"
     );
 }
+
+/// The shared configuration of servers that share Redis and PostgreSQL: the
+/// same secrets, a key prefix and a database schema of this test's own.
+struct SharedStores {
+    env: Vec<(&'static str, String)>,
+    schema: String,
+    admin: sqlx::PgPool,
+}
+
+impl SharedStores {
+    async fn new() -> Self {
+        let base = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|err| {
+            panic!(
+                "PostgreSQL is not reachable at {base} ({err}): start it or set TEST_DATABASE_URL"
+            )
+        });
+        let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis_addr = redis
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        assert!(
+            tokio::net::TcpStream::connect(redis_addr).await.is_ok(),
+            "Redis is not reachable at {redis}: start it or set REDIS_URL"
+        );
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let schema = format!("t_{id}");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let database_url = format!("{base}?options=-c%20search_path%3D{schema}");
+        Self {
+            env: vec![
+                ("DATABASE_URL", database_url),
+                ("REDIS_URL", redis),
+                ("REDIS_KEY_PREFIX", format!("slop-binary-test:{id}:")),
+                (
+                    "JWT_SECRET",
+                    "binary-test-jwt-secret-0123456789abcdefghijkl".into(),
+                ),
+                (
+                    "APP_SECRET",
+                    "binary-test-app-secret-0123456789abcdefghijkl".into(),
+                ),
+            ],
+            schema,
+            admin,
+        }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    async fn drop_schema(&self) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            self.schema
+        )))
+        .execute(&self.admin)
+        .await
+        .unwrap();
+    }
+}
+
+async fn auth_client(
+    addr: &str,
+) -> slop_api::auth::auth_service_client::AuthServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connect");
+    slop_api::auth::auth_service_client::AuthServiceClient::new(channel)
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
+    use slop_api::auth;
+    let stores = SharedStores::new().await;
+    let (mut a, addr_a, _) = start("shared-a", &stores.env()).await;
+    let (mut b, addr_b, _) = start("shared-b", &stores.env()).await;
+    let mut client_a = auth_client(&addr_a).await;
+    let mut client_b = auth_client(&addr_b).await;
+
+    client_a
+        .register(auth::RegisterRequest {
+            email: "ada@example.com".into(),
+            password: "correct horse battery staple".into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .unwrap();
+    let login = client_a
+        .login(auth::LoginRequest {
+            email: "ada@example.com".into(),
+            password: "correct horse battery staple".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = login.tokens.unwrap().access_token;
+
+    // Created through A, it works through B.
+    let me = client_b
+        .get_current_user(bearer(auth::GetCurrentUserRequest {}, &token))
+        .await
+        .expect("B knows the session A created");
+    assert_eq!(me.into_inner().user.unwrap().email, "ada@example.com");
+
+    // A restarts: the session (in Redis) and the account (in PostgreSQL)
+    // outlive it.
+    sigterm(&a);
+    assert_eq!(a.wait().await.unwrap().code(), Some(0));
+    let (mut a2, addr_a2, _) = start("shared-a2", &stores.env()).await;
+    let mut client_a2 = auth_client(&addr_a2).await;
+    client_a2
+        .get_current_user(bearer(auth::GetCurrentUserRequest {}, &token))
+        .await
+        .expect("the session survives the restart");
+
+    // Revoked through B (logout), it is refused by A on the next call.
+    client_b
+        .logout(bearer(auth::LogoutRequest::default(), &token))
+        .await
+        .unwrap();
+    let refused = client_a2
+        .get_current_user(bearer(auth::GetCurrentUserRequest {}, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    sigterm(&b);
+    sigterm(&a2);
+    b.wait().await.unwrap();
+    a2.wait().await.unwrap();
+    stores.drop_schema().await;
+}

@@ -2,25 +2,76 @@
 //! tonic channels (native gRPC), a plain HTTP/1.1 client (REST, health,
 //! grpc-web), and WebSocket URLs.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use slop_server::Config;
+use slop_server::{Config, clock::ManualClock};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 
 /// How long a test waits for anything that should happen "at once".
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// The service key tests call service-only operations with.
+pub const SERVICE_KEY: &str = "test-service-key-0123456789abcdefghijklmnop";
+/// The JWT secret test servers sign with (so tests can mint tokens too).
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdefghijklmnopq";
+/// The application secret of test servers.
+pub const APP_SECRET: &str = "test-app-secret-0123456789abcdefghijklmnopq";
+
 /// A running server.
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its mail goes.
+    pub outbox: PathBuf,
+    /// The clock of its accounts, sessions and tokens: tests move it.
+    pub clock: Arc<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), slop_server::Error>>>,
+    scratch: PathBuf,
+}
+
+/// A directory of its own for one test server.
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("slop-e2e-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The configuration every test server starts from: embedded defaults, an
+/// SQLite file and a mail directory of its own, fixed secrets, one service
+/// key.
+pub fn test_config(scratch: &std::path::Path) -> Config {
+    use slop_server::config::{Secret, ServiceKeys};
+    let mut config = Config::embedded_defaults();
+    config.host = "127.0.0.1".into();
+    config.port = 0;
+    config.shutdown_timeout = Duration::from_secs(5);
+    config.database_url = format!("sqlite:{}", scratch.join("accounts.db").display());
+    config.mail_outbox_dir = Some(scratch.join("mail"));
+    config.jwt_secret = Some(Secret::from(JWT_SECRET));
+    config.app_secret = Some(Secret::from(APP_SECRET));
+    config.service_keys = ServiceKeys(vec![("test-service".into(), Secret::from(SERVICE_KEY))]);
+    config.redis_key_prefix = format!("slop-e2e:{}:", uuid_like());
+    config
 }
 
 impl TestServer {
@@ -31,24 +82,45 @@ impl TestServer {
 
     /// Starts a server with the embedded defaults as changed by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::embedded_defaults();
-        config.host = "127.0.0.1".into();
-        config.port = 0;
-        config.shutdown_timeout = Duration::from_secs(5);
+        let scratch = scratch_dir();
+        let mut config = test_config(&scratch);
         adjust(&mut config);
+        let outbox = config.mail_outbox_dir.clone().unwrap_or_default();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(slop_server::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let clock = ManualClock::starting_now();
+        let task = tokio::spawn(slop_server::run_with_clock(
+            config,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            clock.clone(),
+        ));
         Self {
             addr,
+            outbox,
+            clock,
             stop: Some(stop),
             task: Some(task),
+            scratch,
         }
+    }
+
+    /// The mail the server has sent so far, oldest first.
+    pub fn mail(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.outbox) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        paths
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .collect()
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -91,6 +163,7 @@ impl Drop for TestServer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
@@ -165,10 +238,24 @@ pub async fn grpc_web_call(
     path: &str,
     message: &impl prost::Message,
 ) -> GrpcWebAnswer {
-    let request = Request::post(server.url(path))
+    grpc_web_call_with(server, path, message, &[]).await
+}
+
+/// [`grpc_web_call`] with extra headers (credentials).
+pub async fn grpc_web_call_with(
+    server: &TestServer,
+    path: &str,
+    message: &impl prost::Message,
+    headers: &[(&str, &str)],
+) -> GrpcWebAnswer {
+    let mut request = Request::post(server.url(path))
         .header("content-type", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
-        .header("origin", "http://app.example")
+        .header("origin", "http://app.example");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(Full::new(grpc_frame(0, &message.encode_to_vec())))
         .expect("request");
     let answer = http(request).await;

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod accounts;
 mod health;
 mod outside_clients;
 mod reflection;

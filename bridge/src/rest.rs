@@ -1,0 +1,364 @@
+//! REST under `/api/v1`: each route turns its JSON (the canonical proto3 JSON
+//! of the request message) into the proto request, calls the service trait
+//! method a gRPC client would reach, with the HTTP headers as request
+//! metadata, and answers the response message as JSON, or the status as an
+//! AIP-193 error.
+
+use std::{collections::HashSet, future::Future, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRequest, Path, Query, Request, State},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http::{StatusCode, header};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use slop_api::{
+    auth::{self, auth_service_server::AuthService},
+    session::{self, session_service_server::SessionService},
+};
+use tonic::{Code, Status, metadata::MetadataMap};
+
+use crate::error::ApiError;
+
+/// Request metadata that asks Login to answer with session cookies; set by
+/// `POST /api/v1/auth/login?cookie=true`.
+pub const COOKIE_LOGIN: &str = "x-slop-cookie-login";
+
+/// The largest JSON body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The services the REST routes call.
+#[derive(Clone)]
+pub struct Services {
+    /// `slop.auth.v1.AuthService`.
+    pub auth: Arc<dyn AuthService>,
+    /// `slop.session.v1.SessionService`.
+    pub sessions: Arc<dyn SessionService>,
+}
+
+/// The REST routes of accounts and sessions.
+pub fn router(services: Services) -> Router {
+    Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/me", get(me).patch(update_me))
+        .route("/api/v1/auth/password", post(change_password))
+        .route("/api/v1/auth/password-reset", post(request_password_reset))
+        .route("/api/v1/auth/password-reset/confirm", post(reset_password))
+        .route("/api/v1/auth/validate", post(validate))
+        .route(
+            "/api/v1/sessions",
+            get(list_sessions).delete(revoke_other_sessions),
+        )
+        .route(
+            "/api/v1/sessions/{session_id}",
+            get(get_session).delete(revoke_session),
+        )
+        .route(
+            "/api/v1/users/{user_id}/sessions",
+            axum::routing::delete(revoke_user_sessions),
+        )
+        .with_state(services)
+}
+
+/// An incoming REST call: its headers become gRPC metadata, its extensions
+/// (the peer address) carry over, and its body is the request message.
+pub struct Call {
+    metadata: MetadataMap,
+    extensions: http::Extensions,
+    body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let headers = parts.headers.clone();
+        let extensions = parts.extensions.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if body.len() > MAX_BODY {
+            return Err(ApiError(Status::new(
+                Code::InvalidArgument,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            ))
+            .into_response());
+        }
+        Ok(Self {
+            metadata: MetadataMap::from_headers(headers),
+            extensions,
+            body,
+        })
+    }
+}
+
+impl Call {
+    /// The body as the request message; an empty body is the empty message.
+    fn message<T: DeserializeOwned + Default>(&self) -> Result<T, Status> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&self.body).map_err(|error| {
+            Status::new(
+                Code::InvalidArgument,
+                format!("the request body is not the JSON this operation takes: {error}"),
+            )
+        })
+    }
+
+    fn request<T>(self, message: T) -> tonic::Request<T> {
+        tonic::Request::from_parts(self.metadata, self.extensions, message)
+    }
+
+    /// Calls a service method with the body as its message.
+    async fn body_call<T, R, F, Fut>(self, method: F) -> Response
+    where
+        T: DeserializeOwned + Default,
+        R: Serialize,
+        F: FnOnce(tonic::Request<T>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        match self.message::<T>() {
+            Ok(message) => answer(method(self.request(message)).await),
+            Err(status) => ApiError(status).into_response(),
+        }
+    }
+}
+
+/// The JSON answer of a service call; `set-cookie` metadata becomes headers.
+fn answer<R: Serialize>(result: Result<tonic::Response<R>, Status>) -> Response {
+    match result {
+        Ok(response) => {
+            let (metadata, message, _) = response.into_parts();
+            let mut response = (StatusCode::OK, Json(message)).into_response();
+            let headers = metadata.into_headers();
+            for cookie in headers.get_all(header::SET_COOKIE) {
+                response
+                    .headers_mut()
+                    .append(header::SET_COOKIE, cookie.clone());
+            }
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            response
+        }
+        Err(status) => ApiError(status).into_response(),
+    }
+}
+
+async fn register(State(s): State<Services>, call: Call) -> Response {
+    call.body_call(|r| async move { s.auth.register(r).await })
+        .await
+}
+
+/// `?cookie=true` on login.
+#[derive(Debug, Default, Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    cookie: bool,
+}
+
+async fn login(
+    State(s): State<Services>,
+    Query(query): Query<LoginQuery>,
+    mut call: Call,
+) -> Response {
+    if query.cookie {
+        call.metadata
+            .insert(COOKIE_LOGIN, "1".parse().expect("ascii"));
+    }
+    call.body_call(|r| async move { s.auth.login(r).await })
+        .await
+}
+
+async fn refresh(State(s): State<Services>, call: Call) -> Response {
+    call.body_call(|r| async move { s.auth.refresh_token(r).await })
+        .await
+}
+
+async fn logout(State(s): State<Services>, call: Call) -> Response {
+    call.body_call(|r| async move { s.auth.logout(r).await })
+        .await
+}
+
+async fn me(State(s): State<Services>, call: Call) -> Response {
+    answer(
+        s.auth
+            .get_current_user(call.request(auth::GetCurrentUserRequest {}))
+            .await,
+    )
+}
+
+/// `PATCH /api/v1/auth/me`: the body is the User (JSON merge-patch style);
+/// the fields present are the ones changed, unless `update_mask` (or
+/// `updateMask`) in the query names them.
+async fn update_me(State(s): State<Services>, query: Query<MaskQuery>, call: Call) -> Response {
+    let user: auth::User = match call.message() {
+        Ok(user) => user,
+        Err(status) => return ApiError(status).into_response(),
+    };
+    let paths = match &query.update_mask {
+        Some(mask) => mask
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(snake_case)
+            .collect(),
+        None => present_fields(&call.body),
+    };
+    let request = auth::UpdateCurrentUserRequest {
+        user: Some(user),
+        update_mask: Some(pbjson_types::FieldMask { paths }),
+    };
+    answer(s.auth.update_current_user(call.request(request)).await)
+}
+
+/// The query of a PATCH.
+#[derive(Debug, Default, Deserialize)]
+struct MaskQuery {
+    #[serde(alias = "updateMask")]
+    update_mask: Option<String>,
+}
+
+/// The top-level fields of a JSON object body, as proto field paths.
+fn present_fields(body: &[u8]) -> Vec<String> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) else {
+        return Vec::new();
+    };
+    let paths: HashSet<String> = fields.keys().map(|key| snake_case(key)).collect();
+    let mut paths: Vec<String> = paths.into_iter().collect();
+    paths.sort();
+    paths
+}
+
+/// `displayName` → `display_name` (proto JSON names back to field names).
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+async fn change_password(State(s): State<Services>, call: Call) -> Response {
+    call.body_call(|r| async move { s.auth.change_password(r).await })
+        .await
+}
+
+async fn request_password_reset(State(s): State<Services>, call: Call) -> Response {
+    call.body_call(|r| async move { s.auth.request_password_reset(r).await })
+        .await
+}
+
+async fn reset_password(State(s): State<Services>, call: Call) -> Response {
+    call.body_call(|r| async move { s.auth.reset_password(r).await })
+        .await
+}
+
+async fn validate(State(s): State<Services>, call: Call) -> Response {
+    call.body_call(|r| async move { s.auth.validate_token(r).await })
+        .await
+}
+
+/// The query of `GET /api/v1/sessions`.
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    #[serde(default, alias = "pageSize")]
+    page_size: Option<String>,
+    #[serde(default, alias = "pageToken")]
+    page_token: Option<String>,
+    #[serde(default, alias = "userId")]
+    user_id: Option<String>,
+}
+
+async fn list_sessions(State(s): State<Services>, query: Query<ListQuery>, call: Call) -> Response {
+    let page_size = match query.page_size.as_deref().map(str::parse::<i32>) {
+        None => 0,
+        Some(Ok(size)) => size,
+        Some(Err(_)) => {
+            return ApiError(Status::invalid_argument(
+                "page_size: must be a whole number",
+            ))
+            .into_response();
+        }
+    };
+    let request = session::ListSessionsRequest {
+        page_size,
+        page_token: query.page_token.clone().unwrap_or_default(),
+        user_id: query.user_id.clone().unwrap_or_default(),
+    };
+    answer(s.sessions.list_sessions(call.request(request)).await)
+}
+
+async fn revoke_other_sessions(State(s): State<Services>, call: Call) -> Response {
+    answer(
+        s.sessions
+            .revoke_other_sessions(call.request(session::RevokeOtherSessionsRequest {}))
+            .await,
+    )
+}
+
+async fn get_session(
+    State(s): State<Services>,
+    Path(session_id): Path<String>,
+    call: Call,
+) -> Response {
+    answer(
+        s.sessions
+            .get_session(call.request(session::GetSessionRequest { session_id }))
+            .await,
+    )
+}
+
+async fn revoke_session(
+    State(s): State<Services>,
+    Path(session_id): Path<String>,
+    call: Call,
+) -> Response {
+    answer(
+        s.sessions
+            .revoke_session(call.request(session::RevokeSessionRequest { session_id }))
+            .await,
+    )
+}
+
+async fn revoke_user_sessions(
+    State(s): State<Services>,
+    Path(user_id): Path<String>,
+    call: Call,
+) -> Response {
+    answer(
+        s.sessions
+            .revoke_user_sessions(call.request(session::RevokeUserSessionsRequest { user_id }))
+            .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_become_field_paths() {
+        assert_eq!(snake_case("displayName"), "display_name");
+        assert_eq!(snake_case("display_name"), "display_name");
+        assert_eq!(
+            present_fields(br#"{"displayName":"Ada","email":"x"}"#),
+            ["display_name", "email"]
+        );
+        assert!(present_fields(b"[1]").is_empty());
+    }
+}

@@ -1,0 +1,1125 @@
+//! Accounts, tokens and sessions, end to end over gRPC, grpc-web and REST.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use prost::Message as _;
+use slop_api::{
+    auth::{self, auth_service_client::AuthServiceClient},
+    session::{self, session_service_client::SessionServiceClient},
+};
+use slop_server::{
+    clock::ManualClock,
+    tokens::{self, TokenIssuer, TokenSettings},
+};
+use tonic::{Code, transport::Channel};
+
+use crate::harness::{Answer, JWT_SECRET, SERVICE_KEY, TestServer, grpc_web_call_with, http};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+struct Grpc {
+    auth: AuthServiceClient<Channel>,
+    sessions: SessionServiceClient<Channel>,
+}
+
+async fn grpc(server: &TestServer) -> Grpc {
+    let channel = server.channel().await;
+    Grpc {
+        auth: AuthServiceClient::new(channel.clone()),
+        sessions: SessionServiceClient::new(channel),
+    }
+}
+
+async fn register(client: &mut Grpc, email: &str) {
+    client
+        .auth
+        .register(auth::RegisterRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .expect("register");
+}
+
+async fn login(client: &mut Grpc, email: &str) -> auth::LoginResponse {
+    client
+        .auth
+        .login(auth::LoginRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect("login")
+        .into_inner()
+}
+
+fn access(login: &auth::LoginResponse) -> String {
+    login.tokens.as_ref().unwrap().access_token.clone()
+}
+
+async fn me(client: &mut Grpc, token: &str) -> Result<auth::User, tonic::Status> {
+    client
+        .auth
+        .get_current_user(bearer(auth::GetCurrentUserRequest {}, token))
+        .await
+        .map(|r| r.into_inner().user.unwrap())
+}
+
+#[tokio::test]
+async fn register_login_me_refresh_logout_over_grpc() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "  Ada@Example.com ").await;
+    let login = login(&mut client, "ada@example.com").await;
+    let user = login.user.clone().unwrap();
+    assert_eq!(user.email, "ada@example.com");
+    assert_eq!(user.display_name, "Ada");
+    let tokens = login.tokens.clone().unwrap();
+    assert_eq!(tokens.token_type, "Bearer");
+    assert_eq!(tokens.access_token_expires_in.unwrap().seconds, 15 * 60);
+    assert!(tokens.refresh_token_expires_in.unwrap().seconds > 0);
+
+    assert_eq!(
+        me(&mut client, &tokens.access_token).await.unwrap().id,
+        user.id
+    );
+
+    // Refresh rotates: a new pair, the old refresh token is used up.
+    let refreshed = client
+        .auth
+        .refresh_token(auth::RefreshTokenRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refreshed.session_id, login.session_id);
+    let new_tokens = refreshed.tokens.unwrap();
+    assert_ne!(new_tokens.refresh_token, tokens.refresh_token);
+    assert_eq!(
+        me(&mut client, &new_tokens.access_token).await.unwrap().id,
+        user.id
+    );
+
+    // Replaying the used refresh token (after the grace window) ends the
+    // session: every token of it stops working.
+    server
+        .clock
+        .advance(slop_server::identity::REFRESH_REUSE_GRACE + Duration::from_secs(1));
+    let replay = client
+        .auth
+        .refresh_token(auth::RefreshTokenRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(replay.code(), Code::Unauthenticated);
+    assert_eq!(reason(&replay), "REFRESH_TOKEN_REUSED");
+    let after = me(&mut client, &new_tokens.access_token).await.unwrap_err();
+    assert_eq!(after.code(), Code::Unauthenticated);
+    assert_eq!(reason(&after), "SESSION_ENDED");
+
+    // A new login, then logout: the access token fails on the next call.
+    let login = self::login(&mut client, "ada@example.com").await;
+    let token = access(&login);
+    client
+        .auth
+        .logout(bearer(auth::LogoutRequest::default(), &token))
+        .await
+        .unwrap();
+    let after = me(&mut client, &token).await.unwrap_err();
+    assert_eq!(after.code(), Code::Unauthenticated);
+    let refresh_after = client
+        .auth
+        .refresh_token(auth::RefreshTokenRequest {
+            refresh_token: login.tokens.unwrap().refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refresh_after.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn two_concurrent_refreshes_of_one_client_both_succeed() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let login = login(&mut client, "ada@example.com").await;
+    let refresh_token = login.tokens.unwrap().refresh_token;
+    let attempts = (0..2).map(|_| {
+        let mut auth = client.auth.clone();
+        let refresh_token = refresh_token.clone();
+        tokio::spawn(async move {
+            auth.refresh_token(auth::RefreshTokenRequest { refresh_token })
+                .await
+        })
+    });
+    let mut new_tokens = Vec::new();
+    for attempt in attempts {
+        let response = attempt.await.unwrap().expect("both refreshes succeed");
+        new_tokens.push(response.into_inner().tokens.unwrap().refresh_token);
+    }
+    assert_eq!(
+        new_tokens[0], new_tokens[1],
+        "both get the same next refresh token"
+    );
+    // And that one works.
+    client
+        .auth
+        .refresh_token(auth::RefreshTokenRequest {
+            refresh_token: new_tokens[0].clone(),
+        })
+        .await
+        .expect("the shared next token refreshes");
+}
+
+/// A REST call with optional bearer token and JSON body.
+async fn rest(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> Answer {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(server.url(path))
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    http(request.body(Full::from(body)).unwrap()).await
+}
+
+#[tokio::test]
+async fn register_login_me_refresh_logout_over_rest() {
+    let server = TestServer::start().await;
+    let answer = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/register",
+        None,
+        serde_json::json!({"email": "grace@example.com", "password": PASSWORD, "displayName": "Grace"}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json());
+
+    let login = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        serde_json::json!({"email": "grace@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK);
+    let login = login.json();
+    let token = login["tokens"]["accessToken"].as_str().unwrap().to_owned();
+    let refresh = login["tokens"]["refreshToken"].as_str().unwrap().to_owned();
+    assert_eq!(login["tokens"]["accessTokenExpiresIn"], "900s");
+    assert_eq!(login["user"]["displayName"], "Grace");
+
+    let me = rest(
+        &server,
+        "GET",
+        "/api/v1/auth/me",
+        Some(&token),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.json()["user"]["email"], "grace@example.com");
+
+    let patched = rest(
+        &server,
+        "PATCH",
+        "/api/v1/auth/me",
+        Some(&token),
+        serde_json::json!({"displayName": "Grace H."}),
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.json());
+    assert_eq!(patched.json()["user"]["displayName"], "Grace H.");
+    let refused = rest(
+        &server,
+        "PATCH",
+        "/api/v1/auth/me",
+        Some(&token),
+        serde_json::json!({"email": "x@example.com"}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+
+    let refreshed = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/refresh",
+        None,
+        serde_json::json!({"refreshToken": refresh}),
+    )
+    .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    let token = refreshed.json()["tokens"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let logout = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/logout",
+        Some(&token),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let after = rest(
+        &server,
+        "GET",
+        "/api/v1/auth/me",
+        Some(&token),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    assert!(after.headers.contains_key("www-authenticate"));
+    assert_eq!(
+        after.json()["error"]["details"][0]["reason"],
+        "SESSION_ENDED"
+    );
+}
+
+#[tokio::test]
+async fn login_and_me_over_grpc_web() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "web@example.com").await;
+    let answer = grpc_web_call_with(
+        &server,
+        "/slop.auth.v1.AuthService/Login",
+        &auth::LoginRequest {
+            email: "web@example.com".into(),
+            password: PASSWORD.into(),
+        },
+        &[],
+    )
+    .await;
+    assert_eq!(answer.grpc_status(), Some(0));
+    let login = auth::LoginResponse::decode(answer.messages[0].clone()).unwrap();
+    let token = access(&login);
+    let answer = grpc_web_call_with(
+        &server,
+        "/slop.auth.v1.AuthService/GetCurrentUser",
+        &auth::GetCurrentUserRequest {},
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(answer.grpc_status(), Some(0));
+    let me = auth::GetCurrentUserResponse::decode(answer.messages[0].clone()).unwrap();
+    assert_eq!(me.user.unwrap().email, "web@example.com");
+    let answer = grpc_web_call_with(
+        &server,
+        "/slop.auth.v1.AuthService/GetCurrentUser",
+        &auth::GetCurrentUserRequest {},
+        &[],
+    )
+    .await;
+    assert_eq!(answer.grpc_status(), Some(Code::Unauthenticated as i32));
+}
+
+#[tokio::test]
+async fn a_user_lists_their_sessions_and_revokes_one() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let first = login(&mut client, "ada@example.com").await;
+    let second = login(&mut client, "ada@example.com").await;
+
+    let list = client
+        .sessions
+        .list_sessions(bearer(
+            session::ListSessionsRequest::default(),
+            &access(&first),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.total_size, 2);
+    let current: Vec<_> = list
+        .sessions
+        .iter()
+        .filter(|s| s.current)
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(current, std::slice::from_ref(&first.session_id));
+    assert!(list.sessions.iter().all(|s| s.ip_address == "127.0.0.1"));
+
+    // Pages of one.
+    let page = client
+        .sessions
+        .list_sessions(bearer(
+            session::ListSessionsRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+            &access(&first),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.sessions.len(), 1);
+    assert!(!page.next_page_token.is_empty());
+
+    client
+        .sessions
+        .revoke_session(bearer(
+            session::RevokeSessionRequest {
+                session_id: second.session_id.clone(),
+            },
+            &access(&first),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        me(&mut client, &access(&second)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert!(me(&mut client, &access(&first)).await.is_ok());
+
+    let current = client
+        .sessions
+        .get_session(bearer(
+            session::GetSessionRequest {
+                session_id: "current".into(),
+            },
+            &access(&first),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(current.id, first.session_id);
+    assert!(current.current);
+}
+
+#[tokio::test]
+async fn users_can_neither_see_nor_revoke_each_others_sessions() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "a@example.com").await;
+    register(&mut client, "b@example.com").await;
+    let a = login(&mut client, "a@example.com").await;
+    let b = login(&mut client, "b@example.com").await;
+
+    let seen = client
+        .sessions
+        .get_session(bearer(
+            session::GetSessionRequest {
+                session_id: b.session_id.clone(),
+            },
+            &access(&a),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(seen.code(), Code::NotFound);
+    let revoked = client
+        .sessions
+        .revoke_session(bearer(
+            session::RevokeSessionRequest {
+                session_id: b.session_id.clone(),
+            },
+            &access(&a),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(revoked.code(), Code::NotFound);
+    let listed = client
+        .sessions
+        .list_sessions(bearer(
+            session::ListSessionsRequest {
+                user_id: b.user.clone().unwrap().id,
+                ..Default::default()
+            },
+            &access(&a),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::PermissionDenied);
+    assert!(
+        me(&mut client, &access(&b)).await.is_ok(),
+        "B is still signed in"
+    );
+    let rest = rest(
+        &server,
+        "DELETE",
+        &format!("/api/v1/sessions/{}", b.session_id),
+        Some(&access(&a)),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(rest.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_the_other_sessions() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let here = login(&mut client, "ada@example.com").await;
+    let elsewhere = login(&mut client, "ada@example.com").await;
+
+    let wrong = client
+        .auth
+        .change_password(bearer(
+            auth::ChangePasswordRequest {
+                current_password: "not my password".into(),
+                new_password: "a brand new passphrase".into(),
+            },
+            &access(&here),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::PermissionDenied);
+
+    let changed = client
+        .auth
+        .change_password(bearer(
+            auth::ChangePasswordRequest {
+                current_password: PASSWORD.into(),
+                new_password: "a brand new passphrase".into(),
+            },
+            &access(&here),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.revoked_session_count, 1);
+    assert!(me(&mut client, &access(&here)).await.is_ok());
+    assert_eq!(
+        me(&mut client, &access(&elsewhere))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    let old = client
+        .auth
+        .login(auth::LoginRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(old.code(), Code::Unauthenticated);
+    client
+        .auth
+        .login(auth::LoginRequest {
+            email: "ada@example.com".into(),
+            password: "a brand new passphrase".into(),
+        })
+        .await
+        .expect("the new password works");
+}
+
+fn reset_token(mail: &str) -> String {
+    let start = mail.find("?token=").expect("a reset link") + "?token=".len();
+    mail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+async fn wait_for_mail(server: &TestServer, count: usize) -> Vec<String> {
+    crate::harness::eventually("mail in the outbox", || async {
+        server.mail().len() >= count
+    })
+    .await;
+    server.mail()
+}
+
+#[tokio::test]
+async fn password_reset_end_to_end() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let signed_in = login(&mut client, "ada@example.com").await;
+
+    // The same answer for an unknown address, and no mail for it.
+    client
+        .auth
+        .request_password_reset(auth::RequestPasswordResetRequest {
+            email: "nobody@example.com".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .auth
+        .request_password_reset(auth::RequestPasswordResetRequest {
+            email: "Ada@example.com".into(),
+        })
+        .await
+        .unwrap();
+    let mail = wait_for_mail(&server, 1).await;
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].starts_with("To: ada@example.com"));
+    let token = reset_token(&mail[0]);
+
+    let weak = client
+        .auth
+        .reset_password(auth::ResetPasswordRequest {
+            reset_token: token.clone(),
+            new_password: "short".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        weak.code(),
+        Code::InvalidArgument,
+        "the weak password does not use the token up"
+    );
+    let reset = client
+        .auth
+        .reset_password(auth::ResetPasswordRequest {
+            reset_token: token.clone(),
+            new_password: "another fine passphrase".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reset.revoked_session_count, 1);
+    assert_eq!(
+        me(&mut client, &access(&signed_in))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    let again = client
+        .auth
+        .reset_password(auth::ResetPasswordRequest {
+            reset_token: token,
+            new_password: "yet another passphrase".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::InvalidArgument, "single use");
+    client
+        .auth
+        .login(auth::LoginRequest {
+            email: "ada@example.com".into(),
+            password: "another fine passphrase".into(),
+        })
+        .await
+        .expect("the new password works");
+}
+
+#[tokio::test]
+async fn registering_a_taken_email_answers_the_same_and_tells_the_owner() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    let first = client
+        .auth
+        .register(auth::RegisterRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .unwrap();
+    let second = client
+        .auth
+        .register(auth::RegisterRequest {
+            email: "ADA@example.com".into(),
+            password: "some other passphrase".into(),
+            display_name: "Eve".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.into_inner(), second.into_inner());
+    let mail = wait_for_mail(&server, 1).await;
+    assert!(mail[0].contains("tried to create"), "{}", mail[0]);
+    // The original password still works; the intruder's does not.
+    login(&mut client, "ada@example.com").await;
+}
+
+#[tokio::test]
+async fn failed_logins_look_the_same_whether_or_not_the_account_exists() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let wrong_password = client
+        .auth
+        .login(auth::LoginRequest {
+            email: "ada@example.com".into(),
+            password: "wrong password!".into(),
+        })
+        .await
+        .unwrap_err();
+    let no_account = client
+        .auth
+        .login(auth::LoginRequest {
+            email: "nobody@example.com".into(),
+            password: "wrong password!".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_password.code(), Code::Unauthenticated);
+    assert_eq!(wrong_password.code(), no_account.code());
+    assert_eq!(wrong_password.message(), no_account.message());
+    assert_eq!(wrong_password.details(), no_account.details());
+}
+
+#[tokio::test]
+async fn registration_checks_its_fields() {
+    let server = TestServer::start().await;
+    for (body, field) in [
+        (
+            serde_json::json!({"email": "not-an-email", "password": PASSWORD, "displayName": "A"}),
+            "email",
+        ),
+        (
+            serde_json::json!({"email": "a@example.com", "password": "short", "displayName": "A"}),
+            "password",
+        ),
+        (
+            serde_json::json!({"email": "a@example.com", "password": "password1", "displayName": "A"}),
+            "password",
+        ),
+        (
+            serde_json::json!({"email": "a@example.com", "password": "x".repeat(129), "displayName": "A"}),
+            "password",
+        ),
+        (
+            serde_json::json!({"email": "a@example.com", "password": PASSWORD, "displayName": ""}),
+            "display_name",
+        ),
+    ] {
+        let answer = rest(&server, "POST", "/api/v1/auth/register", None, body.clone()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        let json = answer.json();
+        assert_eq!(
+            json["error"]["details"][0]["fieldViolations"][0]["field"], field,
+            "{body}: {json}"
+        );
+    }
+    let garbage = http(
+        Request::post(server.url("/api/v1/auth/register"))
+            .body(Full::from("{not json"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+}
+
+fn jwt_part(value: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// A token issuer with the test server's secret, whose clock and claims the
+/// test controls.
+fn minter(issuer: &str, audience: &str, clock: std::sync::Arc<ManualClock>) -> TokenIssuer {
+    TokenIssuer::new(
+        tokens::hs256_key(JWT_SECRET.as_bytes()).unwrap(),
+        Vec::new(),
+        TokenSettings {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            access_ttl: Duration::from_secs(900),
+            leeway: Duration::from_secs(5),
+        },
+        clock,
+    )
+}
+
+#[tokio::test]
+async fn forged_expired_and_misdirected_tokens_are_refused_everywhere() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let login = login(&mut client, "ada@example.com").await;
+    let user_id = login.user.clone().unwrap().id;
+    let good = access(&login);
+    assert!(me(&mut client, &good).await.is_ok(), "the real token works");
+
+    let past = ManualClock::new(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let (expired, _) =
+        minter("slop-studios", "slop-api", past).issue_access(&user_id, &login.session_id);
+    let now = ManualClock::starting_now();
+    let (wrong_aud, _) = minter("slop-studios", "another-api", now.clone())
+        .issue_access(&user_id, &login.session_id);
+    let (wrong_iss, _) =
+        minter("someone-else", "slop-api", now.clone()).issue_access(&user_id, &login.session_id);
+    let parts: Vec<&str> = good.split('.').collect();
+    let payload: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .unwrap(),
+    )
+    .unwrap();
+    let mut elevated = payload.clone();
+    elevated["sub"] = serde_json::json!("someone-else");
+    let tampered = format!("{}.{}.{}", parts[0], jwt_part(&elevated), parts[2]);
+    let alg_none = format!(
+        "{}.{}.",
+        jwt_part(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+        parts[1]
+    );
+    let refresh_as_access = login.tokens.clone().unwrap().refresh_token;
+
+    for (name, token) in [
+        ("expired", expired),
+        ("wrong audience", wrong_aud),
+        ("wrong issuer", wrong_iss),
+        ("tampered", tampered),
+        ("alg none", alg_none),
+        ("refresh token as access token", refresh_as_access),
+        ("garbage", "not.a.token".to_owned()),
+    ] {
+        let status = me(&mut client, &token).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        let answer = rest(
+            &server,
+            "GET",
+            "/api/v1/auth/me",
+            Some(&token),
+            serde_json::Value::Null,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{name} over REST");
+        let web = grpc_web_call_with(
+            &server,
+            "/slop.auth.v1.AuthService/GetCurrentUser",
+            &auth::GetCurrentUserRequest {},
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        assert_eq!(
+            web.grpc_status(),
+            Some(Code::Unauthenticated as i32),
+            "{name} over grpc-web"
+        );
+    }
+    // An access token is not a refresh token either.
+    let swapped = client
+        .auth
+        .refresh_token(auth::RefreshTokenRequest {
+            refresh_token: good,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(swapped.code(), Code::Unauthenticated);
+}
+
+/// A fresh Ed25519 private key in PKCS#8 PEM, as `openssl genpkey
+/// -algorithm ed25519` writes it.
+fn ed25519_pem() -> String {
+    use ed25519_dalek::pkcs8::{EncodePrivateKey as _, spki::der::pem::LineEnding};
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn eddsa_keys_are_published_and_hs256_tokens_made_with_them_are_refused() {
+    let key_dir = std::env::temp_dir().join(format!("slop-e2e-key-{}", std::process::id()));
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let key_file = key_dir.join(format!("ed25519-{:?}.pem", std::thread::current().id()));
+    std::fs::write(&key_file, ed25519_pem()).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.jwt_private_key_file = Some(key_file.clone());
+    })
+    .await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let login = login(&mut client, "ada@example.com").await;
+    let token = access(&login);
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    assert!(me(&mut client, &token).await.is_ok());
+
+    let jwks = crate::harness::get(&server.url("/.well-known/jwks.json"))
+        .await
+        .json();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert_eq!(key["kid"], header["kid"]);
+    assert!(key.get("d").is_none(), "no private part");
+
+    // The classic swap: HS256 with the public key as the HMAC secret.
+    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key["x"].as_str().unwrap())
+        .unwrap();
+    let forged_header =
+        jwt_part(&serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": header["kid"]}));
+    let body = token.split('.').nth(1).unwrap();
+    let signing_input = format!("{forged_header}.{body}");
+    let mac = tokens::hmac_b64(&public, signing_input.as_bytes());
+    let forged = format!("{signing_input}.{mac}");
+    assert_eq!(
+        me(&mut client, &forged).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // And an HS256 token made with the configured-away JWT_SECRET too.
+    let (hs, _) = minter("slop-studios", "slop-api", ManualClock::starting_now())
+        .issue_access(&login.user.unwrap().id, &login.session_id);
+    assert_eq!(
+        me(&mut client, &hs).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let _ = std::fs::remove_file(key_file);
+}
+
+#[tokio::test]
+async fn service_only_operations_refuse_users_and_serve_services() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let login = login(&mut client, "ada@example.com").await;
+    let token = access(&login);
+    let user_id = login.user.clone().unwrap().id;
+
+    let as_user = client
+        .auth
+        .validate_token(bearer(
+            auth::ValidateTokenRequest {
+                access_token: token.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(as_user.code(), Code::PermissionDenied);
+    let anonymous = client
+        .auth
+        .validate_token(auth::ValidateTokenRequest {
+            access_token: token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let revoke_as_user = client
+        .sessions
+        .revoke_user_sessions(bearer(
+            session::RevokeUserSessionsRequest {
+                user_id: user_id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(revoke_as_user.code(), Code::PermissionDenied);
+    let rest_as_user = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/validate",
+        Some(&token),
+        serde_json::json!({"accessToken": token}),
+    )
+    .await;
+    assert_eq!(rest_as_user.status, StatusCode::FORBIDDEN);
+
+    let valid = client
+        .auth
+        .validate_token(bearer(
+            auth::ValidateTokenRequest {
+                access_token: token.clone(),
+            },
+            SERVICE_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(valid.active);
+    assert_eq!(valid.user_id, user_id);
+    assert_eq!(valid.session_id, login.session_id);
+    let rest_valid = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/validate",
+        Some(SERVICE_KEY),
+        serde_json::json!({"accessToken": token}),
+    )
+    .await;
+    assert_eq!(rest_valid.status, StatusCode::OK);
+    assert_eq!(rest_valid.json()["active"], true);
+
+    let revoked = rest(
+        &server,
+        "DELETE",
+        &format!("/api/v1/users/{user_id}/sessions"),
+        Some(SERVICE_KEY),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert_eq!(revoked.json()["revokedSessionCount"], 1);
+    let after = client
+        .auth
+        .validate_token(bearer(
+            auth::ValidateTokenRequest {
+                access_token: token.clone(),
+            },
+            SERVICE_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!after.active);
+    assert_eq!(after.inactive_reason(), auth::InactiveReason::SessionEnded);
+    let garbage = client
+        .auth
+        .validate_token(bearer(
+            auth::ValidateTokenRequest {
+                access_token: "nope".into(),
+            },
+            SERVICE_KEY,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(garbage.inactive_reason(), auth::InactiveReason::Invalid);
+}
+
+#[tokio::test]
+async fn browsers_sign_in_with_a_cookie_guarded_against_csrf() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let login = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/login?cookie=true",
+        None,
+        serde_json::json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK);
+    let cookies: Vec<String> = login
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("slop_session="))
+        .expect("session cookie");
+    assert!(session_cookie.contains("HttpOnly"));
+    assert!(session_cookie.contains("SameSite=Lax"));
+    assert!(
+        !session_cookie.contains("Secure"),
+        "development serves plain HTTP"
+    );
+    let csrf_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("slop_csrf="))
+        .expect("CSRF cookie");
+    let pair = |c: &str| c.split(';').next().unwrap().to_owned();
+    let cookie_header = format!("{}; {}", pair(session_cookie), pair(csrf_cookie));
+    let csrf = pair(csrf_cookie)
+        .trim_start_matches("slop_csrf=")
+        .to_owned();
+
+    let with_cookie = |method: &str, path: &str, csrf: Option<&str>, body: serde_json::Value| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(server.url(path))
+            .header("cookie", &cookie_header)
+            .header("content-type", "application/json");
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        http(request.body(Full::from(body.to_string())).unwrap())
+    };
+    let me = with_cookie("GET", "/api/v1/auth/me", None, serde_json::json!({})).await;
+    assert_eq!(me.status, StatusCode::OK);
+    let forged = with_cookie(
+        "PATCH",
+        "/api/v1/auth/me",
+        None,
+        serde_json::json!({"displayName": "Mallory"}),
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        forged.json()["error"]["details"][0]["reason"],
+        "CSRF_TOKEN_INVALID"
+    );
+    let wrong = with_cookie(
+        "PATCH",
+        "/api/v1/auth/me",
+        Some("wrong"),
+        serde_json::json!({"displayName": "Mallory"}),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let patched = with_cookie(
+        "PATCH",
+        "/api/v1/auth/me",
+        Some(&csrf),
+        serde_json::json!({"displayName": "Ada L."}),
+    )
+    .await;
+    assert_eq!(patched.status, StatusCode::OK);
+
+    let logout = with_cookie(
+        "POST",
+        "/api/v1/auth/logout",
+        Some(&csrf),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(logout.status, StatusCode::OK);
+    assert!(
+        logout
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .any(|v| v.to_str().unwrap().starts_with("slop_session=;")),
+        "logout clears the cookie"
+    );
+    let after = with_cookie("GET", "/api/v1/auth/me", None, serde_json::json!({})).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    let tampered = http(
+        Request::get(server.url("/api/v1/auth/me"))
+            .header("cookie", "slop_session=someid.bogusmac")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(tampered.status, StatusCode::UNAUTHORIZED);
+}
