@@ -22,8 +22,10 @@ pub mod rest;
 pub mod ws;
 
 /// What the bridge needs from the server it runs in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Bridge {
+    /// Authenticates WebSocket upgrades (the session of the credentials).
+    pub sessions: Arc<dyn slop_api::session::session_service_server::SessionService>,
     /// Cancelled when the server begins to shut down: open WebSockets close.
     pub shutdown: CancellationToken,
     /// Tracks open WebSockets, so shutdown can wait for them to close.

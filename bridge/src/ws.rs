@@ -43,6 +43,8 @@ enum ClientFrame {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ServerFrame {
+    /// Sent first on a socket opened with user credentials.
+    Welcome(SignedIn),
     /// Answer to a ping frame.
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +58,8 @@ enum ServerFrame {
 /// RFC 8441 extended CONNECT over HTTP/2).
 pub async fn upgrade(
     State(bridge): State<Arc<Bridge>>,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
@@ -78,6 +82,10 @@ pub async fn upgrade(
             &Status::unavailable("the server is shutting down; connect to another instance"),
         );
     }
+    let identity = match signed_in(&bridge, headers, extensions).await {
+        Ok(identity) => identity,
+        Err(status) => return crate::error::ApiError(status).into_response(),
+    };
     // Held for the socket's whole life, so shutdown can wait for it to close.
     let open = bridge.connections.token();
     upgrade
@@ -85,10 +93,55 @@ pub async fn upgrade(
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| async move {
-            serve(socket, &bridge).await;
+            serve(socket, &bridge, identity).await;
             drop(open);
         })
         .into_response()
+}
+
+/// Who opened the socket, when the upgrade carried user credentials.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignedIn {
+    user_id: String,
+    session_id: String,
+}
+
+/// Authenticates the upgrade request the way every other call is: the
+/// session service answers for "the session of these credentials", from the
+/// `authorization` header or the session cookie. No credentials: None.
+/// (A cookie is not sent cross-site by browsers, being SameSite=Lax, so
+/// another site cannot open a socket in a user's name.)
+async fn signed_in(
+    bridge: &Bridge,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+) -> Result<Option<SignedIn>, Status> {
+    let has_cookie = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .any(|value| value.to_str().is_ok_and(|v| v.contains("slop_session=")));
+    if !headers.contains_key(http::header::AUTHORIZATION) && !has_cookie {
+        return Ok(None);
+    }
+    let request = tonic::Request::from_parts(
+        tonic::metadata::MetadataMap::from_headers(headers),
+        extensions,
+        slop_api::session::GetSessionRequest {
+            session_id: "current".into(),
+        },
+    );
+    let session = bridge
+        .sessions
+        .get_session(request)
+        .await?
+        .into_inner()
+        .session
+        .ok_or_else(|| Status::internal("the session service answered without a session"))?;
+    Ok(Some(SignedIn {
+        user_id: session.user_id,
+        session_id: session.id,
+    }))
 }
 
 /// Why the server ends a socket.
@@ -99,8 +152,19 @@ enum Ending {
     Close(u16, &'static str),
 }
 
-async fn serve(mut socket: WebSocket, bridge: &Bridge) {
-    tracing::debug!("WebSocket opened");
+async fn serve(mut socket: WebSocket, bridge: &Bridge, identity: Option<SignedIn>) {
+    tracing::debug!(
+        user_id = identity.as_ref().map(|i| i.user_id.as_str()),
+        "WebSocket opened"
+    );
+    if let Some(identity) = identity {
+        let welcome = ServerFrame::Welcome(identity);
+        if let Ok(json) = serde_json::to_string(&welcome)
+            && socket.send(Message::Text(json.into())).await.is_err()
+        {
+            return;
+        }
+    }
     let mut ping = tokio::time::interval(bridge.ws_ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;

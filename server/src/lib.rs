@@ -99,8 +99,9 @@ pub async fn run_with_clock(
         app::Parts {
             health: health.clone(),
             health_service,
-            identity,
+            identity: identity.clone(),
             bridge: slop_bridge::Bridge {
+                sessions: Arc::new(services::SessionApi::new(identity.clone())),
                 shutdown: stop.clone(),
                 connections: websockets.clone(),
                 ws_ping_interval: config.ws_ping_interval,

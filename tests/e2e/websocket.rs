@@ -156,3 +156,97 @@ async fn a_socket_that_never_answers_pings_is_dropped() {
     .await;
     assert!(ended.is_ok(), "the server kept a dead socket open");
 }
+
+/// Registers and logs in a user over REST; returns (access token, cookie
+/// header of a cookie login).
+async fn signed_in_user(server: &TestServer) -> (String, String) {
+    use http_body_util::Full;
+    let post = |path: &str, body: serde_json::Value| {
+        crate::harness::http(
+            http::Request::post(server.url(path))
+                .header("content-type", "application/json")
+                .body(Full::from(body.to_string()))
+                .unwrap(),
+        )
+    };
+    let credentials =
+        serde_json::json!({"email": "ws@example.com", "password": "correct horse battery staple"});
+    let mut register = credentials.clone();
+    register["displayName"] = "WS".into();
+    assert_eq!(post("/api/v1/auth/register", register).await.status, 200);
+    let login = post("/api/v1/auth/login?cookie=true", credentials).await;
+    let token = login.json()["tokens"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = login
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("; ");
+    (token, cookie)
+}
+
+async fn connect_with(
+    server: &TestServer,
+    header: (&str, &str),
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = format!("ws://{}/api/v1/ws", server.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        http::HeaderName::from_bytes(header.0.as_bytes()).unwrap(),
+        header.1.parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(socket, _)| socket)
+}
+
+#[tokio::test]
+async fn the_upgrade_accepts_a_bearer_token_or_the_session_cookie() {
+    let server = TestServer::start().await;
+    let (token, cookie) = signed_in_user(&server).await;
+    for header in [
+        ("authorization", format!("Bearer {token}")),
+        ("cookie", cookie),
+    ] {
+        let mut socket = connect_with(&server, (header.0, &header.1))
+            .await
+            .expect("upgrade");
+        let welcome = next_json(&mut socket).await;
+        assert_eq!(welcome["type"], "welcome", "{header:?}");
+        assert!(welcome["userId"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(
+            welcome["sessionId"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_upgrade_refuses_bad_credentials_with_401() {
+    let server = TestServer::start().await;
+    for header in [
+        ("authorization", "Bearer not-a-token"),
+        ("cookie", "slop_session=forged.mac"),
+    ] {
+        match connect_with(&server, header).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(
+                    response.status(),
+                    http::StatusCode::UNAUTHORIZED,
+                    "{header:?}"
+                );
+            }
+            other => panic!(
+                "{header:?}: expected a 401, got {:?}",
+                other.map(|_| "a socket")
+            ),
+        }
+    }
+}
