@@ -1123,3 +1123,50 @@ async fn browsers_sign_in_with_a_cookie_guarded_against_csrf() {
     .await;
     assert_eq!(tampered.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn session_ids_are_random_and_every_login_gets_a_new_one() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let id = login(&mut client, "ada@example.com").await.session_id;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&id)
+            .expect("session ids are base64url");
+        assert!(
+            bytes.len() * 8 >= 128,
+            "{id} carries {} bits",
+            bytes.len() * 8
+        );
+        assert!(ids.insert(id), "a login reused a session id");
+    }
+}
+
+#[tokio::test]
+async fn an_idle_session_ends_and_its_refresh_token_with_it() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let login = login(&mut client, "ada@example.com").await;
+    let tokens = login.tokens.unwrap();
+
+    // Used within the idle timeout, the session slides on.
+    server.clock.advance(Duration::from_secs(60));
+    assert!(me(&mut client, &tokens.access_token).await.is_ok());
+
+    // Unused for SESSION_TTL (a day), it is gone: the access token has
+    // expired and the refresh token no longer finds its session.
+    server.clock.advance(Duration::from_secs(86_400));
+    let expired = me(&mut client, &tokens.access_token).await.unwrap_err();
+    assert_eq!(reason(&expired), "TOKEN_EXPIRED");
+    let refresh = client
+        .auth
+        .refresh_token(auth::RefreshTokenRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refresh.code(), Code::Unauthenticated);
+}
