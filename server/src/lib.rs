@@ -25,6 +25,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod health;
+pub mod limits;
 pub mod passwords;
 pub mod serve;
 pub mod services;
