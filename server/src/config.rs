@@ -123,6 +123,17 @@ pub struct Config {
     #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub password_hash_concurrency: Option<u16>,
 
+    /// How many requests one IP address may make to the account endpoints
+    /// that need no sign-in (register, login, refresh, password reset) per
+    /// RATE_LIMIT_WINDOW_MS; more get 429 / RESOURCE_EXHAUSTED with the wait.
+    /// Counted in Redis when REDIS_URL is set, so across instances.
+    #[arg(long, env = "RATE_LIMIT_MAX_REQUESTS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_max_requests: u32,
+
+    /// The window of RATE_LIMIT_MAX_REQUESTS, in milliseconds.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
+    pub rate_limit_window_ms: u64,
+
     /// The page that completes a password reset; reset mails link to it
     /// with `?token=<reset token>` appended.
     #[arg(long, env = "PASSWORD_RESET_URL", default_value = "http://localhost:3000/reset-password", value_parser = parse_reset_url)]

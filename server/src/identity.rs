@@ -9,6 +9,7 @@ use crate::{
     auth::Authenticator,
     clock::SharedClock,
     config::{AppEnv, Config, Secret},
+    limits::{LimitError, Rate, RateLimiter},
     outbox::Outbox,
     passwords::PasswordHasher,
     sessions::{SessionError, SessionStore},
@@ -23,6 +24,15 @@ pub const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
 /// and get the same new refresh token. After it, presenting the old token is
 /// a replay and ends the session.
 pub const REFRESH_REUSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Failed logins allowed for one account from one IP address before it
+/// must wait. Counted per account *and* address, so an attacker elsewhere
+/// cannot lock the owner out; the per-address limit (RATE_LIMIT_*) bounds
+/// guessing across accounts.
+pub const LOGIN_FAILURES: Rate = Rate {
+    limit: 5,
+    window: Duration::from_secs(15 * 60),
+};
 
 /// How long a password reset token works.
 pub const RESET_TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
@@ -41,6 +51,8 @@ pub struct IdentitySettings {
     /// The page that completes a password reset; the token is appended as
     /// `?token=`.
     pub password_reset_url: String,
+    /// Requests per IP address to the endpoints that need no sign-in.
+    pub anonymous_rate: Rate,
 }
 
 /// Everything that knows who someone is.
@@ -57,6 +69,8 @@ pub struct Identity {
     pub passwords: PasswordHasher,
     /// Outgoing mail.
     pub outbox: Outbox,
+    /// Rate limits (memory or Redis).
+    pub limits: RateLimiter,
     /// Now.
     pub clock: SharedClock,
     /// Call-time settings.
@@ -72,6 +86,9 @@ pub enum IdentityError {
     /// REDIS_URL could not be used for sessions.
     #[error("REDIS_URL: {0}")]
     Sessions(#[from] SessionError),
+    /// REDIS_URL could not be used for rate limits.
+    #[error("REDIS_URL: {0}")]
+    Limits(#[from] LimitError),
     /// A JWT key file could not be read.
     #[error("{0}")]
     Keys(String),
@@ -81,9 +98,15 @@ impl Identity {
     /// Connects the stores and loads the keys the configuration names.
     pub async fn from_config(config: &Config, clock: SharedClock) -> Result<Self, IdentityError> {
         let accounts = AccountStore::connect(&config.database_url).await?;
-        let sessions = match &config.redis_url {
-            Some(url) => SessionStore::redis(url, &config.redis_key_prefix, clock.clone()).await?,
-            None => SessionStore::memory(clock.clone()),
+        let (sessions, limits) = match &config.redis_url {
+            Some(url) => (
+                SessionStore::redis(url, &config.redis_key_prefix, clock.clone()).await?,
+                RateLimiter::redis(url, &config.redis_key_prefix, clock.clone()).await?,
+            ),
+            None => (
+                SessionStore::memory(clock.clone()),
+                RateLimiter::memory(clock.clone()),
+            ),
         };
         let development = config.app_env() == AppEnv::Development;
 
@@ -160,6 +183,7 @@ impl Identity {
             auth,
             passwords: PasswordHasher::new(concurrency),
             outbox,
+            limits,
             clock,
             settings: IdentitySettings {
                 access_ttl: config.jwt_expires_in,
@@ -167,6 +191,10 @@ impl Identity {
                 session_max_lifetime: config.session_max_lifetime,
                 secure_cookies: !development,
                 password_reset_url: config.password_reset_url.clone(),
+                anonymous_rate: Rate {
+                    limit: config.rate_limit_max_requests,
+                    window: Duration::from_millis(config.rate_limit_window_ms),
+                },
             },
         })
     }

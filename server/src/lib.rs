@@ -13,7 +13,8 @@
 //! - [`identity`]: accounts, passwords, tokens and sessions put together;
 //!   [`auth`] says who is calling.
 //! - [`accounts`] (SQL), [`sessions`] (memory or Redis), [`tokens`] (JWT),
-//!   [`passwords`] (argon2id), [`outbox`] (mail), [`clock`].
+//!   [`passwords`] (argon2id), [`outbox`] (mail), [`limits`] (rate limits,
+//!   memory or Redis), [`redis_connection`], [`clock`].
 //! - [`health`]: dependency checks, readiness and liveness.
 //! - [`serve`]: the accept loop and the bounded graceful drain.
 //! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins.
@@ -31,8 +32,10 @@ pub mod clock;
 pub mod config;
 pub mod health;
 pub mod identity;
+pub mod limits;
 pub mod outbox;
 pub mod passwords;
+pub mod redis_connection;
 pub mod serve;
 pub mod services;
 pub mod sessions;

@@ -1170,3 +1170,164 @@ async fn an_idle_session_ends_and_its_refresh_token_with_it() {
         .unwrap_err();
     assert_eq!(refresh.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_slow_down_that_account_from_that_address_only() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    register(&mut client, "grace@example.com").await;
+    let attempt = |email: &'static str, password: &'static str| {
+        let mut auth = client.auth.clone();
+        async move {
+            auth.login(auth::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+        }
+    };
+    for _ in 0..5 {
+        let status = attempt("ada@example.com", "wrong password!")
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // The sixth attempt waits, even with the right password...
+    let throttled = attempt("ada@example.com", PASSWORD).await.unwrap_err();
+    assert_eq!(throttled.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&throttled), "LOGIN_THROTTLED");
+    {
+        use tonic_types::StatusExt as _;
+        let wait = throttled
+            .get_error_details()
+            .retry_info()
+            .unwrap()
+            .retry_delay
+            .unwrap();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(180),
+            "{wait:?}"
+        );
+    }
+    // ...over REST too, with Retry-After...
+    let rest = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        serde_json::json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(rest.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(rest.headers.contains_key("retry-after"));
+    // ...while another account from the same address is not affected...
+    attempt("grace@example.com", PASSWORD)
+        .await
+        .expect("another account logs in");
+    // ...and once the wait is over, the owner logs in, which clears the count.
+    server.clock.advance(Duration::from_secs(15 * 60));
+    attempt("ada@example.com", PASSWORD)
+        .await
+        .expect("the owner logs in after the wait");
+    for _ in 0..4 {
+        attempt("ada@example.com", "wrong password!")
+            .await
+            .unwrap_err();
+    }
+    attempt("ada@example.com", PASSWORD)
+        .await
+        .expect("the count was reset by the success");
+}
+
+#[tokio::test]
+async fn one_address_is_limited_on_the_endpoints_that_need_no_sign_in() {
+    let server = TestServer::start_with(|config| {
+        config.rate_limit_max_requests = 3;
+        config.rate_limit_window_ms = 60_000;
+    })
+    .await;
+    for _ in 0..3 {
+        let answer = rest(
+            &server,
+            "POST",
+            "/api/v1/auth/password-reset",
+            None,
+            serde_json::json!({"email": "x@example.com"}),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let limited = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/password-reset",
+        None,
+        serde_json::json!({"email": "x@example.com"}),
+    )
+    .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        limited.json()["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["reason"].is_string())
+            .unwrap()["reason"],
+        "RATE_LIMITED"
+    );
+    assert_eq!(limited.headers["retry-after"], "20");
+    let login = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        serde_json::json!({"email": "x@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(
+        login.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the limit is per address, across endpoints"
+    );
+    server.clock.advance(Duration::from_secs(20));
+    let again = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/password-reset",
+        None,
+        serde_json::json!({"email": "x@example.com"}),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn failed_logins_for_unknown_accounts_are_throttled_the_same_way() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    for _ in 0..5 {
+        let status = client
+            .auth
+            .login(auth::LoginRequest {
+                email: "nobody@example.com".into(),
+                password: "guess".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let throttled = client
+        .auth
+        .login(auth::LoginRequest {
+            email: "nobody@example.com".into(),
+            password: "guess".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&throttled),
+        "LOGIN_THROTTLED",
+        "as for a real account, so throttling reveals nothing"
+    );
+}

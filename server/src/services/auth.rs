@@ -12,14 +12,18 @@ use std::{
 
 use slop_api::auth::{self, InactiveReason, TokenPair, User, auth_service_server::AuthService};
 use slop_bridge::rest::COOKIE_LOGIN;
-use tonic::{Request, Response, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
+use tonic::{
+    Code, Request, Response, Status, metadata::MetadataMap, transport::server::TcpConnectInfo,
+};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use super::{Answer, internal, invalid};
 use crate::{
     accounts::{Account, AccountError, NewAccount},
     auth::{self as credentials, Access, Via, split_refresh_token, unauthenticated},
     clock::{to_millis, to_timestamp},
-    identity::{Identity, REFRESH_REUSE_GRACE, RESET_TOKEN_TTL},
+    identity::{Identity, LOGIN_FAILURES, REFRESH_REUSE_GRACE, RESET_TOKEN_TTL},
+    limits::Decision,
     outbox::Mail,
     passwords::{self, Verification},
     sessions::{Advance, Session, duration_millis},
@@ -148,6 +152,27 @@ impl AuthApi {
         Ok((session, generation))
     }
 
+    /// Counts a request of an endpoint that needs no sign-in against the
+    /// caller's IP address (RATE_LIMIT_MAX_REQUESTS per RATE_LIMIT_WINDOW_MS).
+    async fn throttle_address(&self, extensions: &tonic::Extensions) -> Result<(), Status> {
+        let key = format!("anonymous:{}", client_ip(extensions));
+        let rate = self.identity.settings.anonymous_rate;
+        let decision = self
+            .identity
+            .limits
+            .hit(&key, rate)
+            .await
+            .map_err(limits_unavailable)?;
+        match decision {
+            Decision::Allowed { .. } => Ok(()),
+            Decision::Limited { retry_after } => Err(rate_limited(
+                "RATE_LIMITED",
+                "too many requests from your address",
+                retry_after,
+            )),
+        }
+    }
+
     async fn revoke_for_replay(&self, session: &Session) -> Status {
         tracing::warn!(
             user_id = %session.user_id,
@@ -170,6 +195,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<auth::RegisterRequest>,
     ) -> Answer<auth::RegisterResponse> {
+        self.throttle_address(request.extensions()).await?;
         let request = request.into_inner();
         let email = normalize_email(&request.email).map_err(|why| invalid("email", why))?;
         let display_name = display_name(&request.display_name)?;
@@ -218,12 +244,34 @@ impl AuthService for AuthApi {
 
     async fn login(&self, request: Request<auth::LoginRequest>) -> Answer<auth::LoginResponse> {
         let (metadata, extensions, request) = request.into_parts();
+        self.throttle_address(&extensions).await?;
         let wrong = || unauthenticated("INVALID_CREDENTIALS", "wrong email or password");
         let email = request.email.trim().to_lowercase();
         if email.len() > 254 || request.password.chars().count() > passwords::MAX_PASSWORD_CHARS {
             // No account can match: answering at once reveals nothing.
             return Err(wrong());
         }
+        // Failures are counted per account and address: guessing one
+        // account's password is slowed down, its owner elsewhere is not.
+        let failures = format!("login-failures:{email}:{}", client_ip(&extensions));
+        let limits = &self.identity.limits;
+        if let Decision::Limited { retry_after } = limits
+            .peek(&failures, LOGIN_FAILURES)
+            .await
+            .map_err(limits_unavailable)?
+        {
+            return Err(rate_limited(
+                "LOGIN_THROTTLED",
+                "too many failed logins for this account from your address",
+                retry_after,
+            ));
+        }
+        let failed = || async {
+            if let Err(error) = limits.hit(&failures, LOGIN_FAILURES).await {
+                tracing::warn!(%error, "could not count a failed login");
+            }
+            wrong()
+        };
         let account = self
             .identity
             .accounts
@@ -235,7 +283,7 @@ impl AuthService for AuthApi {
                 .passwords
                 .verify_dummy(&request.password)
                 .await;
-            return Err(wrong());
+            return Err(failed().await);
         };
         let verification = self
             .identity
@@ -244,7 +292,7 @@ impl AuthService for AuthApi {
             .await
             .map_err(internal)?;
         match verification {
-            Verification::Mismatch => return Err(wrong()),
+            Verification::Mismatch => return Err(failed().await),
             Verification::Verified { needs_rehash: true } => {
                 // Stored with weaker parameters than today's: upgrade now.
                 match self.identity.passwords.hash(&request.password).await {
@@ -264,6 +312,9 @@ impl AuthService for AuthApi {
             Verification::Verified {
                 needs_rehash: false,
             } => {}
+        }
+        if let Err(error) = limits.reset(&failures).await {
+            tracing::warn!(%error, "could not forget failed logins");
         }
         let session = self
             .new_session(&account.id, &metadata, extensions.get::<TcpConnectInfo>())
@@ -294,6 +345,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<auth::RefreshTokenRequest>,
     ) -> Answer<auth::RefreshTokenResponse> {
+        self.throttle_address(request.extensions()).await?;
         let token = request.into_inner().refresh_token;
         let ttl = self.identity.settings.session_ttl;
         // A lost race against a concurrent refresh is looked at again: the
@@ -487,6 +539,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<auth::RequestPasswordResetRequest>,
     ) -> Answer<auth::RequestPasswordResetResponse> {
+        self.throttle_address(request.extensions()).await?;
         let email =
             normalize_email(&request.into_inner().email).map_err(|why| invalid("email", why))?;
         let account = self
@@ -534,6 +587,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<auth::ResetPasswordRequest>,
     ) -> Answer<auth::ResetPasswordResponse> {
+        self.throttle_address(request.extensions()).await?;
         let request = request.into_inner();
         // Check the new password before using up the token.
         passwords::check_password(&request.new_password)
@@ -615,6 +669,34 @@ impl AuthService for AuthApi {
             _ => inactive(InactiveReason::SessionEnded),
         }
     }
+}
+
+/// The client's IP address, as the listener saw it ("unknown" when the
+/// transport has none).
+fn client_ip(extensions: &tonic::Extensions) -> String {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
+}
+
+/// RESOURCE_EXHAUSTED with the wait (RetryInfo; REST adds Retry-After).
+fn rate_limited(reason: &str, what: &str, retry_after: Duration) -> Status {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+    details.set_error_info(reason, credentials::DOMAIN, []);
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("{what}; retry in {seconds} s"),
+        details,
+    )
+}
+
+/// A rate limiter that does not answer fails the request (closed), like the
+/// session store it shares Redis with.
+fn limits_unavailable(error: crate::limits::LimitError) -> Status {
+    tracing::error!(%error, "rate limiter failed");
+    Status::unavailable("the rate limiter is unavailable; retry shortly")
 }
 
 /// The proto User of an account.

@@ -162,13 +162,7 @@ impl RedisSessions {
     /// use and reconnects after failures, so a server can start (not ready)
     /// while Redis is down and recover when it returns.
     pub async fn connect(url: &str, prefix: &str, clock: SharedClock) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let connection = crate::redis_connection::connect(url)?;
         Ok(Self {
             connection,
             prefix: prefix.into(),
