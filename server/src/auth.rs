@@ -183,7 +183,7 @@ impl Authenticator {
             .sessions
             .touch(session_id, self.session_ttl)
             .await
-            .map_err(|error| store_unavailable(&error))?;
+            .or_unavailable()?;
         touched.ok_or_else(|| {
             unauthenticated(
                 "SESSION_ENDED",
@@ -358,4 +358,16 @@ pub fn permission_denied(reason: &str, message: impl Into<String>) -> Status {
 pub fn store_unavailable(error: &crate::sessions::SessionError) -> Status {
     tracing::error!(%error, "session store failed");
     Status::unavailable("the session store is unavailable; retry shortly")
+}
+
+/// Turns a session store failure into UNAVAILABLE (see [`store_unavailable`]).
+pub trait OrUnavailable<T> {
+    /// The value, or UNAVAILABLE.
+    fn or_unavailable(self) -> Result<T, Status>;
+}
+
+impl<T> OrUnavailable<T> for Result<T, crate::sessions::SessionError> {
+    fn or_unavailable(self) -> Result<T, Status> {
+        self.map_err(|error| store_unavailable(&error))
+    }
 }

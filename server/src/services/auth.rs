@@ -20,7 +20,9 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use super::{Answer, internal, invalid};
 use crate::{
     accounts::{Account, AccountError, NewAccount},
-    auth::{self as credentials, Access, Via, split_refresh_token, unauthenticated},
+    auth::{
+        self as credentials, Access, OrUnavailable as _, Via, split_refresh_token, unauthenticated,
+    },
     clock::{to_millis, to_timestamp},
     identity::{Identity, LOGIN_FAILURES, REFRESH_REUSE_GRACE, RESET_TOKEN_TTL},
     limits::Decision,
@@ -119,7 +121,7 @@ impl AuthApi {
             .sessions
             .create(&session)
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         Ok(session)
     }
 
@@ -138,7 +140,7 @@ impl AuthApi {
             .sessions
             .get(session_id)
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?
+            .or_unavailable()?
             .ok_or_else(invalid_token)?;
         let auth = &self.identity.auth;
         let newest = session.refresh_generation;
@@ -359,7 +361,7 @@ impl AuthService for AuthApi {
                     .sessions
                     .advance_refresh(&session.id, newest, ttl)
                     .await
-                    .map_err(|error| credentials::store_unavailable(&error))?
+                    .or_unavailable()?
                 {
                     Advance::Advanced(session) => {
                         return Ok(Response::new(auth::RefreshTokenResponse {
@@ -380,7 +382,7 @@ impl AuthService for AuthApi {
                     .sessions
                     .touch(&session.id, ttl)
                     .await
-                    .map_err(|error| credentials::store_unavailable(&error))?
+                    .or_unavailable()?
                     .ok_or_else(|| {
                         unauthenticated("SESSION_ENDED", "the session has ended: log in again")
                     })?;
@@ -416,7 +418,7 @@ impl AuthService for AuthApi {
             .sessions
             .revoke(&session_id)
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         tracing::info!(%session_id, "logged out");
         let mut response = Response::new(auth::LogoutResponse {});
         if via_cookie {
@@ -528,7 +530,7 @@ impl AuthService for AuthApi {
             .sessions
             .revoke_user(&account.id, Some(&caller.session.id))
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         tracing::info!(user_id = %account.id, ended_sessions = ended.len(), "password changed");
         Ok(Response::new(auth::ChangePasswordResponse {
             revoked_session_count: count(ended.len()),
@@ -623,7 +625,7 @@ impl AuthService for AuthApi {
             .sessions
             .revoke_user(&account_id, None)
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         tracing::info!(user_id = %account_id, ended_sessions = ended.len(), "password reset");
         Ok(Response::new(auth::ResetPasswordResponse {
             revoked_session_count: count(ended.len()),
@@ -652,7 +654,7 @@ impl AuthService for AuthApi {
             .sessions
             .touch(&claims.sid, self.identity.settings.session_ttl)
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         match session {
             Some(session) if session.user_id == claims.sub => {
                 Ok(Response::new(auth::ValidateTokenResponse {

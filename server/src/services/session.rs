@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Answer, invalid, next_page_token, not_found, page};
 use crate::{
-    auth::{self as credentials, Access, Caller, permission_denied},
+    auth::{Access, Caller, OrUnavailable as _, permission_denied},
     clock::{from_millis, to_timestamp},
     identity::Identity,
     sessions::Session,
@@ -49,12 +49,7 @@ impl SessionApi {
             }
             (_, id) => id,
         };
-        let session = self
-            .identity
-            .sessions
-            .get(id)
-            .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+        let session = self.identity.sessions.get(id).await.or_unavailable()?;
         match (session, caller) {
             (Some(session), Caller::Service(_)) => Ok(session),
             (Some(session), Caller::User(user)) if session.user_id == user.user_id => Ok(session),
@@ -114,7 +109,7 @@ impl SessionService for SessionApi {
             .sessions
             .list_user(&user_id)
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         let total = sessions.len();
         Ok(Response::new(session::ListSessionsResponse {
             sessions: sessions
@@ -142,7 +137,7 @@ impl SessionService for SessionApi {
             .sessions
             .revoke(&session.id)
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         tracing::info!(session_id = %session.id, user_id = %session.user_id, "session revoked");
         Ok(Response::new(session::RevokeSessionResponse {}))
     }
@@ -161,7 +156,7 @@ impl SessionService for SessionApi {
             .sessions
             .revoke_user(&caller.user_id, Some(&caller.session.id))
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         Ok(Response::new(session::RevokeOtherSessionsResponse {
             revoked_session_count: i32::try_from(ended.len()).unwrap_or(i32::MAX),
         }))
@@ -181,7 +176,7 @@ impl SessionService for SessionApi {
             .sessions
             .revoke_user(&user_id, None)
             .await
-            .map_err(|error| credentials::store_unavailable(&error))?;
+            .or_unavailable()?;
         tracing::info!(%service, %user_id, ended_sessions = ended.len(), "user's sessions revoked");
         Ok(Response::new(session::RevokeUserSessionsResponse {
             revoked_session_count: i32::try_from(ended.len()).unwrap_or(i32::MAX),
