@@ -1,0 +1,523 @@
+//! The baseline: a minimal axum server that does, per request, the same
+//! store round trips as `slop-server` on the hot path, and nothing else.
+//!
+//! - `GET /api/v1/auth/me`: the bearer is compared as a string (no JWT is
+//!   verified), the session is touched (memory: a mutex-protected
+//!   `HashMap`; Redis: one EVALSHA of a Lua script that GETs the session
+//!   JSON, rewrites it with SET … PX and ZADDs the user's session index, as
+//!   the server's touch does), the account row is read from an SQLite file
+//!   opened with the server's settings (WAL, foreign keys, busy timeout, a
+//!   pool of 4), and a small JSON body is returned.
+//! - `slop.auth.v1.AuthService/ValidateToken` (native gRPC, HTTP/2): the
+//!   service key and the access token are compared as strings, the session
+//!   is touched, and the answer is built.
+//!
+//! It serves REST and gRPC on one port with `axum::serve` (HTTP/1.1 and
+//! h2c, TCP_NODELAY), like the server, but with no middleware: no request
+//! ids, logs, CORS or grpc-web. It runs on a tokio runtime of its own,
+//! which the caller owns, so its threads are not the load generator's.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    str::FromStr as _,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::get,
+    serve::ListenerExt as _,
+};
+use http::{HeaderMap, StatusCode, header};
+use redis::{Script, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+use slop_api::auth::{
+    self,
+    auth_service_server::{AuthService, AuthServiceServer},
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{Request, Status};
+
+use crate::server::Backend;
+
+/// The name of every thread of the baseline (its runtime's, and its SQLite
+/// workers'), so its CPU time can be told from the load generator's.
+pub const THREAD_NAME: &str = "baseline";
+
+/// The idle timeout a touch slides the session by (the server's default
+/// SESSION_TTL).
+const IDLE_TTL: Duration = Duration::from_secs(86_400);
+/// The absolute session lifetime (the server's default SESSION_MAX_LIFETIME).
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// The session touch: one round trip that reads the session JSON, slides
+/// its expiry, writes it back with a matching TTL and records the use in the
+/// user's sorted set of sessions (extending the set's TTL when needed).
+/// ARGV: key prefix, now (ms), session id, idle timeout (ms).
+const TOUCH: &str = r#"
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+local key = prefix .. 'session:' .. ARGV[3]
+local raw = redis.call('GET', key)
+if not raw then return false end
+local session = cjson.decode(raw)
+if session.expires_at <= now then return false end
+session.last_seen_at = now
+session.expires_at = math.min(now + tonumber(ARGV[4]), session.max_expires_at)
+local json = cjson.encode(session)
+redis.call('SET', key, json, 'PX', session.expires_at - now)
+local index = prefix .. 'user:' .. session.user_id .. ':sessions'
+redis.call('ZADD', index, now, session.id)
+local keep = session.max_expires_at - now
+if redis.call('PTTL', index) < keep then redis.call('PEXPIRE', index, keep) end
+return json
+"#;
+
+/// The same account columns as the server's table.
+const CREATE_ACCOUNTS: &str = "CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT NOT NULL PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL)";
+
+/// The read `me` makes: one account by id.
+const SELECT_ACCOUNT: &str = "SELECT id, email, display_name, password_hash, created_at, updated_at \
+     FROM accounts WHERE id = $1";
+
+/// Who the baseline knows: the one user, session and service it serves.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user's id.
+    pub user_id: String,
+    /// The user's email.
+    pub email: String,
+    /// The user's session.
+    pub session_id: String,
+    /// The access token accepted (compared as a string).
+    pub access_token: String,
+    /// The service key accepted (compared as a string).
+    pub service_key: String,
+}
+
+/// A session as stored: the same fields as the server's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    id: String,
+    user_id: String,
+    user_agent: String,
+    ip: String,
+    created_at: i64,
+    last_seen_at: i64,
+    expires_at: i64,
+    max_expires_at: i64,
+    refresh_seed: String,
+    refresh_generation: u64,
+    refreshed_at: i64,
+}
+
+/// Where the baseline keeps its one session.
+enum Store {
+    Memory(Mutex<HashMap<String, Session>>),
+    Redis {
+        connection: ConnectionManager,
+        prefix: String,
+        touch: Script,
+    },
+}
+
+/// What every handler shares.
+struct Shared {
+    identity: Identity,
+    user_bearer: String,
+    service_bearer: String,
+    store: Store,
+    accounts: SqlitePool,
+}
+
+impl Shared {
+    /// Touches the session: the one session-store round trip of the hot path.
+    async fn touch(&self) -> Result<Option<Session>, String> {
+        let now = now_millis();
+        let id = &self.identity.session_id;
+        match &self.store {
+            Store::Memory(sessions) => {
+                let mut sessions = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(session) = sessions.get_mut(id) else {
+                    return Ok(None);
+                };
+                if session.expires_at <= now {
+                    sessions.remove(id);
+                    return Ok(None);
+                }
+                session.last_seen_at = now;
+                session.expires_at = (now + millis(IDLE_TTL)).min(session.max_expires_at);
+                Ok(Some(session.clone()))
+            }
+            Store::Redis {
+                connection,
+                prefix,
+                touch,
+            } => {
+                let raw: Option<String> = touch
+                    .prepare_invoke()
+                    .arg(prefix)
+                    .arg(now)
+                    .arg(id)
+                    .arg(millis(IDLE_TTL))
+                    .invoke_async(&mut connection.clone())
+                    .await
+                    .map_err(|error| error.to_string())?;
+                raw.map(|raw| serde_json::from_str(&raw))
+                    .transpose()
+                    .map_err(|error| error.to_string())
+            }
+        }
+    }
+
+    /// The touched session, if it is the user's.
+    async fn live_session(&self) -> Result<Session, Status> {
+        match self.touch().await {
+            Ok(Some(session)) if session.user_id == self.identity.user_id => Ok(session),
+            Ok(_) => Err(Status::unauthenticated("the session has ended")),
+            Err(error) => Err(Status::unavailable(error)),
+        }
+    }
+}
+
+/// A running baseline server.
+pub struct Baseline {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Baseline {
+    /// Starts the baseline on `runtime`, on 127.0.0.1 with a free port: its
+    /// SQLite file at `database` (holding the identity's account), its
+    /// session in `backend` (under `<prefix>baseline:` in Redis).
+    pub async fn start(
+        runtime: &tokio::runtime::Handle,
+        database: PathBuf,
+        backend: Backend,
+        identity: Identity,
+    ) -> Result<Self, String> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        // Set up on the baseline's runtime too: the Redis connection and the
+        // SQLite pool run their background tasks where they are made.
+        let task = runtime.spawn(async move {
+            let prepared = prepare(database, backend, identity).await;
+            let (listener, router) = match prepared {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(listener.local_addr().map_err(|error| error.to_string()));
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let addr = ready_rx
+            .await
+            .map_err(|_| "the baseline did not start".to_owned())??;
+        Ok(Self { addr, stop, task })
+    }
+
+    /// Stops the baseline.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+/// Opens the stores, puts the session and the account in, and binds.
+async fn prepare(
+    database: PathBuf,
+    backend: Backend,
+    identity: Identity,
+) -> Result<(TcpListener, Router), String> {
+    let accounts = accounts(database, &identity).await?;
+    let now = now_millis();
+    let session = Session {
+        id: identity.session_id.clone(),
+        user_id: identity.user_id.clone(),
+        user_agent: "slop-bench".into(),
+        ip: "127.0.0.1".into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + millis(IDLE_TTL),
+        max_expires_at: now + millis(MAX_LIFETIME),
+        // As long as the server's seed (32 random bytes, base64url).
+        refresh_seed: "b".repeat(43),
+        refresh_generation: 0,
+        refreshed_at: now,
+    };
+    let store = match backend {
+        Backend::Memory => {
+            Store::Memory(Mutex::new(HashMap::from([(session.id.clone(), session)])))
+        }
+        Backend::Redis { url, prefix } => {
+            let prefix = format!("{prefix}baseline:");
+            let client = redis::Client::open(url.as_str()).map_err(|error| error.to_string())?;
+            let mut connection = ConnectionManager::new(client)
+                .await
+                .map_err(|error| format!("baseline Redis: {error}"))?;
+            let json = serde_json::to_string(&session).map_err(|error| error.to_string())?;
+            let _: () = redis::pipe()
+                .cmd("SET")
+                .arg(format!("{prefix}session:{}", session.id))
+                .arg(json)
+                .arg("PX")
+                .arg(millis(IDLE_TTL))
+                .ignore()
+                .cmd("ZADD")
+                .arg(format!("{prefix}user:{}:sessions", session.user_id))
+                .arg(now)
+                .arg(&session.id)
+                .ignore()
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| format!("baseline Redis: {error}"))?;
+            Store::Redis {
+                connection,
+                prefix,
+                touch: Script::new(TOUCH),
+            }
+        }
+    };
+    let shared = Arc::new(Shared {
+        user_bearer: format!("Bearer {}", identity.access_token),
+        service_bearer: format!("Bearer {}", identity.service_key),
+        identity,
+        store,
+        accounts,
+    });
+    let router = Router::new()
+        .route("/api/v1/auth/me", get(me))
+        .with_state(shared.clone())
+        .route_service(
+            "/slop.auth.v1.AuthService/{*method}",
+            AuthServiceServer::new(BaselineAuth(shared)),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|error| format!("baseline bind: {error}"))?;
+    Ok((listener, router))
+}
+
+/// An SQLite file with the server's settings, holding the user's account.
+async fn accounts(database: PathBuf, identity: &Identity) -> Result<SqlitePool, String> {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", database.display()))
+        .map_err(|error| error.to_string())?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5))
+        .thread_name(|id| format!("{THREAD_NAME}-sqlite-{id}"));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(|error| format!("baseline SQLite: {error}"))?;
+    sqlx::query(CREATE_ACCOUNTS)
+        .execute(&pool)
+        .await
+        .map_err(|error| error.to_string())?;
+    let now = now_millis();
+    sqlx::query(
+        "INSERT OR REPLACE INTO accounts \
+         (id, email, display_name, password_hash, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(&identity.user_id)
+    .bind(&identity.email)
+    .bind("Bench")
+    // As long as a real argon2id PHC string.
+    .bind(format!(
+        "$argon2id$v=19$m=19456,t=2,p=1${}${}",
+        "s".repeat(22),
+        "h".repeat(43)
+    ))
+    .bind(now)
+    .execute(&pool)
+    .await
+    .map_err(|error| error.to_string())?;
+    Ok(pool)
+}
+
+/// An account row.
+type AccountRow = (String, String, String, String, i64, i64);
+
+/// `GET /api/v1/auth/me`.
+async fn me(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .is_some_and(|value| value.as_bytes() == shared.user_bearer.as_bytes());
+    if !authorized {
+        return error(StatusCode::UNAUTHORIZED, "bad credentials");
+    }
+    if let Err(status) = shared.live_session().await {
+        return error(StatusCode::UNAUTHORIZED, status.message());
+    }
+    let row: Option<AccountRow> = match sqlx::query_as(SELECT_ACCOUNT)
+        .bind(&shared.identity.user_id)
+        .fetch_optional(&shared.accounts)
+        .await
+    {
+        Ok(row) => row,
+        Err(failure) => return error(StatusCode::INTERNAL_SERVER_ERROR, &failure.to_string()),
+    };
+    let Some((id, email, display_name, _hash, created_at, updated_at)) = row else {
+        return error(StatusCode::UNAUTHORIZED, "the account no longer exists");
+    };
+    Json(serde_json::json!({
+        "user": {
+            "id": id,
+            "email": email,
+            "displayName": display_name,
+            "createTime": created_at,
+            "updateTime": updated_at,
+        }
+    }))
+    .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": { "message": message } })),
+    )
+        .into_response()
+}
+
+/// The baseline's `slop.auth.v1.AuthService`. Only ValidateToken is
+/// measured; the trait has no default methods, so the others exist and
+/// answer UNIMPLEMENTED — the benchmark never calls them.
+struct BaselineAuth(Arc<Shared>);
+
+type Answer<T> = Result<tonic::Response<T>, Status>;
+
+fn not_in_baseline<T>() -> Answer<T> {
+    Err(Status::unimplemented(
+        "the baseline implements ValidateToken only",
+    ))
+}
+
+#[tonic::async_trait]
+impl AuthService for BaselineAuth {
+    async fn register(&self, _: Request<auth::RegisterRequest>) -> Answer<auth::RegisterResponse> {
+        not_in_baseline()
+    }
+
+    async fn login(&self, _: Request<auth::LoginRequest>) -> Answer<auth::LoginResponse> {
+        not_in_baseline()
+    }
+
+    async fn refresh_token(
+        &self,
+        _: Request<auth::RefreshTokenRequest>,
+    ) -> Answer<auth::RefreshTokenResponse> {
+        not_in_baseline()
+    }
+
+    async fn logout(&self, _: Request<auth::LogoutRequest>) -> Answer<auth::LogoutResponse> {
+        not_in_baseline()
+    }
+
+    async fn get_current_user(
+        &self,
+        _: Request<auth::GetCurrentUserRequest>,
+    ) -> Answer<auth::GetCurrentUserResponse> {
+        not_in_baseline()
+    }
+
+    async fn update_current_user(
+        &self,
+        _: Request<auth::UpdateCurrentUserRequest>,
+    ) -> Answer<auth::UpdateCurrentUserResponse> {
+        not_in_baseline()
+    }
+
+    async fn change_password(
+        &self,
+        _: Request<auth::ChangePasswordRequest>,
+    ) -> Answer<auth::ChangePasswordResponse> {
+        not_in_baseline()
+    }
+
+    async fn request_password_reset(
+        &self,
+        _: Request<auth::RequestPasswordResetRequest>,
+    ) -> Answer<auth::RequestPasswordResetResponse> {
+        not_in_baseline()
+    }
+
+    async fn reset_password(
+        &self,
+        _: Request<auth::ResetPasswordRequest>,
+    ) -> Answer<auth::ResetPasswordResponse> {
+        not_in_baseline()
+    }
+
+    async fn validate_token(
+        &self,
+        request: Request<auth::ValidateTokenRequest>,
+    ) -> Answer<auth::ValidateTokenResponse> {
+        let shared = &self.0;
+        let authorized = request
+            .metadata()
+            .get("authorization")
+            .is_some_and(|value| value.as_bytes() == shared.service_bearer.as_bytes());
+        if !authorized {
+            return Err(Status::unauthenticated("not the service key"));
+        }
+        if request.get_ref().access_token != shared.identity.access_token {
+            return Ok(tonic::Response::new(auth::ValidateTokenResponse {
+                inactive_reason: auth::InactiveReason::Invalid.into(),
+                ..Default::default()
+            }));
+        }
+        let session = shared.live_session().await?;
+        Ok(tonic::Response::new(auth::ValidateTokenResponse {
+            active: true,
+            user_id: session.user_id,
+            session_id: session.id,
+            expire_time: Some(pbjson_types::Timestamp {
+                seconds: session.expires_at / 1000,
+                nanos: 0,
+            }),
+            inactive_reason: auth::InactiveReason::Unspecified.into(),
+        }))
+    }
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

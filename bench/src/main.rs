@@ -1,0 +1,547 @@
+//! `auth-hot-path`: a reproducible load test of the authenticated hot path
+//! of `slop-server`, against a minimal handler doing the same store round
+//! trips, measured in one run.
+//!
+//! For each session backend (memory, then Redis) it starts the release
+//! `slop-server` binary as a child process on 127.0.0.1 ([`server`]),
+//! registers a user and logs in, and measures, closed loop after a warm-up:
+//!
+//! - REST `GET /api/v1/auth/me` with the access token, one HTTP/1.1
+//!   keep-alive connection per client task;
+//! - gRPC `slop.auth.v1.AuthService/ValidateToken` with a service key, the
+//!   client tasks sharing a few HTTP/2 connections;
+//!
+//! each against the server and against the [`baseline`], an in-process
+//! axum server on its own runtime doing the same session touch (and, for
+//! `me`, the same SQLite read) and nothing else. With the memory backend it
+//! then measures `me` at low concurrency while idle and while bursts of
+//! concurrent logins hash passwords ([`burst`]). It prints Markdown tables
+//! ([`report`]) to stdout and progress to stderr, and exits 1 if any request
+//! failed.
+//!
+//! Build and run (the server binary is found beside this one):
+//!
+//! ```sh
+//! cargo build --release -p slop-server -p slop-bench && target/release/auth-hot-path
+//! ```
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::Parser;
+
+mod baseline;
+mod burst;
+mod client;
+mod cpu;
+mod load;
+mod report;
+mod server;
+
+use baseline::{Baseline, Identity};
+use client::{GrpcValidate, RestMe};
+use server::{Backend, Secrets, ServerProcess};
+
+/// Load test of the authenticated hot path (REST me, gRPC ValidateToken) of
+/// slop-server, memory and Redis backends, against a minimal baseline.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "auth-hot-path", version)]
+struct Args {
+    /// How long each throughput scenario is measured, after the warm-up.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    duration: Duration,
+
+    /// Load before measuring starts (connections warm, caches filled).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+
+    /// The throughput scenarios alternate between server and baseline in
+    /// this many windows each (of duration ÷ rounds), so both see the same
+    /// machine when other work on it comes and goes.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
+    rounds: u16,
+
+    /// Concurrent client tasks in the throughput scenarios.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
+
+    /// HTTP/2 connections the gRPC client tasks share.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    grpc_connections: u16,
+
+    /// Redis for the Redis backend (a unique key prefix is used and deleted).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+
+    /// Skip the Redis backend.
+    #[arg(long)]
+    no_redis: bool,
+
+    /// Skip the throughput scenarios (server vs baseline).
+    #[arg(long)]
+    no_throughput: bool,
+
+    /// Skip the login burst test.
+    #[arg(long)]
+    no_burst: bool,
+
+    /// Concurrent logins per burst.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+    burst_logins: u16,
+
+    /// Bursts, one after the other (their `me` samples are pooled).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    bursts: u16,
+
+    /// `me` client tasks during the burst test.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    burst_concurrency: u16,
+
+    /// Total `me` requests/s of the paced run of the burst test (the
+    /// closed-loop run follows it). 0 skips the paced run.
+    #[arg(long, default_value_t = 1000)]
+    burst_rate: u32,
+
+    /// How long `me` is measured idle in the burst test.
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    idle: Duration,
+
+    /// PASSWORD_HASH_CONCURRENCY for the server (default: the server's own,
+    /// the number of CPUs).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    password_hash_concurrency: Option<u16>,
+
+    /// The slop-server binary (default: beside this binary).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // The load generator runs on this runtime, the baseline on its own, so
+    // each has its own worker threads (one per CPU, tokio's default); the
+    // server is a separate process. All share the machine's CPUs.
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bench-client")
+        .build()
+        .expect("client runtime");
+    let baseline = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(baseline::THREAD_NAME)
+        .build()
+        .expect("baseline runtime");
+    let outcome = client.block_on(run(args, baseline.handle().clone()));
+    baseline.shutdown_timeout(Duration::from_secs(2));
+    client.shutdown_timeout(Duration::from_secs(2));
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: some requests failed (see Errors above)");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs everything; Ok(whether every request succeeded).
+async fn run(args: Args, baseline_runtime: tokio::runtime::Handle) -> Result<bool, String> {
+    let binary = server::locate(args.server_bin.clone())?;
+    let run_id = random_hex(6);
+    let scratch = Scratch::new(&run_id)?;
+    let secrets = Secrets {
+        jwt: random_hex(32),
+        app: random_hex(32),
+        service_key: random_hex(32),
+    };
+    let mut backends = vec![Backend::Memory];
+    // The Redis backend is measured by the throughput scenarios only.
+    if !args.no_redis && !args.no_throughput {
+        ping_redis(&args.redis_url).await?;
+        backends.push(Backend::Redis {
+            url: args.redis_url.clone(),
+            prefix: format!("slop-bench:{run_id}:"),
+        });
+    }
+
+    let mut hot_paths = Vec::new();
+    let mut bursts = Vec::new();
+    for backend in &backends {
+        let outcome = run_backend(
+            &args,
+            &binary,
+            scratch.path(),
+            backend,
+            &secrets,
+            &run_id,
+            &baseline_runtime,
+        )
+        .await;
+        if let Backend::Redis { url, prefix } = backend {
+            match delete_prefix(url, prefix).await {
+                Ok(deleted) => eprintln!("redis: deleted {deleted} keys under {prefix}"),
+                Err(error) => {
+                    eprintln!("warning: could not delete the keys under {prefix}: {error}")
+                }
+            }
+        }
+        let (rows, burst) = outcome?;
+        hot_paths.extend(rows);
+        bursts.extend(burst);
+    }
+
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let command: Vec<String> = std::iter::once("auth-hot-path".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect();
+    let permits = args.password_hash_concurrency.map_or_else(
+        || format!("default ({cpus})"),
+        |permits| permits.to_string(),
+    );
+    let mut settings = format!("`{}`:", command.join(" "));
+    if !args.no_throughput {
+        settings += &format!(
+            " {}s per target in {} alternating rounds after a {}s warm-up, {} client tasks, {} gRPC connections;",
+            args.duration.as_secs_f64(),
+            args.rounds,
+            args.warmup.as_secs_f64(),
+            args.concurrency,
+            args.grpc_connections,
+        );
+    }
+    if !args.no_burst {
+        settings += &format!(
+            " burst test: {} `me` tasks, {}s idle, {} × {} concurrent logins;",
+            args.burst_concurrency,
+            args.idle.as_secs_f64(),
+            args.bursts,
+            args.burst_logins,
+        );
+    }
+    settings += &format!(
+        " PASSWORD_HASH_CONCURRENCY {permits}; {cpus} CPUs shared by client, server and baseline."
+    );
+    let (report, clean) = report::render(&settings, &hot_paths, &bursts);
+    println!("{report}");
+    Ok(clean)
+}
+
+/// One backend: server, user, baseline, the four throughput scenarios, and
+/// (memory backend) the burst test.
+async fn run_backend(
+    args: &Args,
+    binary: &Path,
+    scratch: &Path,
+    backend: &Backend,
+    secrets: &Secrets,
+    run_id: &str,
+    baseline_runtime: &tokio::runtime::Handle,
+) -> Result<(Vec<report::HotPath>, Vec<report::Burst>), String> {
+    let name = backend.name();
+    eprintln!("{name}: starting {}", binary.display());
+    let mut env = Vec::new();
+    if let Some(permits) = args.password_hash_concurrency {
+        env.push(("PASSWORD_HASH_CONCURRENCY", permits.to_string()));
+    }
+    let server = ServerProcess::start(binary, scratch, backend, secrets, &env).await?;
+    let addr = server.addr;
+    let outcome = async {
+        let email = format!("bench-{run_id}@example.com");
+        let password = random_hex(12);
+        client::register(addr, &email, &password, "Bench").await?;
+        let user = client::login(addr, &email, &password).await?;
+        eprintln!(
+            "{name}: slop-server at {addr}, user {} signed in",
+            user.user_id
+        );
+
+        let mut rows = Vec::new();
+        if !args.no_throughput {
+            let baseline = Baseline::start(
+                baseline_runtime,
+                scratch.join(format!("baseline-{name}.db")),
+                backend.clone(),
+                Identity {
+                    user_id: user.user_id.clone(),
+                    email: email.clone(),
+                    session_id: user.session_id.clone(),
+                    access_token: user.access_token.clone(),
+                    service_key: secrets.service_key.clone(),
+                },
+            )
+            .await?;
+            eprintln!("{name}: baseline at {}", baseline.addr);
+            let measured = throughput(
+                args,
+                name,
+                (addr, server.meter()),
+                baseline.addr,
+                &user.access_token,
+                secrets,
+            )
+            .await;
+            baseline.stop().await;
+            rows = measured?;
+        }
+
+        let mut bursts = Vec::new();
+        if matches!(backend, Backend::Memory) && !args.no_burst {
+            let login_email = format!("bench-login-{run_id}@example.com");
+            let login_password = random_hex(12);
+            client::register(addr, &login_email, &login_password, "Bench logins").await?;
+            let concurrency = usize::from(args.burst_concurrency);
+            let mut plans = Vec::new();
+            if args.burst_rate > 0 {
+                let per_task = f64::from(args.burst_rate) / concurrency as f64;
+                plans.push((
+                    format!("paced {} req/s, {concurrency} tasks", args.burst_rate),
+                    Some(Duration::from_secs_f64(1.0 / per_task)),
+                ));
+            }
+            plans.push((format!("closed loop, {concurrency} tasks"), None));
+            for (load, pace) in plans {
+                let plan = burst::Plan {
+                    concurrency,
+                    pace,
+                    warmup: args.warmup,
+                    idle: args.idle,
+                    logins: usize::from(args.burst_logins),
+                    bursts: usize::from(args.bursts),
+                    gap: Duration::from_secs(1),
+                };
+                let outcome = burst::run(
+                    addr,
+                    &user.access_token,
+                    &login_email,
+                    &login_password,
+                    &plan,
+                )
+                .await?;
+                eprintln!(
+                    "{name}: me p99 {load}: idle {}, during logins {} (logins p50 {})",
+                    report::ms(outcome.idle.p99),
+                    report::ms(outcome.during.p99),
+                    report::ms(outcome.logins.p50)
+                );
+                bursts.push(report::Burst {
+                    load,
+                    logins: plan.logins,
+                    outcome,
+                });
+            }
+        }
+        Ok::<_, String>((rows, bursts))
+    }
+    .await;
+    if let Err(error) = server.stop().await {
+        eprintln!("warning: {error}");
+    }
+    outcome
+}
+
+/// The four throughput scenarios of one backend.
+async fn throughput(
+    args: &Args,
+    name: &'static str,
+    (server, server_meter): (std::net::SocketAddr, cpu::Meter),
+    baseline: std::net::SocketAddr,
+    access_token: &str,
+    secrets: &Secrets,
+) -> Result<Vec<report::HotPath>, String> {
+    let baseline_meter = cpu::Meter::Threads(baseline::THREAD_NAME);
+    let concurrency = usize::from(args.concurrency);
+    let connections = usize::from(args.grpc_connections);
+    let mut rows = Vec::new();
+
+    let progress = |scenario: &str, server: &load::Stats, baseline: &load::Stats| {
+        for (target, stats) in [("slop-server", server), ("baseline", baseline)] {
+            eprintln!(
+                "{name}: {scenario} → {target}: {:.0} req/s, p99 {}, {} errors",
+                stats.per_second,
+                report::ms(stats.p99),
+                stats.errors
+            );
+        }
+    };
+
+    let (server_stats, baseline_stats) = load::compare(
+        (
+            RestMe::many(server, access_token, concurrency).await?,
+            server_meter.clone(),
+        ),
+        (
+            RestMe::many(baseline, access_token, concurrency).await?,
+            baseline_meter.clone(),
+        ),
+        args.warmup,
+        args.duration,
+        u32::from(args.rounds),
+    )
+    .await?;
+    progress("REST me", &server_stats, &baseline_stats);
+    rows.push(report::HotPath {
+        scenario: "REST `GET /api/v1/auth/me`",
+        backend: name,
+        server: server_stats,
+        baseline: baseline_stats,
+    });
+
+    let server_channels = client::grpc_channels(server, connections).await?;
+    let baseline_channels = client::grpc_channels(baseline, connections).await?;
+    let key = &secrets.service_key;
+    let (server_stats, baseline_stats) = load::compare(
+        (
+            GrpcValidate::many(&server_channels, key, access_token, concurrency)?,
+            server_meter,
+        ),
+        (
+            GrpcValidate::many(&baseline_channels, key, access_token, concurrency)?,
+            baseline_meter,
+        ),
+        args.warmup,
+        args.duration,
+        u32::from(args.rounds),
+    )
+    .await?;
+    progress("gRPC ValidateToken", &server_stats, &baseline_stats);
+    rows.push(report::HotPath {
+        scenario: "gRPC `AuthService/ValidateToken`",
+        backend: name,
+        server: server_stats,
+        baseline: baseline_stats,
+    });
+    Ok(rows)
+}
+
+/// Fails early, with advice, when Redis does not answer.
+async fn ping_redis(url: &str) -> Result<(), String> {
+    let advice = |error: redis::RedisError| {
+        format!("Redis at {url} does not answer ({error}): start it, or pass --no-redis")
+    };
+    let client = redis::Client::open(url).map_err(advice)?;
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(advice)?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut connection)
+        .await
+        .map_err(advice)?;
+    Ok(())
+}
+
+/// Deletes every key under `prefix`; answers how many.
+async fn delete_prefix(url: &str, prefix: &str) -> Result<usize, String> {
+    let client = redis::Client::open(url).map_err(|error| error.to_string())?;
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| error.to_string())?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| error.to_string())?;
+            deleted += keys.len();
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// A temporary directory for the run's SQLite files, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(run_id: &str) -> Result<Self, String> {
+        let path = std::env::temp_dir().join(format!("slop-bench-{run_id}"));
+        std::fs::create_dir_all(&path)
+            .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `bytes` random bytes from the OS, in hex (secrets, passwords, ids).
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the OS random generator works");
+    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A duration: whole seconds (`8`) or a number with a unit (`500ms`, `8s`,
+/// `1m`).
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{value}' is not a duration such as 8s or 500ms"))?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        _ => return Err(format!("'{unit}' is not a unit: use ms, s or m")),
+    };
+    if duration.is_zero() || duration > Duration::from_secs(600) {
+        return Err("must be more than 0 and at most 10m".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_seconds_or_units() {
+        assert_eq!(parse_duration("8"), Ok(Duration::from_secs(8)));
+        assert_eq!(parse_duration("8s"), Ok(Duration::from_secs(8)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn secrets_pass_the_servers_rules() {
+        let secret = random_hex(32);
+        assert_eq!(secret.len(), 64);
+        let distinct: std::collections::HashSet<u8> = secret.bytes().collect();
+        assert!(distinct.len() >= 12);
+    }
+}

@@ -1,0 +1,188 @@
+//! The real server, run the way an operator runs it: the release
+//! `slop-server` binary as a child process, configured by its environment
+//! only, on a free port it reports in its JSON "listening" log line.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+};
+
+/// How long the server may take to start, and to stop after SIGTERM.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Logs the server writes: warnings and errors, and the one line that says
+/// where it listens (the crate root logs it at info). Per-request logs
+/// (`slop_server::telemetry`, `slop_server::services`) stay off, so
+/// logging is not part of what is measured.
+const LOG_LEVEL: &str =
+    "warn,slop_server=info,slop_server::telemetry=warn,slop_server::services=warn";
+
+/// Where sessions live.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// In the server's memory.
+    Memory,
+    /// In Redis, under a prefix of its own.
+    Redis {
+        /// `redis://…`.
+        url: String,
+        /// REDIS_KEY_PREFIX; everything under it is deleted at the end.
+        prefix: String,
+    },
+}
+
+impl Backend {
+    /// `memory` or `redis`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis { .. } => "redis",
+        }
+    }
+}
+
+/// The secrets a server run is configured with.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// JWT_SECRET.
+    pub jwt: String,
+    /// APP_SECRET.
+    pub app: String,
+    /// The secret of the `bench` entry of SERVICE_KEYS.
+    pub service_key: String,
+}
+
+/// The `slop-server` binary: `explicit`, or the one beside this binary
+/// (both are built into target/release by
+/// `cargo build --release -p slop-server -p slop-bench`).
+pub fn locate(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+    let path = match explicit {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|error| format!("cannot find this binary: {error}"))?
+            .with_file_name(format!("slop-server{}", std::env::consts::EXE_SUFFIX)),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no slop-server binary at {}: build it with `cargo build --release -p slop-server -p slop-bench`, or pass --server-bin",
+            path.display()
+        ))
+    }
+}
+
+/// A running `slop-server` process.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `binary` in `dir` (an empty working directory, so no `.env`
+    /// is read), with an SQLite file in `dir`, sessions in `backend` and
+    /// `env` on top, and waits until it listens.
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        backend: &Backend,
+        secrets: &Secrets,
+        env: &[(&str, String)],
+    ) -> Result<Self, String> {
+        let database = dir.join(format!("server-{}.db", backend.name()));
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .current_dir(dir)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .env("LOG_LEVEL", LOG_LEVEL)
+            .env("DATABASE_URL", format!("sqlite:{}", database.display()))
+            .env("JWT_SECRET", &secrets.jwt)
+            .env("APP_SECRET", &secrets.app)
+            .env("SERVICE_KEYS", format!("bench:{}", secrets.service_key))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Backend::Redis { url, prefix } = backend {
+            command
+                .env("REDIS_URL", url)
+                .env("REDIS_KEY_PREFIX", prefix);
+        }
+        command.envs(env.iter().map(|(key, value)| (key, value)));
+        let mut child = command
+            .spawn()
+            .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (listening_tx, listening_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut listening_tx = Some(listening_tx);
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    eprintln!("[slop-server] {line}");
+                    continue;
+                };
+                if entry["message"] == "listening"
+                    && let Some(tx) = listening_tx.take()
+                {
+                    let _ = tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
+                } else if matches!(entry["level"].as_str(), Some("WARN" | "ERROR")) {
+                    // Kept visible: a warning during a run is worth knowing.
+                    eprintln!("[slop-server] {line}");
+                }
+            }
+        });
+        let addr = match tokio::time::timeout(PATIENCE, listening_rx).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(_)) => {
+                let status = child.wait().await.map_err(|error| error.to_string())?;
+                return Err(format!("slop-server exited before listening: {status}"));
+            }
+            Err(_) => return Err("slop-server did not listen within 30s".into()),
+        };
+        let addr = addr
+            .parse()
+            .map_err(|error| format!("listening addr {addr:?}: {error}"))?;
+        Ok(Self { child, addr })
+    }
+
+    /// Reads the server's CPU time.
+    pub fn meter(&self) -> crate::cpu::Meter {
+        crate::cpu::Meter::Process(self.child.id().unwrap_or_default())
+    }
+
+    /// Stops the server with SIGTERM (a graceful shutdown), killing it if
+    /// it has not exited in time.
+    pub async fn stop(mut self) -> Result<(), String> {
+        let Some(pid) = self.child.id() else {
+            return Ok(());
+        };
+        let signalled = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .is_ok_and(|status| status.success());
+        if signalled && let Ok(Ok(status)) = tokio::time::timeout(PATIENCE, self.child.wait()).await
+        {
+            return if status.success() {
+                Ok(())
+            } else {
+                Err(format!("slop-server exited with {status}"))
+            };
+        }
+        self.child.kill().await.map_err(|error| error.to_string())?;
+        Err("slop-server did not stop on SIGTERM; killed it".into())
+    }
+}
