@@ -110,7 +110,7 @@ struct Args {
     idle: Duration,
 
     /// PASSWORD_HASH_CONCURRENCY for the server (default: the server's own,
-    /// the number of CPUs).
+    /// one less than the number of CPUs, at least 1).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     password_hash_concurrency: Option<u16>,
 
@@ -201,7 +201,7 @@ async fn run(args: Args, baseline_runtime: tokio::runtime::Handle) -> Result<boo
         .chain(std::env::args().skip(1))
         .collect();
     let permits = args.password_hash_concurrency.map_or_else(
-        || format!("default ({cpus})"),
+        || format!("default ({})", cpus.saturating_sub(1).max(1)),
         |permits| permits.to_string(),
     );
     let mut settings = format!("`{}`:", command.join(" "));

@@ -119,7 +119,9 @@ pub struct Config {
     pub service_keys: ServiceKeys,
 
     /// How many password hashes may run at once (each takes ~19 MiB and a
-    /// core for tens of milliseconds). Default: the number of CPUs.
+    /// core for tens of milliseconds). Default: one less than the number of
+    /// CPUs (at least 1), so logins never take every core from the requests
+    /// in flight.
     #[arg(long, env = "PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub password_hash_concurrency: Option<u16>,
 

@@ -170,7 +170,11 @@ impl Identity {
             .password_hash_concurrency
             .map(usize::from)
             .unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+                // Leave a core to the requests in flight: with every core
+                // hashing, a burst of logins multiplies everyone's latency
+                // (BENCHMARKS.md).
+                std::thread::available_parallelism()
+                    .map_or(1, |cpus| cpus.get().saturating_sub(1).max(1))
             });
         let outbox = match &config.mail_outbox_dir {
             Some(dir) => Outbox::Directory(dir.clone()),

@@ -104,18 +104,26 @@ fn is_acceptable_request_id(value: &HeaderValue) -> bool {
         && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
+/// A request id: a random 64-bit prefix chosen once per process, then a
+/// counter. Unique without a system call per request (ids need not be
+/// secret, only distinct across requests and instances).
 fn new_request_id() -> HeaderValue {
-    let mut bytes = [0u8; 16];
-    // The OS RNG failing is not a reason to fail a request: fall back to time.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes = nanos.to_le_bytes();
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&hex).expect("hex is a valid header value")
+    static PREFIX: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        let mut bytes = [0u8; 8];
+        // The OS RNG failing is no reason to fail requests: fall back to time.
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            bytes = (nanos as u64).to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    });
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{:016x}{count:016x}", *PREFIX))
+        .expect("hex is a valid header value")
 }
 
 #[cfg(test)]
@@ -136,7 +144,7 @@ mod tests {
     }
 
     #[test]
-    fn generated_ids_are_random_hex() {
+    fn generated_ids_are_distinct_hex() {
         let a = new_request_id();
         let b = new_request_id();
         assert_ne!(a, b);
