@@ -175,6 +175,34 @@ impl AuthApi {
         }
     }
 
+    /// Stores a new (already checked) password and ends every session of
+    /// the account but `keep`; returns how many ended.
+    async fn replace_password(
+        &self,
+        account_id: &str,
+        new_password: &str,
+        keep: Option<&str>,
+    ) -> Result<i32, Status> {
+        let hash = self
+            .identity
+            .passwords
+            .hash(new_password)
+            .await
+            .map_err(internal)?;
+        self.identity
+            .accounts
+            .set_password_hash(account_id, &hash, self.now())
+            .await
+            .map_err(internal)?;
+        let ended = self
+            .identity
+            .sessions
+            .revoke_user(account_id, keep)
+            .await
+            .or_unavailable()?;
+        Ok(count(ended.len()))
+    }
+
     async fn revoke_for_replay(&self, session: &Session) -> Status {
         tracing::warn!(
             user_id = %session.user_id,
@@ -514,26 +542,12 @@ impl AuthService for AuthApi {
         }
         passwords::check_password(&request.new_password)
             .map_err(|why| invalid("new_password", why.to_string()))?;
-        let hash = self
-            .identity
-            .passwords
-            .hash(&request.new_password)
-            .await
-            .map_err(internal)?;
-        self.identity
-            .accounts
-            .set_password_hash(&account.id, &hash, self.now())
-            .await
-            .map_err(internal)?;
         let ended = self
-            .identity
-            .sessions
-            .revoke_user(&account.id, Some(&caller.session.id))
-            .await
-            .or_unavailable()?;
-        tracing::info!(user_id = %account.id, ended_sessions = ended.len(), "password changed");
+            .replace_password(&account.id, &request.new_password, Some(&caller.session.id))
+            .await?;
+        tracing::info!(user_id = %account.id, ended_sessions = ended, "password changed");
         Ok(Response::new(auth::ChangePasswordResponse {
-            revoked_session_count: count(ended.len()),
+            revoked_session_count: ended,
         }))
     }
 
@@ -609,26 +623,12 @@ impl AuthService for AuthApi {
                 "not valid: it is wrong, used, or older than 30 minutes; ask for a new one",
             )
         })?;
-        let hash = self
-            .identity
-            .passwords
-            .hash(&request.new_password)
-            .await
-            .map_err(internal)?;
-        self.identity
-            .accounts
-            .set_password_hash(&account_id, &hash, self.now())
-            .await
-            .map_err(internal)?;
         let ended = self
-            .identity
-            .sessions
-            .revoke_user(&account_id, None)
-            .await
-            .or_unavailable()?;
-        tracing::info!(user_id = %account_id, ended_sessions = ended.len(), "password reset");
+            .replace_password(&account_id, &request.new_password, None)
+            .await?;
+        tracing::info!(user_id = %account_id, ended_sessions = ended, "password reset");
         Ok(Response::new(auth::ResetPasswordResponse {
-            revoked_session_count: count(ended.len()),
+            revoked_session_count: ended,
         }))
     }
 
