@@ -34,6 +34,27 @@ pub struct Bridge {
     pub ws_ping_interval: Duration,
 }
 
+/// The connection throttle for long-lived connections (notification streams
+/// and WebSockets), which the server implements over its rate limiter.
+#[tonic::async_trait]
+pub trait ConnectionGate: Send + Sync {
+    /// Counts one new connection from `peer` and, when known, by `user`;
+    /// RESOURCE_EXHAUSTED (with the wait in `RetryInfo`) when either is over
+    /// its limit.
+    async fn admit(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        user: Option<&str>,
+    ) -> Result<(), tonic::Status>;
+}
+
+/// A request extension the WebSocket adapter puts on the `Subscribe` calls
+/// it makes for a socket it already admitted through the [`ConnectionGate`],
+/// so they are not counted as new connections again. Extensions never come
+/// from the wire, so clients cannot set it.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted;
+
 /// The bridge's routes: REST under `/api/v1` and the WebSocket adapter.
 /// It has no fallback of its own: the server decides what an unknown path
 /// gets, a gRPC status or a JSON error ([`error::route_not_found`],

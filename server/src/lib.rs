@@ -39,6 +39,7 @@ pub mod redis_connection;
 pub mod serve;
 pub mod services;
 pub mod sessions;
+pub mod streams;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tokens;

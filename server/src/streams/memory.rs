@@ -1,0 +1,234 @@
+//! The in-process channel streams: one instance, history lost at restart
+//! (every channel then gets a new epoch, so old resume positions are
+//! recognised as unrecoverable).
+//!
+//! Each channel is a ring of its latest events behind its own lock; the
+//! publisher appends, trims and delivers under that lock, so delivery order
+//! is offset order. Channels whose history has aged out and that nobody
+//! asked about for a while are dropped now and then, so memory follows the
+//! channels in use, not every channel ever named.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use slop_api::notification::Event;
+
+use super::{ChannelName, ChannelState, Deliver, History, new_epoch, within_age};
+use crate::clock::{SharedClock, to_millis, to_timestamp};
+
+/// The in-process channel streams.
+#[derive(Clone)]
+pub struct MemoryStreams {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channels: Mutex<Channels>,
+    history: History,
+    clock: SharedClock,
+    sink: Arc<dyn Deliver>,
+}
+
+struct Channels {
+    map: HashMap<ChannelName, Arc<Mutex<Log>>>,
+    /// How many channels there were after the last sweep; the next sweep
+    /// runs when there are twice as many, so sweeping costs O(1) amortised.
+    swept_at: usize,
+}
+
+struct Log {
+    epoch: String,
+    offset: u64,
+    /// Retained events with their time in milliseconds, oldest first.
+    events: VecDeque<(i64, Arc<Event>)>,
+    /// When the channel was last published to or asked about (ms).
+    used_at: i64,
+}
+
+impl Log {
+    /// Drops events beyond the count or older than the age limit.
+    fn trim(&mut self, now: i64, history: History) {
+        while self.events.len() > history.max_events {
+            self.events.pop_front();
+        }
+        while let Some((time, _)) = self.events.front() {
+            if within_age(*time, now, history.max_age) {
+                break;
+            }
+            self.events.pop_front();
+        }
+    }
+
+    fn state(&self) -> ChannelState {
+        ChannelState {
+            epoch: self.epoch.clone(),
+            offset: self.offset,
+            earliest: self.events.front().map_or(0, |(_, e)| e.offset),
+            size: self.events.len(),
+        }
+    }
+}
+
+impl MemoryStreams {
+    /// Empty streams keeping `history`, delivering live events to `sink`.
+    pub fn new(clock: SharedClock, history: History, sink: Arc<dyn Deliver>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                channels: Mutex::new(Channels {
+                    map: HashMap::new(),
+                    swept_at: 0,
+                }),
+                history: History {
+                    max_events: history.max_events.max(1),
+                    ..history
+                },
+                clock,
+                sink,
+            }),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        to_millis(self.inner.clock.now())
+    }
+
+    /// The log of `channel`, made (with a new epoch) when it is new.
+    fn log(&self, channel: &ChannelName, now: i64) -> Arc<Mutex<Log>> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(log) = channels.map.get(channel) {
+            return log.clone();
+        }
+        if channels.map.len() >= 2 * channels.swept_at.max(512) {
+            self.sweep(&mut channels, now);
+        }
+        let log = Arc::new(Mutex::new(Log {
+            epoch: new_epoch(),
+            offset: 0,
+            events: VecDeque::new(),
+            used_at: now,
+        }));
+        channels.map.insert(channel.clone(), log.clone());
+        log
+    }
+
+    /// Forgets channels with no retained events that nobody used for longer
+    /// than the age limit: a client still holding one of their positions
+    /// has nothing to recover, and learns of the new epoch.
+    fn sweep(&self, channels: &mut Channels, now: i64) {
+        let history = self.inner.history;
+        channels.map.retain(|_, log| {
+            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.trim(now, history);
+            !log.events.is_empty() || within_age(log.used_at, now, history.max_age)
+        });
+        channels.swept_at = channels.map.len();
+    }
+
+    pub(super) fn publish(&self, channels: &[ChannelName], event: &Event) -> Vec<Arc<Event>> {
+        let now = self.now();
+        let time = to_timestamp(crate::clock::from_millis(now));
+        channels
+            .iter()
+            .map(|channel| {
+                let log = self.log(channel, now);
+                let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+                log.offset += 1;
+                log.used_at = now;
+                let stored = Arc::new(Event {
+                    channel: channel.to_string(),
+                    offset: log.offset,
+                    epoch: log.epoch.clone(),
+                    time: Some(time),
+                    ..event.clone()
+                });
+                log.events.push_back((now, stored.clone()));
+                log.trim(now, self.inner.history);
+                self.inner.sink.deliver(stored.clone());
+                stored
+            })
+            .collect()
+    }
+
+    pub(super) fn channel(&self, channel: &ChannelName) -> ChannelState {
+        let now = self.now();
+        let log = self.log(channel, now);
+        let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.used_at = now;
+        log.trim(now, self.inner.history);
+        log.state()
+    }
+
+    pub(super) fn read(&self, channel: &ChannelName, after: u64, limit: usize) -> Vec<Arc<Event>> {
+        let now = self.now();
+        let log = {
+            let channels = self
+                .inner
+                .channels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match channels.map.get(channel) {
+                Some(log) => log.clone(),
+                None => return Vec::new(),
+            }
+        };
+        let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.trim(now, self.inner.history);
+        log.events
+            .iter()
+            .map(|(_, event)| event)
+            .filter(|event| event.offset > after)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::{
+        clock::ManualClock,
+        streams::{
+            StreamBackend,
+            conformance::{HISTORY, Recorder, event, topic},
+        },
+    };
+
+    async fn streams(clock: Arc<ManualClock>, sink: Arc<Recorder>) -> (StreamBackend, ()) {
+        (
+            StreamBackend::Memory(MemoryStreams::new(clock, HISTORY, sink)),
+            (),
+        )
+    }
+
+    crate::streams::conformance::conformance_suite!(streams);
+
+    #[test]
+    fn channels_nobody_uses_are_forgotten_and_come_back_with_a_new_epoch() {
+        let clock = ManualClock::starting_now();
+        let streams = MemoryStreams::new(clock.clone(), HISTORY, Arc::new(Recorder::default()));
+        let old = topic("old");
+        let epoch = streams.publish(&[old.clone()], &event("x"))[0].epoch.clone();
+        clock.advance(HISTORY.max_age + Duration::from_secs(1));
+        for i in 0..1100 {
+            streams.channel(&topic(&format!("t{i}")));
+        }
+        let channels = streams.inner.channels.lock().unwrap();
+        assert!(
+            !channels.map.contains_key(&old),
+            "the idle, empty channel was swept"
+        );
+        drop(channels);
+        let state = streams.channel(&old);
+        assert_ne!(state.epoch, epoch, "its history is lost: a new epoch");
+        assert_eq!(state.offset, 0);
+    }
+}
