@@ -381,14 +381,23 @@ pub(crate) mod conformance {
                 .await
                 .unwrap();
         }
-        assert_eq!(offsets(&streams.read(&c, 0, 100).await.unwrap()), [1, 2, 3, 4]);
+        assert_eq!(
+            offsets(&streams.read(&c, 0, 100).await.unwrap()),
+            [1, 2, 3, 4]
+        );
         assert_eq!(offsets(&streams.read(&c, 2, 100).await.unwrap()), [3, 4]);
         assert_eq!(offsets(&streams.read(&c, 1, 2).await.unwrap()), [2, 3]);
         assert!(streams.read(&c, 4, 100).await.unwrap().is_empty());
         assert!(streams.read(&c, 9, 100).await.unwrap().is_empty());
         let read = streams.read(&c, 3, 1).await.unwrap();
         assert_eq!(read[0].r#type, "e3");
-        assert!(streams.read(&topic("none"), 0, 10).await.unwrap().is_empty());
+        assert!(
+            streams
+                .read(&topic("none"), 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub(crate) async fn history_keeps_the_latest_events_up_to_the_count(
@@ -400,7 +409,10 @@ pub(crate) mod conformance {
         for _ in 0..8 {
             streams.publish(&[c.clone()], &event("x")).await.unwrap();
         }
-        assert_eq!(offsets(&streams.read(&c, 0, 100).await.unwrap()), [4, 5, 6, 7, 8]);
+        assert_eq!(
+            offsets(&streams.read(&c, 0, 100).await.unwrap()),
+            [4, 5, 6, 7, 8]
+        );
         let state = streams.channel(&c).await.unwrap();
         assert_eq!((state.offset, state.earliest, state.size), (8, 4, 5));
     }
@@ -413,7 +425,10 @@ pub(crate) mod conformance {
         let c = topic("age");
         streams.publish(&[c.clone()], &event("old")).await.unwrap();
         clock.advance(Duration::from_secs(40));
-        streams.publish(&[c.clone()], &event("young")).await.unwrap();
+        streams
+            .publish(&[c.clone()], &event("young"))
+            .await
+            .unwrap();
         clock.advance(Duration::from_secs(30));
         assert_eq!(offsets(&streams.read(&c, 0, 100).await.unwrap()), [2]);
         let state = streams.channel(&c).await.unwrap();
