@@ -48,6 +48,8 @@ pub struct Parts {
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     /// Accounts, sessions and tokens.
     pub identity: Arc<Identity>,
+    /// Notification streams.
+    pub notifications: NotificationApi,
     /// The WebSocket adapter's view of the server.
     pub bridge: Bridge,
 }
@@ -91,7 +93,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
     };
     let grpc = grpc_service(grpc, AuthServiceServer::new(auth));
     let grpc = grpc_service(grpc, SessionServiceServer::new(sessions));
-    let grpc = grpc_service(grpc, NotificationServiceServer::new(NotificationApi));
+    let grpc = grpc_service(grpc, NotificationServiceServer::new(parts.notifications));
     let grpc = grpc_service(grpc, parts.health_service);
     let grpc = grpc_service(grpc, reflection_v1);
     let grpc = grpc_service(grpc, reflection_v1alpha)

@@ -161,6 +161,43 @@ pub struct Config {
     /// by the next ping is disconnected. Seconds, or a number with a unit.
     #[arg(long, env = "WS_PING_INTERVAL", default_value = "25s", value_parser = parse_ping_interval)]
     pub ws_ping_interval: Duration,
+
+    /// How many events each notification channel keeps for clients that
+    /// reconnect and resume (at most; older ones are dropped first).
+    #[arg(long, env = "STREAM_HISTORY_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub stream_history_size: u32,
+
+    /// How long each notification channel keeps an event for resuming
+    /// clients. Seconds, or a number with a unit: 90s, 1h, 7d.
+    #[arg(long, env = "STREAM_HISTORY_TTL", default_value = "24h", value_parser = parse_history_ttl)]
+    pub stream_history_ttl: Duration,
+
+    /// How many live events may wait for one slow stream or WebSocket
+    /// subscription before it is disconnected as a slow consumer (it
+    /// resumes from its last offset).
+    #[arg(long, env = "STREAM_QUEUE_MAX_EVENTS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub stream_queue_max_events: u32,
+
+    /// How many bytes of live events may wait for one slow subscription
+    /// before it is disconnected as a slow consumer.
+    #[arg(long, env = "STREAM_QUEUE_MAX_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub stream_queue_max_bytes: u32,
+
+    /// How often a quiet notification stream gets a heartbeat message.
+    /// Seconds, or a number with a unit.
+    #[arg(long, env = "STREAM_HEARTBEAT_INTERVAL", default_value = "25s", value_parser = parse_ping_interval)]
+    pub stream_heartbeat_interval: Duration,
+
+    /// How many new notification streams and WebSockets one IP address, and
+    /// one user, may open per STREAM_CONNECTION_WINDOW; more are refused with
+    /// 429 / RESOURCE_EXHAUSTED and the wait. Backend services are exempt.
+    #[arg(long, env = "STREAM_CONNECTION_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub stream_connection_limit: u32,
+
+    /// The window of STREAM_CONNECTION_LIMIT. Seconds, or a number with a
+    /// unit.
+    #[arg(long, env = "STREAM_CONNECTION_WINDOW", default_value = "1m", value_parser = parse_connection_window)]
+    pub stream_connection_window: Duration,
 }
 
 impl Config {
@@ -570,6 +607,18 @@ fn parse_shutdown_timeout(value: &str) -> Result<Duration, String> {
 
 fn parse_health_interval(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn parse_history_ttl(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(1),
+        Duration::from_secs(30 * 86_400),
+    )
+}
+
+fn parse_connection_window(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(86_400))
 }
 
 fn parse_ping_interval(value: &str) -> Result<Duration, String> {

@@ -97,6 +97,7 @@ pub async fn run_with_clock(
     .await?;
     let stop = CancellationToken::new();
     let websockets = TaskTracker::new();
+    let notifications = notifications(&config, &identity, &stop).await?;
 
     let router = app::router(
         &config,
@@ -104,6 +105,7 @@ pub async fn run_with_clock(
             health: health.clone(),
             health_service,
             identity: identity.clone(),
+            notifications,
             bridge: slop_bridge::Bridge {
                 sessions: Arc::new(services::SessionApi::new(identity.clone())),
                 shutdown: stop.clone(),
@@ -144,6 +146,54 @@ pub async fn run_with_clock(
     .await;
     checks.abort();
     Ok(())
+}
+
+/// The notification service: channel streams in Redis when REDIS_URL is set
+/// (else in process), this instance's hub, and the task that ends the
+/// streams of ended sessions until `stop`.
+async fn notifications(
+    config: &Config,
+    identity: &Arc<identity::Identity>,
+    stop: &CancellationToken,
+) -> Result<services::NotificationApi, Error> {
+    let history = streams::History {
+        max_events: config.stream_history_size as usize,
+        max_age: config.stream_history_ttl,
+    };
+    let registry = Arc::new(streams::hub::Registry::default());
+    let backend = streams::StreamBackend::Memory(streams::memory::MemoryStreams::new(
+        identity.clock.clone(),
+        history,
+        registry.clone(),
+    ));
+    let hub = streams::hub::Hub::new(
+        backend,
+        registry,
+        history,
+        streams::hub::QueueLimits {
+            max_events: config.stream_queue_max_events as usize,
+            max_bytes: config.stream_queue_max_bytes as usize,
+        },
+        identity.clock.clone(),
+    );
+    let (_revoked, revocations) = tokio::sync::broadcast::channel(1);
+    tokio::spawn(
+        hub.clone()
+            .watch_sessions(identity.sessions.clone(), revocations, stop.clone()),
+    );
+    let gate = Arc::new(services::notification::StreamGate::new(
+        identity.limits.clone(),
+        limits::Rate::new(
+            config.stream_connection_limit,
+            config.stream_connection_window,
+        ),
+    ));
+    Ok(services::NotificationApi::new(
+        identity.clone(),
+        hub,
+        gate,
+        config.stream_heartbeat_interval,
+    ))
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).

@@ -16,26 +16,9 @@ use slop_server::{
 };
 use tonic::{Code, transport::Channel};
 
-use crate::harness::{Answer, JWT_SECRET, SERVICE_KEY, TestServer, grpc_web_call_with, http};
-
-const PASSWORD: &str = "correct horse battery staple";
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt as _;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
+use crate::harness::{
+    Answer, JWT_SECRET, PASSWORD, SERVICE_KEY, TestServer, bearer, grpc_web_call_with, http, reason,
+};
 
 struct Grpc {
     auth: AuthServiceClient<Channel>,

@@ -336,3 +336,59 @@ pub async fn require_redis() -> String {
     }
     url
 }
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// The `ErrorInfo` reason of a status, or "".
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The password of users made by [`sign_up`].
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A registered, logged-in user.
+pub struct SignedIn {
+    /// Their user id.
+    pub user_id: String,
+    /// An access token of that session.
+    pub access_token: String,
+}
+
+/// Registers `email` and logs in over gRPC.
+pub async fn sign_up(server: &TestServer, email: &str) -> SignedIn {
+    use slop_api::auth::{self, auth_service_client::AuthServiceClient};
+    let mut client = AuthServiceClient::new(server.channel().await);
+    client
+        .register(auth::RegisterRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            display_name: "Test".into(),
+        })
+        .await
+        .expect("register");
+    let login = client
+        .login(auth::LoginRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    SignedIn {
+        user_id: login.user.expect("user").id,
+        access_token: login.tokens.expect("tokens").access_token,
+    }
+}

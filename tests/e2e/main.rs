@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod health;
+mod notifications;
 mod outside_clients;
 mod reflection;
 mod routing;

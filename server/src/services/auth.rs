@@ -12,12 +12,9 @@ use std::{
 
 use slop_api::auth::{self, InactiveReason, TokenPair, User, auth_service_server::AuthService};
 use slop_bridge::rest::COOKIE_LOGIN;
-use tonic::{
-    Code, Request, Response, Status, metadata::MetadataMap, transport::server::TcpConnectInfo,
-};
-use tonic_types::{ErrorDetails, StatusExt as _};
+use tonic::{Request, Response, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
 
-use super::{Answer, internal, invalid};
+use super::{Answer, client_ip, internal, invalid, limits_unavailable, rate_limited};
 use crate::{
     accounts::{Account, AccountError, NewAccount},
     auth::{
@@ -671,34 +668,6 @@ impl AuthService for AuthApi {
             _ => inactive(InactiveReason::SessionEnded),
         }
     }
-}
-
-/// The client's IP address, as the listener saw it ("unknown" when the
-/// transport has none).
-fn client_ip(extensions: &tonic::Extensions) -> String {
-    extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
-        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
-}
-
-/// RESOURCE_EXHAUSTED with the wait (RetryInfo; REST adds Retry-After).
-fn rate_limited(reason: &str, what: &str, retry_after: Duration) -> Status {
-    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let mut details = ErrorDetails::with_retry_info(Some(retry_after));
-    details.set_error_info(reason, credentials::DOMAIN, []);
-    Status::with_error_details(
-        Code::ResourceExhausted,
-        format!("{what}; retry in {seconds} s"),
-        details,
-    )
-}
-
-/// A rate limiter that does not answer fails the request (closed), like the
-/// session store it shares Redis with.
-fn limits_unavailable(error: crate::limits::LimitError) -> Status {
-    tracing::error!(%error, "rate limiter failed");
-    Status::unavailable("the rate limiter is unavailable; retry shortly")
 }
 
 /// The proto User of an account.

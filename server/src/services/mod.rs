@@ -5,7 +5,9 @@
 //! - [`session`] serves `slop.session.v1.SessionService`;
 //! - [`notification`] serves `slop.notification.v1.NotificationService`.
 
-use tonic::{Code, Status};
+use std::time::Duration;
+
+use tonic::{Code, Status, transport::server::TcpConnectInfo};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 pub mod auth;
@@ -43,6 +45,34 @@ pub fn not_found(reason: &str, message: impl Into<String>) -> Status {
         message,
         ErrorDetails::with_error_info(reason, crate::auth::DOMAIN, []),
     )
+}
+
+/// The client's IP address, as the listener saw it ("unknown" when the
+/// transport has none).
+pub fn client_ip(extensions: &tonic::Extensions) -> String {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
+}
+
+/// RESOURCE_EXHAUSTED with the wait (RetryInfo; REST adds Retry-After).
+pub fn rate_limited(reason: &str, what: &str, retry_after: Duration) -> Status {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+    details.set_error_info(reason, crate::auth::DOMAIN, []);
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("{what}; retry in {seconds} s"),
+        details,
+    )
+}
+
+/// A rate limiter that does not answer fails the request (closed), like the
+/// session store it shares Redis with.
+pub fn limits_unavailable(error: crate::limits::LimitError) -> Status {
+    tracing::error!(%error, "rate limiter failed");
+    Status::unavailable("the rate limiter is unavailable; retry shortly")
 }
 
 /// Reads an AIP-158 page request: (offset, size).

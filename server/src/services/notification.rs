@@ -1,27 +1,376 @@
-//! `slop.notification.v1.NotificationService`.
+//! `slop.notification.v1.NotificationService`: publishing to channels and
+//! following them, over gRPC, grpc-web, and (through the bridge) REST,
+//! Server-Sent Events and the WebSocket adapter.
 //!
-//! Not served yet: every RPC answers UNIMPLEMENTED with a message naming it
-//! (notification streams are issue #4).
+//! Who may do what: only backend services publish; a user may follow and
+//! read their own channel `user:<id>` and any topic; a service may follow
+//! and read any channel. New streams count against the connection throttle
+//! ([`StreamGate`]: STREAM_CONNECTION_LIMIT per window, per address and per
+//! user; services are exempt).
 
-use std::pin::Pin;
+use std::{net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::Stream;
-use slop_api::notification::{self, notification_service_server::NotificationService};
-use tonic::{Request, Status};
+use prost::Message as _;
+use slop_api::notification::{
+    self, Event, JobProgress, JobState, Namespace, PublishedEvent, StreamPosition,
+    SubscribeResponse, notification_service_server::NotificationService, subscribe_response,
+};
+use slop_bridge::{Admitted, ConnectionGate};
+use tonic::{Code, Request, Response, Status, transport::server::TcpConnectInfo};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
-use super::Answer;
+use super::{Answer, invalid, limits_unavailable, rate_limited};
+use crate::{
+    auth::{Access, Caller, permission_denied, unauthenticated},
+    clock::{SharedClock, to_timestamp},
+    identity::Identity,
+    limits::{Decision, Rate, RateLimiter},
+    streams::{
+        ChannelName, StreamError,
+        hub::{End, Feed, Hub, Item},
+    },
+};
 
-/// `slop.notification.v1.NotificationService`.
-#[derive(Debug, Default, Clone)]
-pub struct NotificationApi;
-
-fn not_served(method: &str) -> Status {
-    Status::unimplemented(format!("{method} is not served by this server version yet"))
-}
+/// The most channels one Publish may name.
+pub const MAX_PUBLISH_CHANNELS: usize = 1000;
+/// The most channels one Subscribe may follow.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+/// The largest event payload, encoded.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// The longest event type, in characters.
+const MAX_TYPE_CHARS: usize = 128;
+/// The longest job id, in characters.
+const MAX_JOB_ID_CHARS: usize = 128;
+/// The longest job message, in characters.
+const MAX_JOB_MESSAGE_CHARS: usize = 1024;
+/// ListChannelEvents' page size when none is asked for, and the most.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
 
 /// The stream type of `Subscribe`.
-pub type SubscribeStream =
-    Pin<Box<dyn Stream<Item = Result<notification::SubscribeResponse, Status>> + Send>>;
+pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
+
+/// `slop.notification.v1.NotificationService`.
+#[derive(Clone)]
+pub struct NotificationApi {
+    identity: Arc<Identity>,
+    hub: Hub,
+    gate: Arc<StreamGate>,
+    heartbeat: Duration,
+}
+
+impl NotificationApi {
+    /// The service over these accounts and sessions and this hub; quiet
+    /// streams get a heartbeat every `heartbeat`.
+    pub fn new(
+        identity: Arc<Identity>,
+        hub: Hub,
+        gate: Arc<StreamGate>,
+        heartbeat: Duration,
+    ) -> Self {
+        Self {
+            identity,
+            hub,
+            gate,
+            heartbeat,
+        }
+    }
+
+    async fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
+        self.identity.auth.caller(metadata, Access::Read).await
+    }
+}
+
+/// The connection throttle of streams and WebSockets: at most `rate` new
+/// connections per IP address and per user.
+pub struct StreamGate {
+    limits: RateLimiter,
+    rate: Rate,
+}
+
+impl StreamGate {
+    /// A throttle counting in `limits`.
+    pub fn new(limits: RateLimiter, rate: Rate) -> Self {
+        Self { limits, rate }
+    }
+
+    async fn hit(&self, key: String, what: &str) -> Result<(), Status> {
+        match self
+            .limits
+            .hit(&key, self.rate)
+            .await
+            .map_err(limits_unavailable)?
+        {
+            Decision::Allowed { .. } => Ok(()),
+            Decision::Limited { retry_after } => {
+                Err(rate_limited("RATE_LIMITED", what, retry_after))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ConnectionGate for StreamGate {
+    async fn admit(&self, peer: Option<IpAddr>, user: Option<&str>) -> Result<(), Status> {
+        if let Some(ip) = peer {
+            self.hit(
+                format!("streams:ip:{ip}"),
+                "too many new streams from your address",
+            )
+            .await?;
+        }
+        if let Some(user) = user {
+            self.hit(
+                format!("streams:user:{user}"),
+                "too many new streams for your account",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `caller` may follow or read `channel`.
+fn may_read(caller: &Caller, channel: &ChannelName) -> Result<(), Status> {
+    match (caller, channel) {
+        (Caller::Service(_), _) | (Caller::User(_), ChannelName::Topic(_)) => Ok(()),
+        (Caller::User(user), ChannelName::User(id)) if *id == user.user_id => Ok(()),
+        (Caller::User(_), ChannelName::User(_)) => Err(permission_denied(
+            "CHANNEL_FORBIDDEN",
+            "a user may follow only their own channel (user:<your id>) and topics",
+        )),
+    }
+}
+
+fn channel(field: &str, name: &str) -> Result<ChannelName, Status> {
+    ChannelName::parse(name).map_err(|why| invalid(field, why.to_string()))
+}
+
+/// A namespace filter: each must be a real namespace.
+fn namespaces(field: &str, namespaces: &[i32]) -> Result<Vec<i32>, Status> {
+    for &n in namespaces {
+        match Namespace::try_from(n) {
+            Ok(Namespace::Notifications | Namespace::Media) => {}
+            _ => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{n} is not a namespace (NAMESPACE_NOTIFICATIONS or NAMESPACE_MEDIA); leave the list empty for all"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(namespaces.to_vec())
+}
+
+fn unavailable(error: StreamError) -> Status {
+    tracing::error!(%error, "notification store failed");
+    Status::unavailable("the notification store is unavailable; retry shortly")
+}
+
+/// The status a stream ends with when its feed ends.
+fn ended(why: End) -> Status {
+    match why {
+        End::SlowConsumer => Status::with_error_details(
+            Code::ResourceExhausted,
+            "the client read events too slowly; reconnect and resume from the last offset it saw",
+            ErrorDetails::with_error_info("SLOW_CONSUMER", crate::auth::DOMAIN, []),
+        ),
+        End::SessionEnded => unauthenticated(
+            "SESSION_ENDED",
+            "the session has ended (logged out, revoked or expired): log in again",
+        ),
+    }
+}
+
+/// Checks a Publish request; returns the distinct channels and the event.
+fn publication(request: notification::PublishRequest) -> Result<(Vec<ChannelName>, Event), Status> {
+    if request.channels.is_empty() {
+        return Err(invalid("channels", "name at least one channel"));
+    }
+    if request.channels.len() > MAX_PUBLISH_CHANNELS {
+        return Err(invalid(
+            "channels",
+            format!("at most {MAX_PUBLISH_CHANNELS} channels per call"),
+        ));
+    }
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(request.channels.len());
+    for (i, name) in request.channels.iter().enumerate() {
+        let parsed = channel(&format!("channels[{i}]"), name)?;
+        if !channels.contains(&parsed) {
+            channels.push(parsed);
+        }
+    }
+    let namespace = match Namespace::try_from(request.namespace) {
+        Ok(Namespace::Unspecified) => Namespace::Notifications,
+        Ok(namespace) => namespace,
+        Err(_) => return Err(invalid("namespace", "not a namespace")),
+    };
+    let chars = request.r#type.chars().count();
+    if chars == 0 || chars > MAX_TYPE_CHARS {
+        return Err(invalid("type", "must be 1 to 128 characters"));
+    }
+    if !request
+        .r#type
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+    {
+        return Err(invalid(
+            "type",
+            "may hold only letters, digits, `.`, `_`, `-` and `:`",
+        ));
+    }
+    if let Some(payload) = &request.payload
+        && payload.encoded_len() > MAX_PAYLOAD_BYTES
+    {
+        return Err(invalid("payload", "must be at most 64 KiB once encoded"));
+    }
+    match (namespace, &request.job) {
+        (Namespace::Media, None) => {
+            return Err(invalid("job", "media events must carry the job's progress"));
+        }
+        (Namespace::Media, Some(job)) => check_job(job)?,
+        (_, Some(_)) => {
+            return Err(invalid(
+                "job",
+                "only media events (NAMESPACE_MEDIA) carry job progress",
+            ));
+        }
+        (_, None) => {}
+    }
+    Ok((
+        channels,
+        Event {
+            namespace: namespace as i32,
+            r#type: request.r#type,
+            payload: request.payload,
+            job: request.job,
+            ..Event::default()
+        },
+    ))
+}
+
+fn check_job(job: &JobProgress) -> Result<(), Status> {
+    let id_chars = job.job_id.chars().count();
+    if id_chars == 0 || id_chars > MAX_JOB_ID_CHARS {
+        return Err(invalid("job.job_id", "must be 1 to 128 characters"));
+    }
+    match JobState::try_from(job.state) {
+        Ok(JobState::Unspecified) | Err(_) => {
+            return Err(invalid("job.state", "must be a job state"));
+        }
+        Ok(_) => {}
+    }
+    if !(0.0..=100.0).contains(&job.percent) {
+        return Err(invalid("job.percent", "must be from 0 to 100"));
+    }
+    if job.message.chars().count() > MAX_JOB_MESSAGE_CHARS {
+        return Err(invalid("job.message", "must be at most 1,024 characters"));
+    }
+    Ok(())
+}
+
+/// One checked subscription: channel, namespace filter, resume position.
+type Wanted = (ChannelName, Vec<i32>, Option<StreamPosition>);
+
+/// Checks a Subscribe request against what the caller may follow.
+fn subscriptions(
+    caller: &Caller,
+    request: notification::SubscribeRequest,
+) -> Result<Vec<Wanted>, Status> {
+    if request.subscriptions.is_empty() {
+        return match caller {
+            Caller::User(user) => Ok(vec![(ChannelName::user(&user.user_id), Vec::new(), None)]),
+            Caller::Service(_) => Err(invalid(
+                "subscriptions",
+                "a service must name the channels to follow",
+            )),
+        };
+    }
+    if request.subscriptions.len() > MAX_SUBSCRIPTIONS {
+        return Err(invalid(
+            "subscriptions",
+            format!("at most {MAX_SUBSCRIPTIONS} channels per stream"),
+        ));
+    }
+    let mut wanted: Vec<Wanted> = Vec::with_capacity(request.subscriptions.len());
+    for (i, subscription) in request.subscriptions.into_iter().enumerate() {
+        let name = channel(
+            &format!("subscriptions[{i}].channel"),
+            &subscription.channel,
+        )?;
+        if wanted.iter().any(|(seen, _, _)| *seen == name) {
+            return Err(invalid(
+                &format!("subscriptions[{i}].channel"),
+                "follows a channel already in the list",
+            ));
+        }
+        let filter = namespaces(
+            &format!("subscriptions[{i}].namespaces"),
+            &subscription.namespaces,
+        )?;
+        if let Some(resume) = &subscription.resume_from
+            && resume.epoch.is_empty()
+        {
+            return Err(invalid(
+                &format!("subscriptions[{i}].resume_from.epoch"),
+                "give the epoch of the position to resume from",
+            ));
+        }
+        may_read(caller, &name)?;
+        wanted.push((name, filter, subscription.resume_from));
+    }
+    Ok(wanted)
+}
+
+/// The page token of ListChannelEvents: the last offset and the epoch.
+fn page_token(offset: u64, epoch: &str) -> String {
+    format!("{offset}.{epoch}")
+}
+
+fn parse_page_token(token: &str) -> Result<StreamPosition, Status> {
+    token
+        .split_once('.')
+        .and_then(|(offset, epoch)| {
+            Some(StreamPosition {
+                offset: offset.parse().ok()?,
+                epoch: epoch.to_owned(),
+            })
+        })
+        .filter(|position| !position.epoch.is_empty())
+        .ok_or_else(|| invalid("page_token", "not a page token this server issued"))
+}
+
+/// The response stream of one feed: its items, a heartbeat when quiet for
+/// `heartbeat`, and the status it ended with.
+fn feed_stream(feed: Feed, heartbeat: Duration, clock: SharedClock) -> SubscribeStream {
+    Box::pin(futures_util::stream::unfold(Some(feed), move |feed| {
+        let clock = clock.clone();
+        async move {
+            let feed = feed?;
+            let message = match tokio::time::timeout(heartbeat, feed.next()).await {
+                Ok(Ok(Item::Subscribed(subscribed))) => {
+                    subscribe_response::Message::Subscribed(subscribed)
+                }
+                Ok(Ok(Item::Event(event))) => {
+                    subscribe_response::Message::Event(Arc::unwrap_or_clone(event))
+                }
+                Ok(Err(why)) => return Some((Err(ended(why)), None)),
+                Err(_) => subscribe_response::Message::Heartbeat(notification::Heartbeat {
+                    time: Some(to_timestamp(clock.now())),
+                }),
+            };
+            Some((
+                Ok(SubscribeResponse {
+                    message: Some(message),
+                }),
+                Some(feed),
+            ))
+        }
+    }))
+}
 
 #[tonic::async_trait]
 impl NotificationService for NotificationApi {
@@ -29,34 +378,302 @@ impl NotificationService for NotificationApi {
 
     async fn publish(
         &self,
-        _: Request<notification::PublishRequest>,
+        request: Request<notification::PublishRequest>,
     ) -> Answer<notification::PublishResponse> {
-        Err(not_served(
-            "slop.notification.v1.NotificationService/Publish",
-        ))
+        match self.caller(request.metadata()).await? {
+            Caller::Service(_) => {}
+            Caller::User(_) => {
+                return Err(permission_denied(
+                    "SERVICE_REQUIRED",
+                    "only backend services (SERVICE_KEYS) may publish",
+                ));
+            }
+        }
+        let (channels, event) = publication(request.into_inner())?;
+        let stored = self
+            .hub
+            .backend()
+            .publish(&channels, &event)
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(notification::PublishResponse {
+            events: stored
+                .iter()
+                .map(|event| PublishedEvent {
+                    channel: event.channel.clone(),
+                    position: Some(StreamPosition {
+                        offset: event.offset,
+                        epoch: event.epoch.clone(),
+                    }),
+                })
+                .collect(),
+        }))
     }
+
     async fn subscribe(
         &self,
-        _: Request<notification::SubscribeRequest>,
+        request: Request<notification::SubscribeRequest>,
     ) -> Answer<Self::SubscribeStream> {
-        Err(not_served(
-            "slop.notification.v1.NotificationService/Subscribe",
-        ))
+        let caller = self.caller(request.metadata()).await?;
+        let admitted = request.extensions().get::<Admitted>().is_some();
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .map(|addr| addr.ip());
+        let wanted = subscriptions(&caller, request.into_inner())?;
+        let session = match &caller {
+            Caller::User(user) => {
+                if !admitted {
+                    self.gate.admit(peer, Some(&user.user_id)).await?;
+                }
+                Some((user.session.id.as_str(), user.session.expires_at))
+            }
+            Caller::Service(_) => None,
+        };
+        let mut feed = self.hub.open(session);
+        for (channel, filter, resume_from) in wanted {
+            feed.subscribe(channel, &filter, resume_from.as_ref())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(Response::new(feed_stream(
+            feed,
+            self.heartbeat,
+            self.identity.clock.clone(),
+        )))
     }
+
     async fn get_channel(
         &self,
-        _: Request<notification::GetChannelRequest>,
+        request: Request<notification::GetChannelRequest>,
     ) -> Answer<notification::GetChannelResponse> {
-        Err(not_served(
-            "slop.notification.v1.NotificationService/GetChannel",
-        ))
+        let caller = self.caller(request.metadata()).await?;
+        let name = channel("channel", &request.get_ref().channel)?;
+        may_read(&caller, &name)?;
+        let state = self
+            .hub
+            .backend()
+            .channel(&name)
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(notification::GetChannelResponse {
+            channel: Some(notification::Channel {
+                name: name.to_string(),
+                position: Some(StreamPosition {
+                    offset: state.offset,
+                    epoch: state.epoch,
+                }),
+                earliest_offset: state.earliest,
+                history_size: i32::try_from(state.size).unwrap_or(i32::MAX),
+            }),
+        }))
     }
+
     async fn list_channel_events(
         &self,
-        _: Request<notification::ListChannelEventsRequest>,
+        request: Request<notification::ListChannelEventsRequest>,
     ) -> Answer<notification::ListChannelEventsResponse> {
-        Err(not_served(
-            "slop.notification.v1.NotificationService/ListChannelEvents",
-        ))
+        let caller = self.caller(request.metadata()).await?;
+        let request = request.into_inner();
+        let name = channel("channel", &request.channel)?;
+        let filter = namespaces("namespaces", &request.namespaces)?;
+        let page_size = match request.page_size {
+            n if n < 0 => return Err(invalid("page_size", "must not be negative")),
+            0 => DEFAULT_PAGE,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let after = if request.page_token.is_empty() {
+            request.after
+        } else {
+            Some(parse_page_token(&request.page_token)?)
+        };
+        may_read(&caller, &name)?;
+
+        let backend = self.hub.backend();
+        let state = backend.channel(&name).await.map_err(unavailable)?;
+        let (start, mut recovered) = match &after {
+            None => (0, true),
+            Some(p) if p.epoch == state.epoch && p.offset <= state.offset => (p.offset, true),
+            Some(_) => (0, false),
+        };
+        let retained = backend
+            .read(&name, start, self.hub.history().max_events)
+            .await
+            .map_err(unavailable)?;
+        if after.is_some()
+            && start < state.offset
+            && retained
+                .first()
+                .is_none_or(|event| event.offset != start + 1)
+        {
+            recovered = false;
+        }
+        let mut matching = retained
+            .into_iter()
+            .filter(|event| filter.is_empty() || filter.contains(&event.namespace));
+        let events: Vec<Event> = matching
+            .by_ref()
+            .take(page_size)
+            .map(Arc::unwrap_or_clone)
+            .collect();
+        let next_page_token = match (events.last(), matching.next()) {
+            (Some(last), Some(_)) => page_token(last.offset, &last.epoch),
+            _ => String::new(),
+        };
+        Ok(Response::new(notification::ListChannelEventsResponse {
+            events,
+            next_page_token,
+            recovered,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(channels: &[&str]) -> notification::PublishRequest {
+        notification::PublishRequest {
+            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+            r#type: "comment.created".into(),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(status: &Status) -> String {
+        status
+            .get_details_bad_request()
+            .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn publications_are_checked_field_by_field() {
+        let job = JobProgress {
+            job_id: "j1".into(),
+            state: JobState::Running as i32,
+            percent: 50.0,
+            message: String::new(),
+        };
+        let media = |job: Option<JobProgress>| notification::PublishRequest {
+            namespace: Namespace::Media as i32,
+            job,
+            ..request(&["user:u1"])
+        };
+        let mut big = pbjson_types::Struct::default();
+        big.fields.insert(
+            "x".into(),
+            pbjson_types::Value::from("a".repeat(MAX_PAYLOAD_BYTES)),
+        );
+        let cases = [
+            (request(&[]), "channels"),
+            (request(&["room:1"]), "channels[0]"),
+            (request(&["topic:ok", "topic:NO"]), "channels[1]"),
+            (
+                notification::PublishRequest {
+                    r#type: String::new(),
+                    ..request(&["topic:a"])
+                },
+                "type",
+            ),
+            (
+                notification::PublishRequest {
+                    r#type: "has space".into(),
+                    ..request(&["topic:a"])
+                },
+                "type",
+            ),
+            (
+                notification::PublishRequest {
+                    namespace: 9,
+                    ..request(&["topic:a"])
+                },
+                "namespace",
+            ),
+            (
+                notification::PublishRequest {
+                    payload: Some(big),
+                    ..request(&["topic:a"])
+                },
+                "payload",
+            ),
+            (media(None), "job"),
+            (
+                notification::PublishRequest {
+                    job: Some(job.clone()),
+                    ..request(&["user:u1"])
+                },
+                "job",
+            ),
+            (
+                media(Some(JobProgress {
+                    job_id: String::new(),
+                    ..job.clone()
+                })),
+                "job.job_id",
+            ),
+            (
+                media(Some(JobProgress {
+                    state: 0,
+                    ..job.clone()
+                })),
+                "job.state",
+            ),
+            (
+                media(Some(JobProgress {
+                    percent: 100.5,
+                    ..job.clone()
+                })),
+                "job.percent",
+            ),
+            (
+                media(Some(JobProgress {
+                    percent: f64::NAN,
+                    ..job.clone()
+                })),
+                "job.percent",
+            ),
+        ];
+        for (request, field) in cases {
+            let status = publication(request.clone()).expect_err(field);
+            assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
+            assert_eq!(field_of(&status), field, "{request:?}");
+        }
+        let (channels, event) = publication(media(Some(job))).unwrap();
+        assert_eq!(channels, [ChannelName::user("u1")]);
+        assert_eq!(event.namespace, Namespace::Media as i32);
+    }
+
+    #[test]
+    fn publishing_dedups_channels_and_defaults_the_namespace() {
+        let (channels, event) = publication(request(&["topic:a", "user:u1", "topic:a"])).unwrap();
+        assert_eq!(
+            channels,
+            [ChannelName::Topic("a".into()), ChannelName::user("u1")]
+        );
+        assert_eq!(event.namespace, Namespace::Notifications as i32);
+        let too_many: Vec<String> = (0..=MAX_PUBLISH_CHANNELS)
+            .map(|i| format!("user:u{i}"))
+            .collect();
+        let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+        assert_eq!(
+            field_of(&publication(request(&refs)).unwrap_err()),
+            "channels"
+        );
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        let token = page_token(42, "Ab-_9");
+        let position = parse_page_token(&token).unwrap();
+        assert_eq!((position.offset, position.epoch.as_str()), (42, "Ab-_9"));
+        for bad in ["", "42", "x.ab", "42.", ".ab"] {
+            assert_eq!(
+                parse_page_token(bad).unwrap_err().code(),
+                Code::InvalidArgument,
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -1,0 +1,730 @@
+//! Notification streams end to end: publishing, following over gRPC and
+//! grpc-web, resuming, filtering, authorization, slow consumers, ending with
+//! the session, and the connection throttle.
+
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::Request;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use prost::Message as _;
+use slop_api::{
+    auth::{self, auth_service_client::AuthServiceClient},
+    notification::{
+        self, ChannelSubscription, Event, JobProgress, JobState, Namespace, StreamPosition,
+        SubscribeResponse, notification_service_client::NotificationServiceClient,
+        subscribe_response::Message,
+    },
+};
+use tonic::{Code, Streaming, transport::Channel};
+
+use crate::harness::{
+    PATIENCE, SERVICE_KEY, SignedIn, TestServer, bearer, grpc_frame, reason, sign_up,
+};
+
+type Client_ = NotificationServiceClient<Channel>;
+
+async fn client(server: &TestServer) -> Client_ {
+    NotificationServiceClient::new(server.channel().await)
+}
+
+fn follow(channel: &str) -> ChannelSubscription {
+    ChannelSubscription {
+        channel: channel.into(),
+        ..Default::default()
+    }
+}
+
+fn subscribe_to(subscriptions: Vec<ChannelSubscription>) -> notification::SubscribeRequest {
+    notification::SubscribeRequest { subscriptions }
+}
+
+async fn subscribe(
+    client: &mut Client_,
+    token: &str,
+    subscriptions: Vec<ChannelSubscription>,
+) -> Result<Streaming<SubscribeResponse>, tonic::Status> {
+    client
+        .subscribe(bearer(subscribe_to(subscriptions), token))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The next message of a stream (failing after PATIENCE); heartbeats are
+/// skipped.
+async fn next(stream: &mut Streaming<SubscribeResponse>) -> Result<Message, tonic::Status> {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("a stream message in time")?
+            .expect("the stream goes on")
+            .message
+            .expect("a message");
+        if !matches!(message, Message::Heartbeat(_)) {
+            return Ok(message);
+        }
+    }
+}
+
+async fn next_event(stream: &mut Streaming<SubscribeResponse>) -> Event {
+    match next(stream).await {
+        Ok(Message::Event(event)) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+async fn next_subscribed(stream: &mut Streaming<SubscribeResponse>) -> notification::Subscribed {
+    match next(stream).await {
+        Ok(Message::Subscribed(subscribed)) => subscribed,
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+}
+
+fn note(channels: &[&str], kind: &str) -> notification::PublishRequest {
+    let mut payload = pbjson_types::Struct::default();
+    payload
+        .fields
+        .insert("text".into(), pbjson_types::Value::from(format!("{kind}!")));
+    notification::PublishRequest {
+        channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+        r#type: kind.into(),
+        payload: Some(payload),
+        ..Default::default()
+    }
+}
+
+fn media(channel: &str, percent: f64) -> notification::PublishRequest {
+    notification::PublishRequest {
+        channels: vec![channel.into()],
+        namespace: Namespace::Media as i32,
+        r#type: "job.progress".into(),
+        job: Some(JobProgress {
+            job_id: "job-1".into(),
+            state: JobState::Running as i32,
+            percent,
+            message: "encoding".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn publish(
+    client: &mut Client_,
+    request: notification::PublishRequest,
+) -> notification::PublishResponse {
+    client
+        .publish(bearer(request, SERVICE_KEY))
+        .await
+        .expect("publish")
+        .into_inner()
+}
+
+fn own(user: &SignedIn) -> String {
+    format!("user:{}", user.user_id)
+}
+
+#[tokio::test]
+async fn a_user_receives_what_a_service_publishes_to_them_over_grpc() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut client = client(&server).await;
+    // No subscriptions named: the caller's own channel.
+    let mut stream = subscribe(&mut client, &ada.access_token, vec![])
+        .await
+        .unwrap();
+    let subscribed = next_subscribed(&mut stream).await;
+    assert_eq!(subscribed.channel, own(&ada));
+    let position = subscribed.position.unwrap();
+    assert_eq!(position.offset, 0);
+    assert!(!position.epoch.is_empty());
+
+    let published = publish(&mut client, note(&[&own(&ada)], "comment.created")).await;
+    assert_eq!(published.events.len(), 1);
+    let at = published.events[0].position.clone().unwrap();
+    assert_eq!(at.offset, 1);
+    assert_eq!(at.epoch, position.epoch);
+
+    let event = next_event(&mut stream).await;
+    assert_eq!(event.channel, own(&ada));
+    assert_eq!(event.r#type, "comment.created");
+    assert_eq!(event.namespace, Namespace::Notifications as i32);
+    assert_eq!((event.offset, event.epoch.as_str()), (1, at.epoch.as_str()));
+    assert!(event.time.is_some());
+    assert_eq!(
+        event.payload.unwrap().fields["text"],
+        pbjson_types::Value::from("comment.created!".to_string())
+    );
+}
+
+#[tokio::test]
+async fn namespaces_filter_a_users_channel() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut client = client(&server).await;
+    let mut media_only = subscribe(
+        &mut client,
+        &ada.access_token,
+        vec![ChannelSubscription {
+            channel: own(&ada),
+            namespaces: vec![Namespace::Media as i32],
+            resume_from: None,
+        }],
+    )
+    .await
+    .unwrap();
+    next_subscribed(&mut media_only).await;
+    publish(&mut client, note(&[&own(&ada)], "comment.created")).await;
+    publish(&mut client, media(&own(&ada), 40.0)).await;
+    let event = next_event(&mut media_only).await;
+    assert_eq!(event.namespace, Namespace::Media as i32);
+    assert_eq!(event.offset, 2, "the notification was filtered out");
+    let job = event.job.unwrap();
+    assert_eq!((job.job_id.as_str(), job.percent), ("job-1", 40.0));
+}
+
+#[tokio::test]
+async fn a_topic_reaches_every_subscriber_and_a_list_of_users_each_of_them() {
+    let server = TestServer::start().await;
+    let mut users = Vec::new();
+    for name in ["ada", "bob", "cy"] {
+        users.push(sign_up(&server, &format!("{name}@example.com")).await);
+    }
+    let mut client = client(&server).await;
+    let mut streams = Vec::new();
+    for user in &users {
+        let mut stream = subscribe(
+            &mut client,
+            &user.access_token,
+            vec![follow("topic:news"), follow(&own(user))],
+        )
+        .await
+        .unwrap();
+        next_subscribed(&mut stream).await;
+        next_subscribed(&mut stream).await;
+        streams.push(stream);
+    }
+    publish(&mut client, note(&["topic:news"], "news.posted")).await;
+    let names: Vec<String> = users.iter().map(own).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let published = publish(&mut client, note(&refs, "digest.ready")).await;
+    assert_eq!(published.events.len(), 3);
+    for (user, stream) in users.iter().zip(&mut streams) {
+        let event = next_event(stream).await;
+        assert_eq!((event.channel.as_str(), event.offset), ("topic:news", 1));
+        let event = next_event(stream).await;
+        assert_eq!(event.channel, own(user));
+        assert_eq!(event.r#type, "digest.ready");
+    }
+}
+
+#[tokio::test]
+async fn users_follow_only_their_own_channel_and_never_publish() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let bob = sign_up(&server, "bob@example.com").await;
+    let mut client = client(&server).await;
+
+    let denied = subscribe(&mut client, &ada.access_token, vec![follow(&own(&bob))])
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(reason(&denied), "CHANNEL_FORBIDDEN");
+
+    let denied = client
+        .get_channel(bearer(
+            notification::GetChannelRequest { channel: own(&bob) },
+            &ada.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let denied = client
+        .publish(bearer(note(&[&own(&ada)], "x"), &ada.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(reason(&denied), "SERVICE_REQUIRED");
+
+    let anonymous = client
+        .subscribe(subscribe_to(vec![follow("topic:news")]))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    let bad = subscribe(&mut client, &ada.access_token, vec![follow("room:1")])
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(
+        bad.message().contains("subscriptions[0].channel"),
+        "{bad:?}"
+    );
+
+    // A service may follow anyone's channel.
+    let mut stream = client
+        .subscribe(bearer(subscribe_to(vec![follow(&own(&ada))]), SERVICE_KEY))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_subscribed(&mut stream).await.channel, own(&ada));
+}
+
+#[tokio::test]
+async fn reconnecting_with_the_last_offset_delivers_exactly_what_was_missed() {
+    let server = TestServer::start_with(|config| config.stream_history_size = 5).await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut client = client(&server).await;
+    let mut stream = subscribe(&mut client, &ada.access_token, vec![follow("topic:news")])
+        .await
+        .unwrap();
+    next_subscribed(&mut stream).await;
+    for i in 1..=2 {
+        publish(&mut client, note(&["topic:news"], &format!("e{i}"))).await;
+    }
+    next_event(&mut stream).await;
+    let last = next_event(&mut stream).await;
+    drop(stream);
+    for i in 3..=5 {
+        publish(&mut client, note(&["topic:news"], &format!("e{i}"))).await;
+    }
+
+    let resume = |position: StreamPosition| {
+        vec![ChannelSubscription {
+            channel: "topic:news".into(),
+            namespaces: vec![],
+            resume_from: Some(position),
+        }]
+    };
+    let mut stream = subscribe(
+        &mut client,
+        &ada.access_token,
+        resume(StreamPosition {
+            offset: last.offset,
+            epoch: last.epoch.clone(),
+        }),
+    )
+    .await
+    .unwrap();
+    let subscribed = next_subscribed(&mut stream).await;
+    assert!(subscribed.was_recovering && subscribed.recovered);
+    for expected in ["e3", "e4", "e5"] {
+        assert_eq!(next_event(&mut stream).await.r#type, expected);
+    }
+    publish(&mut client, note(&["topic:news"], "e6")).await;
+    let live = next_event(&mut stream).await;
+    assert_eq!((live.r#type.as_str(), live.offset), ("e6", 6));
+    drop(stream);
+
+    // A stale epoch, or a gap older than the history (5 events), cannot be
+    // recovered: said plainly, then live.
+    for i in 7..=12 {
+        publish(&mut client, note(&["topic:news"], &format!("e{i}"))).await;
+    }
+    for (latest, position) in [
+        StreamPosition {
+            offset: 2,
+            epoch: "an-old-epoch".into(),
+        },
+        StreamPosition {
+            offset: 2,
+            epoch: last.epoch.clone(),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, position)| (12 + i as u64, position))
+    {
+        let mut stream = subscribe(&mut client, &ada.access_token, resume(position))
+            .await
+            .unwrap();
+        let subscribed = next_subscribed(&mut stream).await;
+        assert!(subscribed.was_recovering);
+        assert!(!subscribed.recovered);
+        assert_eq!(subscribed.position.unwrap().offset, latest);
+        let published = publish(&mut client, note(&["topic:news"], "later")).await;
+        let event = next_event(&mut stream).await;
+        assert_eq!(
+            event.offset,
+            published.events[0].position.as_ref().unwrap().offset
+        );
+    }
+}
+
+#[tokio::test]
+async fn channel_state_and_history_pages() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut client = client(&server).await;
+    for i in 0..5 {
+        if i % 2 == 0 {
+            publish(&mut client, note(&[&own(&ada)], &format!("n{i}"))).await;
+        } else {
+            publish(&mut client, media(&own(&ada), f64::from(i))).await;
+        }
+    }
+    let channel = client
+        .get_channel(bearer(
+            notification::GetChannelRequest { channel: own(&ada) },
+            &ada.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .channel
+        .unwrap();
+    let position = channel.position.unwrap();
+    assert_eq!(channel.name, own(&ada));
+    assert_eq!(position.offset, 5);
+    assert_eq!((channel.earliest_offset, channel.history_size), (1, 5));
+
+    let list = |after: Option<StreamPosition>, namespaces: Vec<i32>, page_token: String| {
+        bearer(
+            notification::ListChannelEventsRequest {
+                channel: own(&ada),
+                after,
+                namespaces,
+                page_size: 2,
+                page_token,
+            },
+            &ada.access_token,
+        )
+    };
+    let first = client
+        .list_channel_events(list(None, vec![], String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(first.recovered);
+    let second = client
+        .list_channel_events(list(None, vec![], first.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        second.events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        [3, 4]
+    );
+    let last = client
+        .list_channel_events(list(None, vec![], second.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(last.events.len(), 1);
+    assert!(last.next_page_token.is_empty());
+
+    let media_after_one = client
+        .list_channel_events(list(
+            Some(StreamPosition {
+                offset: 1,
+                epoch: position.epoch.clone(),
+            }),
+            vec![Namespace::Media as i32],
+            String::new(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        media_after_one
+            .events
+            .iter()
+            .map(|e| e.offset)
+            .collect::<Vec<_>>(),
+        [2, 4]
+    );
+    assert!(media_after_one.recovered);
+
+    let stale = client
+        .list_channel_events(list(
+            Some(StreamPosition {
+                offset: 3,
+                epoch: "gone".into(),
+            }),
+            vec![],
+            String::new(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!stale.recovered);
+    assert_eq!(stale.events[0].offset, 1, "from the oldest retained event");
+
+    let garbage = client
+        .list_channel_events(list(None, vec![], "nonsense".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn logging_out_ends_the_sessions_open_streams_within_a_second() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut client = client(&server).await;
+    let mut stream = subscribe(&mut client, &ada.access_token, vec![])
+        .await
+        .unwrap();
+    next_subscribed(&mut stream).await;
+    AuthServiceClient::new(server.channel().await)
+        .logout(bearer(auth::LogoutRequest::default(), &ada.access_token))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("the stream ends within a second")
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated);
+    assert_eq!(reason(&ended), "SESSION_ENDED");
+}
+
+#[tokio::test]
+async fn an_expired_session_ends_its_streams() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut client = client(&server).await;
+    let mut stream = subscribe(&mut client, &ada.access_token, vec![])
+        .await
+        .unwrap();
+    next_subscribed(&mut stream).await;
+    server.clock.advance(Duration::from_secs(86_400 + 1));
+    let ended = tokio::time::timeout(Duration::from_secs(2), stream.message())
+        .await
+        .expect("the stream ends")
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_while_a_fast_one_gets_every_event() {
+    let server = TestServer::start_with(|config| {
+        config.stream_queue_max_events = 8;
+        config.stream_history_size = 1000;
+    })
+    .await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut client = client(&server).await;
+    // Each on its own connection, so HTTP/2 flow control of one does not
+    // hold the other.
+    let mut slow = subscribe(
+        &mut NotificationServiceClient::new(server.channel().await),
+        &ada.access_token,
+        vec![follow("topic:firehose")],
+    )
+    .await
+    .unwrap();
+    let mut fast = subscribe(
+        &mut NotificationServiceClient::new(server.channel().await),
+        &ada.access_token,
+        vec![follow("topic:firehose")],
+    )
+    .await
+    .unwrap();
+    next_subscribed(&mut slow).await;
+    next_subscribed(&mut fast).await;
+
+    let mut big = note(&["topic:firehose"], "chunk");
+    big.payload.as_mut().unwrap().fields.insert(
+        "blob".into(),
+        pbjson_types::Value::from("x".repeat(32 * 1024)),
+    );
+    const EVENTS: u64 = 200;
+    for i in 1..=EVENTS {
+        publish(&mut client, big.clone()).await;
+        assert_eq!(
+            next_event(&mut fast).await.offset,
+            i,
+            "the fast one keeps up"
+        );
+    }
+    // The slow one gets what was already on its way, then the reason.
+    let mut received = 0;
+    let ended = loop {
+        match tokio::time::timeout(PATIENCE, slow.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => panic!("the slow stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert!(received < EVENTS, "it was cut off ({received} received)");
+    assert_eq!(ended.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&ended), "SLOW_CONSUMER");
+}
+
+#[tokio::test]
+async fn the_eleventh_stream_in_a_minute_is_refused_with_the_wait() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut client = client(&server).await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(
+            subscribe(&mut client, &ada.access_token, vec![])
+                .await
+                .unwrap(),
+        );
+    }
+    let refused = subscribe(&mut client, &ada.access_token, vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&refused), "RATE_LIMITED");
+    use tonic_types::StatusExt as _;
+    let wait = refused
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo with the wait");
+    assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
+
+    // Services are not throttled.
+    for _ in 0..12 {
+        client
+            .subscribe(bearer(
+                subscribe_to(vec![follow("topic:news")]),
+                SERVICE_KEY,
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn quiet_streams_get_heartbeats() {
+    let server = TestServer::start_with(|config| {
+        config.stream_heartbeat_interval = Duration::from_secs(1);
+    })
+    .await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut stream = subscribe(&mut client(&server).await, &ada.access_token, vec![])
+        .await
+        .unwrap();
+    next_subscribed(&mut stream).await;
+    let message = tokio::time::timeout(Duration::from_secs(3), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .message
+        .unwrap();
+    assert!(matches!(message, Message::Heartbeat(_)), "{message:?}");
+}
+
+/// A grpc-web server stream read frame by frame, as a browser does.
+struct GrpcWebStream {
+    body: hyper::body::Incoming,
+    buffer: BytesMut,
+    /// The grpc-status of a trailers-only answer (an error before any
+    /// message), if it was one.
+    head_status: Option<String>,
+}
+
+impl GrpcWebStream {
+    async fn open(server: &TestServer, token: &str, request: &impl prost::Message) -> Self {
+        let request =
+            Request::post(server.url("/slop.notification.v1.NotificationService/Subscribe"))
+                .header("content-type", "application/grpc-web+proto")
+                .header("x-grpc-web", "1")
+                .header("origin", "http://app.example")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(grpc_frame(0, &request.encode_to_vec())))
+                .unwrap();
+        let response = Client::builder(TokioExecutor::new())
+            .build_http()
+            .request(request)
+            .await
+            .expect("grpc-web response");
+        assert_eq!(response.status(), 200);
+        let head_status = response
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned());
+        Self {
+            body: response.into_body(),
+            buffer: BytesMut::new(),
+            head_status,
+        }
+    }
+
+    /// The next frame: (is trailers, payload).
+    async fn frame(&mut self) -> (bool, Bytes) {
+        loop {
+            if self.buffer.len() >= 5 {
+                let len = u32::from_be_bytes(self.buffer[1..5].try_into().unwrap()) as usize;
+                if self.buffer.len() >= 5 + len {
+                    let flags = self.buffer.get_u8();
+                    self.buffer.advance(4);
+                    return (flags & 0x80 != 0, self.buffer.split_to(len).freeze());
+                }
+            }
+            let frame = tokio::time::timeout(PATIENCE, self.body.frame())
+                .await
+                .expect("grpc-web data in time")
+                .expect("the body goes on")
+                .expect("body frame");
+            if let Ok(data) = frame.into_data() {
+                self.buffer.extend_from_slice(&data);
+            }
+        }
+    }
+
+    async fn message(&mut self) -> Message {
+        let (trailers, payload) = self.frame().await;
+        assert!(
+            !trailers,
+            "stream ended: {}",
+            String::from_utf8_lossy(&payload)
+        );
+        SubscribeResponse::decode(payload).unwrap().message.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_browser_follows_its_channel_over_grpc_web() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut web = GrpcWebStream::open(
+        &server,
+        &ada.access_token,
+        &subscribe_to(vec![follow(&own(&ada))]),
+    )
+    .await;
+    assert!(matches!(web.message().await, Message::Subscribed(_)));
+    let mut client = client(&server).await;
+    publish(&mut client, media(&own(&ada), 75.0)).await;
+    let Message::Event(event) = web.message().await else {
+        panic!("expected an event");
+    };
+    assert_eq!(event.job.unwrap().percent, 75.0);
+
+    // Refusals arrive as grpc-web trailers.
+    let bob = sign_up(&server, "bob@example.com").await;
+    let mut denied = GrpcWebStream::open(
+        &server,
+        &bob.access_token,
+        &subscribe_to(vec![follow(&own(&ada))]),
+    )
+    .await;
+    let status = match denied.head_status.take() {
+        Some(status) => status,
+        None => {
+            let (trailers, payload) = denied.frame().await;
+            assert!(trailers);
+            String::from_utf8_lossy(&payload)
+                .split("\r\n")
+                .find_map(|line| line.strip_prefix("grpc-status:"))
+                .expect("grpc-status trailer")
+                .trim()
+                .to_owned()
+        }
+    };
+    assert_eq!(status, "7", "PERMISSION_DENIED");
+}
