@@ -39,8 +39,8 @@ pub mod redis_connection;
 pub mod serve;
 pub mod services;
 pub mod sessions;
-pub mod streams;
 pub mod shutdown;
+pub mod streams;
 pub mod telemetry;
 pub mod tokens;
 

@@ -216,7 +216,9 @@ mod tests {
         let clock = ManualClock::starting_now();
         let streams = MemoryStreams::new(clock.clone(), HISTORY, Arc::new(Recorder::default()));
         let old = topic("old");
-        let epoch = streams.publish(&[old.clone()], &event("x"))[0].epoch.clone();
+        let epoch = streams.publish(std::slice::from_ref(&old), &event("x"))[0]
+            .epoch
+            .clone();
         clock.advance(HISTORY.max_age + Duration::from_secs(1));
         for i in 0..1100 {
             streams.channel(&topic(&format!("t{i}")));

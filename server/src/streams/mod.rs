@@ -331,7 +331,10 @@ pub(crate) mod conformance {
         _: Arc<Recorder>,
     ) {
         let (a, b) = (topic("a"), topic("b"));
-        let first = streams.publish(&[a.clone()], &event("x")).await.unwrap();
+        let first = streams
+            .publish(std::slice::from_ref(&a), &event("x"))
+            .await
+            .unwrap();
         let both = streams
             .publish(&[a.clone(), b.clone()], &event("y"))
             .await
@@ -364,7 +367,10 @@ pub(crate) mod conformance {
         let c = topic("fresh");
         let before = streams.channel(&c).await.unwrap();
         assert_eq!((before.offset, before.earliest, before.size), (0, 0, 0));
-        let published = streams.publish(&[c.clone()], &event("x")).await.unwrap();
+        let published = streams
+            .publish(std::slice::from_ref(&c), &event("x"))
+            .await
+            .unwrap();
         assert_eq!(published[0].epoch, before.epoch);
         assert_eq!(streams.channel(&c).await.unwrap().epoch, before.epoch);
     }
@@ -377,18 +383,27 @@ pub(crate) mod conformance {
         let c = topic("r");
         for i in 0..4 {
             streams
-                .publish(&[c.clone()], &event(&format!("e{i}")))
+                .publish(std::slice::from_ref(&c), &event(&format!("e{i}")))
                 .await
                 .unwrap();
         }
-        assert_eq!(offsets(&streams.read(&c, 0, 100).await.unwrap()), [1, 2, 3, 4]);
+        assert_eq!(
+            offsets(&streams.read(&c, 0, 100).await.unwrap()),
+            [1, 2, 3, 4]
+        );
         assert_eq!(offsets(&streams.read(&c, 2, 100).await.unwrap()), [3, 4]);
         assert_eq!(offsets(&streams.read(&c, 1, 2).await.unwrap()), [2, 3]);
         assert!(streams.read(&c, 4, 100).await.unwrap().is_empty());
         assert!(streams.read(&c, 9, 100).await.unwrap().is_empty());
         let read = streams.read(&c, 3, 1).await.unwrap();
         assert_eq!(read[0].r#type, "e3");
-        assert!(streams.read(&topic("none"), 0, 10).await.unwrap().is_empty());
+        assert!(
+            streams
+                .read(&topic("none"), 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub(crate) async fn history_keeps_the_latest_events_up_to_the_count(
@@ -398,9 +413,15 @@ pub(crate) mod conformance {
     ) {
         let c = topic("count");
         for _ in 0..8 {
-            streams.publish(&[c.clone()], &event("x")).await.unwrap();
+            streams
+                .publish(std::slice::from_ref(&c), &event("x"))
+                .await
+                .unwrap();
         }
-        assert_eq!(offsets(&streams.read(&c, 0, 100).await.unwrap()), [4, 5, 6, 7, 8]);
+        assert_eq!(
+            offsets(&streams.read(&c, 0, 100).await.unwrap()),
+            [4, 5, 6, 7, 8]
+        );
         let state = streams.channel(&c).await.unwrap();
         assert_eq!((state.offset, state.earliest, state.size), (8, 4, 5));
     }
@@ -411,9 +432,15 @@ pub(crate) mod conformance {
         _: Arc<Recorder>,
     ) {
         let c = topic("age");
-        streams.publish(&[c.clone()], &event("old")).await.unwrap();
+        streams
+            .publish(std::slice::from_ref(&c), &event("old"))
+            .await
+            .unwrap();
         clock.advance(Duration::from_secs(40));
-        streams.publish(&[c.clone()], &event("young")).await.unwrap();
+        streams
+            .publish(std::slice::from_ref(&c), &event("young"))
+            .await
+            .unwrap();
         clock.advance(Duration::from_secs(30));
         assert_eq!(offsets(&streams.read(&c, 0, 100).await.unwrap()), [2]);
         let state = streams.channel(&c).await.unwrap();
@@ -425,7 +452,10 @@ pub(crate) mod conformance {
             (2, 0, 0),
             "the offset stays; history is empty"
         );
-        let next = streams.publish(&[c.clone()], &event("new")).await.unwrap();
+        let next = streams
+            .publish(std::slice::from_ref(&c), &event("new"))
+            .await
+            .unwrap();
         assert_eq!(next[0].offset, 3);
     }
 
@@ -506,7 +536,10 @@ pub(crate) mod conformance {
             }),
             ..Event::default()
         };
-        let published = streams.publish(&[c.clone()], &sent).await.unwrap();
+        let published = streams
+            .publish(std::slice::from_ref(&c), &sent)
+            .await
+            .unwrap();
         let read = streams.read(&c, 0, 10).await.unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!(*read[0], *published[0]);
