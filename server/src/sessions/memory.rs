@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::broadcast;
+
 use super::{Advance, MAX_SESSIONS_PER_USER, Session};
 use crate::clock::{SharedClock, to_millis};
 
@@ -19,6 +21,7 @@ const SWEEP_EVERY: u64 = 1024;
 pub struct MemorySessions {
     inner: Arc<Mutex<Inner>>,
     clock: SharedClock,
+    revoked: broadcast::Sender<String>,
 }
 
 #[derive(Default)]
@@ -85,6 +88,19 @@ impl MemorySessions {
         Self {
             inner: Arc::default(),
             clock,
+            revoked: broadcast::channel(super::REVOCATIONS_CAPACITY).0,
+        }
+    }
+
+    /// Sessions that ended before their expiry.
+    pub(super) fn revocations(&self) -> broadcast::Receiver<String> {
+        self.revoked.subscribe()
+    }
+
+    fn ended(&self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            // Fails only when nobody listens.
+            let _ = self.revoked.send(id);
         }
     }
 
@@ -115,9 +131,16 @@ impl MemorySessions {
             .or_default()
             .insert(session.id.clone());
         let sessions = inner.user_sessions(&session.user_id, now);
-        for extra in sessions.iter().skip(MAX_SESSIONS_PER_USER) {
-            inner.remove(&extra.id);
+        let evicted: Vec<String> = sessions
+            .into_iter()
+            .skip(MAX_SESSIONS_PER_USER)
+            .map(|extra| extra.id)
+            .collect();
+        for id in &evicted {
+            inner.remove(id);
         }
+        drop(inner);
+        self.ended(evicted);
     }
 
     pub(super) fn get(&self, id: &str) -> Option<Session> {
@@ -154,7 +177,10 @@ impl MemorySessions {
         let now = self.now();
         let mut inner = self.lock();
         inner.live(id, now)?;
-        inner.remove(id)
+        let revoked = inner.remove(id);
+        drop(inner);
+        self.ended(revoked.iter().map(|s| s.id.clone()));
+        revoked
     }
 
     pub(super) fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Vec<String> {
@@ -169,6 +195,8 @@ impl MemorySessions {
         for id in &ended {
             inner.remove(id);
         }
+        drop(inner);
+        self.ended(ended.iter().cloned());
         ended
     }
 
@@ -191,6 +219,14 @@ mod tests {
     }
 
     crate::sessions::conformance::conformance_suite!(store);
+
+    #[tokio::test]
+    async fn revocations_are_announced() {
+        let clock = ManualClock::starting_now();
+        let store = SessionStore::memory(clock.clone());
+        let watchers = vec![store.revocations(), store.revocations()];
+        crate::sessions::conformance::revocations_are_announced(store, clock, watchers).await;
+    }
 
     #[test]
     fn expired_sessions_are_swept_without_being_touched() {

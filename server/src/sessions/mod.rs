@@ -32,6 +32,17 @@ pub mod redis;
 /// bound.
 pub const MAX_SESSIONS_PER_USER: usize = 100;
 
+/// What [`SessionStore::revocations`] yields instead of a session id when
+/// revocations may have been missed (the Redis store's subscriber has just
+/// subscribed, the first time or after losing its connection): the receiver
+/// re-checks every session it holds (with [`SessionStore::get`]). Never a
+/// session id.
+pub const RECHECK_SESSIONS: &str = "*";
+
+/// How many revocations a [`SessionStore::revocations`] receiver may fall
+/// behind before it lags (and then re-checks its sessions).
+const REVOCATIONS_CAPACITY: usize = 1024;
+
 /// A login session. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -192,6 +203,27 @@ impl SessionStore {
         match self {
             Self::Memory(store) => Ok(store.list_user(user_id)),
             Self::Redis(store) => store.list_user(user_id).await,
+        }
+    }
+
+    /// The ids of sessions as they end before their expiry: revoked,
+    /// revoked with all of a user's sessions (but the kept one), or evicted
+    /// beyond [`MAX_SESSIONS_PER_USER`] at a login. The memory store reports
+    /// its own; the Redis store those of every store sharing its key prefix,
+    /// within a pub/sub round trip. Natural expiry is not reported: holders
+    /// of a session check its expiry time themselves.
+    ///
+    /// Nothing is replayed: a receiver sees what ends after it was made.
+    /// When it may have missed some, it must re-check every session it
+    /// holds: on [`RECHECK_SESSIONS`] (the Redis subscriber reconnected) and
+    /// on [`broadcast::error::RecvError::Lagged`] (it fell more than 1024
+    /// behind).
+    ///
+    /// [`broadcast::error::RecvError::Lagged`]: tokio::sync::broadcast::error::RecvError::Lagged
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
+        match self {
+            Self::Memory(store) => store.revocations(),
+            Self::Redis(store) => store.revocations(),
         }
     }
 
@@ -428,6 +460,61 @@ mod conformance {
         );
         assert!(store.get("s0").await.unwrap().is_some());
         assert!(store.get("newest").await.unwrap().is_some());
+    }
+
+    /// The next session id `revocations` yields (skipping
+    /// [`RECHECK_SESSIONS`]), waiting at most 5 s.
+    pub(super) async fn next_revocation(
+        revocations: &mut tokio::sync::broadcast::Receiver<String>,
+    ) -> String {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), revocations.recv()).await {
+                Ok(Ok(id)) if id == RECHECK_SESSIONS => {}
+                Ok(Ok(id)) => return id,
+                other => panic!("no revocation within 5 s: {other:?}"),
+            }
+        }
+    }
+
+    /// Sessions ended on `store` by revoke, revoke_user (with and without a
+    /// kept session) and eviction reach every receiver in `watchers`, in
+    /// order; expiry and repeated revocations do not.
+    pub(super) async fn revocations_are_announced(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+        mut watchers: Vec<tokio::sync::broadcast::Receiver<String>>,
+    ) {
+        for id in ["a", "b", "c"] {
+            store.create(&session(&clock, id, "u1")).await.unwrap();
+        }
+        store.create(&session(&clock, "lru", "u2")).await.unwrap();
+        let mut short = session(&clock, "short", "u3");
+        short.expires_at = to_millis(clock.now()) + 1;
+        store.create(&short).await.unwrap();
+        clock.advance(Duration::from_millis(10));
+
+        store.revoke("a").await.unwrap();
+        store.revoke("a").await.unwrap();
+        assert_eq!(store.get("short").await.unwrap(), None, "expired");
+        store.revoke_user("u1", Some("b")).await.unwrap();
+        for i in 0..MAX_SESSIONS_PER_USER {
+            clock.advance(Duration::from_millis(1));
+            store
+                .create(&session(&clock, &format!("n{i}"), "u2"))
+                .await
+                .unwrap();
+        }
+        store.revoke_user("u1", None).await.unwrap();
+        store.create(&session(&clock, "last", "u4")).await.unwrap();
+        store.revoke("last").await.unwrap();
+
+        for watcher in &mut watchers {
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                seen.push(next_revocation(watcher).await);
+            }
+            assert_eq!(seen, ["a", "c", "lru", "b", "last"]);
+        }
     }
 
     /// Generates one `#[tokio::test]` per conformance case for a backend.

@@ -27,6 +27,8 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use slop_api::notification::Event;
 
+use crate::clock::SharedClock;
+
 pub mod hub;
 pub mod memory;
 pub mod redis;
@@ -158,6 +160,22 @@ pub enum StreamBackend {
 }
 
 impl StreamBackend {
+    /// Streams in Redis at `url`, keys under `prefix` (see [`redis`] for
+    /// the layout), keeping `history`, delivering live events of watched
+    /// channels to `sink`. Connects on first use; starts the listener task
+    /// (so it must run within a Tokio runtime).
+    pub async fn redis(
+        url: &str,
+        prefix: &str,
+        clock: SharedClock,
+        history: History,
+        sink: Arc<dyn Deliver>,
+    ) -> Result<Self> {
+        Ok(Self::Redis(
+            redis::RedisStreams::connect(url, prefix, clock, history, sink).await?,
+        ))
+    }
+
     /// Which backend: "memory" or "redis".
     pub fn backend(&self) -> &'static str {
         match self {
