@@ -64,6 +64,9 @@ pub enum Error {
     /// Accounts, sessions or keys could not be set up.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    /// The notification streams could not be set up.
+    #[error("notification streams: {0}")]
+    Streams(#[from] streams::StreamError),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down
@@ -161,11 +164,23 @@ async fn notifications(
         max_age: config.stream_history_ttl,
     };
     let registry = Arc::new(streams::hub::Registry::default());
-    let backend = streams::StreamBackend::Memory(streams::memory::MemoryStreams::new(
-        identity.clock.clone(),
-        history,
-        registry.clone(),
-    ));
+    let backend = match &config.redis_url {
+        Some(url) => {
+            streams::StreamBackend::redis(
+                url,
+                &config.redis_key_prefix,
+                identity.clock.clone(),
+                history,
+                registry.clone(),
+            )
+            .await?
+        }
+        None => streams::StreamBackend::Memory(streams::memory::MemoryStreams::new(
+            identity.clock.clone(),
+            history,
+            registry.clone(),
+        )),
+    };
     let hub = streams::hub::Hub::new(
         backend,
         registry,
@@ -176,11 +191,11 @@ async fn notifications(
         },
         identity.clock.clone(),
     );
-    let (_revoked, revocations) = tokio::sync::broadcast::channel(1);
-    tokio::spawn(
-        hub.clone()
-            .watch_sessions(identity.sessions.clone(), revocations, stop.clone()),
-    );
+    tokio::spawn(hub.clone().watch_sessions(
+        identity.sessions.clone(),
+        identity.sessions.revocations(),
+        stop.clone(),
+    ));
     let gate = Arc::new(services::notification::StreamGate::new(
         identity.limits.clone(),
         limits::Rate::new(

@@ -381,3 +381,171 @@ async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
     a2.wait().await.unwrap();
     stores.drop_schema().await;
 }
+
+async fn notification_client(
+    addr: &str,
+) -> slop_api::notification::notification_service_client::NotificationServiceClient<
+    tonic::transport::Channel,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connect");
+    slop_api::notification::notification_service_client::NotificationServiceClient::new(channel)
+}
+
+/// The next event of a Subscribe stream (heartbeats skipped).
+async fn next_message(
+    stream: &mut tonic::Streaming<slop_api::notification::SubscribeResponse>,
+) -> Result<slop_api::notification::subscribe_response::Message, tonic::Status> {
+    use slop_api::notification::subscribe_response::Message;
+    loop {
+        let message = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("a stream message in time")?
+            .expect("the stream goes on")
+            .message
+            .expect("a message");
+        if !matches!(message, Message::Heartbeat(_)) {
+            return Ok(message);
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_servers_share_notification_streams_and_a_client_that_loses_one_loses_nothing() {
+    use slop_api::{
+        auth,
+        notification::{self, ChannelSubscription, StreamPosition, subscribe_response::Message},
+    };
+    const SERVICE_KEY: &str = "binary-test-service-key-0123456789abcdefgh";
+    let stores = SharedStores::new().await;
+    let mut env = stores.env();
+    let keys = format!("tests:{SERVICE_KEY}");
+    env.push(("SERVICE_KEYS", &keys));
+    let (a, addr_a, _) = start("streams-a", &env).await;
+    let (mut b, addr_b, _) = start("streams-b", &env).await;
+
+    let mut auth_a = auth_client(&addr_a).await;
+    auth_a
+        .register(auth::RegisterRequest {
+            email: "ada@example.com".into(),
+            password: "correct horse battery staple".into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .unwrap();
+    let mut login = async || {
+        auth_a
+            .login(auth::LoginRequest {
+                email: "ada@example.com".into(),
+                password: "correct horse battery staple".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let first = login().await;
+    let second = login().await;
+    let token = first.tokens.unwrap().access_token;
+    let other_token = second.tokens.unwrap().access_token;
+    let channel = format!("user:{}", first.user.unwrap().id);
+
+    let mut on_a = notification_client(&addr_a).await;
+    let mut on_b = notification_client(&addr_b).await;
+    let subscribe = |resume_from: Option<StreamPosition>| notification::SubscribeRequest {
+        subscriptions: vec![ChannelSubscription {
+            channel: channel.clone(),
+            namespaces: vec![],
+            resume_from,
+        }],
+    };
+    // One session follows its channel through B, another through A.
+    let mut through_b = on_b
+        .subscribe(bearer(subscribe(None), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut through_a = on_a
+        .subscribe(bearer(subscribe(None), &other_token))
+        .await
+        .unwrap()
+        .into_inner();
+    for stream in [&mut through_b, &mut through_a] {
+        assert!(matches!(
+            next_message(stream).await,
+            Ok(Message::Subscribed(_))
+        ));
+    }
+
+    // Published through A, delivered through both.
+    let publish = |kind: &str| {
+        bearer(
+            notification::PublishRequest {
+                channels: vec![channel.clone()],
+                r#type: kind.into(),
+                ..Default::default()
+            },
+            SERVICE_KEY,
+        )
+    };
+    let mut last = None;
+    for kind in ["e1", "e2"] {
+        on_a.publish(publish(kind)).await.unwrap();
+        for stream in [&mut through_b, &mut through_a] {
+            let Ok(Message::Event(event)) = next_message(stream).await else {
+                panic!("expected {kind}");
+            };
+            assert_eq!(event.r#type, kind);
+            last = Some(StreamPosition {
+                offset: event.offset,
+                epoch: event.epoch,
+            });
+        }
+    }
+
+    // Logging the second session out through B ends its stream on A.
+    auth_client(&addr_b)
+        .await
+        .logout(bearer(auth::LogoutRequest::default(), &other_token))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(1), through_a.message())
+        .await
+        .expect("A ends the stream within a second")
+        .unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated);
+
+    // B dies mid-stream; meanwhile more is published through A. The client
+    // reconnects to A with its last position and loses nothing.
+    b.kill().await.unwrap();
+    let broken = tokio::time::timeout(PATIENCE, through_b.message()).await;
+    assert!(
+        !matches!(broken, Ok(Ok(Some(_)))),
+        "the stream through B is gone"
+    );
+    for kind in ["e3", "e4"] {
+        on_a.publish(publish(kind)).await.unwrap();
+    }
+    let mut resumed = on_a
+        .subscribe(bearer(subscribe(last), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let Ok(Message::Subscribed(subscribed)) = next_message(&mut resumed).await else {
+        panic!("expected subscribed");
+    };
+    assert!(subscribed.recovered);
+    for kind in ["e3", "e4"] {
+        let Ok(Message::Event(event)) = next_message(&mut resumed).await else {
+            panic!("expected {kind}");
+        };
+        assert_eq!(event.r#type, kind);
+    }
+
+    sigterm(&a);
+    let mut a = a;
+    a.wait().await.unwrap();
+    stores.drop_schema().await;
+}

@@ -20,7 +20,8 @@
 //!
 //! Sessions: a feed opened by a user is tracked by session. A revocation
 //! broadcast by the session store (on any instance) ends the session's feeds
-//! at once; a sweep every [`SWEEP_INTERVAL`] ends those whose session
+//! at once (the store's re-check marker, sent when its broadcast
+//! (re)connects, makes the hub re-read every tracked session); a sweep every [`SWEEP_INTERVAL`] ends those whose session
 //! expired, and re-reads every tracked session at least every
 //! [`RECHECK_INTERVAL`], in case a broadcast was lost.
 
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ChannelName, Deliver, History, Result, StreamBackend};
 use crate::{
     clock::{SharedClock, to_millis},
-    sessions::SessionStore,
+    sessions::{RECHECK_SESSIONS, SessionStore},
 };
 
 /// How often the sweep looks for feeds whose session expired.
@@ -365,6 +366,9 @@ impl Hub {
             tokio::select! {
                 () = stop.cancelled() => return,
                 revoked = next_revocation(&mut revocations) => match revoked {
+                    // The broadcast (re)connected: revocations may have
+                    // been missed meanwhile.
+                    Ok(id) if id == RECHECK_SESSIONS => self.sweep(&store, true).await,
                     Ok(id) => self.end_session(&id),
                     // Missed some: read every tracked session again now.
                     Err(broadcast::error::RecvError::Lagged(_)) => self.sweep(&store, true).await,
