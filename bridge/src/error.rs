@@ -79,41 +79,7 @@ pub fn code_name(code: Code) -> &'static str {
 
 /// The AIP-193 response for `status`, sent with the given HTTP status.
 pub fn status_response(http: StatusCode, status: &Status) -> Response {
-    let internal = matches!(
-        status.code(),
-        Code::Unknown | Code::Internal | Code::DataLoss
-    );
-    let message = if internal {
-        INTERNAL_MESSAGE
-    } else {
-        status.message()
-    };
-    let details: Vec<Value> = if internal {
-        Vec::new()
-    } else {
-        status
-            .get_error_details_vec()
-            .iter()
-            .filter_map(detail_json)
-            .collect()
-    };
-    let retry_after = status.get_error_details_vec().iter().find_map(|d| match d {
-        ErrorDetail::RetryInfo(info) => info.retry_delay.map(|delay| {
-            // Round up: telling a client to come back early only earns it
-            // another refusal.
-            delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
-        }),
-        _ => None,
-    });
-    let body = json!({
-        "error": {
-            "code": http.as_u16(),
-            "message": message,
-            "status": code_name(status.code()),
-            "details": details,
-        }
-    });
-    let mut response = (http, Json(body)).into_response();
+    let mut response = (http, Json(error_body(http, status))).into_response();
     let headers = response.headers_mut();
     if status.code() == Code::Unauthenticated {
         headers.insert(
@@ -121,10 +87,77 @@ pub fn status_response(http: StatusCode, status: &Status) -> Response {
             HeaderValue::from_static("Bearer realm=\"slop\""),
         );
     }
-    if let Some(seconds) = retry_after {
+    if let Some(seconds) = retry_after_seconds(status) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// The AIP-193 body for `status`: `{"error": {code, message, status,
+/// details}}`, with `code` the HTTP status. Server-Sent Events end with it
+/// too, as the data of their final `error` event.
+pub fn error_body(http: StatusCode, status: &Status) -> Value {
+    json!({
+        "error": {
+            "code": http.as_u16(),
+            "message": public_message(status),
+            "status": code_name(status.code()),
+            "details": public_details(status),
+        }
+    })
+}
+
+/// Whether the status hides its message and details from the caller.
+fn is_internal(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unknown | Code::Internal | Code::DataLoss
+    )
+}
+
+/// The message a caller may see: the status's own, or for an internal
+/// error [`INTERNAL_MESSAGE`].
+pub fn public_message(status: &Status) -> &str {
+    if is_internal(status) {
+        INTERNAL_MESSAGE
+    } else {
+        status.message()
+    }
+}
+
+/// The google.rpc details a caller may see, as proto3 JSON (none for an
+/// internal error).
+pub fn public_details(status: &Status) -> Vec<Value> {
+    if is_internal(status) {
+        return Vec::new();
+    }
+    status
+        .get_error_details_vec()
+        .iter()
+        .filter_map(detail_json)
+        .collect()
+}
+
+/// The wait a `RetryInfo` detail asks for, if the status has one.
+pub fn retry_delay(status: &Status) -> Option<std::time::Duration> {
+    status.get_error_details_vec().iter().find_map(|d| match d {
+        ErrorDetail::RetryInfo(info) => info.retry_delay,
+        _ => None,
+    })
+}
+
+/// [`retry_delay`] in whole seconds, rounded up: telling a client to come
+/// back early only earns it another refusal.
+pub fn retry_after_seconds(status: &Status) -> Option<u64> {
+    retry_delay(status).map(|delay| delay.as_secs() + u64::from(delay.subsec_nanos() > 0))
+}
+
+/// The `reason` of the status's `ErrorInfo` detail, if it has one.
+pub fn reason(status: &Status) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
 }
 
 /// The proto3 JSON of one google.rpc detail message; DebugInfo and
