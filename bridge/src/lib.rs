@@ -9,17 +9,32 @@
 //!
 //! Modules:
 //! - [`error`]: gRPC status → HTTP status and the AIP-193 error body.
-//! - [`rest`]: the REST routes of accounts and sessions.
+//! - [`rest`]: the REST routes of accounts and sessions, and what every
+//!   REST route shares (a call's metadata, extensions and body).
+//! - [`notifications`]: the REST routes of notifications (publish, channel
+//!   state, history).
 //! - [`ws`]: the WebSocket adapter at `/api/v1/ws`.
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use axum::{Router, extract::OriginalUri, response::Response, routing::any};
+use futures_util::Stream;
+use slop_api::notification::{SubscribeResponse, notification_service_server::NotificationService};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub mod error;
+pub mod notifications;
 pub mod rest;
 pub mod ws;
+
+/// The stream a `Subscribe` call answers with. The server's
+/// `NotificationService` implementation uses this type as its
+/// `SubscribeStream`, so the bridge can hold it as a [`Notifications`].
+pub type SubscribeStream =
+    Pin<Box<dyn Stream<Item = Result<SubscribeResponse, tonic::Status>> + Send + 'static>>;
+
+/// `slop.notification.v1.NotificationService`, as the bridge calls it.
+pub type Notifications = Arc<dyn NotificationService<SubscribeStream = SubscribeStream>>;
 
 /// What the bridge needs from the server it runs in.
 #[derive(Clone)]
@@ -63,6 +78,7 @@ pub fn router(bridge: Bridge, services: rest::Services) -> Router {
     Router::new()
         .route("/api/v1/ws", any(ws::upgrade))
         .with_state(Arc::new(bridge))
+        .merge(notifications::router(services.notifications.clone()))
         .merge(rest::router(services))
 }
 

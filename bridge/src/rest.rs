@@ -37,6 +37,10 @@ pub struct Services {
     pub auth: Arc<dyn AuthService>,
     /// `slop.session.v1.SessionService`.
     pub sessions: Arc<dyn SessionService>,
+    /// `slop.notification.v1.NotificationService`: its REST routes
+    /// ([`crate::notifications`]), Server-Sent Events ([`crate::sse`]) and
+    /// the subscriptions of WebSockets ([`crate::ws`]).
+    pub notifications: crate::Notifications,
 }
 
 /// The REST routes of accounts and sessions.
@@ -101,7 +105,7 @@ impl<S: Send + Sync> FromRequest<S> for Call {
 
 impl Call {
     /// The body as the request message; an empty body is the empty message.
-    fn message<T: DeserializeOwned + Default>(&self) -> Result<T, Status> {
+    pub(crate) fn message<T: DeserializeOwned + Default>(&self) -> Result<T, Status> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(T::default());
         }
@@ -113,12 +117,13 @@ impl Call {
         })
     }
 
-    fn request<T>(self, message: T) -> tonic::Request<T> {
+    /// The service request: the call's metadata and extensions with `message`.
+    pub(crate) fn request<T>(self, message: T) -> tonic::Request<T> {
         tonic::Request::from_parts(self.metadata, self.extensions, message)
     }
 
     /// Calls a service method with the body as its message.
-    async fn body_call<T, R, F, Fut>(self, method: F) -> Response
+    pub(crate) async fn body_call<T, R, F, Fut>(self, method: F) -> Response
     where
         T: DeserializeOwned + Default,
         R: Serialize,
@@ -133,7 +138,7 @@ impl Call {
 }
 
 /// The JSON answer of a service call; `set-cookie` metadata becomes headers.
-fn answer<R: Serialize>(result: Result<tonic::Response<R>, Status>) -> Response {
+pub(crate) fn answer<R: Serialize>(result: Result<tonic::Response<R>, Status>) -> Response {
     match result {
         Ok(response) => {
             let (metadata, message, _) = response.into_parts();

@@ -90,6 +90,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
     let rest = slop_bridge::rest::Services {
         auth: Arc::new(auth.clone()),
         sessions: Arc::new(sessions.clone()),
+        notifications: Arc::new(parts.notifications.clone()),
     };
     let grpc = grpc_service(grpc, AuthServiceServer::new(auth));
     let grpc = grpc_service(grpc, SessionServiceServer::new(sessions));
