@@ -13,6 +13,8 @@
 //!   REST route shares (a call's metadata, extensions and body).
 //! - [`notifications`]: the REST routes of notifications (publish, channel
 //!   state, history).
+//! - [`sse`]: notification streams as Server-Sent Events, with the resume
+//!   position of every channel in each event's id.
 //! - [`ws`]: the WebSocket adapter at `/api/v1/ws`.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
@@ -25,6 +27,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub mod error;
 pub mod notifications;
 pub mod rest;
+pub mod sse;
 pub mod ws;
 
 /// The stream a `Subscribe` call answers with. The server's
@@ -70,16 +73,19 @@ pub trait ConnectionGate: Send + Sync {
 #[derive(Debug, Clone, Copy)]
 pub struct Admitted;
 
-/// The bridge's routes: REST under `/api/v1` and the WebSocket adapter.
+/// The bridge's routes: REST under `/api/v1`, notification streams as
+/// Server-Sent Events, and the WebSocket adapter.
 /// It has no fallback of its own: the server decides what an unknown path
 /// gets, a gRPC status or a JSON error ([`error::route_not_found`],
 /// [`method_not_allowed`]).
 pub fn router(bridge: Bridge, services: rest::Services) -> Router {
+    let streams = sse::router(services.notifications.clone(), bridge.shutdown.clone());
     Router::new()
         .route("/api/v1/ws", any(ws::upgrade))
         .with_state(Arc::new(bridge))
         .merge(notifications::router(services.notifications.clone()))
         .merge(rest::router(services))
+        .merge(streams)
 }
 
 /// Handler for a known path called with a method it does not take: 405 with
