@@ -15,7 +15,8 @@
 //!   state, history).
 //! - [`sse`]: notification streams as Server-Sent Events, with the resume
 //!   position of every channel in each event's id.
-//! - [`ws`]: the WebSocket adapter at `/api/v1/ws`.
+//! - [`ws`]: the WebSocket adapter at `/api/v1/ws`: sign-in, keep-alive and
+//!   notification subscriptions over JSON frames.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -50,6 +51,12 @@ pub struct Bridge {
     pub connections: TaskTracker,
     /// How often the server pings an idle WebSocket.
     pub ws_ping_interval: Duration,
+    /// How long a WebSocket opened without credentials has to send its
+    /// `auth` frame ([`ws::AUTH_TIMEOUT`] unless configured otherwise).
+    pub ws_auth_timeout: Duration,
+    /// The connection throttle: every WebSocket is admitted by peer address
+    /// at the upgrade and by user once the user is known.
+    pub gate: Arc<dyn ConnectionGate>,
 }
 
 /// The connection throttle for long-lived connections (notification streams
@@ -80,11 +87,16 @@ pub struct Admitted;
 /// [`method_not_allowed`]).
 pub fn router(bridge: Bridge, services: rest::Services) -> Router {
     let streams = sse::router(services.notifications.clone(), bridge.shutdown.clone());
+    let notifications = notifications::router(services.notifications.clone());
+    let sockets = ws::Sockets {
+        bridge,
+        notifications: services.notifications.clone(),
+    };
     Router::new()
         .route("/api/v1/ws", any(ws::upgrade))
-        .with_state(Arc::new(bridge))
-        .merge(notifications::router(services.notifications.clone()))
+        .with_state(Arc::new(sockets))
         .merge(rest::router(services))
+        .merge(notifications)
         .merge(streams)
 }
 

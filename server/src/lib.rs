@@ -100,7 +100,7 @@ pub async fn run_with_clock(
     .await?;
     let stop = CancellationToken::new();
     let websockets = TaskTracker::new();
-    let notifications = notifications(&config, &identity, &stop).await?;
+    let (notifications, gate) = notifications(&config, &identity, &stop).await?;
 
     let router = app::router(
         &config,
@@ -114,6 +114,8 @@ pub async fn run_with_clock(
                 shutdown: stop.clone(),
                 connections: websockets.clone(),
                 ws_ping_interval: config.ws_ping_interval,
+                ws_auth_timeout: slop_bridge::ws::AUTH_TIMEOUT,
+                gate,
             },
         },
     )?;
@@ -153,12 +155,19 @@ pub async fn run_with_clock(
 
 /// The notification service: channel streams in Redis when REDIS_URL is set
 /// (else in process), this instance's hub, and the task that ends the
-/// streams of ended sessions until `stop`.
+/// streams of ended sessions until `stop`; and its connection throttle,
+/// which the WebSocket adapter shares.
 async fn notifications(
     config: &Config,
     identity: &Arc<identity::Identity>,
     stop: &CancellationToken,
-) -> Result<services::NotificationApi, Error> {
+) -> Result<
+    (
+        services::NotificationApi,
+        Arc<services::notification::StreamGate>,
+    ),
+    Error,
+> {
     let history = streams::History {
         max_events: config.stream_history_size as usize,
         max_age: config.stream_history_ttl,
@@ -203,12 +212,13 @@ async fn notifications(
             config.stream_connection_window,
         ),
     ));
-    Ok(services::NotificationApi::new(
+    let api = services::NotificationApi::new(
         identity.clone(),
         hub,
-        gate,
+        gate.clone(),
         config.stream_heartbeat_interval,
-    ))
+    );
+    Ok((api, gate))
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).
