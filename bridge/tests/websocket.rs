@@ -492,3 +492,25 @@ async fn binary_frames_close_1003() {
     socket.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(closed(&mut socket).await.0, 1003);
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered() {
+    let harness = Harness::new();
+    let mut socket = signed_in(&harness).await;
+    socket.close(None).await.unwrap();
+    let answer = tokio::time::timeout(WAIT, socket.next())
+        .await
+        .expect("an answer in time");
+    assert!(
+        matches!(answer, Some(Ok(Message::Close(_)))),
+        "a clean closing handshake, not a dropped connection: {answer:?}"
+    );
+    let own = harness.notifications.stream(0).await;
+    for _ in 0..100 {
+        if own.is_dropped() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the socket's subscriptions outlived it");
+}

@@ -27,6 +27,7 @@ use axum::{
     },
     response::{IntoResponse, Response},
 };
+use futures_util::SinkExt as _;
 use http::HeaderValue;
 use slop_api::notification::{
     ChannelSubscription, SubscribeRequest, SubscribeResponse, subscribe_response::Message as Sent,
@@ -318,8 +319,10 @@ async fn signed_in(
 
 /// Why the server ends a socket.
 enum Ending {
-    /// The client closed it, went away or stopped reading.
+    /// The client went away or stopped reading.
     ClientGone,
+    /// The client sent a close frame, which the WebSocket layer answers.
+    ClientClosed,
     /// The server closes it with this code and reason.
     Close(u16, String),
 }
@@ -380,23 +383,31 @@ impl Connection {
             Err(ending) => ending,
         };
         self.subscriptions = Subscriptions::default();
-        if let Ending::Close(code, reason) = ending {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            };
-            if socket.send(Message::Close(Some(frame))).await.is_ok() {
-                // Give the client a moment to answer the close, as the
-                // protocol asks, without letting it hold shutdown up.
-                let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                    while let Some(Ok(message)) = socket.recv().await {
-                        if matches!(message, Message::Close(_)) {
-                            break;
+        match ending {
+            Ending::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from(reason),
+                };
+                if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                    // Give the client a moment to answer the close, as the
+                    // protocol asks, without letting it hold shutdown up.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                        while let Some(Ok(message)) = socket.recv().await {
+                            if matches!(message, Message::Close(_)) {
+                                break;
+                            }
                         }
-                    }
-                })
-                .await;
+                    })
+                    .await;
+                }
             }
+            Ending::ClientClosed => {
+                // The WebSocket layer has queued its answer to the client's
+                // close frame; send it, so the client sees a clean close.
+                let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+            }
+            Ending::ClientGone => {}
         }
         tracing::debug!("WebSocket closed");
     }
@@ -440,7 +451,8 @@ impl Connection {
                 }
                 produced = self.subscriptions.next() => self.forward(socket, produced).await,
                 message = socket.recv() => match message {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Ending::ClientGone),
+                    Some(Ok(Message::Close(_))) => Err(Ending::ClientClosed),
+                    None | Some(Err(_)) => Err(Ending::ClientGone),
                     Some(Ok(Message::Pong(_))) => {
                         awaiting_pong = false;
                         Ok(())
