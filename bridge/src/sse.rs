@@ -36,6 +36,7 @@ use slop_api::notification::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, metadata::MetadataMap};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::{
     Notifications, SubscribeStream,
@@ -167,13 +168,17 @@ fn stream_request(
     Ok((SubscribeRequest { subscriptions }, positions))
 }
 
+/// INVALID_ARGUMENT for a resume id that does not parse; `field` is the
+/// header or query parameter it came from.
 fn bad_resume_id(field: &str, why: &str) -> Status {
-    bad_parameter(
-        field,
-        &format!(
-            "not an event id of this stream ({why}); expected `<channel>=<offset>@<epoch>` \
-             joined by `;`, as sent in the id of the stream's events"
-        ),
+    let why = format!(
+        "not an event id of this stream ({why}); expected `<channel>=<offset>@<epoch>` \
+         joined by `;`, as sent in the id of the stream's events"
+    );
+    Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        format!("{field}: {why}"),
+        ErrorDetails::with_bad_request_violation(field, why),
     )
 }
 
