@@ -57,9 +57,10 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// included; each may follow many channels.
 pub const MAX_SUBSCRIPTIONS: usize = 32;
 
-/// The socket's read buffer. Small, because most sockets are idle: a larger
-/// frame grows it while it is read.
-const READ_BUFFER: usize = 4 * 1024;
+/// The socket's read buffer, allocated up front: small, because most
+/// sockets are idle (4 KiB cost each idle socket about 3 KiB more RSS than
+/// this). An auth frame fits; a larger frame grows it while it is read.
+const READ_BUFFER: usize = 1024;
 
 /// The most a socket may have written but not yet sent. Each frame is
 /// written out before the next is taken, so this only bounds one frame (an
@@ -378,7 +379,9 @@ impl Connection {
             user_id = self.identity.as_ref().map(|i| i.user_id.as_str()),
             "WebSocket opened"
         );
-        let ending = match self.start(&mut socket).await {
+        // Signing in and subscribing are boxed: they happen once or rarely,
+        // and inline they would grow every idle socket's task by their size.
+        let ending = match Box::pin(self.start(&mut socket)).await {
             Ok(()) => self.run(&mut socket).await,
             Err(ending) => ending,
         };
@@ -463,7 +466,8 @@ impl Connection {
                         close::UNSUPPORTED_DATA,
                         "send JSON text frames",
                     )),
-                    Some(Ok(Message::Text(text))) => self.receive(socket, &text).await,
+                    // Boxed, like `start`: client frames are rare.
+                    Some(Ok(Message::Text(text))) => Box::pin(self.receive(socket, &text)).await,
                 },
             };
             if let Err(ending) = step {
@@ -717,6 +721,18 @@ impl Connection {
     /// Forwards one message of a subscription; a subscription that ends
     /// ends the socket, with a close code that says why.
     async fn forward(&mut self, socket: &mut WebSocket, produced: Produced) -> Step {
+        // The message becomes JSON before the write, so the socket's task
+        // does not hold it (an event can be large) while the client reads.
+        let (frame, ending) = self.forwarded(produced);
+        if let Some(json) = frame {
+            send_text(socket, &self.sockets.bridge, json).await?;
+        }
+        ending.map_or(Ok(()), Err)
+    }
+
+    /// The frame for a subscription's message, and how the socket ends
+    /// after it, if it does.
+    fn forwarded(&self, produced: Produced) -> (Option<String>, Option<Ending>) {
         let Produced { id, item } = produced;
         let id = id.as_deref();
         match item {
@@ -726,39 +742,38 @@ impl Connection {
                         id,
                         subscribed: &subscribed,
                     };
-                    send(socket, &self.sockets.bridge, &frame).await
+                    (Some(frame.to_json()), None)
                 }
                 Some(Sent::Event(event)) => {
-                    send(
-                        socket,
-                        &self.sockets.bridge,
-                        &ServerFrame::Event { id, event: &event },
-                    )
-                    .await
+                    let frame = ServerFrame::Event { id, event: &event };
+                    (Some(frame.to_json()), None)
                 }
                 // The socket has its own keep-alive.
-                Some(Sent::Heartbeat(_)) | None => Ok(()),
+                Some(Sent::Heartbeat(_)) | None => (None, None),
             },
             Some(Err(status)) => {
-                send(
-                    socket,
-                    &self.sockets.bridge,
-                    &ServerFrame::status(&status, id),
+                let shutting_down = self.sockets.bridge.shutdown.is_cancelled();
+                (
+                    Some(ServerFrame::status(&status, id).to_json()),
+                    Some(close_for(&status, shutting_down)),
                 )
-                .await?;
-                Err(close_for(
-                    &status,
-                    self.sockets.bridge.shutdown.is_cancelled(),
-                ))
             }
-            None => Err(Ending::close(close::GOING_AWAY, "subscription ended")),
+            None => (
+                None,
+                Some(Ending::close(close::GOING_AWAY, "subscription ended")),
+            ),
         }
     }
 }
 
 /// Sends one frame.
 async fn send(socket: &mut WebSocket, bridge: &Bridge, frame: &ServerFrame<'_>) -> Step {
-    send_message(socket, bridge, Message::Text(frame.to_json().into())).await
+    send_text(socket, bridge, frame.to_json()).await
+}
+
+/// Sends one text frame.
+async fn send_text(socket: &mut WebSocket, bridge: &Bridge, json: String) -> Step {
+    send_message(socket, bridge, Message::Text(json.into())).await
 }
 
 /// Sends one message. A client that does not take it within a ping
