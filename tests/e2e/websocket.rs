@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 
-use crate::harness::{PATIENCE, TestServer, get};
+use crate::harness::{PATIENCE, SERVICE_KEY, SignedIn, TestServer, bearer, get, sign_up};
 
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -37,6 +37,51 @@ pub async fn next_frame(socket: &mut Socket) -> Message {
     }
 }
 
+/// A socket signed in at the upgrade as a new user, past its `welcome` and
+/// the `subscribed` of its own channel.
+pub async fn connect_signed_in(server: &TestServer, email: &str) -> (Socket, SignedIn) {
+    let user = sign_up(server, email).await;
+    let mut socket = connect_with(
+        server,
+        ("authorization", &format!("Bearer {}", user.access_token)),
+    )
+    .await
+    .expect("upgrade");
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    let subscribed = next_json(&mut socket).await;
+    assert_eq!(
+        subscribed["subscribed"]["channel"],
+        format!("user:{}", user.user_id)
+    );
+    (socket, user)
+}
+
+async fn send_json(socket: &mut Socket, frame: serde_json::Value) {
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+async fn publish(server: &TestServer, channel: &str, kind: &str) -> u64 {
+    use slop_api::notification::{
+        PublishRequest, notification_service_client::NotificationServiceClient,
+    };
+    let published = NotificationServiceClient::new(server.channel().await)
+        .publish(bearer(
+            PublishRequest {
+                channels: vec![channel.into()],
+                r#type: kind.into(),
+                ..Default::default()
+            },
+            SERVICE_KEY,
+        ))
+        .await
+        .expect("publish")
+        .into_inner();
+    published.events[0].position.as_ref().unwrap().offset
+}
+
 async fn next_json(socket: &mut Socket) -> serde_json::Value {
     match next_frame(socket).await {
         Message::Text(text) => serde_json::from_str(&text).expect("JSON frame"),
@@ -47,7 +92,7 @@ async fn next_json(socket: &mut Socket) -> serde_json::Value {
 #[tokio::test]
 async fn a_websocket_connects_and_answers_pings() {
     let server = TestServer::start().await;
-    let mut socket = connect(&server).await;
+    let (mut socket, _) = connect_signed_in(&server, "ping@example.com").await;
     socket
         .send(Message::Text(r#"{"type":"ping","id":"42"}"#.into()))
         .await
@@ -61,7 +106,7 @@ async fn a_websocket_connects_and_answers_pings() {
 #[tokio::test]
 async fn frames_it_does_not_understand_get_an_error_frame_and_the_socket_stays_open() {
     let server = TestServer::start().await;
-    let mut socket = connect(&server).await;
+    let (mut socket, _) = connect_signed_in(&server, "typo@example.com").await;
     socket
         .send(Message::Text("{not json".into()))
         .await
@@ -96,7 +141,7 @@ async fn the_server_pings_idle_sockets() {
         config.ws_ping_interval = Duration::from_secs(1);
     })
     .await;
-    let mut socket = connect(&server).await;
+    let (mut socket, _) = connect_signed_in(&server, "idle@example.com").await;
     let ping = tokio::time::timeout(PATIENCE, async {
         loop {
             match socket.next().await {
@@ -249,4 +294,87 @@ async fn the_upgrade_refuses_bad_credentials_with_401() {
             ),
         }
     }
+}
+
+#[tokio::test]
+async fn an_auth_frame_signs_a_socket_in_and_its_own_events_arrive() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let mut socket = connect(&server).await;
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "auth", "token": ada.access_token}),
+    )
+    .await;
+    let welcome = next_json(&mut socket).await;
+    assert_eq!(welcome["userId"], ada.user_id.as_str());
+    let own = format!("user:{}", ada.user_id);
+    assert_eq!(next_json(&mut socket).await["subscribed"]["channel"], own);
+
+    let offset = publish(&server, &own, "comment.created").await;
+    let event = next_json(&mut socket).await;
+    assert_eq!(event["type"], "event");
+    assert_eq!(event["event"]["channel"], own);
+    assert_eq!(event["event"]["offset"], offset.to_string());
+    assert_eq!(event["event"]["namespace"], "NAMESPACE_NOTIFICATIONS");
+}
+
+#[tokio::test]
+async fn a_socket_that_does_not_sign_in_first_is_closed_4401() {
+    let server = TestServer::start().await;
+    let mut socket = connect(&server).await;
+    send_json(&mut socket, serde_json::json!({"type": "ping"})).await;
+    match next_frame(&mut socket).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4401),
+        other => panic!("expected close 4401, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn topics_are_subscribed_by_frame_and_other_users_channels_refused() {
+    let server = TestServer::start().await;
+    let (mut socket, _) = connect_signed_in(&server, "ada@example.com").await;
+    let bob = sign_up(&server, "bob@example.com").await;
+
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "subscribe", "id": "spy", "channel": format!("user:{}", bob.user_id)}),
+    )
+    .await;
+    let refused = next_json(&mut socket).await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["id"], "spy");
+    assert_eq!(refused["code"], "PERMISSION_DENIED");
+
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "subscribe", "id": "news", "channel": "topic:news"}),
+    )
+    .await;
+    let subscribed = next_json(&mut socket).await;
+    assert_eq!(subscribed["id"], "news");
+    let first = publish(&server, "topic:news", "post.published").await;
+    let event = next_json(&mut socket).await;
+    assert_eq!(event["id"], "news");
+    assert_eq!(event["event"]["offset"], first.to_string());
+
+    // Resuming from before that event on a new subscription replays it.
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "unsubscribe", "id": "news"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "unsubscribed");
+    let epoch = event["event"]["epoch"].clone();
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "subscribe", "id": "again", "channel": "topic:news",
+                           "resumeFrom": {"offset": (first - 1).to_string(), "epoch": epoch}}),
+    )
+    .await;
+    let resumed = next_json(&mut socket).await;
+    assert_eq!(resumed["subscribed"]["recovered"], true);
+    let replayed = next_json(&mut socket).await;
+    assert_eq!(replayed["id"], "again");
+    assert_eq!(replayed["event"]["offset"], first.to_string());
 }
