@@ -168,6 +168,7 @@ impl Drop for TestServer {
 }
 
 /// An HTTP answer, read whole.
+#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,

@@ -728,3 +728,291 @@ async fn a_browser_follows_its_channel_over_grpc_web() {
     };
     assert_eq!(status, "7", "PERMISSION_DENIED");
 }
+
+/// A Server-Sent Events stream read message by message.
+struct SseStream {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+/// One SSE message: its `event:`, `id:` and `data:` (as JSON).
+#[derive(Debug)]
+struct SseMessage {
+    event: String,
+    id: Option<String>,
+    data: serde_json::Value,
+}
+
+impl SseStream {
+    /// Opens the stream; the HTTP answer when it is not a stream.
+    async fn open(
+        server: &TestServer,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, crate::harness::Answer> {
+        let mut request = Request::get(server.url(&format!("/api/v1/notifications/stream{query}")));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = Client::builder(TokioExecutor::new())
+            .build_http()
+            .request(request.body(Full::<Bytes>::default()).unwrap())
+            .await
+            .expect("SSE response");
+        if response.status() != 200 {
+            let (parts, body) = response.into_parts();
+            return Err(crate::harness::Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.collect().await.unwrap().to_bytes(),
+            });
+        }
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "an event stream"
+        );
+        Ok(Self {
+            body: response.into_body(),
+            buffer: String::new(),
+        })
+    }
+
+    /// The next message that is not a heartbeat.
+    async fn message(&mut self) -> SseMessage {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut message = SseMessage {
+                    event: "message".into(),
+                    id: None,
+                    data: serde_json::Value::Null,
+                };
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        message.event = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        message.id = Some(value.trim().to_owned());
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() || message.event == "heartbeat" {
+                    continue;
+                }
+                message.data = serde_json::from_str(&data).expect("JSON data");
+                return message;
+            }
+            let frame = tokio::time::timeout(PATIENCE, self.body.frame())
+                .await
+                .expect("SSE data in time")
+                .expect("the stream goes on")
+                .expect("body frame");
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_sent_events_deliver_and_resume_from_last_event_id() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let auth = format!("Bearer {}", ada.access_token);
+    let query = format!("?channel={}&channel=topic:news", own(&ada));
+    let mut sse = SseStream::open(&server, &query, &[("authorization", &auth)])
+        .await
+        .expect("a stream");
+    assert_eq!(sse.message().await.event, "subscribed");
+    assert_eq!(sse.message().await.event, "subscribed");
+
+    let mut client = client(&server).await;
+    publish(&mut client, media(&own(&ada), 10.0)).await;
+    let event = sse.message().await;
+    assert_eq!(event.event, "event");
+    assert_eq!(event.data["channel"], own(&ada));
+    assert_eq!(event.data["namespace"], "NAMESPACE_MEDIA");
+    assert_eq!(event.data["job"]["percent"], 10.0);
+    let last_id = event.id.expect("events carry the resume id");
+    drop(sse);
+
+    // Missed while away, on both channels.
+    publish(&mut client, note(&["topic:news"], "news.posted")).await;
+    publish(&mut client, media(&own(&ada), 20.0)).await;
+    let mut sse = SseStream::open(
+        &server,
+        &query,
+        &[("authorization", &auth), ("last-event-id", &last_id)],
+    )
+    .await
+    .expect("a resumed stream");
+    // Per channel: `subscribed` (recovered), then what it missed.
+    let mut missed: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        let message = sse.message().await;
+        match message.event.as_str() {
+            "subscribed" => assert_eq!(message.data["recovered"], true, "{message:?}"),
+            "event" => missed.push(format!(
+                "{}#{}",
+                message.data["channel"], message.data["offset"]
+            )),
+            other => panic!("unexpected {other}: {message:?}"),
+        }
+    }
+    missed.sort();
+    let mut expected = vec![
+        format!("\"{}\"#\"2\"", own(&ada)),
+        "\"topic:news\"#\"1\"".to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(missed, expected);
+
+    // Another user's channel is refused before the stream starts.
+    let bob = sign_up(&server, "bob@example.com").await;
+    let refused = SseStream::open(
+        &server,
+        &query,
+        &[("authorization", &format!("Bearer {}", bob.access_token))],
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(refused.status, 403);
+    let malformed = SseStream::open(
+        &server,
+        &query,
+        &[("authorization", &auth), ("last-event-id", "garbage")],
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(malformed.status, 400);
+}
+
+#[tokio::test]
+async fn logging_out_closes_the_users_sockets_and_event_streams_within_a_second() {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    let server = TestServer::start().await;
+    let (mut socket, ada) = crate::websocket::connect_signed_in(&server, "ada@example.com").await;
+    let mut sse = SseStream::open(
+        &server,
+        "",
+        &[("authorization", &format!("Bearer {}", ada.access_token))],
+    )
+    .await
+    .expect("a stream");
+    assert_eq!(sse.message().await.event, "subscribed");
+
+    AuthServiceClient::new(server.channel().await)
+        .logout(bearer(auth::LogoutRequest::default(), &ada.access_token))
+        .await
+        .unwrap();
+
+    let closed = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Frame::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket closes within a second");
+    assert_eq!(closed, Some(4410), "session ended");
+
+    let last = tokio::time::timeout(Duration::from_secs(1), sse.message())
+        .await
+        .expect("the event stream ends within a second");
+    assert_eq!(last.event, "error");
+    assert_eq!(last.data["error"]["code"], 401);
+}
+
+#[tokio::test]
+async fn a_slow_websocket_is_closed_4408_while_a_fast_one_gets_every_event() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    let server = TestServer::start_with(|config| {
+        config.stream_queue_max_events = 8;
+        config.stream_history_size = 1000;
+    })
+    .await;
+    let (mut fast, ada) = crate::websocket::connect_signed_in(&server, "ada@example.com").await;
+    let mut slow = crate::websocket::connect_with(
+        &server,
+        ("authorization", &format!("Bearer {}", ada.access_token)),
+    )
+    .await
+    .unwrap();
+    for socket in [&mut fast, &mut slow] {
+        socket
+            .send(Frame::Text(
+                r#"{"type":"subscribe","id":"f","channel":"topic:firehose"}"#.into(),
+            ))
+            .await
+            .unwrap();
+    }
+    let next_event_offset = async |socket: &mut crate::websocket::Socket| loop {
+        let frame = crate::websocket::next_json(socket).await;
+        if frame["type"] == "event" {
+            return frame["event"]["offset"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+        }
+    };
+
+    let mut client = client(&server).await;
+    let mut big = note(&["topic:firehose"], "chunk");
+    big.payload.as_mut().unwrap().fields.insert(
+        "blob".into(),
+        pbjson_types::Value::from("x".repeat(60 * 1024)),
+    );
+    const EVENTS: u64 = 400;
+    for i in 1..=EVENTS {
+        publish(&mut client, big.clone()).await;
+        assert_eq!(
+            next_event_offset(&mut fast).await,
+            i,
+            "the fast one keeps up"
+        );
+    }
+    let code = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Frame::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the slow socket is closed");
+    assert_eq!(code, Some(4408), "slow consumer");
+}
+
+#[tokio::test]
+async fn the_eleventh_websocket_in_a_minute_is_refused_with_429() {
+    let server = TestServer::start().await;
+    let ada = sign_up(&server, "ada@example.com").await;
+    let auth = format!("Bearer {}", ada.access_token);
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(
+            crate::websocket::connect_with(&server, ("authorization", &auth))
+                .await
+                .expect("within the limit"),
+        );
+    }
+    match crate::websocket::connect_with(&server, ("authorization", &auth)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!("expected 429, got {:?}", other.map(|_| "a socket")),
+    }
+}

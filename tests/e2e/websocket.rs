@@ -82,7 +82,7 @@ async fn publish(server: &TestServer, channel: &str, kind: &str) -> u64 {
     published.events[0].position.as_ref().unwrap().offset
 }
 
-async fn next_json(socket: &mut Socket) -> serde_json::Value {
+pub async fn next_json(socket: &mut Socket) -> serde_json::Value {
     match next_frame(socket).await {
         Message::Text(text) => serde_json::from_str(&text).expect("JSON frame"),
         other => panic!("expected a text frame, got {other:?}"),
@@ -234,7 +234,7 @@ async fn signed_in_user(server: &TestServer) -> (String, String) {
     (token, cookie)
 }
 
-async fn connect_with(
+pub async fn connect_with(
     server: &TestServer,
     header: (&str, &str),
 ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
