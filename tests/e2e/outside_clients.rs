@@ -96,3 +96,57 @@ async fn python_grpcio_health_checking_gets_serving() {
     assert_eq!(output.matches("SERVING").count(), 5, "{output}");
     assert!(!output.contains("NOT_SERVING"), "{output}");
 }
+
+#[tokio::test]
+async fn buf_curl_follows_a_notification_stream_over_grpc_web() {
+    use slop_api::notification::{
+        PublishRequest, notification_service_client::NotificationServiceClient,
+    };
+    use tokio::io::AsyncReadExt as _;
+
+    let server = TestServer::start().await;
+    let ada = crate::harness::sign_up(&server, "ada@example.com").await;
+    let mut curl = tokio::process::Command::from(buf_curl(&[
+        "--protocol",
+        "grpcweb",
+        "-H",
+        &format!("authorization: Bearer {}", ada.access_token),
+        "-d",
+        "{}",
+        &server.url("/slop.notification.v1.NotificationService/Subscribe"),
+    ]));
+    let mut child = curl
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run buf curl");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut read_until = async |needle: &str| {
+        let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
+        let mut chunk = [0u8; 4096];
+        while !seen.contains(needle) {
+            let read = tokio::time::timeout_at(deadline, stdout.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("buf curl printed no {needle:?}; so far: {seen}"))
+                .unwrap();
+            assert!(read > 0, "buf curl ended before {needle:?}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&chunk[..read]));
+        }
+    };
+    read_until("\"subscribed\"").await;
+    NotificationServiceClient::new(server.channel().await)
+        .publish(crate::harness::bearer(
+            PublishRequest {
+                channels: vec![format!("user:{}", ada.user_id)],
+                r#type: "comment.created".into(),
+                ..Default::default()
+            },
+            crate::harness::SERVICE_KEY,
+        ))
+        .await
+        .unwrap();
+    read_until("comment.created").await;
+    child.kill().await.unwrap();
+}
