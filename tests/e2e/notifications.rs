@@ -120,6 +120,35 @@ async fn publish(
         .into_inner()
 }
 
+/// An event for `topic:firehose` with `bytes` of payload.
+fn firehose_chunk(bytes: usize) -> notification::PublishRequest {
+    let mut chunk = note(&["topic:firehose"], "chunk");
+    chunk
+        .payload
+        .as_mut()
+        .unwrap()
+        .fields
+        .insert("blob".into(), pbjson_types::Value::from("x".repeat(bytes)));
+    chunk
+}
+
+/// The code of the close frame `socket` gets within `limit`.
+async fn close_code(socket: &mut crate::websocket::Socket, limit: Duration) -> Option<u16> {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    tokio::time::timeout(limit, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Frame::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no close frame within {limit:?}"))
+}
+
 fn own(user: &SignedIn) -> String {
     format!("user:{}", user.user_id)
 }
@@ -528,11 +557,7 @@ async fn a_slow_consumer_is_disconnected_while_a_fast_one_gets_every_event() {
     next_subscribed(&mut slow).await;
     next_subscribed(&mut fast).await;
 
-    let mut big = note(&["topic:firehose"], "chunk");
-    big.payload.as_mut().unwrap().fields.insert(
-        "blob".into(),
-        pbjson_types::Value::from("x".repeat(32 * 1024)),
-    );
+    let big = firehose_chunk(32 * 1024);
     const EVENTS: u64 = 200;
     for i in 1..=EVENTS {
         publish(&mut client, big.clone()).await;
@@ -893,8 +918,6 @@ async fn server_sent_events_deliver_and_resume_from_last_event_id() {
 
 #[tokio::test]
 async fn logging_out_closes_the_users_sockets_and_event_streams_within_a_second() {
-    use futures_util::StreamExt as _;
-    use tokio_tungstenite::tungstenite::Message as Frame;
     let server = TestServer::start().await;
     let (mut socket, ada) = crate::websocket::connect_signed_in(&server, "ada@example.com").await;
     let mut sse = SseStream::open(
@@ -911,18 +934,8 @@ async fn logging_out_closes_the_users_sockets_and_event_streams_within_a_second(
         .await
         .unwrap();
 
-    let closed = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Frame::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                other => panic!("socket ended without a close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the socket closes within a second");
-    assert_eq!(closed, Some(4410), "session ended");
+    let closed = close_code(&mut socket, Duration::from_secs(1)).await;
+    assert_eq!(closed, Some(4410), "session ended within a second");
 
     let last = tokio::time::timeout(Duration::from_secs(1), sse.message())
         .await
@@ -933,7 +946,7 @@ async fn logging_out_closes_the_users_sockets_and_event_streams_within_a_second(
 
 #[tokio::test]
 async fn a_slow_websocket_is_closed_4408_while_a_fast_one_gets_every_event() {
-    use futures_util::{SinkExt as _, StreamExt as _};
+    use futures_util::SinkExt as _;
     use tokio_tungstenite::tungstenite::Message as Frame;
     let server = TestServer::start_with(|config| {
         config.stream_queue_max_events = 8;
@@ -967,11 +980,7 @@ async fn a_slow_websocket_is_closed_4408_while_a_fast_one_gets_every_event() {
     };
 
     let mut client = client(&server).await;
-    let mut big = note(&["topic:firehose"], "chunk");
-    big.payload.as_mut().unwrap().fields.insert(
-        "blob".into(),
-        pbjson_types::Value::from("x".repeat(60 * 1024)),
-    );
+    let big = firehose_chunk(60 * 1024);
     const EVENTS: u64 = 400;
     for i in 1..=EVENTS {
         publish(&mut client, big.clone()).await;
@@ -981,18 +990,11 @@ async fn a_slow_websocket_is_closed_4408_while_a_fast_one_gets_every_event() {
             "the fast one keeps up"
         );
     }
-    let code = tokio::time::timeout(PATIENCE, async {
-        loop {
-            match slow.next().await {
-                Some(Ok(Frame::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                other => panic!("socket ended without a close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the slow socket is closed");
-    assert_eq!(code, Some(4408), "slow consumer");
+    assert_eq!(
+        close_code(&mut slow, PATIENCE).await,
+        Some(4408),
+        "slow consumer"
+    );
 }
 
 #[tokio::test]
