@@ -22,6 +22,17 @@
 //! startup, and that does not grow: a fresh 19 MiB buffer per login, as
 //! before, was kept by glibc's per-thread arenas, and the server grew to
 //! ~660 MB after a few bursts (BENCHMARKS.md).
+//!
+//! On Linux the hashing threads run [`HASHING_NICE`] nice levels below the
+//! rest of the server, capped at 19, so at the lowest priority unless the
+//! server itself runs at a negative nice (`setpriority` on each thread's
+//! id). Whenever the runtime's threads and a hash both want a core, the
+//! runtime wins, and a burst of logins no longer multiplies the latency of
+//! every other request. The trade-off: when the CPU is saturated, logins
+//! are what slows down — they get the CPU the requests leave them — rather
+//! than every request. Nice 10 protected requests less under contention
+//! and logins hardly finished sooner (BENCHMARKS.md).
+//! Elsewhere the threads keep the process's priority.
 
 use std::{
     collections::HashSet,
@@ -128,6 +139,12 @@ pub enum PasswordHashError {
     #[error("password hashing worker panicked or was cancelled")]
     Worker,
 }
+
+/// How many nice levels the hashing threads run below the thread that
+/// starts them (capped at 19, the lowest priority): out of the runtime's
+/// way whenever both want a core. See the module docs and BENCHMARKS.md for
+/// why this value rather than 10.
+pub const HASHING_NICE: i32 = 19;
 
 /// Work for a hashing thread, given that thread's argon2 memory.
 type Job = Box<dyn FnOnce(&mut [Block]) + Send>;
@@ -263,9 +280,10 @@ impl PasswordHasher {
     }
 }
 
-/// A hashing thread: allocates its argon2 memory, and
+/// A hashing thread: lowers its priority, allocates its argon2 memory, and
 /// runs jobs from `queue` until every [`PasswordHasher`] clone is gone.
 fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
+    lower_priority();
     let mut memory = vec![Block::default(); M_COST as usize];
     loop {
         // The lock is held only while waiting: one idle thread waits for
@@ -279,6 +297,31 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
     }
 }
+
+/// Puts the calling thread [`HASHING_NICE`] nice levels below where it is
+/// (at most 19). A failure is logged once and otherwise ignored: hashing at
+/// normal priority still works.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    use rustix::{process, thread};
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let tid = thread::gettid();
+    let lowered = process::getpriority_process(Some(tid)).and_then(|nice| {
+        process::setpriority_process(Some(tid), nice.saturating_add(HASHING_NICE).min(19))
+    });
+    if let Err(error) = lowered {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                %error,
+                "cannot lower the priority of the password hashing threads; \
+                 logins may slow down other requests"
+            );
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// Hashes `password` with our parameters and a fresh 16-byte salt in
 /// `memory`; returns the PHC string.

@@ -599,3 +599,71 @@ async fn the_argon2_crates_hashes_verify_with_ours() {
         );
     }
 }
+
+// Threads and their priority (Linux: read back from /proc).
+
+/// Field `index` (1-based, as in proc(5)) of `/proc/self/task/<tid>/stat`.
+#[cfg(target_os = "linux")]
+fn task_stat_field(tid: i32, index: usize) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // After "pid (comm)", which may hold spaces, field 3 comes first.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(index - 3)?.parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn hashing_threads_are_named_and_run_below_the_process_priority() {
+    let here = rustix::thread::gettid().as_raw_pid();
+    // Threads inherit the nice value of the thread that starts them.
+    let base = task_stat_field(here, 19).expect("our own nice value");
+    let hasher = PasswordHasher::new(2);
+    let (release, holder) = occupy(&hasher).await;
+    // Two jobs at once: one thread is held, so this runs on the other.
+    let other = hasher
+        .run(|_| rustix::thread::gettid().as_raw_pid())
+        .await
+        .unwrap();
+    drop(release);
+    holder.await.unwrap();
+    let mut tids = vec![other];
+    for _ in 0..2 {
+        tids.push(
+            hasher
+                .run(|_| rustix::thread::gettid().as_raw_pid())
+                .await
+                .unwrap(),
+        );
+    }
+    tids.sort_unstable();
+    tids.dedup();
+    assert!(tids.len() <= 2 && !tids.contains(&here), "{tids:?}");
+    let expected = (base + i64::from(HASHING_NICE)).min(19);
+    assert!(expected > base || base == 19, "nice {base} cannot go lower");
+    for tid in tids {
+        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap();
+        assert!(name.starts_with("argon2-"), "thread {tid} is {name:?}");
+        assert_eq!(task_stat_field(tid, 19), Some(expected), "nice of {name:?}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_threads_end_with_the_last_hasher_clone() {
+    let hasher = PasswordHasher::new(1);
+    let tid = hasher
+        .run(|_| rustix::thread::gettid().as_raw_pid())
+        .await
+        .unwrap();
+    let alive = || std::path::Path::new(&format!("/proc/self/task/{tid}")).exists();
+    let clone = hasher.clone();
+    drop(hasher);
+    assert!(clone.hash("kq7#vLp2-long-enough").await.is_ok());
+    assert!(alive(), "ended while a clone remained");
+    drop(clone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!alive(), "thread {tid} still runs");
+}
