@@ -306,6 +306,7 @@ async fn run_backend(
             }
             plans.push((format!("closed loop, {concurrency} tasks"), None));
             for (load, pace) in plans {
+                let memory_before = server.memory();
                 let plan = burst::Plan {
                     concurrency,
                     pace,
@@ -333,6 +334,8 @@ async fn run_backend(
                     load,
                     logins: plan.logins,
                     outcome,
+                    memory_before,
+                    memory_after: server.memory(),
                 });
             }
         }

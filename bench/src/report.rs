@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use crate::{burst, load::Stats};
+use crate::{burst, load::Stats, server::Memory};
 
 /// The least server throughput, as a share of the baseline's.
 pub const THROUGHPUT_GOAL: f64 = 0.7;
@@ -43,6 +43,10 @@ pub struct Burst {
     pub logins: usize,
     /// What was found.
     pub outcome: burst::Outcome,
+    /// The server's memory before this run's bursts, where /proc says.
+    pub memory_before: Option<Memory>,
+    /// And after them.
+    pub memory_after: Option<Memory>,
 }
 
 impl Burst {
@@ -55,6 +59,14 @@ impl Burst {
             0.0
         }
     }
+}
+
+/// KiB as MiB, or a dash when unknown.
+fn mebibytes(kib: Option<u64>) -> String {
+    kib.map_or_else(
+        || "—".to_owned(),
+        |kib| format!("{} MiB", (kib + 512) / 1024),
+    )
 }
 
 /// A latency in milliseconds, with the precision it deserves.
@@ -186,6 +198,27 @@ pub fn render(settings: &str, hot_paths: &[HotPath], bursts: &[Burst]) -> (Strin
         }
     }
 
+    if bursts
+        .iter()
+        .any(|burst| burst.memory_before.is_some() || burst.memory_after.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "\n| server memory (`/proc/<pid>/status`) | VmRSS before the bursts | VmRSS after | VmHWM (peak) after |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for burst in bursts {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                burst.load,
+                mebibytes(burst.memory_before.map(|memory| memory.resident_kib)),
+                mebibytes(burst.memory_after.map(|memory| memory.resident_kib)),
+                mebibytes(burst.memory_after.map(|memory| memory.peak_kib)),
+            );
+        }
+    }
+
     let _ = writeln!(out, "\nGoals:\n");
     for row in hot_paths {
         let ratio = row.ratio();
@@ -227,5 +260,12 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(412)), "0.412 ms");
         assert_eq!(ms(Duration::from_micros(12_345)), "12.35 ms");
         assert_eq!(ms(Duration::from_millis(1234)), "1234 ms");
+    }
+
+    #[test]
+    fn memory_is_in_mebibytes() {
+        assert_eq!(mebibytes(Some(675_840)), "660 MiB");
+        assert_eq!(mebibytes(Some(19_967)), "19 MiB");
+        assert_eq!(mebibytes(None), "—");
     }
 }

@@ -15,6 +15,35 @@ use tokio::{
     sync::oneshot,
 };
 
+/// A process's resident memory, from `/proc/<pid>/status` (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident now, in KiB.
+    pub resident_kib: u64,
+    /// `VmHWM`: the most it has been resident, in KiB.
+    pub peak_kib: u64,
+}
+
+impl Memory {
+    fn parse(status: &str) -> Option<Self> {
+        let field = |name: &str| {
+            status.lines().find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        };
+        Some(Self {
+            resident_kib: field("VmRSS")?,
+            peak_kib: field("VmHWM")?,
+        })
+    }
+}
+
 /// How long the server may take to start, and to stop after SIGTERM.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -166,6 +195,12 @@ impl ServerProcess {
         crate::cpu::Meter::Process(self.child.id().unwrap_or_default())
     }
 
+    /// Reads the server's resident memory now and at its peak.
+    pub fn memory(&self) -> Option<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        Memory::parse(&status)
+    }
+
     /// Stops the server with SIGTERM (a graceful shutdown), killing it if
     /// it has not exited in time.
     pub async fn stop(mut self) -> Result<(), String> {
@@ -187,5 +222,25 @@ impl ServerProcess {
         }
         self.child.kill().await.map_err(|error| error.to_string())?;
         Err("slop-server did not stop on SIGTERM; killed it".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_gives_resident_and_peak_memory() {
+        let status = "Name:\tslop-server\nVmPeak:\t  900000 kB\nVmHWM:\t  675432 kB\nVmRSS:\t   54321 kB\nThreads:\t9\n";
+        assert_eq!(
+            Memory::parse(status),
+            Some(Memory {
+                resident_kib: 54_321,
+                peak_kib: 675_432
+            })
+        );
+        assert_eq!(Memory::parse("Name:\tx\n"), None);
+        let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(Memory::parse(&ours).is_some_and(|memory| memory.resident_kib > 0));
     }
 }

@@ -7,20 +7,48 @@
 //! Hashes are argon2id PHC strings with OWASP's first parameter set, so the
 //! parameters travel with each hash: raising ours later makes
 //! [`PasswordHasher::verify`] report `needs_rehash` for old hashes, and the
-//! caller upgrades them at the next login. Hashing is deliberately slow and
-//! memory-hungry, so it runs on tokio's blocking pool, at most `concurrency`
-//! at once — a burst of logins queues instead of starving the runtime or
-//! exhausting memory.
+//! caller upgrades them at the next login.
+//!
+//! Hashing is deliberately slow and memory-hungry, so it runs on a pool of
+//! its own: `concurrency` OS threads (`argon2-0`, `argon2-1`, …), fed
+//! through a queue. A burst of logins queues instead of starving the
+//! runtime or exhausting memory, and a job whose caller has gone away by
+//! the time a thread takes it is dropped, not computed.
+//!
+//! Each thread owns one argon2 memory buffer of [`M_COST`] KiB, allocated
+//! when the thread starts and reused for every hash and verification (a
+//! stored hash with a larger memory cost gets a temporary buffer for that
+//! one call). So hashing holds `concurrency` × 19 MiB, resident from
+//! startup, and that does not grow: a fresh 19 MiB buffer per login, as
+//! before, was kept by glibc's per-thread arenas, and the server grew to
+//! ~660 MB after a few bursts (BENCHMARKS.md).
+//!
+//! On Linux the hashing threads run [`HASHING_NICE`] nice levels below the
+//! rest of the server, capped at 19, so at the lowest priority unless the
+//! server itself runs at a negative nice (`setpriority` on each thread's
+//! id). Whenever the runtime's threads and a hash both want a core, the
+//! runtime wins, and a burst of logins no longer multiplies the latency of
+//! every other request. The trade-off: when the CPU is saturated, logins
+//! are what slows down — they get the CPU the requests leave them — rather
+//! than every request. Nice 10 protected requests less under contention
+//! and logins hardly finished sooner (BENCHMARKS.md).
+//! Elsewhere the threads keep the process's priority.
 
 use std::{
     collections::HashSet,
-    sync::{Arc, LazyLock},
+    panic::AssertUnwindSafe,
+    sync::{Arc, LazyLock, Mutex, PoisonError, mpsc},
 };
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{
+        self,
+        phc::{Output, ParamsString, Salt},
+    },
 };
-use tokio::sync::{OnceCell, Semaphore};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::{OnceCell, oneshot};
 
 /// The shortest password we accept, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -107,25 +135,50 @@ pub enum PasswordHashError {
     /// argon2 itself failed (for example, the OS random generator).
     #[error("password hashing failed: {0}")]
     Hashing(argon2::password_hash::Error),
-    /// The blocking worker panicked or was cancelled.
+    /// The hashing thread panicked, or no hashing thread is running.
     #[error("password hashing worker panicked or was cancelled")]
     Worker,
 }
 
-/// Hashes and verifies passwords with argon2id, at most `concurrency` at once.
+/// How many nice levels the hashing threads run below the thread that
+/// starts them (capped at 19, the lowest priority): out of the runtime's
+/// way whenever both want a core. See the module docs and BENCHMARKS.md for
+/// why this value rather than 10.
+pub const HASHING_NICE: i32 = 19;
+
+/// Work for a hashing thread, given that thread's argon2 memory.
+type Job = Box<dyn FnOnce(&mut [Block]) + Send>;
+
+/// Hashes and verifies passwords with argon2id, at most `concurrency` at
+/// once, on threads of its own. Clones share the threads, which end when
+/// the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     /// A hash of a random password, made with our parameters on first use.
     dummy: Arc<OnceCell<String>>,
 }
 
 impl PasswordHasher {
     /// argon2id m=19456 KiB, t=2, p=1 (OWASP), at most `concurrency` (at
-    /// least 1) hashes at once, each on tokio's blocking pool.
+    /// least 1) hashes at once: starts that many hashing threads, each with
+    /// its own 19 MiB of argon2 memory.
     pub fn new(concurrency: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..concurrency.max(1) {
+            let queue = Arc::clone(&queue);
+            let started = std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || work(&queue));
+            if let Err(error) = started {
+                // With no thread at all, the queue's receiver is dropped
+                // and every call fails with `Worker` instead of waiting.
+                tracing::error!(%error, "cannot start a password hashing thread");
+            }
+        }
         Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            jobs,
             dummy: Arc::new(OnceCell::new()),
         }
     }
@@ -133,13 +186,8 @@ impl PasswordHasher {
     /// Hashes `password` with a fresh random salt; returns the PHC string.
     pub async fn hash(&self, password: &str) -> Result<String, PasswordHashError> {
         let password = password.to_owned();
-        self.run(move || {
-            argon2id()
-                .hash_password(password.as_bytes())
-                .map(|hash| hash.to_string())
-                .map_err(PasswordHashError::Hashing)
-        })
-        .await?
+        self.run(move |memory| hash_into(memory, password.as_bytes()))
+            .await?
     }
 
     /// Checks `password` against the stored PHC string `phc` (the output is
@@ -154,9 +202,9 @@ impl PasswordHasher {
         let algorithm =
             Algorithm::new(stored.algorithm.as_str()).map_err(|_| PasswordHashError::Malformed)?;
         let params = Params::try_from(&stored).map_err(|_| PasswordHashError::Malformed)?;
-        if stored.salt.is_none() || stored.hash.is_none() {
+        let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else {
             return Err(PasswordHashError::Malformed);
-        }
+        };
         let version = match stored.version {
             None => Version::V0x10,
             Some(version) => {
@@ -176,13 +224,19 @@ impl PasswordHasher {
             || params.output_len().is_some_and(|len| len < OUTPUT_LEN);
 
         let password = password.to_owned();
-        self.run(
-            move || match Argon2::default().verify_password(password.as_bytes(), &stored) {
-                Ok(()) => Ok(Verification::Verified { needs_rehash }),
-                Err(argon2::password_hash::Error::PasswordInvalid) => Ok(Verification::Mismatch),
-                Err(error) => Err(PasswordHashError::Hashing(error)),
-            },
-        )
+        let argon2 = Argon2::new(algorithm, version, params);
+        self.run(move |memory| {
+            let mut computed = [0u8; Output::MAX_LENGTH];
+            let computed = computed
+                .get_mut(..expected.len())
+                .ok_or(PasswordHashError::Malformed)?;
+            compute(&argon2, memory, password.as_bytes(), &salt, computed)?;
+            Ok(if bool::from(computed.ct_eq(expected.as_bytes())) {
+                Verification::Verified { needs_rehash }
+            } else {
+                Verification::Mismatch
+            })
+        })
         .await?
     }
 
@@ -206,24 +260,112 @@ impl PasswordHasher {
         false
     }
 
-    /// Runs `job` on the blocking pool once a permit is free. The permit
-    /// moves into the job, so even when the caller gives up waiting, the cap
-    /// holds until the work really ends.
+    /// Queues `job` for the next free hashing thread and waits for its
+    /// result. If this future is dropped before a thread takes the job, the
+    /// job is skipped; once taken, it runs to the end (argon2 cannot be
+    /// interrupted), and the thread is busy until then.
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce() -> T + Send + 'static,
+        job: impl FnOnce(&mut [Block]) -> T + Send + 'static,
     ) -> Result<T, PasswordHashError> {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
+        let (reply, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |memory| {
+                if !reply.is_closed() {
+                    let _ = reply.send(job(memory));
+                }
+            }))
             .map_err(|_| PasswordHashError::Worker)?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job()
-        })
-        .await
-        .map_err(|_| PasswordHashError::Worker)
+        result.await.map_err(|_| PasswordHashError::Worker)
     }
+}
+
+/// A hashing thread: lowers its priority, allocates its argon2 memory, and
+/// runs jobs from `queue` until every [`PasswordHasher`] clone is gone.
+fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
+    lower_priority();
+    let mut memory = vec![Block::default(); M_COST as usize];
+    loop {
+        // The lock is held only while waiting: one idle thread waits for
+        // the next job, the others for the lock.
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = next else {
+            return;
+        };
+        // A panicking job drops its reply (the caller gets `Worker`), and
+        // the thread lives on for the next one.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+    }
+}
+
+/// Puts the calling thread [`HASHING_NICE`] nice levels below where it is
+/// (at most 19). A failure is logged once and otherwise ignored: hashing at
+/// normal priority still works.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    use rustix::{process, thread};
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let tid = thread::gettid();
+    let lowered = process::getpriority_process(Some(tid)).and_then(|nice| {
+        process::setpriority_process(Some(tid), nice.saturating_add(HASHING_NICE).min(19))
+    });
+    if let Err(error) = lowered {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                %error,
+                "cannot lower the priority of the password hashing threads; \
+                 logins may slow down other requests"
+            );
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
+/// Hashes `password` with our parameters and a fresh 16-byte salt in
+/// `memory`; returns the PHC string.
+fn hash_into(memory: &mut [Block], password: &[u8]) -> Result<String, PasswordHashError> {
+    let mut salt = [0u8; argon2::RECOMMENDED_SALT_LEN];
+    getrandom::fill(&mut salt)
+        .map_err(|_| PasswordHashError::Hashing(password_hash::Error::RngFailure))?;
+    let argon2 = argon2id();
+    let mut output = [0u8; OUTPUT_LEN];
+    compute(&argon2, memory, password, &salt, &mut output)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(hashing)?,
+        salt: Some(Salt::new(&salt).map_err(hashing)?),
+        hash: Some(Output::new(&output).map_err(hashing)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// argon2 of `password` and `salt` into `output`, in `memory` when the
+/// parameters fit in it, else in a buffer allocated for this call.
+fn compute(
+    argon2: &Argon2<'_>,
+    memory: &mut [Block],
+    password: &[u8],
+    salt: &[u8],
+    output: &mut [u8],
+) -> Result<(), PasswordHashError> {
+    let blocks = argon2.params().block_count();
+    let result = match memory.get_mut(..blocks) {
+        Some(memory) => argon2.hash_password_into_with_memory(password, salt, output, memory),
+        None => argon2.hash_password_into_with_memory(
+            password,
+            salt,
+            output,
+            vec![Block::default(); blocks],
+        ),
+    };
+    result.map_err(|error| PasswordHashError::Hashing(error.into()))
+}
+
+fn hashing(error: impl Into<password_hash::Error>) -> PasswordHashError {
+    PasswordHashError::Hashing(error.into())
 }
 
 /// The hasher for new hashes: argon2id v0x13 with our parameters.

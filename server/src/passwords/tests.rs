@@ -3,7 +3,9 @@ use std::{
     time::Duration,
 };
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
+use argon2::{
+    Algorithm, Argon2, Block, Params, PasswordHasher as _, PasswordVerifier as _, Version,
+};
 
 use super::*;
 
@@ -327,7 +329,7 @@ async fn the_dummy_verification_is_real_work_and_always_false() {
 async fn overlap(hasher: &PasswordHasher, patience: Duration) -> Vec<&'static str> {
     let events = Arc::new(Mutex::new(Vec::new()));
     let job = |events: Arc<Mutex<Vec<&'static str>>>| {
-        move || {
+        move |_: &mut [Block]| {
             events.lock().unwrap().push("start");
             let deadline = std::time::Instant::now() + patience;
             while events
@@ -380,15 +382,38 @@ async fn concurrency_zero_still_hashes() {
     );
 }
 
+/// Occupies one hashing thread until the returned sender is dropped or
+/// sent to; returns once the thread has taken the job.
+async fn occupy(
+    hasher: &PasswordHasher,
+) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (taken_tx, taken) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn({
+        let hasher = hasher.clone();
+        async move {
+            hasher
+                .run(move |_| {
+                    let _ = taken_tx.send(());
+                    let _ = held.recv();
+                })
+                .await
+                .unwrap();
+        }
+    });
+    taken.await.unwrap();
+    (release, holder)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hashing_and_verifying_go_through_the_cap() {
     let hasher = PasswordHasher::new(1);
     let started = std::time::Instant::now();
     let phc = hasher.hash("kq7#vLp2-long-enough").await.unwrap();
     let one_hash = started.elapsed();
-    // With the only permit taken, neither can run: after three times what
+    // With the only thread taken, neither can run: after three times what
     // a hash takes, both still wait.
-    let held = Arc::clone(&hasher.permits).acquire_owned().await.unwrap();
+    let (release, holder) = occupy(&hasher).await;
     let hash = tokio::spawn({
         let hasher = hasher.clone();
         async move { hasher.hash("kq7#vLp2-long-enough").await }
@@ -398,9 +423,10 @@ async fn hashing_and_verifying_go_through_the_cap() {
         async move { hasher.verify("kq7#vLp2-long-enough", &phc).await }
     });
     tokio::time::sleep(one_hash * 3).await;
-    assert!(!hash.is_finished(), "hash ran without a permit");
-    assert!(!verify.is_finished(), "verify ran without a permit");
-    drop(held);
+    assert!(!hash.is_finished(), "hash ran without a free thread");
+    assert!(!verify.is_finished(), "verify ran without a free thread");
+    drop(release);
+    holder.await.unwrap();
     assert!(hash.await.unwrap().unwrap().starts_with(OURS));
     assert_eq!(
         verify.await.unwrap().unwrap(),
@@ -408,4 +434,236 @@ async fn hashing_and_verifying_go_through_the_cap() {
             needs_rehash: false
         }
     );
+}
+
+// The pool.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_caller_gave_up_is_skipped() {
+    let hasher = PasswordHasher::new(1);
+    let (release, holder) = occupy(&hasher).await;
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Queued behind the held thread, then given up on.
+    let abandoned = hasher.run({
+        let ran = ran.clone();
+        move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst)
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), abandoned)
+            .await
+            .is_err()
+    );
+    drop(release);
+    holder.await.unwrap();
+    // Jobs run in order: once a later one has run, the abandoned one was
+    // taken and skipped.
+    hasher.run(|_| ()).await.unwrap();
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "computed anyway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_hash_does_not_leave_the_pool_stuck() {
+    let hasher = PasswordHasher::new(1);
+    // Given up on mid-way: the thread has taken it and is hashing.
+    for patience in [Duration::from_millis(1), Duration::from_millis(10)] {
+        let cancelled = hasher.hash("kq7#vLp2-long-enough");
+        assert!(tokio::time::timeout(patience, cancelled).await.is_err());
+    }
+    let phc = tokio::time::timeout(Duration::from_secs(30), hasher.hash("kq7#vLp2-long-enough"))
+        .await
+        .expect("the pool is stuck")
+        .unwrap();
+    assert!(phc.starts_with(OURS), "{phc}");
+}
+
+#[tokio::test]
+async fn a_panicking_job_fails_its_caller_and_not_the_thread() {
+    let hasher = PasswordHasher::new(1);
+    let result = hasher.run(|_| panic!("on purpose")).await;
+    assert!(
+        matches!(result, Err(PasswordHashError::Worker)),
+        "{result:?}"
+    );
+    assert!(
+        hasher
+            .hash("kq7#vLp2-long-enough")
+            .await
+            .unwrap()
+            .starts_with(OURS)
+    );
+}
+
+#[tokio::test]
+async fn each_thread_hashes_in_one_buffer_of_our_memory_cost() {
+    let hasher = PasswordHasher::new(1);
+    let buffer = |memory: &mut [Block]| (memory.as_ptr() as usize, memory.len());
+    let first = hasher.run(buffer).await.unwrap();
+    hasher.hash("kq7#vLp2-long-enough").await.unwrap();
+    let second = hasher.run(buffer).await.unwrap();
+    assert_eq!(first.1, M_COST as usize);
+    assert_eq!(first, second, "the same buffer, not a new one");
+}
+
+#[tokio::test]
+async fn a_stored_hash_costlier_than_our_buffer_still_verifies() {
+    let hasher = PasswordHasher::new(1);
+    for params in [
+        Params::new(2 * M_COST, T_COST, 1, None).unwrap(),
+        Params::new(M_COST + 8, T_COST, 2, Some(64)).unwrap(),
+    ] {
+        let phc = hash_with("kq7#vLp2-old", Algorithm::Argon2id, params);
+        assert_eq!(
+            hasher.verify("kq7#vLp2-old", &phc).await.unwrap(),
+            Verification::Verified {
+                needs_rehash: false
+            },
+            "{phc}"
+        );
+        assert_eq!(
+            hasher.verify("kq7#vLp2-olD", &phc).await.unwrap(),
+            Verification::Mismatch,
+            "{phc}"
+        );
+    }
+}
+
+// Interoperability with the argon2 crate's own PHC code, both ways.
+
+#[tokio::test]
+async fn our_hashes_verify_with_the_argon2_crate() {
+    let hasher = PasswordHasher::new(1);
+    for password in ["kq7#vLp2-long-enough", &"é".repeat(128)] {
+        let phc = hasher.hash(password).await.unwrap();
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert_eq!(parsed.to_string(), phc, "canonical PHC string");
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .unwrap();
+        assert_eq!(
+            Argon2::default().verify_password(b"kq7#vLp2-wrong", &parsed),
+            Err(argon2::password_hash::Error::PasswordInvalid)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_argon2_crates_hashes_verify_with_ours() {
+    let hasher = PasswordHasher::new(1);
+    let theirs = argon2id()
+        .hash_password(b"kq7#vLp2-long-enough")
+        .unwrap()
+        .to_string();
+    assert!(theirs.starts_with(OURS), "{theirs}");
+    assert_eq!(
+        hasher
+            .verify("kq7#vLp2-long-enough", &theirs)
+            .await
+            .unwrap(),
+        Verification::Verified {
+            needs_rehash: false
+        }
+    );
+    assert_eq!(
+        hasher
+            .verify("kq7#vLp2-long-enougH", &theirs)
+            .await
+            .unwrap(),
+        Verification::Mismatch
+    );
+    // Argon2i and v0x10 hashes, with the argon2 crate's defaults otherwise.
+    for (algorithm, version) in [
+        (Algorithm::Argon2i, Version::V0x13),
+        (Algorithm::Argon2d, Version::V0x13),
+        (Algorithm::Argon2id, Version::V0x10),
+    ] {
+        let phc = Argon2::new(
+            algorithm,
+            version,
+            Params::new(M_COST, T_COST, 1, None).unwrap(),
+        )
+        .hash_password(b"kq7#vLp2-old")
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            hasher.verify("kq7#vLp2-old", &phc).await.unwrap(),
+            Verification::Verified { needs_rehash: true },
+            "{phc}"
+        );
+        assert_eq!(
+            hasher.verify("kq7#vLp2-new", &phc).await.unwrap(),
+            Verification::Mismatch,
+            "{phc}"
+        );
+    }
+}
+
+// Threads and their priority (Linux: read back from /proc).
+
+/// Field `index` (1-based, as in proc(5)) of `/proc/self/task/<tid>/stat`.
+#[cfg(target_os = "linux")]
+fn task_stat_field(tid: i32, index: usize) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // After "pid (comm)", which may hold spaces, field 3 comes first.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(index - 3)?.parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn hashing_threads_are_named_and_run_below_the_process_priority() {
+    let here = rustix::thread::gettid().as_raw_pid();
+    // Threads inherit the nice value of the thread that starts them.
+    let base = task_stat_field(here, 19).expect("our own nice value");
+    let hasher = PasswordHasher::new(2);
+    let (release, holder) = occupy(&hasher).await;
+    // Two jobs at once: one thread is held, so this runs on the other.
+    let other = hasher
+        .run(|_| rustix::thread::gettid().as_raw_pid())
+        .await
+        .unwrap();
+    drop(release);
+    holder.await.unwrap();
+    let mut tids = vec![other];
+    for _ in 0..2 {
+        tids.push(
+            hasher
+                .run(|_| rustix::thread::gettid().as_raw_pid())
+                .await
+                .unwrap(),
+        );
+    }
+    tids.sort_unstable();
+    tids.dedup();
+    assert!(tids.len() <= 2 && !tids.contains(&here), "{tids:?}");
+    let expected = (base + i64::from(HASHING_NICE)).min(19);
+    assert!(expected > base || base == 19, "nice {base} cannot go lower");
+    for tid in tids {
+        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap();
+        assert!(name.starts_with("argon2-"), "thread {tid} is {name:?}");
+        assert_eq!(task_stat_field(tid, 19), Some(expected), "nice of {name:?}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_threads_end_with_the_last_hasher_clone() {
+    let hasher = PasswordHasher::new(1);
+    let tid = hasher
+        .run(|_| rustix::thread::gettid().as_raw_pid())
+        .await
+        .unwrap();
+    let alive = || std::path::Path::new(&format!("/proc/self/task/{tid}")).exists();
+    let clone = hasher.clone();
+    drop(hasher);
+    assert!(clone.hash("kq7#vLp2-long-enough").await.is_ok());
+    assert!(alive(), "ended while a clone remained");
+    drop(clone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!alive(), "thread {tid} still runs");
 }
