@@ -16,10 +16,10 @@
 //! the time a thread takes it is dropped, not computed.
 //!
 //! Each thread owns one argon2 memory buffer of [`M_COST`] KiB, allocated
-//! when the thread starts and reused for every hash and verification (a
+//! at its first job and reused for every hash and verification after (a
 //! stored hash with a larger memory cost gets a temporary buffer for that
-//! one call). So hashing holds `concurrency` × 19 MiB, resident from
-//! startup, and that does not grow: a fresh 19 MiB buffer per login, as
+//! one call). So hashing holds at most `concurrency` × 19 MiB, only once
+//! logins needed that many threads, and that does not grow: a fresh 19 MiB buffer per login, as
 //! before, was kept by glibc's per-thread arenas, and the server grew to
 //! ~660 MB after a few bursts (BENCHMARKS.md).
 //!
@@ -280,11 +280,14 @@ impl PasswordHasher {
     }
 }
 
-/// A hashing thread: lowers its priority, allocates its argon2 memory, and
-/// runs jobs from `queue` until every [`PasswordHasher`] clone is gone.
+/// A hashing thread: lowers its priority, then runs jobs from `queue`, all
+/// in one argon2 buffer allocated at the first, until every
+/// [`PasswordHasher`] clone is gone.
 fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
     lower_priority();
-    let mut memory = vec![Block::default(); M_COST as usize];
+    // Allocated at the first job, so a big host's many idle hashing threads
+    // hold nothing until logins need them.
+    let mut memory = Vec::new();
     loop {
         // The lock is held only while waiting: one idle thread waits for
         // the next job, the others for the lock.
@@ -294,6 +297,9 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
         };
         // A panicking job drops its reply (the caller gets `Worker`), and
         // the thread lives on for the next one.
+        if memory.is_empty() {
+            memory = vec![Block::default(); M_COST as usize];
+        }
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
     }
 }
