@@ -35,11 +35,14 @@ use clap::Parser;
 
 mod baseline;
 mod burst;
-mod client;
-mod cpu;
-mod load;
 mod report;
-mod server;
+
+// The parts the fan-out benchmark shares live in the library; named here,
+// `crate::client` and the rest resolve for this binary's own modules.
+use slop_bench::{
+    client, cpu, load, server,
+    setup::{Scratch, delete_prefix, parse_duration, ping_redis, random_hex},
+};
 
 use baseline::{Baseline, Identity};
 use client::{GrpcValidate, RestMe};
@@ -420,131 +423,4 @@ async fn throughput(
         baseline: baseline_stats,
     });
     Ok(rows)
-}
-
-/// Fails early, with advice, when Redis does not answer.
-async fn ping_redis(url: &str) -> Result<(), String> {
-    let advice = |error: redis::RedisError| {
-        format!("Redis at {url} does not answer ({error}): start it, or pass --no-redis")
-    };
-    let client = redis::Client::open(url).map_err(advice)?;
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(advice)?;
-    let _: String = redis::cmd("PING")
-        .query_async(&mut connection)
-        .await
-        .map_err(advice)?;
-    Ok(())
-}
-
-/// Deletes every key under `prefix`; answers how many.
-async fn delete_prefix(url: &str, prefix: &str) -> Result<usize, String> {
-    let client = redis::Client::open(url).map_err(|error| error.to_string())?;
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|error| error.to_string())?;
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
-            .await
-            .map_err(|error| error.to_string())?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut connection)
-                .await
-                .map_err(|error| error.to_string())?;
-            deleted += keys.len();
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
-}
-
-/// A temporary directory for the run's SQLite files, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(run_id: &str) -> Result<Self, String> {
-        let path = std::env::temp_dir().join(format!("slop-bench-{run_id}"));
-        std::fs::create_dir_all(&path)
-            .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `bytes` random bytes from the OS, in hex (secrets, passwords, ids).
-fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    getrandom::fill(&mut buffer).expect("the OS random generator works");
-    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// A duration: whole seconds (`8`) or a number with a unit (`500ms`, `8s`,
-/// `1m`).
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{value}' is not a duration such as 8s or 500ms"))?;
-    let duration = match unit {
-        "" | "s" => Duration::from_secs(number),
-        "ms" => Duration::from_millis(number),
-        "m" => Duration::from_secs(number.saturating_mul(60)),
-        _ => return Err(format!("'{unit}' is not a unit: use ms, s or m")),
-    };
-    if duration.is_zero() || duration > Duration::from_secs(600) {
-        return Err("must be more than 0 and at most 10m".into());
-    }
-    Ok(duration)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_seconds_or_units() {
-        assert_eq!(parse_duration("8"), Ok(Duration::from_secs(8)));
-        assert_eq!(parse_duration("8s"), Ok(Duration::from_secs(8)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("1h").is_err());
-        assert!(parse_duration("x").is_err());
-    }
-
-    #[test]
-    fn secrets_pass_the_servers_rules() {
-        let secret = random_hex(32);
-        assert_eq!(secret.len(), 64);
-        let distinct: std::collections::HashSet<u8> = secret.bytes().collect();
-        assert!(distinct.len() >= 12);
-    }
 }
