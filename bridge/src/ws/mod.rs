@@ -243,8 +243,15 @@ impl Credentials {
                     .is_some_and(|(name, _)| name == SESSION_COOKIE)
             })
             .and_then(|pair| HeaderValue::from_str(pair).ok());
+        // A copy, not a clone: a clone shares the bytes of the connection's
+        // read buffer, which the socket would then hold for its whole life.
+        let authorization = headers.get(http::header::AUTHORIZATION).and_then(|value| {
+            let mut copy = HeaderValue::from_bytes(value.as_bytes()).ok()?;
+            copy.set_sensitive(true);
+            Some(copy)
+        });
         Self {
-            authorization: headers.get(http::header::AUTHORIZATION).cloned(),
+            authorization,
             session_cookie,
         }
     }
@@ -790,5 +797,36 @@ async fn send_message(socket: &mut WebSocket, bridge: &Bridge, message: Message)
             }
         }
         () = bridge.shutdown.cancelled() => Err(Ending::ClientGone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_copied_out_of_the_upgrade_request() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        headers.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("theme=dark; slop_session=s3cret"),
+        );
+        let credentials = Credentials::from_headers(&headers);
+        let authorization = credentials.authorization.as_ref().unwrap();
+        assert_eq!(authorization, "Bearer abc");
+        assert!(authorization.is_sensitive());
+        // Not the request's bytes (in a server, its connection's buffer).
+        assert_ne!(
+            authorization.as_bytes().as_ptr(),
+            headers[http::header::AUTHORIZATION].as_bytes().as_ptr()
+        );
+        assert_eq!(
+            credentials.session_cookie.as_ref().unwrap(),
+            &format!("{SESSION_COOKIE}=s3cret")
+        );
     }
 }
