@@ -22,7 +22,9 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use axum::{Router, extract::OriginalUri, response::Response, routing::any};
 use futures_util::Stream;
-use slop_api::notification::{SubscribeResponse, notification_service_server::NotificationService};
+use slop_api::notification::{
+    Event, SubscribeRequest, SubscribeResponse, notification_service_server::NotificationService,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub mod error;
@@ -37,8 +39,44 @@ pub mod ws;
 pub type SubscribeStream =
     Pin<Box<dyn Stream<Item = Result<SubscribeResponse, tonic::Status>> + Send + 'static>>;
 
-/// `slop.notification.v1.NotificationService`, as the bridge calls it.
-pub type Notifications = Arc<dyn NotificationService<SubscribeStream = SubscribeStream>>;
+/// What a subscription hands the bridge: a message of the `Subscribe`
+/// stream, or an event shared with every other subscriber of this instance
+/// (the same allocation, so the bridge can encode it once for all of them).
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A message as the `Subscribe` stream has it (boxed: events, the
+    /// common case, are a pointer).
+    Message(Box<SubscribeResponse>),
+    /// An event.
+    Event(Arc<Event>),
+}
+
+/// The stream [`Subscriptions::subscribe_shared`] answers with.
+pub type DeliveryStream =
+    Pin<Box<dyn Stream<Item = Result<Delivery, tonic::Status>> + Send + 'static>>;
+
+/// `slop.notification.v1.NotificationService` as the bridge calls it, with
+/// one more way to call `Subscribe`.
+#[tonic::async_trait]
+pub trait Subscriptions: NotificationService<SubscribeStream = SubscribeStream> {
+    /// `Subscribe`, for doors with a keep-alive of their own (the
+    /// WebSocket): the same checks and the same messages, except that
+    /// events are shared rather than copied per subscriber and no
+    /// heartbeats are sent. By default, the `Subscribe` stream as it is.
+    async fn subscribe_shared(
+        &self,
+        request: tonic::Request<SubscribeRequest>,
+    ) -> Result<DeliveryStream, tonic::Status> {
+        use futures_util::StreamExt as _;
+        let stream = self.subscribe(request).await?.into_inner();
+        Ok(Box::pin(stream.map(|item| {
+            item.map(|message| Delivery::Message(Box::new(message)))
+        })))
+    }
+}
+
+/// The notification service, as the bridge holds it.
+pub type Notifications = Arc<dyn Subscriptions>;
 
 /// What the bridge needs from the server it runs in.
 #[derive(Clone)]
@@ -88,10 +126,7 @@ pub struct Admitted;
 pub fn router(bridge: Bridge, services: rest::Services) -> Router {
     let streams = sse::router(services.notifications.clone(), bridge.shutdown.clone());
     let notifications = notifications::router(services.notifications.clone());
-    let sockets = ws::Sockets {
-        bridge,
-        notifications: services.notifications.clone(),
-    };
+    let sockets = ws::Sockets::new(bridge, services.notifications.clone());
     Router::new()
         .route("/api/v1/ws", any(ws::upgrade))
         .with_state(Arc::new(sockets))

@@ -201,6 +201,23 @@ impl<'a> ServerFrame<'a> {
         }
     }
 
+    /// The event frame for an event already encoded as JSON: the same text
+    /// as [`ServerFrame::Event`]'s, without encoding the event again.
+    pub(super) fn event_json(id: Option<&str>, event: &str) -> String {
+        let mut frame = String::with_capacity(event.len() + 32 + id.map_or(0, str::len));
+        frame.push_str(r#"{"type":"event","#);
+        if let Some(id) = id {
+            frame.push_str(r#""id":"#);
+            // A string always encodes.
+            frame.push_str(&serde_json::to_string(id).unwrap_or_default());
+            frame.push(',');
+        }
+        frame.push_str(r#""event":"#);
+        frame.push_str(event);
+        frame.push('}');
+        frame
+    }
+
     /// The frame as JSON text.
     pub(super) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|error| {
@@ -216,6 +233,21 @@ mod tests {
     use super::*;
     use serde_json::json;
     use slop_api::notification::{Namespace, StreamPosition};
+
+    #[test]
+    fn a_pre_encoded_event_frame_is_the_event_frame() {
+        let event = Event {
+            channel: "topic:news".into(),
+            offset: 7,
+            r#type: "story.published".into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        for id in [None, Some("s1"), Some("quote\"and\\slash")] {
+            let frame = ServerFrame::Event { id, event: &event };
+            assert_eq!(ServerFrame::event_json(id, &json), frame.to_json());
+        }
+    }
 
     #[test]
     fn client_frames_parse() {

@@ -30,17 +30,20 @@ use axum::{
 use futures_util::SinkExt as _;
 use http::HeaderValue;
 use slop_api::notification::{
-    ChannelSubscription, SubscribeRequest, SubscribeResponse, subscribe_response::Message as Sent,
+    ChannelSubscription, SubscribeRequest, subscribe_response::Message as Sent,
 };
 use tonic::{Code, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
 
 use crate::{
-    Admitted, Bridge, Notifications,
+    Admitted, Bridge, Delivery, DeliveryStream, Notifications,
     error::{ApiError, reason, retry_after_seconds, status_response},
 };
 
+mod encoded;
 mod frames;
 mod subscriptions;
+
+use encoded::EncodedEvents;
 
 use frames::{BadFrame, ClientFrame, ServerFrame};
 use subscriptions::{Produced, Subscriptions};
@@ -103,13 +106,23 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
-/// The state of the WebSocket route: the bridge, and the notification
-/// service that subscriptions call.
+/// The state of the WebSocket route: the bridge, the notification service
+/// that subscriptions call, and the JSON of recent events.
 pub struct Sockets {
-    /// What the bridge needs from the server.
-    pub bridge: Bridge,
-    /// The service behind `subscribe` frames.
-    pub notifications: Notifications,
+    bridge: Bridge,
+    notifications: Notifications,
+    encoded: EncodedEvents,
+}
+
+impl Sockets {
+    /// The state for `bridge`, calling `notifications` for subscriptions.
+    pub fn new(bridge: Bridge, notifications: Notifications) -> Self {
+        Self {
+            bridge,
+            notifications,
+            encoded: EncodedEvents::default(),
+        }
+    }
 }
 
 /// `GET /api/v1/ws`: upgrades to a WebSocket (HTTP/1.1 Upgrade, or an
@@ -696,18 +709,13 @@ impl Connection {
     async fn call_subscribe(
         &mut self,
         request: SubscribeRequest,
-    ) -> Result<crate::SubscribeStream, Status> {
+    ) -> Result<DeliveryStream, Status> {
         let request = tonic::Request::from_parts(
             self.credentials.metadata(),
             self.peer.extensions(true),
             request,
         );
-        Ok(self
-            .sockets
-            .notifications
-            .subscribe(request)
-            .await?
-            .into_inner())
+        self.sockets.notifications.subscribe_shared(request).await
     }
 
     /// A refused `Subscribe` call: an error frame, and the socket stays
@@ -743,7 +751,11 @@ impl Connection {
         let Produced { id, item } = produced;
         let id = id.as_deref();
         match item {
-            Some(Ok(SubscribeResponse { message })) => match message {
+            Some(Ok(Delivery::Event(event))) => {
+                let json = self.sockets.encoded.json(&event);
+                (Some(ServerFrame::event_json(id, &json)), None)
+            }
+            Some(Ok(Delivery::Message(response))) => match response.message {
                 Some(Sent::Subscribed(subscribed)) => {
                     let frame = ServerFrame::Subscribed {
                         id,

@@ -11,17 +11,16 @@ use std::{
     task::{Context, Poll},
 };
 
-use slop_api::notification::SubscribeResponse;
 use tonic::Status;
 
-use crate::SubscribeStream;
+use crate::{Delivery, DeliveryStream};
 
 /// One `Subscribe` call of a socket.
 struct Subscription {
     /// The id the client chose; None for the automatic subscription to the
     /// user's own channel.
     id: Option<Box<str>>,
-    stream: SubscribeStream,
+    stream: DeliveryStream,
 }
 
 /// The subscriptions of a socket.
@@ -36,7 +35,7 @@ pub(super) struct Subscriptions {
 /// its stream ended without a status).
 pub(super) struct Produced {
     pub id: Option<Box<str>>,
-    pub item: Option<Result<SubscribeResponse, Status>>,
+    pub item: Option<Result<Delivery, Status>>,
 }
 
 impl Subscriptions {
@@ -56,7 +55,7 @@ impl Subscriptions {
     }
 
     /// Adds a subscription; `id` None is the automatic one.
-    pub(super) fn insert(&mut self, id: Option<&str>, stream: SubscribeStream) {
+    pub(super) fn insert(&mut self, id: Option<&str>, stream: DeliveryStream) {
         self.list.push(Subscription {
             id: id.map(Box::from),
             stream,
@@ -111,13 +110,13 @@ impl Subscriptions {
 mod tests {
     use super::*;
     use futures_util::{FutureExt as _, stream};
-    use slop_api::notification::{Heartbeat, subscribe_response::Message};
+    use slop_api::notification::{Heartbeat, SubscribeResponse, subscribe_response::Message};
 
-    fn heartbeats(n: usize) -> SubscribeStream {
+    fn heartbeats(n: usize) -> DeliveryStream {
         Box::pin(stream::iter((0..n).map(|_| {
-            Ok(SubscribeResponse {
+            Ok(Delivery::Message(Box::new(SubscribeResponse {
                 message: Some(Message::Heartbeat(Heartbeat::default())),
-            })
+            })))
         })))
     }
 

@@ -229,6 +229,9 @@ impl FakeNotifications {
     }
 }
 
+// The bridge's default: the `Subscribe` stream as it is.
+impl slop_bridge::Subscriptions for FakeNotifications {}
+
 #[tonic::async_trait]
 impl NotificationService for FakeNotifications {
     type SubscribeStream = SubscribeStream;

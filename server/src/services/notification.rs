@@ -372,6 +372,75 @@ fn feed_stream(feed: Feed, heartbeat: Duration, clock: SharedClock) -> Subscribe
     }))
 }
 
+impl NotificationApi {
+    /// The checks and the feed behind `Subscribe`, whichever way it is
+    /// called: the caller, the connection throttle (unless the bridge
+    /// already admitted the connection), and every subscription started.
+    async fn open_feed(
+        &self,
+        request: Request<notification::SubscribeRequest>,
+    ) -> Result<Feed, Status> {
+        let caller = self.caller(request.metadata()).await?;
+        let admitted = request.extensions().get::<Admitted>().is_some();
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .map(|addr| addr.ip());
+        let wanted = subscriptions(&caller, request.into_inner())?;
+        let session = match &caller {
+            Caller::User(user) => {
+                if !admitted {
+                    self.gate.admit(peer, Some(&user.user_id)).await?;
+                }
+                Some((user.session.id.as_str(), user.session.expires_at))
+            }
+            Caller::Service(_) => None,
+        };
+        let mut feed = self.hub.open(session);
+        for (channel, filter, resume_from) in wanted {
+            feed.subscribe(channel, &filter, resume_from.as_ref())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(feed)
+    }
+}
+
+#[tonic::async_trait]
+impl slop_bridge::Subscriptions for NotificationApi {
+    async fn subscribe_shared(
+        &self,
+        request: Request<notification::SubscribeRequest>,
+    ) -> Result<slop_bridge::DeliveryStream, Status> {
+        let feed = self.open_feed(request).await?;
+        Ok(shared_stream(feed))
+    }
+}
+
+/// The bridge's stream of one feed: its items, events as they are shared
+/// by every subscriber (no copy, no heartbeat), and the status it ended
+/// with.
+fn shared_stream(feed: Feed) -> slop_bridge::DeliveryStream {
+    use slop_bridge::Delivery;
+    Box::pin(futures_util::stream::unfold(
+        Some(feed),
+        |feed| async move {
+            let feed = feed?;
+            let delivery = match feed.next().await {
+                Ok(Item::Subscribed(subscribed)) => {
+                    Delivery::Message(Box::new(SubscribeResponse {
+                        message: Some(subscribe_response::Message::Subscribed(subscribed)),
+                    }))
+                }
+                Ok(Item::Event(event)) => Delivery::Event(event),
+                Err(why) => return Some((Err(ended(why)), None)),
+            };
+            Some((Ok(delivery), Some(feed)))
+        },
+    ))
+}
+
 #[tonic::async_trait]
 impl NotificationService for NotificationApi {
     type SubscribeStream = SubscribeStream;
@@ -414,29 +483,7 @@ impl NotificationService for NotificationApi {
         &self,
         request: Request<notification::SubscribeRequest>,
     ) -> Answer<Self::SubscribeStream> {
-        let caller = self.caller(request.metadata()).await?;
-        let admitted = request.extensions().get::<Admitted>().is_some();
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
-            .map(|addr| addr.ip());
-        let wanted = subscriptions(&caller, request.into_inner())?;
-        let session = match &caller {
-            Caller::User(user) => {
-                if !admitted {
-                    self.gate.admit(peer, Some(&user.user_id)).await?;
-                }
-                Some((user.session.id.as_str(), user.session.expires_at))
-            }
-            Caller::Service(_) => None,
-        };
-        let mut feed = self.hub.open(session);
-        for (channel, filter, resume_from) in wanted {
-            feed.subscribe(channel, &filter, resume_from.as_ref())
-                .await
-                .map_err(unavailable)?;
-        }
+        let feed = self.open_feed(request).await?;
         Ok(Response::new(feed_stream(
             feed,
             self.heartbeat,
