@@ -27,7 +27,7 @@ use axum::{
     },
     response::{IntoResponse, Response},
 };
-use futures_util::SinkExt as _;
+use futures_util::{FutureExt as _, SinkExt as _};
 use http::HeaderValue;
 use slop_api::notification::{
     ChannelSubscription, SubscribeRequest, subscribe_response::Message as Sent,
@@ -446,7 +446,10 @@ impl Connection {
 
     async fn run(&mut self, socket: &mut WebSocket) -> Ending {
         let bridge = &self.sockets.bridge;
-        let shutdown = bridge.shutdown.clone();
+        // Made once: a new one per frame would register with the token
+        // again each time.
+        let shutdown = bridge.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         let mut ping = tokio::time::interval(bridge.ws_ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
@@ -455,22 +458,14 @@ impl Connection {
         tokio::pin!(auth_deadline);
 
         loop {
+            // In this order, and only until one is ready: an event, the
+            // common case, goes out without the rest being polled. The
+            // subscriptions' queues are bounded, so the socket's own
+            // frames and pings wait for at most that many events.
             let step = tokio::select! {
-                () = shutdown.cancelled() => {
+                biased;
+                () = &mut shutdown => {
                     Err(Ending::close(close::GOING_AWAY, "server shutting down"))
-                }
-                () = &mut auth_deadline, if self.identity.is_none() => Err(Ending::close(
-                    close::UNAUTHENTICATED,
-                    "no auth frame in time",
-                )),
-                _ = ping.tick() => {
-                    if awaiting_pong {
-                        tracing::debug!("WebSocket peer did not answer a ping");
-                        Err(Ending::ClientGone)
-                    } else {
-                        awaiting_pong = true;
-                        send_message(socket, &self.sockets.bridge, Message::Ping(Default::default())).await
-                    }
                 }
                 produced = self.subscriptions.next() => self.forward(socket, produced).await,
                 message = socket.recv() => match message {
@@ -489,6 +484,19 @@ impl Connection {
                     // Boxed, like `start`: client frames are rare.
                     Some(Ok(Message::Text(text))) => Box::pin(self.receive(socket, &text)).await,
                 },
+                _ = ping.tick() => {
+                    if awaiting_pong {
+                        tracing::debug!("WebSocket peer did not answer a ping");
+                        Err(Ending::ClientGone)
+                    } else {
+                        awaiting_pong = true;
+                        send_message(socket, &self.sockets.bridge, Message::Ping(Default::default())).await
+                    }
+                }
+                () = &mut auth_deadline, if self.identity.is_none() => Err(Ending::close(
+                    close::UNAUTHENTICATED,
+                    "no auth frame in time",
+                )),
             };
             if let Err(ending) = step {
                 return ending;
@@ -798,11 +806,16 @@ async fn send_text(socket: &mut WebSocket, bridge: &Bridge, json: String) -> Ste
 /// Sends one message. A client that does not take it within a ping
 /// interval, or by the time the server shuts down, is gone.
 async fn send_message(socket: &mut WebSocket, bridge: &Bridge, message: Message) -> Step {
+    let mut send = std::pin::pin!(socket.send(message));
+    // Most frames go out at once, with no timer and no watch on shutdown.
+    if let Some(sent) = send.as_mut().now_or_never() {
+        return sent.map_err(|_| Ending::ClientGone);
+    }
     tokio::select! {
         // A frame that goes out at once still goes out during shutdown
         // (the error frame before a close, say).
         biased;
-        sent = tokio::time::timeout(bridge.ws_ping_interval, socket.send(message)) => {
+        sent = tokio::time::timeout(bridge.ws_ping_interval, send) => {
             match sent {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) | Err(_) => Err(Ending::ClientGone),

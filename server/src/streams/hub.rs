@@ -28,12 +28,13 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, PoisonError, Weak},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use prost::Message as _;
 use slop_api::notification::{Event, StreamPosition, Subscribed};
-use tokio::sync::{Notify, OnceCell, broadcast};
+use tokio::sync::{OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::{ChannelName, Deliver, History, Result, StreamBackend};
@@ -189,7 +190,6 @@ impl Subscription {
 /// The queue of one feed, shared with its subscriptions.
 struct Shared {
     queue: Mutex<Queue>,
-    ready: Notify,
     limits: QueueLimits,
 }
 
@@ -201,6 +201,10 @@ struct Queue {
     live_events: usize,
     live_bytes: usize,
     end: Option<End>,
+    /// The consumer waiting for the next item, woken outside the lock. (A
+    /// feed has one consumer; keeping its waker under the queue's lock
+    /// costs a push and a pop no lock of their own.)
+    waiting: Option<Waker>,
 }
 
 impl Shared {
@@ -223,8 +227,11 @@ impl Shared {
         queue
             .items
             .push_back((item, if live { size } else { usize::MAX }));
+        let waiting = queue.waiting.take();
         drop(queue);
-        self.ready.notify_one();
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
     }
 
     /// Ends the feed now, dropping what it still holds.
@@ -236,21 +243,41 @@ impl Shared {
             queue.live_events = 0;
             queue.live_bytes = 0;
         }
+        let waiting = queue.waiting.take();
         drop(queue);
-        self.ready.notify_one();
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
     }
 
-    fn pop(&self) -> Option<Result<Item, End>> {
+    /// The next item, or the end; pending (to be woken by [`Self::push`]
+    /// or [`Self::end`]) while there is neither.
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Result<Item, End>> {
         let mut queue = lock(&self.queue);
         if let Some(end) = queue.end {
-            return Some(Err(end));
+            return Poll::Ready(Err(end));
         }
-        let (item, size) = queue.items.pop_front()?;
+        let Some((item, size)) = queue.items.pop_front() else {
+            match &mut queue.waiting {
+                Some(waker) => waker.clone_from(cx.waker()),
+                none => *none = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        };
         if size != usize::MAX {
             queue.live_events -= 1;
             queue.live_bytes -= size;
         }
-        Some(Ok(item))
+        Poll::Ready(Ok(item))
+    }
+
+    /// What is queued now, without waiting.
+    #[cfg(test)]
+    fn pop(&self) -> Option<Result<Item, End>> {
+        match self.poll_pop(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(next) => Some(next),
+            Poll::Pending => None,
+        }
     }
 }
 
@@ -319,7 +346,6 @@ impl Hub {
     pub fn open(&self, session: Option<(&str, i64)>) -> Feed {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
-            ready: Notify::new(),
             limits: self.inner.limits,
         });
         if let Some((id, expires_at)) = session {
@@ -512,13 +538,7 @@ impl Feed {
 
     /// The next item; `Err` once the feed ended (and forever after).
     pub async fn next(&self) -> Result<Item, End> {
-        loop {
-            let ready = self.shared.ready.notified();
-            if let Some(next) = self.shared.pop() {
-                return next;
-            }
-            ready.await;
-        }
+        std::future::poll_fn(|cx| self.shared.poll_pop(cx)).await
     }
 }
 
