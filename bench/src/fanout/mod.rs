@@ -80,8 +80,11 @@ pub struct Outcome {
     pub delivery_window: Duration,
     /// Publish→receive latency: p50, p99, max.
     pub latency: (Duration, Duration, Duration),
-    /// The server's CPU time from the first publish to the last delivery.
+    /// The server's CPU time while events were published and delivered.
     pub server_cpu: Option<Duration>,
+    /// This benchmark's own CPU time (the subscribers and the publisher)
+    /// meanwhile: on a shared machine, what the server did not get.
+    pub client_cpu: Option<Duration>,
     /// What went wrong, if anything (sockets closed early, out-of-order
     /// events, failed publishes), at most a few, and how many in all.
     pub errors: (Vec<String>, usize),
@@ -104,10 +107,13 @@ impl Outcome {
         self.delivered as f64 / self.delivery_window.as_secs_f64().max(f64::EPSILON)
     }
 
-    /// Server CPU time per delivered message.
-    pub fn cpu_per_message(&self) -> Option<Duration> {
-        let delivered = u32::try_from(self.delivered).ok().filter(|d| *d > 0)?;
-        Some(self.server_cpu? / delivered)
+    /// CPU time per delivered message: the server's and the client's.
+    pub fn cpu_per_message(&self) -> (Option<Duration>, Option<Duration>) {
+        let per = |cpu: Option<Duration>| {
+            let delivered = u32::try_from(self.delivered).ok().filter(|d| *d > 0)?;
+            Some(cpu? / delivered)
+        };
+        (per(self.server_cpu), per(self.client_cpu))
     }
 }
 
@@ -159,7 +165,9 @@ pub async fn run(
     }
 
     let meter = server.meter();
+    let client_meter = crate::cpu::Meter::Process(std::process::id());
     let cpu_before = meter.read();
+    let client_cpu_before = client_meter.read();
     let (published, publish_errors) = publish(plan, server.addr, service_key, base).await?;
     let expected = published.len() as u64 * plan.subscribers as u64;
     let drain_until = Instant::now() + plan.drain;
@@ -167,6 +175,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cpu_after = meter.read();
+    let client_cpu_after = client_meter.read();
     let _ = stop.send(true);
 
     let mut latencies = Vec::with_capacity(usize::try_from(expected).unwrap_or_default());
@@ -223,6 +232,9 @@ pub async fn run(
             latencies.last().copied().unwrap_or_default(),
         ),
         server_cpu: cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b)),
+        client_cpu: client_cpu_before
+            .zip(client_cpu_after)
+            .map(|(b, a)| a.saturating_sub(b)),
         errors: (errors, error_count),
     })
 }
@@ -426,7 +438,7 @@ fn payload(n: u64, filler: &str) -> pbjson_types::Struct {
 pub fn render(settings: &str, outcomes: &[Outcome]) -> String {
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     let mut report = format!(
-        "{settings}\n\n| Backend | Subscribers | Setup | RSS per idle socket | Events | Delivered | Messages/s | p50 | p99 | max | Lost | Server CPU per message |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "{settings}\n\n| Backend | Subscribers | Setup | RSS per idle socket | Events | Delivered | Messages/s | p50 | p99 | max | Lost | CPU per message: server / client |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for o in outcomes {
         let (p50, p99, max) = o.latency;
@@ -443,10 +455,15 @@ pub fn render(settings: &str, outcomes: &[Outcome]) -> String {
             ms(p99),
             ms(max),
             o.lost,
-            o.cpu_per_message().map_or("n/a".into(), |cpu| format!(
-                "{:.1} µs",
-                cpu.as_secs_f64() * 1e6
-            )),
+            {
+                let micros = |cpu: Option<Duration>| {
+                    cpu.map_or("n/a".into(), |cpu| {
+                        format!("{:.1}", cpu.as_secs_f64() * 1e6)
+                    })
+                };
+                let (server, client) = o.cpu_per_message();
+                format!("{} / {} µs", micros(server), micros(client))
+            },
         );
     }
     report += "\nGoals: ≤ 10 KiB RSS per idle socket, p99 ≤ 50 ms, none lost.\n";
