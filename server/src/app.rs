@@ -10,7 +10,7 @@
 //!                                                 404 with a JSON error for the rest
 //! ```
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     Router,
@@ -19,7 +19,7 @@ use axum::{
     middleware,
     response::{IntoResponse, Response},
 };
-use http::{HeaderName, HeaderValue, Method, header};
+use http::{HeaderValue, header};
 use slop_api::{
     auth::auth_service_server::AuthServiceServer,
     notification::notification_service_server::NotificationServiceServer,
@@ -28,10 +28,9 @@ use slop_api::{
 use slop_bridge::Bridge;
 use tonic::server::NamedService;
 use tower::Service;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
-    config::{Config, CorsOrigin},
+    config::Config,
     health::{self, Health},
     identity::Identity,
     services::{AuthApi, NotificationApi, SessionApi},
@@ -123,7 +122,9 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         .merge(grpc)
         .fallback(unknown_route)
         .method_not_allowed_fallback(slop_bridge::method_not_allowed)
-        .layer(cors(&config.cors_origin))
+        .layer(crate::cors::BrowsersOnlyLayer::new(crate::cors::cors(
+            &config.cors_origin,
+        )))
         .layer(middleware::from_fn(telemetry::request_context));
     Ok(router)
 }
@@ -164,57 +165,4 @@ async fn unknown_route(request: Request) -> Response {
         return response;
     }
     slop_bridge::error::route_not_found(request.method(), request.uri().path())
-}
-
-/// CORS for browsers: REST, WebSocket upgrades and grpc-web.
-fn cors(origin: &CorsOrigin) -> CorsLayer {
-    const ALLOW: &[&str] = &[
-        "authorization",
-        "content-type",
-        "grpc-timeout",
-        "last-event-id",
-        "x-csrf-token",
-        "x-grpc-web",
-        "x-request-id",
-        "x-user-agent",
-    ];
-    const EXPOSE: &[&str] = &[
-        "grpc-message",
-        "grpc-status",
-        "grpc-status-details-bin",
-        "retry-after",
-        "www-authenticate",
-        "x-request-id",
-    ];
-    let layer = CorsLayer::new()
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        .allow_headers(
-            ALLOW
-                .iter()
-                .map(|h| HeaderName::from_static(h))
-                .collect::<Vec<_>>(),
-        )
-        .expose_headers(
-            EXPOSE
-                .iter()
-                .map(|h| HeaderName::from_static(h))
-                .collect::<Vec<_>>(),
-        )
-        .max_age(Duration::from_secs(24 * 60 * 60));
-    match origin {
-        CorsOrigin::Any => layer.allow_origin(AllowOrigin::any()),
-        CorsOrigin::List(origins) => layer
-            .allow_origin(AllowOrigin::list(
-                origins
-                    .iter()
-                    .filter_map(|origin| HeaderValue::from_str(origin).ok()),
-            ))
-            .allow_credentials(true),
-    }
 }

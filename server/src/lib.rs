@@ -7,6 +7,7 @@
 //!
 //! Modules:
 //! - [`config`]: the typed configuration (flags, environment, `.env`).
+//! - [`cors`]: CORS for browsers; native gRPC skips it.
 //! - [`app`]: the router that puts the front doors on one port.
 //! - [`services`]: the tonic service implementations, the one implementation
 //!   of each operation.
@@ -30,6 +31,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod cors;
 pub mod health;
 pub mod identity;
 pub mod limits;

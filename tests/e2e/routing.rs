@@ -180,6 +180,40 @@ async fn browsers_may_call_grpc_web_and_rest_cross_origin() {
 }
 
 #[tokio::test]
+async fn native_grpc_answers_carry_no_cors_headers() {
+    // Browsers cannot speak native gRPC, so it skips CORS (and its cost).
+    let server = TestServer::start().await;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request
+        .metadata_mut()
+        .insert("origin", "http://app.example".parse().unwrap());
+    let response = client.check(request).await.unwrap();
+    let headers = response.metadata().clone().into_headers();
+    for name in [
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+        "vary",
+    ] {
+        assert!(
+            headers.get(name).is_none(),
+            "{name}: {:?}",
+            headers.get(name)
+        );
+    }
+    // grpc-web, from a browser, still gets them.
+    let web = http(
+        Request::post(server.url("/grpc.health.v1.Health/Check"))
+            .header("origin", "http://app.example")
+            .header("content-type", "application/grpc-web+proto")
+            .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(web.headers["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
 async fn a_configured_origin_list_allows_only_those_origins_with_credentials() {
     let server = TestServer::start_with(|config| {
         config.cors_origin =

@@ -1,0 +1,167 @@
+//! CORS: what lets a browser page on another origin call the server
+//! (REST, WebSocket upgrades, grpc-web). Native gRPC skips it: browsers
+//! cannot speak it, and the headers CORS adds to every answer (`vary`, and
+//! `access-control-*` when there is an `origin`) would cost every backend
+//! call for nothing.
+
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::future::Either;
+use http::{HeaderName, HeaderValue, Method, Request, header};
+use tower::{Layer, Service};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
+
+use crate::config::CorsOrigin;
+
+/// CORS for browsers: REST, WebSocket upgrades and grpc-web.
+pub fn cors(origin: &CorsOrigin) -> CorsLayer {
+    const ALLOW: &[&str] = &[
+        "authorization",
+        "content-type",
+        "grpc-timeout",
+        "last-event-id",
+        "x-csrf-token",
+        "x-grpc-web",
+        "x-request-id",
+        "x-user-agent",
+    ];
+    const EXPOSE: &[&str] = &[
+        "grpc-message",
+        "grpc-status",
+        "grpc-status-details-bin",
+        "retry-after",
+        "www-authenticate",
+        "x-request-id",
+    ];
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers(
+            ALLOW
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            EXPOSE
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect::<Vec<_>>(),
+        )
+        .max_age(Duration::from_secs(24 * 60 * 60));
+    match origin {
+        CorsOrigin::Any => layer.allow_origin(AllowOrigin::any()),
+        CorsOrigin::List(origins) => layer
+            .allow_origin(AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+            ))
+            .allow_credentials(true),
+    }
+}
+
+/// Applies a [`CorsLayer`] to everything but native gRPC.
+#[derive(Clone)]
+pub struct BrowsersOnlyLayer {
+    cors: CorsLayer,
+}
+
+impl BrowsersOnlyLayer {
+    /// `cors` for every request that is not native gRPC.
+    pub fn new(cors: CorsLayer) -> Self {
+        Self { cors }
+    }
+}
+
+impl<S: Clone> Layer<S> for BrowsersOnlyLayer {
+    type Service = BrowsersOnly<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BrowsersOnly {
+            plain: inner.clone(),
+            cors: self.cors.layer(inner),
+        }
+    }
+}
+
+/// The service of [`BrowsersOnlyLayer`].
+#[derive(Clone)]
+pub struct BrowsersOnly<S> {
+    plain: S,
+    cors: Cors<S>,
+}
+
+/// Whether a request is native gRPC: `application/grpc` or
+/// `application/grpc+<codec>`, not grpc-web (`application/grpc-web…`).
+fn is_native_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| {
+            let value = value.as_bytes();
+            value == b"application/grpc" || value.starts_with(b"application/grpc+")
+        })
+}
+
+impl<S, B, ResBody> Service<Request<B>> for BrowsersOnly<S>
+where
+    S: Service<Request<B>, Response = http::Response<ResBody>> + Clone,
+    ResBody: Default,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = Either<S::Future, <Cors<S> as Service<Request<B>>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Both wrap the same service; either may take the next request.
+        match self.plain.poll_ready(cx) {
+            Poll::Ready(Ok(())) => self.cors.poll_ready(cx),
+            other => other,
+        }
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if is_native_grpc(&request) {
+            Either::Left(self.plain.call(request))
+        } else {
+            Either::Right(self.cors.call(request))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_content_type(value: &str) -> Request<()> {
+        Request::builder()
+            .header(header::CONTENT_TYPE, value)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn only_native_grpc_is_native_grpc() {
+        assert!(is_native_grpc(&with_content_type("application/grpc")));
+        assert!(is_native_grpc(&with_content_type("application/grpc+proto")));
+        for other in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "application/json",
+            "application/grpcx",
+        ] {
+            assert!(!is_native_grpc(&with_content_type(other)), "{other}");
+        }
+        assert!(!is_native_grpc(&Request::new(())));
+    }
+}
