@@ -78,10 +78,10 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ])?;
-    let cutoff = StreamCutoff {
+    let cutoff = Arc::new(StreamCutoff {
         methods: Arc::new(streaming),
         shutdown: parts.bridge.shutdown.clone(),
-    };
+    });
 
     let grpc = Router::new();
     let auth = AuthApi::new(parts.identity.clone());

@@ -5,6 +5,7 @@
 //! call for nothing.
 
 use std::{
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -87,17 +88,19 @@ impl<S: Clone> Layer<S> for BrowsersOnlyLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         BrowsersOnly {
-            plain: inner.clone(),
-            cors: self.cors.layer(inner),
+            inner,
+            cors: Arc::new(self.cors.clone()),
         }
     }
 }
 
-/// The service of [`BrowsersOnlyLayer`].
+/// The service of [`BrowsersOnlyLayer`]. The router clones it for every
+/// request; the CORS settings are shared, and a [`Cors`] service is made
+/// only for requests that need one.
 #[derive(Clone)]
 pub struct BrowsersOnly<S> {
-    plain: S,
-    cors: Cors<S>,
+    inner: S,
+    cors: Arc<CorsLayer>,
 }
 
 /// Whether a request is native gRPC: `application/grpc` or
@@ -122,18 +125,18 @@ where
     type Future = Either<S::Future, <Cors<S> as Service<Request<B>>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Both wrap the same service; either may take the next request.
-        match self.plain.poll_ready(cx) {
-            Poll::Ready(Ok(())) => self.cors.poll_ready(cx),
-            other => other,
-        }
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if is_native_grpc(&request) {
-            Either::Left(self.plain.call(request))
+            Either::Left(self.inner.call(request))
         } else {
-            Either::Right(self.cors.call(request))
+            // The clone that was made ready goes into the CORS service, as
+            // tower asks of a service that is called after poll_ready.
+            let fresh = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, fresh);
+            Either::Right(self.cors.layer(ready).call(request))
         }
     }
 }

@@ -76,7 +76,8 @@ pub struct StreamCutoff {
 /// Middleware: wraps the response body of streaming gRPC methods so it ends
 /// with UNAVAILABLE when shutdown begins.
 pub async fn end_streams_on_shutdown(
-    axum::extract::State(cutoff): axum::extract::State<StreamCutoff>,
+    // Shared, not cloned per request: a token's clone takes a lock.
+    axum::extract::State(cutoff): axum::extract::State<Arc<StreamCutoff>>,
     request: Request,
     next: Next,
 ) -> Response {
