@@ -25,6 +25,11 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// Process `pid`'s, now; None where /proc cannot be read.
+    pub fn of(pid: u32) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    }
+
     fn parse(status: &str) -> Option<Self> {
         let field = |name: &str| {
             status.lines().find_map(|line| {
@@ -197,8 +202,7 @@ impl ServerProcess {
 
     /// Reads the server's resident memory now and at its peak.
     pub fn memory(&self) -> Option<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
-        Memory::parse(&status)
+        Memory::of(self.child.id()?)
     }
 
     /// Stops the server with SIGTERM (a graceful shutdown), killing it if

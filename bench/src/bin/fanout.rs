@@ -5,9 +5,11 @@
 //! of users, opens N authenticated WebSocket subscribers of one topic (the
 //! users share them round robin; sockets come from several loopback
 //! addresses), and publishes to the topic over gRPC at a steady rate with a
-//! service key ([`slop_bench::fanout`]). It prints a Markdown table to
-//! stdout and progress to stderr, and exits 1 if an event was lost or
-//! anything failed.
+//! service key ([`slop_bench::fanout`]). Then the same subscribers measure
+//! a minimal fan-out server, this binary in a process of its own
+//! ([`slop_bench::fanout::baseline`]): the floor this machine allows. It
+//! prints a Markdown table to stdout and progress to stderr, and exits 1 if
+//! an event was lost or anything failed.
 //!
 //! Build and run (the server binary is found beside this one):
 //!
@@ -20,7 +22,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use slop_bench::{
     client::{self, SignedIn},
-    fanout::{self, Outcome, Plan},
+    fanout::{
+        self, Outcome, Plan, Target,
+        baseline::{self, BaselineProcess},
+    },
     server::{Backend, Secrets, ServerProcess},
     setup::{Scratch, delete_prefix, parse_duration, ping_redis, random_hex},
 };
@@ -75,15 +80,23 @@ struct Args {
     #[arg(long)]
     no_memory: bool,
 
+    /// Skip the baseline: a minimal fan-out server (this binary, in a
+    /// process of its own) that shows what the machine itself allows.
+    #[arg(long)]
+    no_baseline: bool,
+
     /// The slop-server binary (default: beside this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(baseline::SERVE_FLAG) {
+        return serve_baseline();
+    }
     let args = Args::parse();
-    // Server and client sockets both count against the open-file limit;
-    // the server inherits this process's.
+    // Each process needs a descriptor per socket; the server and the
+    // baseline inherit this process's limit.
     let needed = u64::from(args.subscribers) + 1024;
     if let Err(error) = raise_open_files(needed) {
         eprintln!("error: {error}");
@@ -107,21 +120,38 @@ fn main() -> ExitCode {
     }
 }
 
-/// Raises the soft limit on open files to at least `needed` (up to the hard
-/// limit); an error saying how to raise the hard limit if that is too low.
+/// This binary as the baseline's process (see [`baseline::serve_forever`]).
+fn serve_baseline() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fanout-baseline")
+        .build()
+        .expect("baseline runtime");
+    match runtime.block_on(baseline::serve_forever()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the limit on open files to at least `needed`: the soft limit up
+/// to the hard one, and the hard one too if it is lower (which takes
+/// CAP_SYS_RESOURCE, as root has); an error saying what to do otherwise.
 fn raise_open_files(needed: u64) -> Result<(), String> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
-    let hard = limit.maximum.unwrap_or(u64::MAX);
-    if hard < needed {
-        return Err(format!(
-            "{needed} open files are needed but the hard limit is {hard}: raise it (ulimit -Hn, or LimitNOFILE) or pass fewer --subscribers"
-        ));
-    }
     if limit.current.is_some_and(|current| current < needed) {
-        limit.current = Some(needed.max(hard.min(1 << 20)));
-        setrlimit(Resource::Nofile, limit)
-            .map_err(|error| format!("cannot raise the open-file limit: {error}"))?;
+        limit.current = Some(needed);
+        if limit.maximum.is_some_and(|hard| hard < needed) {
+            limit.maximum = Some(needed);
+        }
+        setrlimit(Resource::Nofile, limit).map_err(|error| {
+            format!(
+                "{needed} open files are needed and the limit could not be raised ({error}): raise the hard limit (ulimit -Hn, LimitNOFILE), or pass fewer --subscribers or --no-baseline"
+            )
+        })?;
     }
     Ok(())
 }
@@ -147,8 +177,8 @@ async fn run(args: Args) -> Result<bool, String> {
             prefix: format!("slop-bench:{run_id}:"),
         });
     }
-    if backends.is_empty() {
-        return Err("--no-memory and --no-redis leave nothing to measure".into());
+    if backends.is_empty() && args.no_baseline {
+        return Err("--no-memory, --no-redis and --no-baseline leave nothing to measure".into());
     }
     let plan = Plan {
         subscribers: usize::try_from(args.subscribers).map_err(|e| e.to_string())?,
@@ -174,6 +204,11 @@ async fn run(args: Args) -> Result<bool, String> {
             }
         }
         outcomes.push(outcome?);
+    }
+    if !args.no_baseline {
+        eprintln!("baseline: starting");
+        let baseline = BaselineProcess::start().await?;
+        outcomes.push(fanout::run(&plan, "baseline", Target::Baseline(&baseline)).await?);
     }
 
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
@@ -217,7 +252,12 @@ async fn run_backend(
     let outcome = async {
         let users = sign_in(server.addr, args.users, run_id).await?;
         eprintln!("{name}: {} users signed in", users.len());
-        fanout::run(plan, name, &server, &users, &secrets.service_key).await
+        let target = Target::Server {
+            process: &server,
+            users: &users,
+            service_key: &secrets.service_key,
+        };
+        fanout::run(plan, name, target).await
     }
     .await;
     let stopped = server.stop().await;

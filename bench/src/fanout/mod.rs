@@ -25,6 +25,7 @@ use tonic::transport::Endpoint;
 
 use crate::{client::SignedIn, server::ServerProcess};
 
+pub mod baseline;
 pub mod ws;
 
 use ws::{Frame, Socket};
@@ -68,8 +69,8 @@ pub struct Outcome {
     /// How long opening them took.
     pub setup: Duration,
     /// The server's resident memory before the sockets and after they were
-    /// idle for a while, in KiB.
-    pub resident_kib: (u64, u64),
+    /// idle for a while, in KiB, where /proc could be read.
+    pub resident_kib: Option<(u64, u64)>,
     /// Events published.
     pub published: u64,
     /// Events received (each subscriber counts each event once).
@@ -97,9 +98,9 @@ impl Outcome {
     }
 
     /// Resident memory per idle socket, in KiB.
-    pub fn kib_per_socket(&self) -> f64 {
-        let (before, after) = self.resident_kib;
-        after.saturating_sub(before) as f64 / self.subscribers.max(1) as f64
+    pub fn kib_per_socket(&self) -> Option<f64> {
+        let (before, after) = self.resident_kib?;
+        Some(after.saturating_sub(before) as f64 / self.subscribers.max(1) as f64)
     }
 
     /// Messages delivered per second.
@@ -117,36 +118,79 @@ impl Outcome {
     }
 }
 
-/// Runs the plan against a running server: `users` share the sockets
-/// round robin; `service_key` publishes.
-pub async fn run(
-    plan: &Plan,
-    backend: &'static str,
-    server: &ServerProcess,
-    users: &[SignedIn],
-    service_key: &str,
-) -> Result<Outcome, String> {
-    if users.is_empty() {
+/// What the subscribers connect to.
+pub enum Target<'a> {
+    /// `slop-server`: `users` share the sockets round robin; `service_key`
+    /// publishes over gRPC.
+    Server {
+        /// The process.
+        process: &'a ServerProcess,
+        /// Signed-in users.
+        users: &'a [SignedIn],
+        /// A key of SERVICE_KEYS.
+        service_key: &'a str,
+    },
+    /// The minimal fan-out server.
+    Baseline(&'a baseline::BaselineProcess),
+}
+
+impl Target<'_> {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Server { process, .. } => process.addr,
+            Self::Baseline(baseline) => baseline.addr,
+        }
+    }
+
+    fn resident_kib(&self) -> Result<Option<u64>, String> {
+        match self {
+            Self::Server { process, .. } => Ok(Some(
+                process
+                    .memory()
+                    .ok_or("cannot read the server's memory")?
+                    .resident_kib,
+            )),
+            Self::Baseline(baseline) => Ok(baseline.memory().map(|memory| memory.resident_kib)),
+        }
+    }
+
+    /// The access tokens the sockets use, round robin.
+    fn tokens(&self) -> Vec<String> {
+        match self {
+            Self::Server { users, .. } => users.iter().map(|u| u.access_token.clone()).collect(),
+            Self::Baseline(_) => vec!["baseline".into()],
+        }
+    }
+
+    /// CPU time used so far by the server and by the client.
+    fn cpu(&self) -> (Option<Duration>, Option<Duration>) {
+        let client = crate::cpu::Meter::Process(std::process::id()).read();
+        let server = match self {
+            Self::Server { process, .. } => process.meter(),
+            Self::Baseline(baseline) => baseline.meter(),
+        };
+        (server.read(), client)
+    }
+}
+
+/// Runs the plan against `target`; `name` labels its row.
+pub async fn run(plan: &Plan, name: &'static str, target: Target<'_>) -> Result<Outcome, String> {
+    let tokens = target.tokens();
+    if tokens.is_empty() {
         return Err("no users to open sockets for".into());
     }
-    let before = server
-        .memory()
-        .ok_or("cannot read the server's memory")?
-        .resident_kib;
+    let before = target.resident_kib()?;
     let started = Instant::now();
-    let sockets = open_sockets(plan, server.addr, users).await?;
+    let sockets = open_sockets(plan, target.addr(), &tokens).await?;
     let setup = started.elapsed();
     eprintln!(
-        "{backend}: {} sockets subscribed to {} in {:.1}s",
+        "{name}: {} sockets subscribed to {} in {:.1}s",
         sockets.len(),
         plan.topic,
         setup.as_secs_f64()
     );
     tokio::time::sleep(SETTLE).await;
-    let after = server
-        .memory()
-        .ok_or("cannot read the server's memory")?
-        .resident_kib;
+    let after = target.resident_kib()?;
 
     // Every socket reads in its own task, recording when each event came.
     let base = Instant::now();
@@ -164,18 +208,14 @@ pub async fn run(
         ));
     }
 
-    let meter = server.meter();
-    let client_meter = crate::cpu::Meter::Process(std::process::id());
-    let cpu_before = meter.read();
-    let client_cpu_before = client_meter.read();
-    let (published, publish_errors) = publish(plan, server.addr, service_key, base).await?;
+    let (cpu_before, client_cpu_before) = target.cpu();
+    let (published, publish_errors) = publish(plan, &target, base).await?;
     let expected = published.len() as u64 * plan.subscribers as u64;
     let drain_until = Instant::now() + plan.drain;
     while received.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cpu_after = meter.read();
-    let client_cpu_after = client_meter.read();
+    let (cpu_after, client_cpu_after) = target.cpu();
     let _ = stop.send(true);
 
     let mut latencies = Vec::with_capacity(usize::try_from(expected).unwrap_or_default());
@@ -218,10 +258,10 @@ pub async fn run(
     let error_count = errors.len();
     errors.truncate(5);
     Ok(Outcome {
-        backend,
+        backend: name,
         subscribers: plan.subscribers,
         setup,
-        resident_kib: (before, after),
+        resident_kib: before.zip(after),
         published: published.len() as u64,
         delivered,
         lost: expected.saturating_sub(delivered),
@@ -244,7 +284,7 @@ pub async fn run(
 async fn open_sockets(
     plan: &Plan,
     server: SocketAddr,
-    users: &[SignedIn],
+    tokens: &[String],
 ) -> Result<Vec<Socket>, String> {
     let subscribe = serde_json::json!({
         "type": "subscribe",
@@ -262,7 +302,7 @@ async fn open_sockets(
             sockets.push(opened.map_err(|error| error.to_string())??);
         }
         let local = local_address(i, plan.addresses);
-        let token = users[i % users.len()].access_token.clone();
+        let token = tokens[i % tokens.len()].clone();
         let subscribe = subscribe.clone();
         opening.spawn(async move {
             let mut socket = Socket::connect(local, server, WS_PATH, &token).await?;
@@ -356,7 +396,7 @@ async fn read_events(
 
 /// The offset of an event frame (`{"type":"event",…,"offset":"42",…}`);
 /// None for other frames.
-fn event_offset(frame: &[u8]) -> Option<u64> {
+pub(crate) fn event_offset(frame: &[u8]) -> Option<u64> {
     const OFFSET: &[u8] = br#""offset":""#;
     if !frame.starts_with(br#"{"type":"event""#) {
         return None;
@@ -367,25 +407,41 @@ fn event_offset(frame: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
-/// Publishes `rate` events per second for `duration`, one `Publish` call
-/// at a time; answers when each offset's call started (since `base`), and
-/// the calls that failed.
+/// Publishes `rate` events per second for `duration`, one at a time (a
+/// `Publish` call to the server, or straight into the baseline); answers
+/// when each offset's publish started (since `base`), and those that failed.
 async fn publish(
     plan: &Plan,
-    server: SocketAddr,
-    service_key: &str,
+    target: &Target<'_>,
     base: Instant,
 ) -> Result<(HashMap<u64, Duration>, Vec<String>), String> {
-    let channel = Endpoint::from_shared(format!("http://{server}"))
-        .map_err(|error| error.to_string())?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|error| format!("gRPC connect to {server}: {error}"))?;
-    let mut client = NotificationServiceClient::new(channel);
-    let authorization: tonic::metadata::MetadataValue<_> = format!("Bearer {service_key}")
-        .parse()
-        .map_err(|_| "the service key is not a header value")?;
+    enum Publisher<'a> {
+        Grpc(
+            NotificationServiceClient<tonic::transport::Channel>,
+            tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        ),
+        Baseline(&'a baseline::BaselineProcess),
+    }
+    let mut publisher = match target {
+        Target::Server {
+            process,
+            service_key,
+            ..
+        } => {
+            let server = process.addr;
+            let channel = Endpoint::from_shared(format!("http://{server}"))
+                .map_err(|error| error.to_string())?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|error| format!("gRPC connect to {server}: {error}"))?;
+            let authorization: tonic::metadata::MetadataValue<_> = format!("Bearer {service_key}")
+                .parse()
+                .map_err(|_| "the service key is not a header value")?;
+            Publisher::Grpc(NotificationServiceClient::new(channel), authorization)
+        }
+        Target::Baseline(baseline) => Publisher::Baseline(baseline),
+    };
     let count = u64::from(plan.rate) * plan.duration.as_secs().max(1);
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / plan.rate.max(1));
     let filler = "x".repeat(plan.payload_bytes);
@@ -393,25 +449,37 @@ async fn publish(
     let mut errors = Vec::new();
     for n in 0..count {
         ticks.tick().await;
-        let mut request = tonic::Request::new(PublishRequest {
-            channels: vec![plan.topic.clone()],
-            r#type: "bench.tick".into(),
-            payload: Some(payload(n, &filler)),
-            ..Default::default()
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", authorization.clone());
         let sent = base.elapsed();
-        match client.publish(request).await {
-            Ok(answer) => {
-                for event in answer.into_inner().events {
-                    if let Some(position) = event.position {
-                        published.insert(position.offset, sent);
+        match &mut publisher {
+            Publisher::Grpc(client, authorization) => {
+                let mut request = tonic::Request::new(PublishRequest {
+                    channels: vec![plan.topic.clone()],
+                    r#type: "bench.tick".into(),
+                    payload: Some(payload(n, &filler)),
+                    ..Default::default()
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", authorization.clone());
+                match client.publish(request).await {
+                    Ok(answer) => {
+                        for event in answer.into_inner().events {
+                            if let Some(position) = event.position {
+                                published.insert(position.offset, sent);
+                            }
+                        }
                     }
+                    Err(status) => errors.push(format!("Publish: {status}")),
                 }
             }
-            Err(status) => errors.push(format!("Publish: {status}")),
+            Publisher::Baseline(baseline) => {
+                match baseline.publish(&plan.topic, n, plan.payload_bytes).await {
+                    Ok(offset) => {
+                        published.insert(offset, sent);
+                    }
+                    Err(error) => errors.push(format!("baseline publish: {error}")),
+                }
+            }
         }
     }
     Ok((published, errors))
@@ -443,11 +511,12 @@ pub fn render(settings: &str, outcomes: &[Outcome]) -> String {
     for o in outcomes {
         let (p50, p99, max) = o.latency;
         report += &format!(
-            "| {} | {} | {:.0}/s | {:.2} KiB | {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0}/s | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
             o.backend,
             o.subscribers,
             o.setup_rate(),
-            o.kib_per_socket(),
+            o.kib_per_socket()
+                .map_or("n/a".into(), |kib| format!("{kib:.2} KiB")),
             o.published,
             o.delivered,
             o.delivery_rate(),
@@ -469,13 +538,25 @@ pub fn render(settings: &str, outcomes: &[Outcome]) -> String {
     report += "\nGoals: ≤ 10 KiB RSS per idle socket, p99 ≤ 50 ms, none lost.\n";
     for o in outcomes {
         let verdict = |met: bool| if met { "met" } else { "NOT met" };
-        report += &format!(
-            "- {}: memory {}, latency {}, loss {}\n",
-            o.backend,
-            verdict(o.kib_per_socket() <= 10.0),
-            verdict(o.latency.1 <= Duration::from_millis(50)),
-            verdict(o.lost == 0),
-        );
+        match o.kib_per_socket().filter(|_| o.backend != "baseline") {
+            Some(kib) => {
+                report += &format!(
+                    "- {}: memory {}, latency {}, loss {}\n",
+                    o.backend,
+                    verdict(kib <= 10.0),
+                    verdict(o.latency.1 <= Duration::from_millis(50)),
+                    verdict(o.lost == 0),
+                );
+            }
+            None => {
+                report += &format!(
+                    "- {} (the floor on this machine, not held to the goals): p99 {:.1} ms, {} lost\n",
+                    o.backend,
+                    o.latency.1.as_secs_f64() * 1e3,
+                    o.lost,
+                );
+            }
+        }
         let (errors, count) = &o.errors;
         if *count > 0 {
             report += &format!("  - {count} errors, first: {}\n", errors.join("; "));
