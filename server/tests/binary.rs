@@ -125,10 +125,17 @@ async fn sigterm_with_an_open_stream_exits_0_within_the_shutdown_timeout() {
     let end = watch.next().await.unwrap().unwrap_err();
     assert_eq!(end.code(), tonic::Code::Unavailable);
 
-    let mut messages = Vec::new();
-    while let Ok(line) = logs.try_recv() {
-        messages.push(line["message"].as_str().unwrap_or_default().to_owned());
-    }
+    // Everything it logged: the log ends when its stdout does (the lines
+    // may still be on their way when the exit is seen).
+    let messages = tokio::time::timeout(PATIENCE, async {
+        let mut messages = Vec::new();
+        while let Some(line) = logs.recv().await {
+            messages.push(line["message"].as_str().unwrap_or_default().to_owned());
+        }
+        messages
+    })
+    .await
+    .expect("the log ends once the server has exited");
     for expected in ["signal received", "shutting down", "shutdown complete"] {
         assert!(
             messages.iter().any(|m| m == expected),
