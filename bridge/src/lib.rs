@@ -51,14 +51,14 @@ pub enum Delivery {
     Event(Arc<Event>),
 }
 
-/// The stream [`Subscriptions::subscribe_shared`] answers with.
+/// The stream [`SharedSubscribe::subscribe_shared`] answers with.
 pub type DeliveryStream =
     Pin<Box<dyn Stream<Item = Result<Delivery, tonic::Status>> + Send + 'static>>;
 
 /// `slop.notification.v1.NotificationService` as the bridge calls it, with
 /// one more way to call `Subscribe`.
 #[tonic::async_trait]
-pub trait Subscriptions: NotificationService<SubscribeStream = SubscribeStream> {
+pub trait SharedSubscribe: NotificationService<SubscribeStream = SubscribeStream> {
     /// `Subscribe`, for doors with a keep-alive of their own (the
     /// WebSocket): the same checks and the same messages, except that
     /// events are shared rather than copied per subscriber and no
@@ -76,7 +76,7 @@ pub trait Subscriptions: NotificationService<SubscribeStream = SubscribeStream> 
 }
 
 /// The notification service, as the bridge holds it.
-pub type Notifications = Arc<dyn Subscriptions>;
+pub type Notifications = Arc<dyn SharedSubscribe>;
 
 /// What the bridge needs from the server it runs in.
 #[derive(Clone)]

@@ -230,7 +230,7 @@ impl FakeNotifications {
 }
 
 // The bridge's default: the `Subscribe` stream as it is.
-impl slop_bridge::Subscriptions for FakeNotifications {}
+impl slop_bridge::SharedSubscribe for FakeNotifications {}
 
 #[tonic::async_trait]
 impl NotificationService for FakeNotifications {

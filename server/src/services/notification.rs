@@ -408,7 +408,7 @@ impl NotificationApi {
 }
 
 #[tonic::async_trait]
-impl slop_bridge::Subscriptions for NotificationApi {
+impl slop_bridge::SharedSubscribe for NotificationApi {
     async fn subscribe_shared(
         &self,
         request: Request<notification::SubscribeRequest>,
