@@ -446,9 +446,10 @@ impl Connection {
 
     async fn run(&mut self, socket: &mut WebSocket) -> Ending {
         let bridge = &self.sockets.bridge;
-        // Made once: a new one per frame would register with the token
-        // again each time.
-        let shutdown = bridge.shutdown.clone().cancelled_owned();
+        // Made once, a new one per frame would register with the token
+        // again each time; and on a child token of the socket's own, whose
+        // state no other socket's task reads at the same time.
+        let shutdown = bridge.shutdown.child_token().cancelled_owned();
         tokio::pin!(shutdown);
         let mut ping = tokio::time::interval(bridge.ws_ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

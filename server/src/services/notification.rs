@@ -8,7 +8,13 @@
 //! ([`StreamGate`]: STREAM_CONNECTION_LIMIT per window, per address and per
 //! user; services are exempt).
 
-use std::{net::IpAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use futures_util::Stream;
 use prost::Message as _;
@@ -422,23 +428,34 @@ impl slop_bridge::SharedSubscribe for NotificationApi {
 /// by every subscriber (no copy, no heartbeat), and the status it ended
 /// with.
 fn shared_stream(feed: Feed) -> slop_bridge::DeliveryStream {
-    use slop_bridge::Delivery;
-    Box::pin(futures_util::stream::unfold(
-        Some(feed),
-        |feed| async move {
-            let feed = feed?;
-            let delivery = match feed.next().await {
-                Ok(Item::Subscribed(subscribed)) => {
-                    Delivery::Message(Box::new(SubscribeResponse {
-                        message: Some(subscribe_response::Message::Subscribed(subscribed)),
-                    }))
-                }
-                Ok(Item::Event(event)) => Delivery::Event(event),
-                Err(why) => return Some((Err(ended(why)), None)),
-            };
-            Some((Ok(delivery), Some(feed)))
-        },
-    ))
+    Box::pin(SharedStream(Some(feed)))
+}
+
+/// See [`shared_stream`]: a stream by hand rather than an `unfold`, since
+/// every socket polls it for every event (and once more to wait).
+struct SharedStream(Option<Feed>);
+
+impl Stream for SharedStream {
+    type Item = Result<slop_bridge::Delivery, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use slop_bridge::Delivery;
+        let Some(feed) = &self.0 else {
+            return Poll::Ready(None);
+        };
+        let delivery = match std::task::ready!(feed.poll_next(cx)) {
+            Ok(Item::Event(event)) => Delivery::Event(event),
+            Ok(Item::Subscribed(subscribed)) => Delivery::Message(Box::new(SubscribeResponse {
+                message: Some(subscribe_response::Message::Subscribed(subscribed)),
+            })),
+            Err(why) => {
+                // The end is said once; the feed (and its subscriptions) go.
+                self.0 = None;
+                return Poll::Ready(Some(Err(ended(why))));
+            }
+        };
+        Poll::Ready(Some(Ok(delivery)))
+    }
 }
 
 #[tonic::async_trait]

@@ -538,7 +538,12 @@ impl Feed {
 
     /// The next item; `Err` once the feed ended (and forever after).
     pub async fn next(&self) -> Result<Item, End> {
-        std::future::poll_fn(|cx| self.shared.poll_pop(cx)).await
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`Feed::next`], polled: pending until there is an item or the end.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Item, End>> {
+        self.shared.poll_pop(cx)
     }
 }
 
