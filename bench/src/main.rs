@@ -158,11 +158,7 @@ async fn run(args: Args, baseline_runtime: tokio::runtime::Handle) -> Result<boo
     let binary = server::locate(args.server_bin.clone())?;
     let run_id = random_hex(6);
     let scratch = Scratch::new(&run_id)?;
-    let secrets = Secrets {
-        jwt: random_hex(32),
-        app: random_hex(32),
-        service_key: random_hex(32),
-    };
+    let secrets = Secrets::random();
     let mut backends = vec![Backend::Memory];
     // The Redis backend is measured by the throughput scenarios only.
     if !args.no_redis && !args.no_throughput {

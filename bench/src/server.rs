@@ -94,6 +94,18 @@ pub struct Secrets {
     pub service_key: String,
 }
 
+impl Secrets {
+    /// Fresh ones from the OS random generator, 64 hex characters each.
+    pub fn random() -> Self {
+        let secret = || crate::setup::random_hex(32);
+        Self {
+            jwt: secret(),
+            app: secret(),
+            service_key: secret(),
+        }
+    }
+}
+
 /// The `slop-server` binary: `explicit`, or the one beside this binary
 /// (both are built into target/release by
 /// `cargo build --release -p slop-server -p slop-bench`).

@@ -161,11 +161,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let binary = slop_bench::server::locate(args.server_bin.clone())?;
     let run_id = random_hex(6);
     let scratch = Scratch::new(&run_id)?;
-    let secrets = Secrets {
-        jwt: random_hex(32),
-        app: random_hex(32),
-        service_key: random_hex(32),
-    };
+    let secrets = Secrets::random();
     let mut backends = Vec::new();
     if !args.no_memory {
         backends.push(Backend::Memory);
