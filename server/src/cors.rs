@@ -73,13 +73,15 @@ pub fn cors(origin: &CorsOrigin) -> CorsLayer {
 /// Applies a [`CorsLayer`] to everything but native gRPC.
 #[derive(Clone)]
 pub struct BrowsersOnlyLayer {
-    cors: CorsLayer,
+    cors: Arc<CorsLayer>,
 }
 
 impl BrowsersOnlyLayer {
     /// `cors` for every request that is not native gRPC.
     pub fn new(cors: CorsLayer) -> Self {
-        Self { cors }
+        Self {
+            cors: Arc::new(cors),
+        }
     }
 }
 
@@ -89,7 +91,7 @@ impl<S: Clone> Layer<S> for BrowsersOnlyLayer {
     fn layer(&self, inner: S) -> Self::Service {
         BrowsersOnly {
             inner,
-            cors: Arc::new(self.cors.clone()),
+            cors: self.cors.clone(),
         }
     }
 }
