@@ -224,29 +224,70 @@ async fn notifications(
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).
-pub async fn termination_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
+///
+/// The handlers are installed when this is called, not when the future is
+/// first polled: a process that has said "listening" must already turn a
+/// SIGTERM into a graceful shutdown (the default action kills it at once).
+#[cfg(unix)]
+pub fn termination_signal() -> impl Future<Output = ()> + Send {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind)
+            .inspect_err(|error| tracing::error!(%error, "cannot listen for {name}"))
+            .ok()
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let terminate = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        let received = |signal: Option<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            () = received(interrupt) => tracing::info!(signal = "SIGINT", "signal received"),
+            () = received(terminate) => tracing::info!(signal = "SIGTERM", "signal received"),
+        }
+    }
+}
+
+/// Resolves when the process receives Ctrl-C.
+#[cfg(not(unix))]
+pub fn termination_signal() -> impl Future<Output = ()> + Send {
+    async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!(signal = "Ctrl-C", "signal received"),
             Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
+                tracing::error!(%error, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::Duration;
+
+    use super::termination_signal;
+
+    /// SIGTERM that arrives after `termination_signal()` was called but
+    /// before anything polled its future (a loaded machine can take that
+    /// long between "listening" and the accept loop's first turn) must
+    /// still shut down gracefully instead of killing the process.
+    #[tokio::test]
+    async fn sigterm_before_the_first_poll_is_caught() {
+        let signal = termination_signal();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(5), signal)
+            .await
+            .expect("the signal future resolves");
     }
 }
