@@ -221,7 +221,7 @@ async fn run(args: Args) -> Result<bool, String> {
         plan.duration.as_secs_f64(),
         plan.payload_bytes,
     );
-    println!("{}", fanout::render(&settings, &outcomes));
+    println!("{}", fanout::render(&settings, cpus, &outcomes));
     Ok(outcomes
         .iter()
         .all(|o: &Outcome| o.lost == 0 && o.errors.1 == 0))

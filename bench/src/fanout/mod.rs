@@ -86,6 +86,8 @@ pub struct Outcome {
     /// This benchmark's own CPU time (the subscribers and the publisher)
     /// meanwhile: on a shared machine, what the server did not get.
     pub client_cpu: Option<Duration>,
+    /// The whole machine's CPU time meanwhile, user space and kernel.
+    pub machine_cpu: Option<crate::cpu::Machine>,
     /// What went wrong, if anything (sockets closed early, out-of-order
     /// events, failed publishes), at most a few, and how many in all.
     pub errors: (Vec<String>, usize),
@@ -115,6 +117,14 @@ impl Outcome {
             Some(cpu? / delivered)
         };
         (per(self.server_cpu), per(self.client_cpu))
+    }
+
+    /// The whole machine's CPU time per delivered message: in user space
+    /// and in the kernel (every process, interrupts included).
+    pub fn machine_per_message(&self) -> Option<(Duration, Duration)> {
+        let delivered = u32::try_from(self.delivered).ok().filter(|d| *d > 0)?;
+        let machine = self.machine_cpu?;
+        Some((machine.user / delivered, machine.kernel / delivered))
     }
 }
 
@@ -209,6 +219,7 @@ pub async fn run(plan: &Plan, name: &'static str, target: Target<'_>) -> Result<
     }
 
     let (cpu_before, client_cpu_before) = target.cpu();
+    let machine_before = crate::cpu::Machine::read();
     let (published, publish_errors) = publish(plan, &target, base).await?;
     let expected = published.len() as u64 * plan.subscribers as u64;
     let drain_until = Instant::now() + plan.drain;
@@ -216,6 +227,7 @@ pub async fn run(plan: &Plan, name: &'static str, target: Target<'_>) -> Result<
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (cpu_after, client_cpu_after) = target.cpu();
+    let machine_after = crate::cpu::Machine::read();
     let _ = stop.send(true);
 
     let mut latencies = Vec::with_capacity(usize::try_from(expected).unwrap_or_default());
@@ -275,6 +287,9 @@ pub async fn run(plan: &Plan, name: &'static str, target: Target<'_>) -> Result<
         client_cpu: client_cpu_before
             .zip(client_cpu_after)
             .map(|(b, a)| a.saturating_sub(b)),
+        machine_cpu: machine_before
+            .zip(machine_after)
+            .map(|(before, after)| after.since(&before)),
         errors: (errors, error_count),
     })
 }
@@ -501,17 +516,17 @@ fn payload(n: u64, filler: &str) -> pbjson_types::Struct {
     }
 }
 
-/// The report: one Markdown table row per backend, and whether the goals
-/// hold.
-pub fn render(settings: &str, outcomes: &[Outcome]) -> String {
+/// The report: one Markdown table row per backend, whether the goals
+/// hold, and what the kernel alone costs an event's fan-out on `cpus` CPUs.
+pub fn render(settings: &str, cpus: usize, outcomes: &[Outcome]) -> String {
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     let mut report = format!(
-        "{settings}\n\n| Backend | Subscribers | Setup | RSS per idle socket | Events | Delivered | Messages/s | p50 | p99 | max | Lost | CPU per message: server / client |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "{settings}\n\n| Backend | Subscribers | Setup | RSS per idle socket | Events | Delivered | Messages/s | p50 | p99 | max | Lost | CPU per message: server / client | Machine CPU per message: user / kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for o in outcomes {
         let (p50, p99, max) = o.latency;
         report += &format!(
-            "| {} | {} | {:.0}/s | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0}/s | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
             o.backend,
             o.subscribers,
             o.setup_rate(),
@@ -533,6 +548,12 @@ pub fn render(settings: &str, outcomes: &[Outcome]) -> String {
                 let (server, client) = o.cpu_per_message();
                 format!("{} / {} µs", micros(server), micros(client))
             },
+            o.machine_per_message()
+                .map_or("n/a".into(), |(user, kernel)| format!(
+                    "{:.1} / {:.1} µs",
+                    user.as_secs_f64() * 1e6,
+                    kernel.as_secs_f64() * 1e6
+                )),
         );
     }
     report += "\nGoals: ≤ 10 KiB RSS per idle socket, p99 ≤ 50 ms, none lost.\n";
@@ -556,6 +577,19 @@ pub fn render(settings: &str, outcomes: &[Outcome]) -> String {
                     o.lost,
                 );
             }
+        }
+        if let Some((_, kernel)) = o.machine_per_message() {
+            // What the network stack alone costs one event's fan-out, in
+            // every process and interrupt, before anyone's user space.
+            let per_event = kernel * u32::try_from(o.subscribers).unwrap_or(u32::MAX);
+            report += &format!(
+                "  - {}: the kernel's work alone is {:.0} ms of CPU per event ({} subscribers × {:.1} µs), {:.0} ms on {cpus} CPUs\n",
+                o.backend,
+                per_event.as_secs_f64() * 1e3,
+                o.subscribers,
+                kernel.as_secs_f64() * 1e6,
+                per_event.as_secs_f64() * 1e3 / cpus.max(1) as f64,
+            );
         }
         let (errors, count) = &o.errors;
         if *count > 0 {
@@ -595,5 +629,52 @@ mod tests {
         .collect();
         assert_eq!(spread, expected);
         assert_eq!(local_address(7, 1), "127.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_report_gives_each_row_its_goals_and_the_kernels_share() {
+        let ms = Duration::from_millis;
+        let outcome = |backend, p99| Outcome {
+            backend,
+            subscribers: 1000,
+            setup: Duration::from_secs(1),
+            resident_kib: Some((1000, 9000)),
+            published: 10,
+            delivered: 10_000,
+            lost: 0,
+            delivery_window: Duration::from_secs(1),
+            latency: (ms(10), ms(p99), ms(70)),
+            server_cpu: Some(ms(100)),
+            client_cpu: Some(ms(50)),
+            machine_cpu: Some(crate::cpu::Machine {
+                user: ms(30),
+                kernel: ms(120),
+                idle: ms(1850),
+            }),
+            errors: (Vec::new(), 0),
+        };
+        let report = render(
+            "settings",
+            2,
+            &[outcome("memory", 40), outcome("baseline", 60)],
+        );
+        assert!(
+            report.contains("| memory | 1000 | 1000/s | 8.00 KiB | 10 | 10000 | 10000 | 10.0 ms | 40.0 ms | 70.0 ms | 0 | 10.0 / 5.0 µs | 3.0 / 12.0 µs |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("- memory: memory met, latency met, loss met"),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "- baseline (the floor on this machine, not held to the goals): p99 60.0 ms, 0 lost"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("  - baseline: the kernel's work alone is 12 ms of CPU per event (1000 subscribers × 12.0 µs), 6 ms on 2 CPUs"),
+            "{report}"
+        );
     }
 }
