@@ -18,7 +18,7 @@
 //! - [`ws`]: the WebSocket adapter at `/api/v1/ws`: sign-in, keep-alive and
 //!   notification subscriptions over JSON frames.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use axum::{Router, extract::OriginalUri, response::Response, routing::any};
 use futures_util::Stream;
@@ -26,6 +26,7 @@ use slop_api::notification::{
     Event, SubscribeRequest, SubscribeResponse, notification_service_server::NotificationService,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::TcpConnectInfo;
 
 pub mod error;
 pub mod notifications;
@@ -77,6 +78,24 @@ pub trait SharedSubscribe: NotificationService<SubscribeStream = SubscribeStream
 
 /// The notification service, as the bridge holds it.
 pub type Notifications = Arc<dyn SharedSubscribe>;
+
+/// A request extension: the client's address as a trusted reverse proxy
+/// forwarded it (the server's `TRUSTED_PROXIES`). Absent, the client is
+/// the TCP peer of [`TcpConnectInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl ClientAddr {
+    /// The client's IP address from a request's extensions (http's or
+    /// tonic's, both give these two): the forwarded one, else the TCP
+    /// peer's; None when the transport has no address.
+    pub fn ip(forwarded: Option<&ClientAddr>, tcp: Option<&TcpConnectInfo>) -> Option<IpAddr> {
+        forwarded.map(|ClientAddr(ip)| *ip).or_else(|| {
+            tcp.and_then(TcpConnectInfo::remote_addr)
+                .map(|addr| addr.ip().to_canonical())
+        })
+    }
+}
 
 /// What the bridge needs from the server it runs in.
 #[derive(Clone)]

@@ -10,6 +10,8 @@ use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
+use crate::proxy::TrustedProxies;
+
 /// The configuration of `slop-server`.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -49,6 +51,13 @@ pub struct Config {
     /// origins; with `*` they are not.
     #[arg(long, env = "CORS_ORIGIN", default_value = "*", value_parser = parse_cors_origin)]
     pub cors_origin: CorsOrigin,
+
+    /// Reverse proxies whose `X-Forwarded-For` names the client, for
+    /// per-address limits and the address sessions record: IP addresses,
+    /// CIDR networks, `loopback` and `private`, comma-separated. Empty (the
+    /// default): the client is the TCP peer, and the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "", value_parser = parse_trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
 
     /// Redis, e.g. `redis://127.0.0.1:6379/0`. When set it is a required
     /// dependency: the server is not ready while Redis does not answer.
@@ -505,6 +514,13 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
         .map_err(|err| format!("not a log filter: {err}"))
 }
 
+fn parse_trusted_proxies(value: &str) -> Result<TrustedProxies, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    TrustedProxies::parse(value)
+}
+
 fn parse_cors_origin(value: &str) -> Result<CorsOrigin, String> {
     if value.len() > MAX_TEXT {
         return Err(format!("longer than {MAX_TEXT} characters"));
@@ -644,6 +660,7 @@ mod tests {
         assert_eq!(config.host, "0.0.0.0");
         assert_eq!(config.port, 3000);
         assert_eq!(config.cors_origin, CorsOrigin::Any);
+        assert!(config.trusted_proxies.is_empty());
         assert_eq!(config.redis_url, None);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.app_env(), AppEnv::Development);
@@ -683,6 +700,13 @@ mod tests {
         assert!(err.contains("between 0s and 3600s"), "{err}");
         let err = parse(&["--port", "70000"]).unwrap_err().to_string();
         assert!(err.contains("PORT"), "{err}");
+        let err = parse(&["--trusted-proxies", "10.0.0.0/8,ingress"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("'ingress' is not an IP address"),
+            "{err}"
+        );
         let err = parse(&["--cors-origin", "example.com"])
             .unwrap_err()
             .to_string();

@@ -17,7 +17,8 @@
 //!   [`passwords`] (argon2id), [`outbox`] (mail), [`limits`] (rate limits,
 //!   memory or Redis), [`redis_connection`], [`clock`].
 //! - [`health`]: dependency checks, readiness and liveness.
-//! - [`serve`]: the accept loop and the bounded graceful drain.
+//! - [`serve`]: the accept loop and the bounded graceful drain; [`proxy`]:
+//!   the client's address behind trusted reverse proxies.
 //! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins.
 //! - [`telemetry`]: logs and request ids.
 
@@ -37,6 +38,7 @@ pub mod identity;
 pub mod limits;
 pub mod outbox;
 pub mod passwords;
+pub mod proxy;
 pub mod redis_connection;
 pub mod serve;
 pub mod services;
@@ -142,6 +144,7 @@ pub async fn run_with_clock(
     serve::serve(
         listener,
         router,
+        config.trusted_proxies.clone(),
         shutdown,
         serve::Drain {
             health,

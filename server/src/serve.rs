@@ -20,12 +20,13 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
+use slop_bridge::ClientAddr;
 use tokio::{net::TcpListener, task::JoinSet, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt as _;
 
-use crate::health::Health;
+use crate::{health::Health, proxy::TrustedProxies};
 
 /// How long an HTTP/1 client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,13 +46,17 @@ pub struct Drain {
     pub timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `signal` resolves, then drains.
+/// Serves `app` on `listener` until `signal` resolves, then drains. A
+/// request from one of `proxies` carries the client's address it forwarded
+/// as a [`ClientAddr`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    proxies: TrustedProxies,
     signal: impl Future<Output = ()> + Send,
     drain: Drain,
 ) {
+    let proxies = Arc::new(proxies);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -83,7 +88,12 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let app = app.clone();
+        let proxies = proxies.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            if !proxies.is_empty() && proxies.contains(peer.ip()) {
+                let client = proxies.client(peer.ip(), request.headers());
+                request.extensions_mut().insert(ClientAddr(client));
+            }
             let extensions = request.extensions_mut();
             extensions.insert(ConnectInfo(peer));
             extensions.insert(TcpConnectInfo {

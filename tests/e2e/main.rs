@@ -8,6 +8,7 @@ mod accounts;
 mod health;
 mod notifications;
 mod outside_clients;
+mod proxies;
 mod reflection;
 mod routing;
 mod shutdown;

@@ -35,7 +35,7 @@ use slop_api::notification::{
 use tonic::{Code, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
 
 use crate::{
-    Admitted, Bridge, Delivery, DeliveryStream, Notifications,
+    Admitted, Bridge, ClientAddr, Delivery, DeliveryStream, Notifications,
     error::{ApiError, reason, retry_after_seconds, status_response},
 };
 
@@ -195,11 +195,13 @@ pub async fn upgrade(
 }
 
 /// Where the socket's client is: the connection information of the upgrade
-/// request, carried over to every call made for the socket.
+/// request (and the address a trusted proxy forwarded), carried over to
+/// every call made for the socket.
 #[derive(Clone, Default)]
 struct Peer {
     tcp: Option<TcpConnectInfo>,
     addr: Option<ConnectInfo<SocketAddr>>,
+    forwarded: Option<ClientAddr>,
 }
 
 impl Peer {
@@ -207,15 +209,13 @@ impl Peer {
         Self {
             tcp: extensions.get::<TcpConnectInfo>().cloned(),
             addr: extensions.get::<ConnectInfo<SocketAddr>>().cloned(),
+            forwarded: extensions.get::<ClientAddr>().copied(),
         }
     }
 
     fn ip(&self) -> Option<std::net::IpAddr> {
-        self.tcp
-            .as_ref()
-            .and_then(TcpConnectInfo::remote_addr)
-            .or(self.addr.map(|ConnectInfo(addr)| addr))
-            .map(|addr| addr.ip())
+        ClientAddr::ip(self.forwarded.as_ref(), self.tcp.as_ref())
+            .or(self.addr.map(|ConnectInfo(addr)| addr.ip().to_canonical()))
     }
 
     /// The extensions of a call made for the socket.
@@ -226,6 +226,9 @@ impl Peer {
         }
         if let Some(addr) = self.addr {
             extensions.insert(addr);
+        }
+        if let Some(forwarded) = self.forwarded {
+            extensions.insert(forwarded);
         }
         if admitted {
             extensions.insert(Admitted);

@@ -11,8 +11,8 @@ use std::{
 };
 
 use slop_api::auth::{self, InactiveReason, TokenPair, User, auth_service_server::AuthService};
-use slop_bridge::rest::COOKIE_LOGIN;
-use tonic::{Request, Response, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
+use slop_bridge::{ClientAddr, rest::COOKIE_LOGIN};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{Answer, client_ip, internal, invalid, limits_unavailable, rate_limited};
 use crate::{
@@ -90,7 +90,7 @@ impl AuthApi {
         &self,
         user_id: &str,
         metadata: &MetadataMap,
-        peer: Option<&TcpConnectInfo>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Session, Status> {
         let now = to_millis(self.now());
         let settings = &self.identity.settings;
@@ -100,10 +100,7 @@ impl AuthApi {
             id: tokens::random_token(18),
             user_id: user_id.to_owned(),
             user_agent: user_agent(metadata),
-            ip: peer
-                .and_then(TcpConnectInfo::remote_addr)
-                .map(|addr| addr.ip().to_string())
-                .unwrap_or_default(),
+            ip: client.map(|ip| ip.to_string()).unwrap_or_default(),
             created_at: now,
             last_seen_at: now,
             expires_at: now
@@ -344,7 +341,11 @@ impl AuthService for AuthApi {
             tracing::warn!(%error, "could not forget failed logins");
         }
         let session = self
-            .new_session(&account.id, &metadata, extensions.get::<TcpConnectInfo>())
+            .new_session(
+                &account.id,
+                &metadata,
+                ClientAddr::ip(extensions.get(), extensions.get()),
+            )
             .await?;
         tracing::info!(user_id = %account.id, session_id = %session.id, "logged in");
         let mut response = Response::new(auth::LoginResponse {

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use tonic::{Code, Status, transport::server::TcpConnectInfo};
+use slop_bridge::ClientAddr;
+use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 pub mod auth;
@@ -47,13 +48,11 @@ pub fn not_found(reason: &str, message: impl Into<String>) -> Status {
     )
 }
 
-/// The client's IP address, as the listener saw it ("unknown" when the
-/// transport has none).
+/// The client's IP address: as a trusted proxy forwarded it, else the TCP
+/// peer's ("unknown" when the transport has none).
 pub fn client_ip(extensions: &tonic::Extensions) -> String {
-    extensions
-        .get::<TcpConnectInfo>()
-        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
-        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
+    ClientAddr::ip(extensions.get(), extensions.get())
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
 /// RESOURCE_EXHAUSTED with the wait (RetryInfo; REST adds Retry-After).

@@ -22,8 +22,8 @@ use slop_api::notification::{
     self, Event, JobProgress, JobState, Namespace, PublishedEvent, StreamPosition,
     SubscribeResponse, notification_service_server::NotificationService, subscribe_response,
 };
-use slop_bridge::{Admitted, ConnectionGate};
-use tonic::{Code, Request, Response, Status, transport::server::TcpConnectInfo};
+use slop_bridge::{Admitted, ClientAddr, ConnectionGate};
+use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use super::{Answer, invalid, limits_unavailable, rate_limited};
@@ -388,11 +388,7 @@ impl NotificationApi {
     ) -> Result<Feed, Status> {
         let caller = self.caller(request.metadata()).await?;
         let admitted = request.extensions().get::<Admitted>().is_some();
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
-            .map(|addr| addr.ip());
+        let peer = ClientAddr::ip(request.extensions().get(), request.extensions().get());
         let wanted = subscriptions(&caller, request.into_inner())?;
         let session = match &caller {
             Caller::User(user) => {
