@@ -4,7 +4,9 @@
 # Needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 running, and
 # Rust with cargo-nextest, node/npm and python3 with pip installed. Installs the
 # outside test clients (buf from npm, grpcio in a Python venv) into .tools/ on
-# first use, then runs `cargo nextest`. Extra arguments go to nextest, e.g.
+# first use, and Debian's chromium for the browser test when it is missing
+# (as root; otherwise it says how), then runs `cargo nextest`. Extra arguments
+# go to nextest, e.g.
 #   bash scripts/test.sh -E 'test(health)'
 set -euo pipefail
 
@@ -51,6 +53,20 @@ else
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         -r clients/python/requirements.txt
+fi
+
+if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1; then
+    echo "==> chromium already installed"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Debian's chromium (for the browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null ||
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+else
+    echo "error: the browser test needs Chromium. Install it with:" >&2
+    echo "  sudo apt-get install chromium" >&2
+    echo "or set CHROMIUM to a Chromium binary." >&2
+    exit 1
 fi
 
 # --- the tests ---------------------------------------------------------------

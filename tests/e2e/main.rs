@@ -5,6 +5,7 @@
 mod harness;
 
 mod accounts;
+mod browser;
 mod health;
 mod notifications;
 mod outside_clients;

@@ -63,7 +63,9 @@ async fn send_json(socket: &mut Socket, frame: serde_json::Value) {
         .unwrap();
 }
 
-async fn publish(server: &TestServer, channel: &str, kind: &str) -> u64 {
+/// Publishes an event of type `kind` to `channel` with the service key;
+/// answers its offset.
+pub async fn publish(server: &TestServer, channel: &str, kind: &str) -> u64 {
     use slop_api::notification::{
         PublishRequest, notification_service_client::NotificationServiceClient,
     };
