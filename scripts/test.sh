@@ -46,7 +46,7 @@ else
     npm install --no-audit --no-fund --prefix .tools "@bufbuild/buf@$BUF_VERSION"
 fi
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1" 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1, grpc_tools" 2>/dev/null; then
     echo "==> python gRPC clients already installed"
 else
     echo "==> installing python gRPC clients into $VENV"
@@ -54,6 +54,9 @@ else
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         -r clients/python/requirements.txt
 fi
+# Always, so the client follows proto/.
+rm -rf .tools/python-client
+"$VENV/bin/python" clients/python/generate.py --out .tools/python-client
 
 if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1; then
     echo "==> chromium already installed"

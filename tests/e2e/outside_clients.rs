@@ -1,10 +1,12 @@
 //! Clients nobody here wrote: `buf curl` (gRPC and grpc-web, through
-//! reflection) and Python's grpcio-health-checking. scripts/test.sh installs
-//! them into .tools/; a missing tool fails the test with that hint.
+//! reflection), Python's grpcio-health-checking, and the Python client
+//! generated from proto/ by grpcio-tools. scripts/test.sh installs them into
+//! .tools/ (and generates the client there); a missing tool fails the test
+//! with that hint.
 
 use std::{path::PathBuf, process::Command};
 
-use crate::harness::TestServer;
+use crate::harness::{SERVICE_KEY, TestServer};
 
 fn tool(relative: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -149,4 +151,46 @@ async fn buf_curl_follows_a_notification_stream_over_grpc_web() {
         .unwrap();
     read_until("comment.created").await;
     child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_generated_python_client_signs_in_follows_its_channel_and_gets_a_published_event() {
+    let server = TestServer::start().await;
+    let mut command = Command::new(tool("venv/bin/python"));
+    command
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/python/notifications.py"))
+        .args(["--target", &server.addr.to_string()])
+        .args(["--service-key", SERVICE_KEY])
+        .env("SLOP_PYTHON_CLIENT", tool("python-client"));
+    let output = run(command).await;
+    assert!(output.contains("subscribed to user:"), "{output}");
+    assert!(
+        output.contains(r#"event example.hello on user:"#)
+            && output.contains(r#"{"text": "hello from Python"}"#),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn the_generated_python_client_reports_a_refused_call_with_its_code() {
+    let server = TestServer::start().await;
+    let output = tokio::task::spawn_blocking({
+        let addr = server.addr.to_string();
+        move || {
+            Command::new(tool("venv/bin/python"))
+                .arg(
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .join("clients/python/notifications.py"),
+                )
+                .args(["--target", &addr, "--service-key", "not-a-service-key"])
+                .env("SLOP_PYTHON_CLIENT", tool("python-client"))
+                .output()
+                .expect("run python")
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: UNAUTHENTICATED: "), "{stderr}");
 }
