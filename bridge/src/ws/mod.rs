@@ -18,7 +18,7 @@
 //! `{"type":"ping"}` frame and get `{"type":"pong"}` back. Why a socket is
 //! closed is in its close code ([`close`]).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future as _, net::SocketAddr, sync::Arc, task::Poll, time::Duration};
 
 use axum::{
     extract::{
@@ -27,7 +27,7 @@ use axum::{
     },
     response::{IntoResponse, Response},
 };
-use futures_util::{FutureExt as _, SinkExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use http::HeaderValue;
 use slop_api::notification::{
     ChannelSubscription, SubscribeRequest, subscribe_response::Message as Sent,
@@ -42,11 +42,13 @@ use crate::{
 mod encoded;
 mod frames;
 mod subscriptions;
+mod wakes;
 
 use encoded::EncodedEvents;
 
 use frames::{BadFrame, ClientFrame, ServerFrame};
 use subscriptions::{Produced, Subscriptions};
+use wakes::{Source, Wakes};
 
 /// The largest frame a client may send; a larger one closes the socket with
 /// 1009 (message too big).
@@ -387,6 +389,15 @@ fn close_for(status: &Status, shutting_down: bool) -> Ending {
 /// What handling one thing leaves the socket with.
 type Step = Result<(), Ending>;
 
+/// What a pass of a socket's loop found ready.
+enum Ready {
+    Shutdown,
+    Produced(Produced),
+    Received(Option<Result<Message, axum::Error>>),
+    Ping,
+    AuthDeadline,
+}
+
 /// One socket and everything it holds between frames.
 struct Connection {
     sockets: Arc<Sockets>,
@@ -460,19 +471,54 @@ impl Connection {
         let mut awaiting_pong = false;
         let auth_deadline = tokio::time::sleep(bridge.ws_auth_timeout);
         tokio::pin!(auth_deadline);
+        let wakes = Wakes::new();
 
         loop {
-            // In this order, and only until one is ready: an event, the
-            // common case, goes out without the rest being polled. The
-            // subscriptions' queues are bounded, so the socket's own
-            // frames and pings wait for at most that many events.
-            let step = tokio::select! {
-                biased;
-                () = &mut shutdown => {
-                    Err(Ending::close(close::GOING_AWAY, "server shutting down"))
+            // In this order, and only until one is ready: shutdown, then an
+            // event (the common case), then the client and the timers. The
+            // subscriptions' queues are bounded, so the socket's own frames
+            // and pings wait for at most that many events. Shutdown, the
+            // client and the timers are polled only when they woke (`wakes`):
+            // an event's pass touches nothing else.
+            let ready = std::future::poll_fn(|cx| {
+                wakes.register(cx.waker());
+                if wakes.take(Source::Shutdown)
+                    && shutdown
+                        .as_mut()
+                        .poll(&mut wakes.context(Source::Shutdown))
+                        .is_ready()
+                {
+                    return Poll::Ready(Ready::Shutdown);
                 }
-                produced = self.subscriptions.next() => self.forward(socket, produced).await,
-                message = socket.recv() => match message {
+                if let Poll::Ready(produced) = self.subscriptions.poll_next(cx) {
+                    return Poll::Ready(Ready::Produced(produced));
+                }
+                if wakes.take(Source::Read)
+                    && let Poll::Ready(message) =
+                        socket.poll_next_unpin(&mut wakes.context(Source::Read))
+                {
+                    wakes.again(Source::Read);
+                    return Poll::Ready(Ready::Received(message));
+                }
+                if wakes.take(Source::Timers) {
+                    let mut timers = wakes.context(Source::Timers);
+                    if ping.poll_tick(&mut timers).is_ready() {
+                        wakes.again(Source::Timers);
+                        return Poll::Ready(Ready::Ping);
+                    }
+                    if self.identity.is_none()
+                        && auth_deadline.as_mut().poll(&mut timers).is_ready()
+                    {
+                        return Poll::Ready(Ready::AuthDeadline);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let step = match ready {
+                Ready::Shutdown => Err(Ending::close(close::GOING_AWAY, "server shutting down")),
+                Ready::Produced(produced) => self.forward(socket, produced).await,
+                Ready::Received(message) => match message {
                     Some(Ok(Message::Close(_))) => Err(Ending::ClientClosed),
                     None | Some(Err(_)) => Err(Ending::ClientGone),
                     Some(Ok(Message::Pong(_))) => {
@@ -488,16 +534,21 @@ impl Connection {
                     // Boxed, like `start`: client frames are rare.
                     Some(Ok(Message::Text(text))) => Box::pin(self.receive(socket, &text)).await,
                 },
-                _ = ping.tick() => {
+                Ready::Ping => {
                     if awaiting_pong {
                         tracing::debug!("WebSocket peer did not answer a ping");
                         Err(Ending::ClientGone)
                     } else {
                         awaiting_pong = true;
-                        send_message(socket, &self.sockets.bridge, Message::Ping(Default::default())).await
+                        send_message(
+                            socket,
+                            &self.sockets.bridge,
+                            Message::Ping(Default::default()),
+                        )
+                        .await
                     }
                 }
-                () = &mut auth_deadline, if self.identity.is_none() => Err(Ending::close(
+                Ready::AuthDeadline => Err(Ending::close(
                     close::UNAUTHENTICATED,
                     "no auth frame in time",
                 )),

@@ -6,10 +6,7 @@
 //! the service side, which ends the subscription (SLOW_CONSUMER) rather than
 //! letting memory grow here.
 
-use std::{
-    future::poll_fn,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use tonic::Status;
 
@@ -84,11 +81,7 @@ impl Subscriptions {
 
     /// The next message of any subscription; pending while there are none.
     /// A stream that ended is removed.
-    pub(super) async fn next(&mut self) -> Produced {
-        poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Produced> {
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Produced> {
         let count = self.list.len();
         for i in 0..count {
             let index = (self.next + i) % count;
@@ -108,7 +101,15 @@ impl Subscriptions {
 
 #[cfg(test)]
 mod tests {
+    use std::future::poll_fn;
+
     use super::*;
+
+    impl Subscriptions {
+        async fn next(&mut self) -> Produced {
+            poll_fn(|cx| self.poll_next(cx)).await
+        }
+    }
     use futures_util::{FutureExt as _, stream};
     use slop_api::notification::{Heartbeat, SubscribeResponse, subscribe_response::Message};
 
