@@ -802,21 +802,20 @@ impl Connection {
         // The message becomes JSON before the write, so the socket's task
         // does not hold it (an event can be large) while the client reads.
         let (frame, ending) = self.forwarded(produced);
-        if let Some(json) = frame {
-            send_text(socket, &self.sockets.bridge, json).await?;
+        if let Some(text) = frame {
+            send_message(socket, &self.sockets.bridge, Message::Text(text)).await?;
         }
         ending.map_or(Ok(()), Err)
     }
 
     /// The frame for a subscription's message, and how the socket ends
     /// after it, if it does.
-    fn forwarded(&self, produced: Produced) -> (Option<String>, Option<Ending>) {
+    fn forwarded(&self, produced: Produced) -> (Option<Utf8Bytes>, Option<Ending>) {
         let Produced { id, item } = produced;
         let id = id.as_deref();
         match item {
             Some(Ok(Delivery::Event(event))) => {
-                let json = self.sockets.encoded.json(&event);
-                (Some(ServerFrame::event_json(id, &json)), None)
+                (Some(self.sockets.encoded.frame(&event, id)), None)
             }
             Some(Ok(Delivery::Message(response))) => match response.message {
                 Some(Sent::Subscribed(subscribed)) => {
@@ -824,11 +823,11 @@ impl Connection {
                         id,
                         subscribed: &subscribed,
                     };
-                    (Some(frame.to_json()), None)
+                    (Some(frame.to_json().into()), None)
                 }
                 Some(Sent::Event(event)) => {
                     let frame = ServerFrame::Event { id, event: &event };
-                    (Some(frame.to_json()), None)
+                    (Some(frame.to_json().into()), None)
                 }
                 // The socket has its own keep-alive.
                 Some(Sent::Heartbeat(_)) | None => (None, None),
@@ -836,7 +835,7 @@ impl Connection {
             Some(Err(status)) => {
                 let shutting_down = self.sockets.bridge.shutdown.is_cancelled();
                 (
-                    Some(ServerFrame::status(&status, id).to_json()),
+                    Some(ServerFrame::status(&status, id).to_json().into()),
                     Some(close_for(&status, shutting_down)),
                 )
             }
