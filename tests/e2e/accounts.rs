@@ -17,7 +17,7 @@ use slop_server::{
 use tonic::{Code, transport::Channel};
 
 use crate::harness::{
-    Answer, JWT_SECRET, PASSWORD, SERVICE_KEY, TestServer, bearer, grpc_web_call_with, http, reason,
+    JWT_SECRET, PASSWORD, SERVICE_KEY, TestServer, bearer, grpc_web_call_with, http, reason, rest,
 };
 
 struct Grpc {
@@ -175,29 +175,6 @@ async fn two_concurrent_refreshes_of_one_client_both_succeed() {
         })
         .await
         .expect("the shared next token refreshes");
-}
-
-/// A REST call with optional bearer token and JSON body.
-async fn rest(
-    server: &TestServer,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: serde_json::Value,
-) -> Answer {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(server.url(path))
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    http(request.body(Full::from(body)).unwrap()).await
 }
 
 #[tokio::test]

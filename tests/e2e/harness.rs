@@ -208,6 +208,44 @@ pub async fn http(request: Request<Full<Bytes>>) -> Answer {
     }
 }
 
+/// A REST call with optional bearer token and JSON body (none when null).
+pub async fn rest(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> Answer {
+    rest_with(server, method, path, token, &[], body).await
+}
+
+/// [`rest`] with extra headers.
+pub async fn rest_with(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+) -> Answer {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(server.url(path))
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    http(request.body(Full::from(body)).unwrap()).await
+}
+
 /// `GET url`.
 pub async fn get(url: &str) -> Answer {
     http(Request::get(url).body(Full::default()).expect("request")).await

@@ -20,14 +20,21 @@ fn tool(relative: &str) -> PathBuf {
     path
 }
 
-/// Runs a command off the async runtime and returns its stdout, failing
-/// with its output when it exits non-zero.
-async fn run(mut command: Command) -> String {
+/// Runs a command off the async runtime; answers what it printed and how
+/// it exited.
+async fn output(mut command: Command) -> std::process::Output {
     let shown = format!("{command:?}");
-    let output = tokio::task::spawn_blocking(move || command.output())
+    tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
-        .unwrap_or_else(|err| panic!("cannot run {shown}: {err}"));
+        .unwrap_or_else(|err| panic!("cannot run {shown}: {err}"))
+}
+
+/// Runs a command off the async runtime and returns its stdout, failing
+/// with its output when it exits non-zero.
+async fn run(command: Command) -> String {
+    let shown = format!("{command:?}");
+    let output = output(command).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -36,6 +43,20 @@ async fn run(mut command: Command) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// One of the Python examples in clients/python, run by the test venv's
+/// Python with the client generated into .tools/.
+fn python(script: &str) -> Command {
+    let mut command = Command::new(tool("venv/bin/python"));
+    command
+        .arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("clients/python")
+                .join(script),
+        )
+        .env("SLOP_PYTHON_CLIENT", tool("python-client"));
+    command
 }
 
 fn buf_curl(args: &[&str]) -> Command {
@@ -86,9 +107,8 @@ async fn buf_curl_checks_health_over_grpc_and_grpc_web() {
 #[tokio::test]
 async fn python_grpcio_health_checking_gets_serving() {
     let server = TestServer::start().await;
-    let mut command = Command::new(tool("venv/bin/python"));
+    let mut command = python("health_check.py");
     command
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/python/health_check.py"))
         .args(["--target", &server.addr.to_string()])
         .args(["--service", "", "--service", "liveness"])
         .args(["--service", "slop.auth.v1.AuthService"])
@@ -156,12 +176,10 @@ async fn buf_curl_follows_a_notification_stream_over_grpc_web() {
 #[tokio::test]
 async fn the_generated_python_client_signs_in_follows_its_channel_and_gets_a_published_event() {
     let server = TestServer::start().await;
-    let mut command = Command::new(tool("venv/bin/python"));
+    let mut command = python("notifications.py");
     command
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/python/notifications.py"))
         .args(["--target", &server.addr.to_string()])
-        .args(["--service-key", SERVICE_KEY])
-        .env("SLOP_PYTHON_CLIENT", tool("python-client"));
+        .args(["--service-key", SERVICE_KEY]);
     let output = run(command).await;
     assert!(output.contains("subscribed to user:"), "{output}");
     assert!(
@@ -174,22 +192,14 @@ async fn the_generated_python_client_signs_in_follows_its_channel_and_gets_a_pub
 #[tokio::test]
 async fn the_generated_python_client_reports_a_refused_call_with_its_code() {
     let server = TestServer::start().await;
-    let output = tokio::task::spawn_blocking({
-        let addr = server.addr.to_string();
-        move || {
-            Command::new(tool("venv/bin/python"))
-                .arg(
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                        .join("clients/python/notifications.py"),
-                )
-                .args(["--target", &addr, "--service-key", "not-a-service-key"])
-                .env("SLOP_PYTHON_CLIENT", tool("python-client"))
-                .output()
-                .expect("run python")
-        }
-    })
-    .await
-    .unwrap();
+    let mut command = python("notifications.py");
+    command.args([
+        "--target",
+        &server.addr.to_string(),
+        "--service-key",
+        "not-a-service-key",
+    ]);
+    let output = output(command).await;
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("error: UNAUTHENTICATED: "), "{stderr}");

@@ -3,47 +3,24 @@
 //! `X-Forwarded-For` changes nothing. The tests' connections come from
 //! 127.0.0.1, the proxy here.
 
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use slop_server::proxy::TrustedProxies;
 
-use crate::harness::{Answer, PASSWORD, TestServer, http, sign_up};
+use crate::harness::{Answer, PASSWORD, TestServer, rest, rest_with, sign_up};
 
 /// `POST path` with a JSON body, as forwarded for `forwarded_for` (no
-/// header when None), with a bearer token when given.
+/// header when None).
 async fn post(
     server: &TestServer,
     path: &str,
     forwarded_for: Option<&str>,
     body: serde_json::Value,
 ) -> Answer {
-    call(server, "POST", path, forwarded_for, None, body).await
-}
-
-async fn call(
-    server: &TestServer,
-    method: &str,
-    path: &str,
-    forwarded_for: Option<&str>,
-    token: Option<&str>,
-    body: serde_json::Value,
-) -> Answer {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(server.url(path))
-        .header("content-type", "application/json");
-    if let Some(forwarded_for) = forwarded_for {
-        request = request.header("x-forwarded-for", forwarded_for);
-    }
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    http(request.body(Full::from(body)).unwrap()).await
+    let headers: Vec<(&str, &str)> = forwarded_for
+        .map(|address| ("x-forwarded-for", address))
+        .into_iter()
+        .collect();
+    rest_with(server, "POST", path, None, &headers, body).await
 }
 
 /// Registers and logs in as forwarded for `forwarded_for`; answers the
@@ -67,11 +44,10 @@ async fn log_in(server: &TestServer, email: &str, forwarded_for: Option<&str>) -
 
 /// The address the caller's current session recorded.
 async fn session_ip(server: &TestServer, token: &str) -> String {
-    let sessions = call(
+    let sessions = rest(
         server,
         "GET",
         "/api/v1/sessions",
-        None,
         Some(token),
         serde_json::Value::Null,
     )
