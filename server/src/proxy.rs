@@ -92,9 +92,16 @@ impl TrustedProxies {
     /// An entry that is not an address ends the walk at the last trusted
     /// hop, since no trusted proxy wrote it.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.forwarded_client(peer, headers)
+            .unwrap_or_else(|| peer.to_canonical())
+    }
+
+    /// [`TrustedProxies::client`] for a request from a trusted proxy; None
+    /// when `peer` is not one (the client is then the peer itself).
+    pub fn forwarded_client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
         let mut client = peer.to_canonical();
         if !self.contains(client) {
-            return client;
+            return None;
         }
         let hops = headers
             .get_all(X_FORWARDED_FOR)
@@ -115,7 +122,7 @@ impl TrustedProxies {
                 break;
             }
         }
-        client
+        Some(client)
     }
 }
 

@@ -90,8 +90,7 @@ pub async fn serve(
         let app = app.clone();
         let proxies = proxies.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-            if !proxies.is_empty() && proxies.contains(peer.ip()) {
-                let client = proxies.client(peer.ip(), request.headers());
+            if let Some(client) = proxies.forwarded_client(peer.ip(), request.headers()) {
                 request.extensions_mut().insert(ClientAddr(client));
             }
             let extensions = request.extensions_mut();

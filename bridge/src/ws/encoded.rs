@@ -72,21 +72,24 @@ impl EncodedEvents {
     /// The event frame of `event` for the subscription `id`: the text of
     /// [`ServerFrame::Event`], built at most once per recent event and id.
     pub(super) fn frame(&self, event: &Arc<Event>, id: Option<&str>) -> Utf8Bytes {
-        let json = self.json(event);
+        // Every socket but the first: one lock, a shared buffer.
+        if let Some(frame) = self.lock().0.iter().flatten().find_map(|e| {
+            Arc::ptr_eq(&e.event, event)
+                .then(|| e.frames.iter().find(|(i, _)| i.as_deref() == id))
+                .flatten()
+                .map(|(_, frame)| frame.clone())
+        }) {
+            return frame;
+        }
+        let frame = Utf8Bytes::from(ServerFrame::event_json(id, &self.json(event)));
         let mut guard = self.lock();
-        let encoded = guard
+        if let Some(encoded) = guard
             .0
             .iter_mut()
             .flatten()
-            .find(|e| Arc::ptr_eq(&e.event, event));
-        if let Some(encoded) = &encoded
-            && let Some((_, frame)) = encoded.frames.iter().find(|(i, _)| i.as_deref() == id)
-        {
-            return frame.clone();
-        }
-        let frame = Utf8Bytes::from(ServerFrame::event_json(id, &json));
-        if let Some(encoded) = encoded
+            .find(|e| Arc::ptr_eq(&e.event, event))
             && encoded.frames.len() < FRAMES_PER_EVENT
+            && !encoded.frames.iter().any(|(i, _)| i.as_deref() == id)
         {
             encoded.frames.push((id.map(Box::from), frame.clone()));
         }
