@@ -44,6 +44,12 @@ pub const MAX_PUBLISH_CHANNELS: usize = 1000;
 pub const MAX_SUBSCRIPTIONS: usize = 100;
 /// The largest event payload, encoded.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// The deepest nesting of objects and arrays in an event payload, the
+/// payload object itself being level 1. Protobuf decoders (prost, and the
+/// usual ones of other languages) stop at 100 nested messages, and each JSON
+/// level is up to three of them (Struct, map entry, Value): 32 levels is the
+/// most that still decodes inside a stream message.
+pub const MAX_PAYLOAD_DEPTH: usize = 32;
 /// The longest event type, in characters.
 const MAX_TYPE_CHARS: usize = 128;
 /// The longest job id, in characters.
@@ -228,10 +234,16 @@ fn publication(request: notification::PublishRequest) -> Result<(Vec<ChannelName
             "may hold only letters, digits, `.`, `_`, `-` and `:`",
         ));
     }
-    if let Some(payload) = &request.payload
-        && payload.encoded_len() > MAX_PAYLOAD_BYTES
-    {
-        return Err(invalid("payload", "must be at most 64 KiB once encoded"));
+    if let Some(payload) = &request.payload {
+        if payload.encoded_len() > MAX_PAYLOAD_BYTES {
+            return Err(invalid("payload", "must be at most 64 KiB once encoded"));
+        }
+        if !within_depth(payload, MAX_PAYLOAD_DEPTH) {
+            return Err(invalid(
+                "payload",
+                format!("may nest objects and arrays at most {MAX_PAYLOAD_DEPTH} levels deep"),
+            ));
+        }
     }
     match (namespace, &request.job) {
         (Namespace::Media, None) => {
@@ -256,6 +268,27 @@ fn publication(request: notification::PublishRequest) -> Result<(Vec<ChannelName
             ..Event::default()
         },
     ))
+}
+
+/// Whether `payload` nests objects and arrays at most `levels` deep (itself
+/// being the first). Walks at most `levels` deep, so a hostile payload costs
+/// no deep recursion here.
+fn within_depth(payload: &pbjson_types::Struct, levels: usize) -> bool {
+    fn value_within(value: &pbjson_types::Value, levels: usize) -> bool {
+        use pbjson_types::value::Kind;
+        match &value.kind {
+            Some(Kind::StructValue(object)) => within_depth(object, levels),
+            Some(Kind::ListValue(list)) => {
+                levels > 0 && list.values.iter().all(|v| value_within(v, levels - 1))
+            }
+            _ => true,
+        }
+    }
+    levels > 0
+        && payload
+            .fields
+            .values()
+            .all(|value| value_within(value, levels - 1))
 }
 
 fn check_job(job: &JobProgress) -> Result<(), Status> {
@@ -703,6 +736,78 @@ mod tests {
         let (channels, event) = publication(media(Some(job))).unwrap();
         assert_eq!(channels, [ChannelName::user("u1")]);
         assert_eq!(event.namespace, Namespace::Media as i32);
+    }
+
+    /// A payload nested `depth` levels of objects (the payload itself is
+    /// level 1).
+    fn nested(depth: usize) -> pbjson_types::Struct {
+        let mut payload = pbjson_types::Struct::default();
+        payload
+            .fields
+            .insert("leaf".into(), pbjson_types::Value::from("x".to_string()));
+        for _ in 1..depth {
+            let mut outer = pbjson_types::Struct::default();
+            outer.fields.insert(
+                "inner".into(),
+                pbjson_types::Value {
+                    kind: Some(pbjson_types::value::Kind::StructValue(payload)),
+                },
+            );
+            payload = outer;
+        }
+        payload
+    }
+
+    #[test]
+    fn payloads_nested_deeper_than_every_reader_decodes_are_refused() {
+        let with = |payload| notification::PublishRequest {
+            payload: Some(payload),
+            ..request(&["topic:a"])
+        };
+        for depth in [MAX_PAYLOAD_DEPTH + 1, 35, 200] {
+            let status = publication(with(nested(depth))).expect_err("too deep");
+            assert_eq!(status.code(), Code::InvalidArgument, "depth {depth}");
+            assert_eq!(field_of(&status), "payload");
+            assert!(status.message().contains("32"), "{}", status.message());
+        }
+        let mut list = pbjson_types::Struct::default();
+        let mut value = pbjson_types::Value::from("x".to_string());
+        for _ in 0..MAX_PAYLOAD_DEPTH {
+            value = pbjson_types::Value {
+                kind: Some(pbjson_types::value::Kind::ListValue(
+                    pbjson_types::ListValue {
+                        values: vec![value],
+                    },
+                )),
+            };
+        }
+        list.fields.insert("deep".into(), value);
+        assert_eq!(
+            field_of(&publication(with(list)).unwrap_err()),
+            "payload",
+            "arrays count as levels too"
+        );
+
+        // The deepest payload allowed decodes wherever an event is read:
+        // stored alone (Redis history), and inside a stream message.
+        let (_, event) = publication(with(nested(MAX_PAYLOAD_DEPTH))).expect("deep enough");
+        let event = Event {
+            channel: "topic:a".into(),
+            offset: 1,
+            epoch: "e".into(),
+            ..event
+        };
+        assert_eq!(
+            Event::decode(event.encode_to_vec().as_slice()).unwrap(),
+            event
+        );
+        let message = SubscribeResponse {
+            message: Some(subscribe_response::Message::Event(event)),
+        };
+        assert_eq!(
+            SubscribeResponse::decode(message.encode_to_vec().as_slice()).unwrap(),
+            message
+        );
     }
 
     #[test]
