@@ -33,7 +33,7 @@ use crate::{
     identity::Identity,
     limits::{Decision, Rate, RateLimiter},
     streams::{
-        ChannelName, StreamError,
+        ChannelName, StreamError, contiguous_after,
         hub::{End, Feed, Hub, Item},
     },
 };
@@ -596,9 +596,7 @@ impl NotificationService for NotificationApi {
             .map_err(unavailable)?;
         if after.is_some()
             && start < state.offset
-            && retained
-                .first()
-                .is_none_or(|event| event.offset != start + 1)
+            && (retained.is_empty() || !contiguous_after(&retained, start))
         {
             recovered = false;
         }

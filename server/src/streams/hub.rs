@@ -165,12 +165,27 @@ impl Subscription {
         self.pass(&mut state, event, size, true);
     }
 
-    /// Queues `event` unless it was already passed or filtered out.
+    /// Queues `event` unless it was already passed or filtered out. An
+    /// event that does not follow the last one passed (offsets the backend
+    /// lost, or a new epoch: history lost) is preceded by a `Subscribed`
+    /// that says so (`recovered: false`), never skipped in silence.
     fn pass(&self, state: &mut SubscriptionState, event: &Arc<Event>, size: usize, live: bool) {
-        if event.epoch == state.epoch && event.offset <= state.offset {
+        let same_epoch = event.epoch == state.epoch;
+        if same_epoch && event.offset <= state.offset {
             return;
         }
-        // A new epoch (history lost): follow it; the event says so.
+        if !same_epoch || event.offset != state.offset + 1 {
+            let lost = Subscribed {
+                channel: self.channel.to_string(),
+                position: Some(StreamPosition {
+                    offset: event.offset - 1,
+                    epoch: event.epoch.clone(),
+                }),
+                was_recovering: true,
+                recovered: false,
+            };
+            self.feed.push(Item::Subscribed(lost), 0, false);
+        }
         state.epoch.clone_from(&event.epoch);
         state.offset = event.offset;
         if self.wants(event.namespace) {
@@ -503,9 +518,12 @@ impl Feed {
                     .backend
                     .read(&channel, position.offset, hub.history.max_events)
                     .await?;
-                if events
-                    .first()
-                    .is_some_and(|event| event.offset == position.offset + 1)
+                // Every offset from the position on, or nothing: a hole
+                // (an event that no longer decodes) is not a recovery.
+                if super::contiguous_after(&events, position.offset)
+                    && events
+                        .last()
+                        .is_some_and(|event| event.offset >= state.offset)
                 {
                     recovered = true;
                     start_after = position.offset;

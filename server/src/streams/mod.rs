@@ -248,6 +248,15 @@ impl StreamBackend {
     }
 }
 
+/// Whether `events` are exactly the offsets after `after`, one by one, with
+/// no hole (an event that no longer decodes leaves one).
+pub fn contiguous_after(events: &[Arc<Event>], after: u64) -> bool {
+    events
+        .iter()
+        .zip(after + 1..)
+        .all(|(event, offset)| event.offset == offset)
+}
+
 /// Whether a retained event is still young enough to count.
 fn within_age(event_millis: i64, now_millis: i64, max_age: Duration) -> bool {
     now_millis.saturating_sub(event_millis) <= crate::sessions::duration_millis(max_age)

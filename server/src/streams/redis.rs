@@ -495,13 +495,17 @@ impl Shared {
                     "a read returned an odd number of fields".into(),
                 ));
             };
-            let time: i64 = std::str::from_utf8(time)
+            // An entry that does not decode (written by something else, or
+            // by an older server without the payload depth limit) is left
+            // out rather than making the whole channel unreadable: its
+            // offset is missing, which every reader treats as a gap.
+            let time = std::str::from_utf8(time)
                 .ok()
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| {
-                    StreamError::Malformed(format!("an entry of {channel} has no valid time"))
-                })?;
-            let event = decode(bytes)?;
+                .and_then(|t| t.parse::<i64>().ok());
+            let (Some(time), Ok(event)) = (time, decode(bytes)) else {
+                tracing::error!(%channel, "skipping a stored event that does not decode");
+                continue;
+            };
             if within_age(time, now, self.history.max_age) && event.offset > after {
                 events.push(Arc::new(event));
             }
@@ -1166,7 +1170,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn malformed_entries_are_errors() {
+    async fn entries_that_do_not_decode_are_skipped_not_fatal() {
         let clock = ManualClock::starting_now();
         let (streams, guard) = streams(clock.clone(), Arc::new(Recorder::default())).await;
         let c = topic("bad");
@@ -1175,32 +1179,137 @@ mod tests {
             .await
             .unwrap();
         let key = format!("{}stream:topic:bad", guard.prefix);
+        let now = to_millis(clock.now());
+        for (id, time, bytes) in [
+            ("2-0", now.to_string(), &[0xff_u8, 0xff, 0xff][..]),
+            ("3-0", "soon".to_owned(), &b""[..]),
+        ] {
+            let _: String = redis::cmd("XADD")
+                .arg(&key)
+                .arg(id)
+                .arg("t")
+                .arg(time)
+                .arg("e")
+                .arg(bytes)
+                .query(&mut redis())
+                .unwrap();
+        }
+        let _: i64 = redis::cmd("HSET")
+            .arg(format!("{key}:meta"))
+            .arg("offset")
+            .arg(3)
+            .query(&mut redis())
+            .unwrap();
+        let next = streams
+            .publish(std::slice::from_ref(&c), &event("y"))
+            .await
+            .unwrap();
+        assert_eq!(next[0].offset, 4);
+        let read = streams
+            .read(&c, 0, 10)
+            .await
+            .expect("the channel stays readable");
+        assert_eq!(
+            read.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [1, 4],
+            "the entries that do not decode are left out; the gap shows"
+        );
+    }
+
+    /// What a hole in history (an entry that does not decode, its live
+    /// message lost) does to the subscribers of a hub over Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribers_are_told_of_a_hole_live_and_when_resuming() {
+        use crate::streams::hub::{Hub, Item, QueueLimits, Registry};
+        let clock = ManualClock::starting_now();
+        let guard = PrefixGuard::new();
+        let registry = Arc::new(Registry::default());
+        let backend = StreamBackend::redis(
+            &redis_url(),
+            &guard.prefix,
+            clock.clone(),
+            HISTORY,
+            registry.clone(),
+        )
+        .await
+        .unwrap();
+        let limits = QueueLimits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+        };
+        let hub = Hub::new(backend.clone(), registry, HISTORY, limits, clock.clone());
+        let c = topic("holey");
+        let first = backend
+            .publish(std::slice::from_ref(&c), &event("x"))
+            .await
+            .unwrap()
+            .remove(0);
+        let mut live = hub.open(None);
+        live.subscribe(c.clone(), &[], None).await.unwrap();
+        async fn next(feed: &crate::streams::hub::Feed) -> Item {
+            tokio::time::timeout(Duration::from_secs(5), feed.next())
+                .await
+                .expect("an item within 5 s")
+                .expect("the feed goes on")
+        }
+        assert!(matches!(next(&live).await, Item::Subscribed(_)));
+
+        let key = format!("{}stream:topic:holey", guard.prefix);
         let _: String = redis::cmd("XADD")
             .arg(&key)
             .arg("2-0")
             .arg("t")
             .arg(to_millis(clock.now()))
             .arg("e")
-            .arg(&[0xff_u8, 0xff, 0xff][..])
+            .arg(&[0xff_u8, 0xff][..])
             .query(&mut redis())
             .unwrap();
-        assert!(matches!(
-            streams.read(&c, 0, 10).await,
-            Err(StreamError::Malformed(_))
-        ));
-        let _: String = redis::cmd("XADD")
-            .arg(&key)
-            .arg("3-0")
-            .arg("t")
-            .arg("soon")
-            .arg("e")
-            .arg("")
+        let _: i64 = redis::cmd("HINCRBY")
+            .arg(format!("{key}:meta"))
+            .arg("offset")
+            .arg(1)
             .query(&mut redis())
             .unwrap();
-        assert!(matches!(
-            streams.read(&c, 2, 10).await,
-            Err(StreamError::Malformed(_))
-        ));
+        backend
+            .publish(std::slice::from_ref(&c), &event("after"))
+            .await
+            .unwrap();
+        match next(&live).await {
+            Item::Subscribed(lost) => {
+                assert!(lost.was_recovering && !lost.recovered, "{lost:?}");
+                assert_eq!(lost.position.unwrap().offset, 2);
+            }
+            other => panic!("expected the hole announced, got {other:?}"),
+        }
+        match next(&live).await {
+            Item::Event(event) => assert_eq!(event.offset, 3),
+            other => panic!("expected offset 3, got {other:?}"),
+        }
+
+        let mut resumed = hub.open(None);
+        let from = slop_api::notification::StreamPosition {
+            offset: first.offset,
+            epoch: first.epoch.clone(),
+        };
+        resumed
+            .subscribe(c.clone(), &[], Some(&from))
+            .await
+            .unwrap();
+        match next(&resumed).await {
+            Item::Subscribed(subscribed) => {
+                assert!(!subscribed.recovered, "a hole is not a recovery");
+                assert_eq!(subscribed.position.unwrap().offset, 3);
+            }
+            other => panic!("expected subscribed, got {other:?}"),
+        }
+        backend
+            .publish(std::slice::from_ref(&c), &event("live"))
+            .await
+            .unwrap();
+        match next(&resumed).await {
+            Item::Event(event) => assert_eq!(event.offset, 4, "no replay, then live"),
+            other => panic!("expected offset 4, got {other:?}"),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -371,3 +371,72 @@ async fn revoked_and_expired_sessions_end_their_feeds_within_a_second() {
     );
     stop.cancel();
 }
+
+/// What the backend would deliver for `channel` at `offset` in `epoch`
+/// (events handed to the registry directly stand in for a backend that
+/// lost some: the Redis listener after an outage longer than history).
+fn delivered(channel: &ChannelName, offset: u64, epoch: &str) -> Arc<Event> {
+    Arc::new(Event {
+        channel: channel.to_string(),
+        offset,
+        epoch: epoch.into(),
+        ..event("x")
+    })
+}
+
+#[tokio::test]
+async fn live_events_the_backend_lost_are_announced_as_not_recovered() {
+    let hub = hub();
+    let news = topic("news");
+    let first = publish(&hub, &news, "x").await;
+    let mut feed = hub.open(None);
+    feed.subscribe(news.clone(), &[Namespace::Media as i32], None)
+        .await
+        .unwrap();
+    next_subscribed(&feed).await;
+    let epoch = first.epoch.as_str();
+    hub.registry().deliver(delivered(&news, 2, epoch));
+    // Offsets 3 and 4 never arrive.
+    hub.registry().deliver(delivered(&news, 5, epoch));
+    let gap = next_subscribed(&feed).await;
+    assert_eq!(gap.channel, "topic:news");
+    assert!(gap.was_recovering && !gap.recovered, "{gap:?}");
+    assert_eq!(
+        gap.position,
+        Some(StreamPosition {
+            offset: 4,
+            epoch: epoch.into()
+        }),
+        "live events follow the position, as after a subscribe"
+    );
+    assert_empty(&feed);
+
+    // History was lost: a new epoch is a gap too, even for a feed whose
+    // namespace filter passed none of the events.
+    hub.registry().deliver(delivered(&news, 1, "reborn"));
+    let reborn = next_subscribed(&feed).await;
+    assert!(!reborn.recovered);
+    assert_eq!(
+        reborn.position,
+        Some(StreamPosition {
+            offset: 0,
+            epoch: "reborn".into()
+        })
+    );
+    hub.registry().deliver(delivered(&news, 2, "reborn"));
+    assert_empty(&feed);
+}
+
+#[tokio::test]
+async fn contiguous_live_events_announce_nothing() {
+    let hub = hub();
+    let news = topic("news");
+    let mut feed = hub.open(None);
+    feed.subscribe(news.clone(), &[], None).await.unwrap();
+    next_subscribed(&feed).await;
+    for i in 1..=3 {
+        assert_eq!(publish(&hub, &news, "x").await.offset, i);
+        assert_eq!(next_event(&feed).await.offset, i);
+    }
+    assert_empty(&feed);
+}
