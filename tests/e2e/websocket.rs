@@ -380,3 +380,93 @@ async fn topics_are_subscribed_by_frame_and_other_users_channels_refused() {
     assert_eq!(replayed["id"], "again");
     assert_eq!(replayed["event"]["offset"], first.to_string());
 }
+
+/// Events published to a user the moment their socket says `welcome` must
+/// arrive: `welcome` means the own channel is live. Signs in `tries` times
+/// at the upgrade and `tries` times with an `auth` frame; each time a
+/// service publishes at once on `welcome`, then again after `subscribed`,
+/// and the first event must come before the second. Answers how many were
+/// lost.
+async fn events_lost_right_after_welcome(server: &TestServer, tries: usize) -> usize {
+    use slop_api::notification::{
+        PublishRequest, notification_service_client::NotificationServiceClient,
+    };
+    let user = sign_up(server, "welcome-race@example.com").await;
+    let own = format!("user:{}", user.user_id);
+    let mut publisher = NotificationServiceClient::new(server.channel().await);
+    let mut publish = async |kind: &str| {
+        publisher
+            .publish(bearer(
+                PublishRequest {
+                    channels: vec![own.clone()],
+                    r#type: kind.into(),
+                    ..Default::default()
+                },
+                SERVICE_KEY,
+            ))
+            .await
+            .expect("publish")
+            .into_inner()
+            .events[0]
+            .position
+            .clone()
+            .unwrap()
+            .offset
+    };
+    let mut lost = 0;
+    for i in 0..2 * tries {
+        let mut socket = if i % 2 == 0 {
+            connect_with(
+                server,
+                ("authorization", &format!("Bearer {}", user.access_token)),
+            )
+            .await
+            .expect("upgrade")
+        } else {
+            let mut socket = connect(server).await;
+            send_json(
+                &mut socket,
+                serde_json::json!({"type": "auth", "token": user.access_token}),
+            )
+            .await;
+            socket
+        };
+        assert_eq!(next_json(&mut socket).await["type"], "welcome");
+        let first = publish("at.welcome").await;
+        let subscribed = next_json(&mut socket).await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        let second = publish("after.subscribed").await;
+        let mut arrived = Vec::new();
+        loop {
+            let frame = next_json(&mut socket).await;
+            assert_eq!(frame["type"], "event", "{frame}");
+            let offset: u64 = frame["event"]["offset"].as_str().unwrap().parse().unwrap();
+            arrived.push(offset);
+            if offset == second {
+                break;
+            }
+        }
+        if !arrived.contains(&first) {
+            lost += 1;
+        }
+        let _ = socket.close(None).await;
+    }
+    lost
+}
+
+#[tokio::test]
+async fn an_event_published_on_welcome_arrives_in_memory() {
+    let server = TestServer::start_with(|config| config.stream_connection_limit = 10_000).await;
+    assert_eq!(events_lost_right_after_welcome(&server, 100).await, 0);
+}
+
+#[tokio::test]
+async fn an_event_published_on_welcome_arrives_with_redis() {
+    let redis = crate::harness::require_redis().await;
+    let server = TestServer::start_with(|config| {
+        config.stream_connection_limit = 10_000;
+        config.redis_url = Some(redis);
+    })
+    .await;
+    assert_eq!(events_lost_right_after_welcome(&server, 100).await, 0);
+}

@@ -452,8 +452,7 @@ impl Connection {
     /// Greets a socket signed in at the upgrade.
     async fn start(&mut self, socket: &mut WebSocket) -> Step {
         if self.identity.is_some() {
-            self.welcome(socket).await?;
-            self.subscribe_own_channel(socket).await?;
+            self.welcome_following_own_channel(socket).await?;
         }
         Ok(())
     }
@@ -655,11 +654,11 @@ impl Connection {
         }
         self.credentials = credentials;
         self.identity = Some(identity);
-        self.welcome(socket).await?;
         if first {
-            self.subscribe_own_channel(socket).await?;
+            self.welcome_following_own_channel(socket).await
+        } else {
+            self.welcome(socket).await
         }
-        Ok(())
     }
 
     /// Refused credentials: a socket not yet signed in is closed; a signed-in
@@ -695,9 +694,12 @@ impl Connection {
         send(socket, &self.sockets.bridge, &welcome).await
     }
 
-    /// The subscription every signed-in socket has: the user's own channel,
-    /// every namespace, live (as Socket.IO's per-user room was).
-    async fn subscribe_own_channel(&mut self, socket: &mut WebSocket) -> Step {
+    /// Greets a newly signed-in socket once the subscription every
+    /// signed-in socket has is open: the user's own channel, every
+    /// namespace, live (as Socket.IO's per-user room was). So `welcome`
+    /// means the channel is live: an event published from then on arrives
+    /// (its `subscribed` frame, queued first, follows `welcome`).
+    async fn welcome_following_own_channel(&mut self, socket: &mut WebSocket) -> Step {
         let Some(identity) = &self.identity else {
             return Ok(());
         };
@@ -707,7 +709,9 @@ impl Connection {
                 ..Default::default()
             }],
         };
-        match self.call_subscribe(request).await {
+        let own = self.call_subscribe(request).await;
+        self.welcome(socket).await?;
+        match own {
             Ok(stream) => {
                 self.subscriptions.insert(None, stream);
                 Ok(())
