@@ -1,8 +1,9 @@
 //! Health: is the process alive, is it ready for traffic, and how are its
 //! dependencies.
 //!
-//! Dependencies: the account database (always; SQLite by default) and Redis
-//! (when REDIS_URL is set). A background task checks each at
+//! Dependencies: the account database (always; SQLite by default), Redis
+//! (when REDIS_URL is set) and the notification streams' Redis pub/sub
+//! connection (`redis_pubsub`: subscribed and caught up after a reconnect). A background task checks each at
 //! HEALTH_CHECK_INTERVAL and publishes the result twice: to the standard
 //! `grpc.health.v1.Health` service (for Kubernetes gRPC probes and service
 //! meshes) and to the HTTP endpoints `/health`, `/health/ready` and
@@ -31,6 +32,7 @@ use axum::{
     routing::get,
 };
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -53,6 +55,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 enum Dependency {
     Redis(Box<RedisCheck>),
     Database(AccountStore),
+    /// The notification streams' Redis pub/sub connection: subscribed and
+    /// caught up, or not (it reconnects on its own, after Redis answers
+    /// again; until then no subscription can start).
+    StreamListener(watch::Receiver<bool>),
 }
 
 impl Dependency {
@@ -60,6 +66,7 @@ impl Dependency {
         match self {
             Self::Redis(_) => "redis",
             Self::Database(_) => "database",
+            Self::StreamListener(_) => "redis_pubsub",
         }
     }
 
@@ -67,6 +74,10 @@ impl Dependency {
         match self {
             Self::Redis(redis) => redis.check().await,
             Self::Database(accounts) => accounts.ping().await.map_err(|error| error.to_string()),
+            Self::StreamListener(up) if *up.borrow() => Ok(()),
+            Self::StreamListener(_) => {
+                Err("the notification streams' pub/sub connection is reconnecting".into())
+            }
         }
     }
 }
@@ -152,6 +163,7 @@ impl Health {
         reporter: HealthReporter,
         redis_url: Option<&str>,
         database: Option<AccountStore>,
+        stream_listener: Option<watch::Receiver<bool>>,
     ) -> Result<Arc<Self>, redis::RedisError> {
         let mut dependencies = Vec::new();
         let mut states = BTreeMap::new();
@@ -175,6 +187,10 @@ impl Health {
             None => {
                 states.insert("redis", DependencyState::NotConfigured);
             }
+        }
+        if let Some(listener) = stream_listener {
+            dependencies.push(Dependency::StreamListener(listener));
+            states.insert("redis_pubsub", DependencyState::Unknown);
         }
         let health = Arc::new(Self {
             started: Instant::now(),
@@ -208,6 +224,18 @@ impl Health {
     pub async fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.publish().await;
+    }
+
+    /// Waits (at most [`CHECK_TIMEOUT`]) for the stream listener, if any,
+    /// to be subscribed, so a server that starts with Redis up is ready from
+    /// its first check.
+    pub async fn wait_for_stream_listener(&self) {
+        for dependency in &self.dependencies {
+            if let Dependency::StreamListener(up) = dependency {
+                let mut up = up.clone();
+                let _ = tokio::time::timeout(CHECK_TIMEOUT, up.wait_for(|up| *up)).await;
+            }
+        }
     }
 
     /// Checks every dependency now and publishes the result.
@@ -244,16 +272,26 @@ impl Health {
     }
 
     /// Checks the dependencies every `interval` (after the first check,
-    /// which start-up makes with [`Health::check_now`]) until `stop` is
-    /// cancelled.
+    /// which start-up makes with [`Health::check_now`]), and at once when the
+    /// stream listener goes down or comes back, until `stop` is cancelled.
     pub async fn run_checks(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
         if self.dependencies.is_empty() {
             return;
         }
+        let mut listener = self.dependencies.iter().find_map(|d| match d {
+            Dependency::StreamListener(up) => Some(up.clone()),
+            _ => None,
+        });
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
+                changed = changed(&mut listener) => {
+                    if changed.is_err() {
+                        listener = None;
+                        continue;
+                    }
+                }
             }
             self.check_now().await;
         }
@@ -304,6 +342,16 @@ impl Health {
             uptime_seconds: self.started.elapsed().as_secs(),
             dependencies,
         }
+    }
+}
+
+/// Resolves when `listener` changes; never when there is none.
+async fn changed(
+    listener: &mut Option<watch::Receiver<bool>>,
+) -> Result<(), watch::error::RecvError> {
+    match listener {
+        Some(listener) => listener.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -96,15 +96,16 @@ pub async fn run_with_clock(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
     );
     let identity = Arc::new(identity::Identity::from_config(&config, clock).await?);
+    let stop = CancellationToken::new();
+    let websockets = TaskTracker::new();
+    let (notifications, gate, stream_listener) = notifications(&config, &identity, &stop).await?;
     let health = health::Health::new(
         reporter,
         config.redis_url.as_deref(),
         Some(identity.accounts.clone()),
+        stream_listener,
     )
     .await?;
-    let stop = CancellationToken::new();
-    let websockets = TaskTracker::new();
-    let (notifications, gate) = notifications(&config, &identity, &stop).await?;
 
     let router = app::router(
         &config,
@@ -126,6 +127,7 @@ pub async fn run_with_clock(
 
     // Know the dependencies before the first request, so readiness is true
     // from the start (at most CHECK_TIMEOUT, when one does not answer).
+    health.wait_for_stream_listener().await;
     health.check_now().await;
     let checks = tokio::spawn(
         health
@@ -160,8 +162,9 @@ pub async fn run_with_clock(
 
 /// The notification service: channel streams in Redis when REDIS_URL is set
 /// (else in process), this instance's hub, and the task that ends the
-/// streams of ended sessions until `stop`; and its connection throttle,
-/// which the WebSocket adapter shares.
+/// streams of ended sessions until `stop`; its connection throttle, which
+/// the WebSocket adapter shares; and, with Redis, whether its pub/sub
+/// listener is up (for readiness).
 async fn notifications(
     config: &Config,
     identity: &Arc<identity::Identity>,
@@ -170,6 +173,7 @@ async fn notifications(
     (
         services::NotificationApi,
         Arc<services::notification::StreamGate>,
+        Option<tokio::sync::watch::Receiver<bool>>,
     ),
     Error,
 > {
@@ -195,6 +199,7 @@ async fn notifications(
             registry.clone(),
         )),
     };
+    let listening = backend.listening();
     let hub = streams::hub::Hub::new(
         backend,
         registry,
@@ -223,7 +228,7 @@ async fn notifications(
         gate.clone(),
         config.stream_heartbeat_interval,
     );
-    Ok((api, gate))
+    Ok((api, gate, listening))
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).

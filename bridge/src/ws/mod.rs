@@ -786,7 +786,10 @@ impl Connection {
     }
 
     /// A refused `Subscribe` call: an error frame, and the socket stays
-    /// open, unless the session has ended.
+    /// open with its other subscriptions, unless the session has ended or
+    /// the server cannot serve subscriptions now (a dependency is down:
+    /// 1013, or shutting down: 1001), so the client reconnects with back-off
+    /// instead of lingering with a subscription missing.
     async fn refused(&mut self, socket: &mut WebSocket, status: &Status, id: Option<&str>) -> Step {
         send(
             socket,
@@ -795,7 +798,10 @@ impl Connection {
         )
         .await?;
         match close_for(status, self.sockets.bridge.shutdown.is_cancelled()) {
-            ending @ Ending::Close(close::SESSION_ENDED, _) => Err(ending),
+            ending @ Ending::Close(
+                close::SESSION_ENDED | close::TRY_AGAIN_LATER | close::GOING_AWAY,
+                _,
+            ) => Err(ending),
             _ => Ok(()),
         }
     }

@@ -76,7 +76,7 @@ use redis::{
     aio::{ConnectionManager, MultiplexedConnection},
 };
 use slop_api::notification::Event;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     ChannelName, ChannelState, Deliver, History, Result, StreamError, new_epoch, within_age,
@@ -232,6 +232,9 @@ pub struct RedisStreams {
     shared: Arc<Shared>,
     /// To the listener task, which ends when every clone is dropped.
     commands: mpsc::UnboundedSender<Command>,
+    /// Whether the listener is subscribed and caught up (see
+    /// [`RedisStreams::listening`]).
+    listening: watch::Receiver<bool>,
 }
 
 /// What the streams and their listener share.
@@ -296,6 +299,7 @@ impl RedisStreams {
             scripts: Scripts::new(),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
+        let (up, listening) = watch::channel(false);
         let listener = Listener {
             name: format!("{prefix}streams"),
             shared: shared.clone(),
@@ -303,9 +307,21 @@ impl RedisStreams {
             client,
             commands: receiver,
             watched: HashMap::new(),
+            up,
         };
         tokio::spawn(listener.run());
-        Ok(Self { shared, commands })
+        Ok(Self {
+            shared,
+            commands,
+            listening,
+        })
+    }
+
+    /// True while the listener's pub/sub connection is up, subscribed to
+    /// every watched channel and caught up: only then can a subscription
+    /// start (readiness follows it).
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.listening.clone()
     }
 
     pub(super) async fn publish(
@@ -574,6 +590,8 @@ struct Listener {
     client: redis::Client,
     commands: mpsc::UnboundedReceiver<Command>,
     watched: HashMap<ChannelName, Watched>,
+    /// Whether a connection is subscribed and caught up.
+    up: watch::Sender<bool>,
 }
 
 impl Listener {
@@ -587,8 +605,10 @@ impl Listener {
                         tracing::info!("stream pub/sub connection to Redis is back");
                     }
                     was_up = true;
+                    self.up.send_replace(true);
                     let since = tokio::time::Instant::now();
                     let exit = self.serve(connection, pushes).await;
+                    self.up.send_replace(false);
                     if since.elapsed() >= Backoff::STABLE {
                         backoff.reset();
                     }
