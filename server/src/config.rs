@@ -181,6 +181,12 @@ pub struct Config {
     #[arg(long, env = "STREAM_HISTORY_TTL", default_value = "24h", value_parser = parse_history_ttl)]
     pub stream_history_ttl: Duration,
 
+    /// How long a Publish's idempotency key is remembered per channel: a
+    /// retry with the same key within this time publishes nothing again and
+    /// answers the first position. Seconds, or a number with a unit.
+    #[arg(long, env = "STREAM_DEDUP_WINDOW", default_value = "5m", value_parser = parse_history_ttl)]
+    pub stream_dedup_window: Duration,
+
     /// How many live events may wait for one slow stream or WebSocket
     /// subscription before it is disconnected as a slow consumer (it
     /// resumes from its last offset).

@@ -180,6 +180,7 @@ async fn notifications(
     let history = streams::History {
         max_events: config.stream_history_size as usize,
         max_age: config.stream_history_ttl,
+        dedup_window: config.stream_dedup_window,
     };
     let registry = Arc::new(streams::hub::Registry::default());
     let backend = match &config.redis_url {

@@ -197,6 +197,28 @@ fn ended(why: End) -> Status {
     }
 }
 
+/// The longest idempotency key, in characters.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+
+/// Checks a Publish request's idempotency key: None when there is none.
+fn idempotency_key(key: &str) -> Result<Option<&str>, Status> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_CHARS
+        || !key.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'_' | b'.' | b':' | b'~' | b'+' | b'/' | b'=')
+        })
+    {
+        return Err(invalid(
+            "idempotency_key",
+            "must be 1 to 128 characters of letters, digits and `-`, `_`, `.`, `:`, `~`, `+`, `/`, `=` (a UUID, say)",
+        ));
+    }
+    Ok(Some(key))
+}
+
 /// Checks a Publish request; returns the distinct channels and the event.
 fn publication(request: notification::PublishRequest) -> Result<(Vec<ChannelName>, Event), Status> {
     if request.channels.is_empty() {
@@ -504,22 +526,26 @@ impl NotificationService for NotificationApi {
                 ));
             }
         }
-        let (channels, event) = publication(request.into_inner())?;
+        let mut request = request.into_inner();
+        let key = std::mem::take(&mut request.idempotency_key);
+        let key = idempotency_key(&key)?;
+        let (channels, event) = publication(request)?;
         let stored = self
             .hub
             .backend()
-            .publish(&channels, &event)
+            .publish_once(&channels, &event, key)
             .await
             .map_err(unavailable)?;
         Ok(Response::new(notification::PublishResponse {
             events: stored
                 .iter()
-                .map(|event| PublishedEvent {
-                    channel: event.channel.clone(),
+                .map(|stored| PublishedEvent {
+                    channel: stored.event.channel.clone(),
                     position: Some(StreamPosition {
-                        offset: event.offset,
-                        epoch: event.epoch.clone(),
+                        offset: stored.event.offset,
+                        epoch: stored.event.epoch.clone(),
                     }),
+                    duplicate: stored.duplicate,
                 })
                 .collect(),
         }))
@@ -806,6 +832,20 @@ mod tests {
             SubscribeResponse::decode(message.encode_to_vec().as_slice()).unwrap(),
             message
         );
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert_eq!(idempotency_key("").unwrap(), None);
+        for good in ["6f1c2d3e-1111-4a5b-9c8d-0123456789ab", "job:42/try=1", "a"] {
+            assert_eq!(idempotency_key(good).unwrap(), Some(good));
+        }
+        let long = "k".repeat(MAX_IDEMPOTENCY_KEY_CHARS + 1);
+        for bad in ["has space", "ünïcode", "new\nline", long.as_str()] {
+            let status = idempotency_key(bad).unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
+            assert_eq!(field_of(&status), "idempotency_key");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::{
 
 use slop_api::notification::Event;
 
-use super::{ChannelName, ChannelState, Deliver, History, new_epoch, within_age};
+use super::{ChannelName, ChannelState, Deliver, History, Stored, new_epoch, within_age};
 use crate::clock::{SharedClock, to_millis, to_timestamp};
 
 /// The in-process channel streams.
@@ -45,6 +45,12 @@ struct Log {
     events: VecDeque<(i64, Arc<Event>)>,
     /// When the channel was last published to or asked about (ms).
     used_at: i64,
+    /// Idempotency keys of recent publishes: the offset each got, and when
+    /// the key is forgotten (ms).
+    dedup: HashMap<String, (u64, i64)>,
+    /// How many keys were left after the last purge of expired ones; the
+    /// next purge runs when there are twice as many.
+    dedup_purged_at: usize,
 }
 
 impl Log {
@@ -59,6 +65,43 @@ impl Log {
             }
             self.events.pop_front();
         }
+    }
+
+    /// The event published earlier with `key`, while the key is
+    /// remembered. (If history no longer holds it, a stand-in with its
+    /// position: the publisher needs only that.)
+    fn earlier(&self, key: &str, now: i64) -> Option<Stored> {
+        let &(offset, forget_at) = self.dedup.get(key)?;
+        if forget_at <= now {
+            return None;
+        }
+        let event = self
+            .events
+            .iter()
+            .map(|(_, event)| event)
+            .find(|event| event.offset == offset)
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(Event {
+                    offset,
+                    epoch: self.epoch.clone(),
+                    ..Event::default()
+                })
+            });
+        Some(Stored {
+            event,
+            duplicate: true,
+        })
+    }
+
+    /// Remembers that `key` published `offset`, until `forget_at`; purges
+    /// expired keys now and then (amortised O(1) per publish).
+    fn remember(&mut self, key: &str, offset: u64, forget_at: i64, now: i64) {
+        if self.dedup.len() >= 2 * self.dedup_purged_at.max(64) {
+            self.dedup.retain(|_, &mut (_, until)| until > now);
+            self.dedup_purged_at = self.dedup.len();
+        }
+        self.dedup.insert(key.to_owned(), (offset, forget_at));
     }
 
     fn state(&self) -> ChannelState {
@@ -112,6 +155,8 @@ impl MemoryStreams {
             offset: 0,
             events: VecDeque::new(),
             used_at: now,
+            dedup: HashMap::new(),
+            dedup_purged_at: 0,
         }));
         channels.map.insert(channel.clone(), log.clone());
         log
@@ -130,16 +175,27 @@ impl MemoryStreams {
         channels.swept_at = channels.map.len();
     }
 
-    pub(super) fn publish(&self, channels: &[ChannelName], event: &Event) -> Vec<Arc<Event>> {
+    pub(super) fn publish(
+        &self,
+        channels: &[ChannelName],
+        event: &Event,
+        idempotency_key: Option<&str>,
+    ) -> Vec<Stored> {
         let now = self.now();
         let time = to_timestamp(crate::clock::from_millis(now));
+        let history = self.inner.history;
         channels
             .iter()
             .map(|channel| {
                 let log = self.log(channel, now);
                 let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
-                log.offset += 1;
                 log.used_at = now;
+                if let Some(key) = idempotency_key
+                    && let Some(earlier) = log.earlier(key, now)
+                {
+                    return earlier;
+                }
+                log.offset += 1;
                 let stored = Arc::new(Event {
                     channel: channel.to_string(),
                     offset: log.offset,
@@ -148,9 +204,16 @@ impl MemoryStreams {
                     ..event.clone()
                 });
                 log.events.push_back((now, stored.clone()));
-                log.trim(now, self.inner.history);
+                log.trim(now, history);
+                if let Some(key) = idempotency_key {
+                    let forget_at = now + crate::sessions::duration_millis(history.dedup_window);
+                    log.remember(key, stored.offset, forget_at, now);
+                }
                 self.inner.sink.deliver(stored.clone());
-                stored
+                Stored {
+                    event: stored,
+                    duplicate: false,
+                }
             })
             .collect()
     }
@@ -216,7 +279,8 @@ mod tests {
         let clock = ManualClock::starting_now();
         let streams = MemoryStreams::new(clock.clone(), HISTORY, Arc::new(Recorder::default()));
         let old = topic("old");
-        let epoch = streams.publish(std::slice::from_ref(&old), &event("x"))[0]
+        let epoch = streams.publish(std::slice::from_ref(&old), &event("x"), None)[0]
+            .event
             .epoch
             .clone();
         clock.advance(HISTORY.max_age + Duration::from_secs(1));

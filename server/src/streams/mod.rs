@@ -105,13 +105,30 @@ impl fmt::Display for ChannelName {
     }
 }
 
-/// How much history each channel keeps.
+/// How much history each channel keeps, and how long it remembers the
+/// idempotency keys of publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct History {
     /// At most this many events (at least 1).
     pub max_events: usize,
     /// Events older than this are gone.
     pub max_age: Duration,
+    /// A publish with the idempotency key of one made less than this long
+    /// ago, to the same channel, stores nothing and answers that one's
+    /// position.
+    pub dedup_window: Duration,
+}
+
+/// One channel's part of a publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The event as stored; when `duplicate`, only its channel, offset and
+    /// epoch are meaningful: those of the event published earlier with the
+    /// same idempotency key.
+    pub event: Arc<Event>,
+    /// Nothing was appended: the idempotency key was used on this channel
+    /// within the dedup window.
+    pub duplicate: bool,
 }
 
 /// Where a channel stands.
@@ -193,9 +210,25 @@ impl StreamBackend {
         channels: &[ChannelName],
         event: &Event,
     ) -> Result<Vec<Arc<Event>>> {
+        let stored = self.publish_once(channels, event, None).await?;
+        Ok(stored.into_iter().map(|stored| stored.event).collect())
+    }
+
+    /// [`Self::publish`], at most once per channel for an `idempotency_key`
+    /// within the dedup window: a channel that already got an event with the
+    /// key gets nothing new, and its part of the answer is that event
+    /// (`duplicate`). So a publisher that did not learn whether a publish
+    /// happened (a timeout) retries with the same key safely. Without a key,
+    /// every call appends.
+    pub async fn publish_once(
+        &self,
+        channels: &[ChannelName],
+        event: &Event,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<Stored>> {
         match self {
-            Self::Memory(streams) => Ok(streams.publish(channels, event)),
-            Self::Redis(streams) => streams.publish(channels, event).await,
+            Self::Memory(streams) => Ok(streams.publish(channels, event, idempotency_key)),
+            Self::Redis(streams) => streams.publish(channels, event, idempotency_key).await,
         }
     }
 
@@ -298,6 +331,7 @@ pub(crate) mod conformance {
     pub(crate) const HISTORY: History = History {
         max_events: 5,
         max_age: Duration::from_secs(60),
+        dedup_window: Duration::from_secs(10),
     };
 
     /// A sink that records what it is given.
@@ -590,6 +624,67 @@ pub(crate) mod conformance {
         assert_eq!(*read[0], expected);
     }
 
+    pub(crate) async fn an_idempotency_key_publishes_once_per_channel_within_the_window(
+        streams: StreamBackend,
+        clock: Arc<ManualClock>,
+        sink: Arc<Recorder>,
+    ) {
+        let (a, b) = (topic("once-a"), topic("once-b"));
+        streams.watch(&a).await.unwrap();
+        let once = |channels: Vec<ChannelName>, key: Option<&'static str>| {
+            let streams = streams.clone();
+            async move {
+                streams
+                    .publish_once(&channels, &event("x"), key)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| (s.event.channel.clone(), s.event.offset, s.duplicate))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let (ta, tb) = ("topic:once-a".to_owned(), "topic:once-b".to_owned());
+        assert_eq!(
+            once(vec![a.clone()], Some("k1")).await,
+            [(ta.clone(), 1, false)]
+        );
+        assert_eq!(
+            once(vec![a.clone()], Some("k1")).await,
+            [(ta.clone(), 1, true)],
+            "a retry stores nothing and answers the first position"
+        );
+        assert_eq!(
+            once(vec![a.clone(), b.clone()], Some("k1")).await,
+            [(ta.clone(), 1, true), (tb.clone(), 1, false)],
+            "per channel"
+        );
+        assert_eq!(
+            once(vec![a.clone()], Some("k2")).await,
+            [(ta.clone(), 2, false)]
+        );
+        assert_eq!(once(vec![a.clone()], None).await, [(ta.clone(), 3, false)]);
+        assert_eq!(once(vec![a.clone()], None).await, [(ta.clone(), 4, false)]);
+        clock.advance(HISTORY.dedup_window + Duration::from_secs(1));
+        assert_eq!(
+            once(vec![a.clone()], Some("k1")).await,
+            [(ta.clone(), 5, false)],
+            "the window has passed"
+        );
+        assert_eq!(
+            offsets(&streams.read(&a, 0, 100).await.unwrap()),
+            [1, 2, 3, 4, 5]
+        );
+        sink.wait_for(5).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let delivered: Vec<u64> = sink
+            .seen()
+            .into_iter()
+            .filter(|(c, _)| *c == ta)
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(delivered, [1, 2, 3, 4, 5], "a duplicate is not delivered");
+    }
+
     /// Generates one `#[tokio::test]` per conformance case for a backend.
     /// `$make(clock, sink)` returns the backend and a guard kept to the end.
     macro_rules! conformance_suite {
@@ -603,6 +698,7 @@ pub(crate) mod conformance {
                 watched_channels_deliver_live_events_in_order,
                 publishing_to_many_users_stores_each_channel,
                 stored_events_keep_every_field,
+                an_idempotency_key_publishes_once_per_channel_within_the_window,
             );
         };
         (@cases $make:path; $($case:ident),* $(,)?) => {

@@ -9,7 +9,12 @@
 //!   (the whole [`Event`], protobuf-encoded, channel, offset, epoch and time
 //!   included);
 //! - `stream:<channel>:meta`: a hash with `epoch` and `offset` (the latest
-//!   offset given).
+//!   offset given);
+//! - `stream:<channel>:dedup:<idempotency key>`: `<offset> <until ms>
+//!   <epoch>` of a publish made with that key, kept for the dedup window. A
+//!   publish with the key that finds it (still within the window by the
+//!   caller's clock, in the channel's current epoch) appends nothing and
+//!   answers that position.
 //!
 //! Both keys expire after the age limit (`PEXPIRE`, refreshed by each
 //! publish, and the meta key by each [`StreamBackend::channel`] call): an
@@ -79,7 +84,7 @@ use slop_api::notification::Event;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    ChannelName, ChannelState, Deliver, History, Result, StreamError, new_epoch, within_age,
+    ChannelName, ChannelState, Deliver, History, Result, Stored, StreamError, new_epoch, within_age,
 };
 use crate::{
     clock::{SharedClock, from_millis, to_millis, to_timestamp},
@@ -133,8 +138,9 @@ end
 "#;
 
 /// ARGV[4] = max events, ARGV[5] = key TTL (ms), ARGV[6] = the event
-/// encoded without channel, offset and epoch, then (channel, new epoch) pairs.
-/// Returns {offset, epoch} per channel.
+/// encoded without channel, offset and epoch, ARGV[7] = the idempotency key
+/// ('' for none), ARGV[8] = the dedup window (ms), then (channel, new epoch)
+/// pairs. Returns {offset, epoch, duplicate (0 or 1)} per channel.
 const PUBLISH: &str = r#"
 local function varint(n)
   local out = {}
@@ -146,20 +152,43 @@ local function varint(n)
   return table.concat(out)
 end
 local function bytes_field(number, s) return string.char(number * 8 + 2) .. varint(#s) .. s end
+-- An earlier publish with the idempotency key, in the channel's current
+-- epoch and within the window by the caller's clock: {offset, epoch}, else
+-- nil. (PX only cleans up; the time in the value decides.)
+local function earlier(dedup, meta)
+  local prior = redis.call('GET', dedup)
+  if not prior then return nil end
+  local offset, until_ms, epoch = string.match(prior, '^(%d+) (%d+) (.+)$')
+  if offset and tonumber(until_ms) > now and redis.call('HGET', meta, 'epoch') == epoch then
+    return {tonumber(offset), epoch}
+  end
+  return nil
+end
 local out = {}
-for i = 7, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local key = stream_key(ARGV[i])
   local meta = key .. ':meta'
-  if redis.call('HSETNX', meta, 'epoch', ARGV[i + 1]) == 1 then redis.call('DEL', key) end
-  local offset = redis.call('HINCRBY', meta, 'offset', 1)
-  local epoch = redis.call('HGET', meta, 'epoch')
-  local event = ARGV[6] .. bytes_field(1, ARGV[i]) .. string.char(3 * 8) .. varint(offset) .. bytes_field(4, epoch)
-  first_young(key, true)
-  redis.call('XADD', key, 'MAXLEN', ARGV[4], id(offset), 't', ARGV[2], 'e', event)
-  redis.call('PEXPIRE', key, ARGV[5])
-  redis.call('PEXPIRE', meta, ARGV[5])
-  redis.call('PUBLISH', key, event)
-  table.insert(out, {offset, epoch})
+  local dedup = nil
+  if ARGV[7] ~= '' then dedup = key .. ':dedup:' .. ARGV[7] end
+  local prior = dedup and earlier(dedup, meta)
+  if prior then
+    table.insert(out, {prior[1], prior[2], 1})
+  else
+    if redis.call('HSETNX', meta, 'epoch', ARGV[i + 1]) == 1 then redis.call('DEL', key) end
+    local offset = redis.call('HINCRBY', meta, 'offset', 1)
+    local epoch = redis.call('HGET', meta, 'epoch')
+    local event = ARGV[6] .. bytes_field(1, ARGV[i]) .. string.char(3 * 8) .. varint(offset) .. bytes_field(4, epoch)
+    first_young(key, true)
+    redis.call('XADD', key, 'MAXLEN', ARGV[4], id(offset), 't', ARGV[2], 'e', event)
+    redis.call('PEXPIRE', key, ARGV[5])
+    redis.call('PEXPIRE', meta, ARGV[5])
+    if dedup then
+      local value = string.format('%d %d ', offset, now + tonumber(ARGV[8])) .. epoch
+      redis.call('SET', dedup, value, 'PX', ARGV[8])
+    end
+    redis.call('PUBLISH', key, event)
+    table.insert(out, {offset, epoch, 0})
+  end
 end
 return out
 "#;
@@ -328,7 +357,8 @@ impl RedisStreams {
         &self,
         channels: &[ChannelName],
         event: &Event,
-    ) -> Result<Vec<Arc<Event>>> {
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<Stored>> {
         if channels.is_empty() {
             return Ok(Vec::new());
         }
@@ -348,11 +378,14 @@ impl RedisStreams {
         // The event is encoded once; the script appends each channel's
         // name, offset and epoch to its copy.
         invocation.arg(template.encode_to_vec());
+        invocation
+            .arg(idempotency_key.unwrap_or_default())
+            .arg(duration_millis(shared.history.dedup_window).max(1));
         let names: Vec<String> = channels.iter().map(ToString::to_string).collect();
         for name in &names {
             invocation.arg(name).arg(new_epoch());
         }
-        let placed: Vec<(u64, String)> = invocation
+        let placed: Vec<(u64, String, u8)> = invocation
             .invoke_async(&mut shared.connection.clone())
             .await?;
         if placed.len() != names.len() {
@@ -362,16 +395,19 @@ impl RedisStreams {
                 placed.len()
             )));
         }
+        // A duplicate's event is the earlier one; the caller needs its
+        // position, and reads it from history when it needs more.
         Ok(names
             .into_iter()
             .zip(placed)
-            .map(|(channel, (offset, epoch))| {
-                Arc::new(Event {
+            .map(|(channel, (offset, epoch, duplicate))| Stored {
+                event: Arc::new(Event {
                     channel,
                     offset,
                     epoch,
                     ..template.clone()
-                })
+                }),
+                duplicate: duplicate == 1,
             })
             .collect())
     }
@@ -1338,7 +1374,7 @@ mod tests {
         let guard = PrefixGuard::new();
         let history = History {
             max_events: 1000,
-            max_age: Duration::from_secs(60),
+            ..HISTORY
         };
         let streams = StreamBackend::redis(
             &redis_url(),
