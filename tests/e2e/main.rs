@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod browser;
+mod faults;
 mod health;
 mod notifications;
 mod outside_clients;
