@@ -263,6 +263,10 @@ fn check(channel: &str, messages: &[Message], acked: &[Acked]) -> (usize, usize)
                 last = position.clone();
                 announced = true;
             }
+            // A resume that recovered everything: the events follow on.
+            Message::Subscribed(Subscribed {
+                recovered: true, ..
+            }) => {}
             Message::Event(Event { epoch, offset, .. }) => {
                 let follows = *epoch == last.epoch && *offset == last.offset + 1;
                 assert!(
@@ -502,5 +506,207 @@ async fn redis_paused_loses_nothing_in_silence_and_retries_publish_once() {
         delivered + lost,
         SUBSCRIBERS * (60 + CHANNELS),
         "every message reached every subscriber once, or was announced lost"
+    );
+}
+
+/// A server on a runtime of its own, so the test can kill it as a crash
+/// would: every task and socket of it dropped at once, no close frames.
+struct Doomed {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: std::net::SocketAddr,
+}
+
+impl Doomed {
+    fn start(config: slop_server::Config) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("address");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            slop_server::run(config, listener, std::future::pending()).await
+        });
+        Self {
+            runtime: Some(runtime),
+            addr,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Doomed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One socket's life: follows `channel` on `first`, and when that instance
+/// dies, resumes on `second` from the last event it saw; answers what it
+/// received once the `final` event came.
+async fn socket_following(
+    first: std::net::SocketAddr,
+    second: std::net::SocketAddr,
+    token: String,
+    channel: String,
+    started: tokio::sync::mpsc::Sender<()>,
+) -> (Vec<Message>, usize) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+    let mut received: Vec<Message> = Vec::new();
+    let mut resume: Option<StreamPosition> = None;
+    for (attempt, addr) in [first, second].into_iter().enumerate() {
+        let mut request = format!("ws://{addr}/api/v1/ws")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("upgrade");
+        let mut subscription = serde_json::json!({"channel": channel});
+        if let Some(position) = &resume {
+            subscription["resumeFrom"] =
+                serde_json::json!({"offset": position.offset.to_string(), "epoch": position.epoch});
+        }
+        let frame =
+            serde_json::json!({"type": "subscribe", "id": "t", "subscriptions": [subscription]});
+        socket
+            .send(tungstenite::Message::Text(frame.to_string().into()))
+            .await
+            .expect("send subscribe");
+        loop {
+            let text = match socket.next().await {
+                Some(Ok(tungstenite::Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
+                // The instance died under the socket.
+                None | Some(Err(_)) => break,
+            };
+            let frame: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            if frame["id"] != "t" {
+                continue;
+            }
+            match frame["type"].as_str() {
+                Some("subscribed") => {
+                    let subscribed: Subscribed =
+                        serde_json::from_value(frame["subscribed"].clone()).expect("Subscribed");
+                    if attempt == 0 {
+                        let _ = started.send(()).await;
+                        resume = subscribed.position.clone();
+                    }
+                    received.push(Message::Subscribed(subscribed));
+                }
+                Some("event") => {
+                    let event: Event =
+                        serde_json::from_value(frame["event"].clone()).expect("Event");
+                    resume = Some(StreamPosition {
+                        offset: event.offset,
+                        epoch: event.epoch.clone(),
+                    });
+                    let done = event.r#type == "final";
+                    received.push(Message::Event(event));
+                    if done {
+                        return (received, attempt);
+                    }
+                }
+                other => panic!("unexpected frame {other:?}: {frame}"),
+            }
+        }
+    }
+    panic!("{channel}: the socket ended before its final event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_under_500_sockets_loses_and_repeats_nothing_on_resume() {
+    const SOCKETS: usize = 500;
+    const TOPICS: usize = 10;
+    let redis = crate::harness::require_redis().await;
+    // One deployment of two instances: one Redis prefix.
+    let prefix = format!(
+        "slop-e2e-doomed-{}-{:?}:",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let survivor = TestServer::start_with(|config| {
+        config.redis_url = Some(redis.clone());
+        config.redis_key_prefix = prefix.clone();
+        config.stream_connection_limit = 100_000;
+    })
+    .await;
+    let user = crate::harness::sign_up(&survivor, "doomed@example.com").await;
+    let mut doomed = {
+        let scratch = std::env::temp_dir().join(format!("slop-e2e-doomed-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).expect("scratch");
+        let mut config = crate::harness::test_config(&scratch);
+        config.redis_url = Some(redis.clone());
+        config.stream_connection_limit = 100_000;
+        config.redis_key_prefix = prefix.clone();
+        Doomed::start(config)
+    };
+    let topics: Vec<String> = (0..TOPICS).map(|i| format!("topic:doomed-{i}")).collect();
+    let (started, mut ready) = tokio::sync::mpsc::channel(SOCKETS);
+    let sockets: Vec<_> = (0..SOCKETS)
+        .map(|i| {
+            tokio::spawn(socket_following(
+                doomed.addr,
+                survivor.addr,
+                user.access_token.clone(),
+                topics[i % TOPICS].clone(),
+                started.clone(),
+            ))
+        })
+        .collect();
+    for _ in 0..SOCKETS {
+        tokio::time::timeout(Duration::from_secs(60), ready.recv())
+            .await
+            .expect("every socket subscribes on the first instance");
+    }
+
+    let (mut acked, _) = publish_many(&survivor, &topics, 0, 100, true, 1).await;
+    doomed.kill();
+    let (after, _) = publish_many(&survivor, &topics, 100, 100, true, 1).await;
+    acked.extend(after);
+    assert_eq!(acked.len(), 200);
+    let mut client = NotificationServiceClient::new(survivor.channel().await);
+    for topic in &topics {
+        publish(&mut client, topic, u64::MAX, "final", false, 1)
+            .await
+            .expect("the final publish");
+    }
+    let (mut delivered, mut resumed) = (0, 0);
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (received, reconnects) = tokio::time::timeout(Duration::from_secs(60), socket)
+            .await
+            .expect("every socket gets its final event")
+            .expect("the socket task");
+        resumed += reconnects;
+        let (d, lost) = check(&topics[i % TOPICS], &received, &acked);
+        assert_eq!(
+            lost, 0,
+            "history holds the whole outage: nothing may be lost"
+        );
+        delivered += d;
+    }
+    assert_eq!(
+        resumed, SOCKETS,
+        "every socket resumed on the other instance"
+    );
+    assert_eq!(
+        delivered,
+        SOCKETS * (acked.len() / TOPICS + 1),
+        "each acknowledged event once per socket of its topic"
     );
 }
