@@ -423,12 +423,15 @@ async fn redis_killed_mid_publish_and_restarted_empty_loses_nothing_in_silence()
     assert_eq!(acked.len(), 40, "every publish before the fault succeeds");
 
     redis.kill();
+    let down_since = tokio::time::Instant::now();
     let (during, _) = publish_many(&server, &channels, 40, 10, false, 1).await;
     assert!(
         during.is_empty(),
         "nothing is acknowledged while Redis is down"
     );
     readiness_becomes(&server, false, Duration::from_secs(10)).await;
+    // Down for 10 s: longer than the listener's health check and back-off.
+    tokio::time::sleep_until(down_since + Duration::from_secs(10)).await;
 
     redis.restart();
     ready_means_subscriptions_work(&server, &channels).await;

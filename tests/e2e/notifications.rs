@@ -1018,3 +1018,60 @@ async fn the_eleventh_websocket_in_a_minute_is_refused_with_429() {
         other => panic!("expected 429, got {:?}", other.map(|_| "a socket")),
     }
 }
+
+/// From a stream's first message on, nothing is missed: over gRPC and
+/// Server-Sent Events, `tries` times each, an event published the moment
+/// the first message arrives must follow. Answers how many were lost.
+async fn events_lost_right_after_the_first_message(server: &TestServer, tries: usize) -> usize {
+    let ada = sign_up(server, "first-message@example.com").await;
+    let auth = format!("Bearer {}", ada.access_token);
+    let mut client = client(server).await;
+    let mut lost = 0;
+    for _ in 0..tries {
+        let mut stream = subscribe(&mut client, &ada.access_token, vec![])
+            .await
+            .expect("a stream");
+        next_subscribed(&mut stream).await;
+        // The second one arrives either way, so a lost first one counts
+        // instead of waiting.
+        let first = publish(&mut client, note(&[&own(&ada)], "at.first")).await;
+        let second = publish(&mut client, note(&[&own(&ada)], "then")).await;
+        let offsets = [first, second].map(|p| p.events[0].position.as_ref().unwrap().offset);
+        if next_event(&mut stream).await.offset != offsets[0] {
+            lost += 1;
+        }
+
+        let query = format!("?channel={}", own(&ada));
+        let mut sse = SseStream::open(server, &query, &[("authorization", &auth)])
+            .await
+            .expect("an event stream");
+        assert_eq!(sse.message().await.event, "subscribed");
+        let first = publish(&mut client, note(&[&own(&ada)], "at.first")).await;
+        publish(&mut client, note(&[&own(&ada)], "then")).await;
+        let offset = first.events[0].position.as_ref().unwrap().offset;
+        let message = sse.message().await;
+        if message.data["offset"] != offset.to_string() {
+            lost += 1;
+        }
+    }
+    lost
+}
+
+#[tokio::test]
+async fn grpc_and_sse_streams_miss_nothing_from_their_first_message_on() {
+    let server = TestServer::start_with(|config| config.stream_connection_limit = 10_000).await;
+    assert_eq!(
+        events_lost_right_after_the_first_message(&server, 100).await,
+        0
+    );
+    let redis = crate::harness::require_redis().await;
+    let server = TestServer::start_with(|config| {
+        config.stream_connection_limit = 10_000;
+        config.redis_url = Some(redis);
+    })
+    .await;
+    assert_eq!(
+        events_lost_right_after_the_first_message(&server, 100).await,
+        0
+    );
+}
