@@ -9,6 +9,7 @@ mod browser;
 mod health;
 mod notifications;
 mod outside_clients;
+mod postgres_outage;
 mod proxies;
 mod reflection;
 mod routing;
