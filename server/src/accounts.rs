@@ -12,13 +12,21 @@
 //! `$1`-style, which sqlx binds by number on SQLite too. Only the migrations
 //! are per backend (`migrations/sqlite`, `migrations/postgres`), embedded in
 //! the binary and applied at [`AccountStore::connect`].
+//!
+//! Every operation is bounded by DATABASE_TIMEOUT, waiting for a connection
+//! included, so a database that is down or hangs costs a request that long
+//! at most. Errors that mean "the database is not there right now" become
+//! [`AccountError::Unavailable`] (UNAVAILABLE / 503, worth a retry); the
+//! others stay [`AccountError::Database`] (INTERNAL / 500, a bug to fix).
 
-use std::{str::FromStr, time::Duration, time::SystemTime};
+use std::{future::Future, str::FromStr, time::Duration, time::SystemTime};
 
 use sqlx::{
+    ConnectOptions as _,
+    error::DatabaseError as _,
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
+    postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePool, SqlitePoolOptions},
 };
 use uuid::Uuid;
 
@@ -32,9 +40,8 @@ const SQLITE_MAX_CONNECTIONS: u32 = 4;
 /// Enough for a busy instance while leaving PostgreSQL's default of 100
 /// connections room for several instances.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
-/// A writer waits this long for SQLite's write lock before failing, so
-/// concurrent requests queue instead of erroring with `SQLITE_BUSY`.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between connection attempts at start-up.
+const MAX_CONNECT_PAUSE: Duration = Duration::from_millis(500);
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +78,27 @@ pub enum AccountError {
     /// to reveal.
     #[error("an account with this email exists")]
     EmailTaken,
-    /// The database failed or could not be reached.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database could not be reached, went away, is starting or
+    /// shutting down, or did not answer within DATABASE_TIMEOUT: the
+    /// operation may work if retried shortly.
+    #[error("the account database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// At start-up, the database DATABASE_URL names could not be reached
+    /// within DATABASE_TIMEOUT. `at` is the URL without its password.
+    #[error(
+        "cannot reach the account database at {at}: {cause}; start PostgreSQL or fix DATABASE_URL"
+    )]
+    Unreachable {
+        /// `postgres://user@host:port/database`, never the password.
+        at: String,
+        /// Why, in a few words: "connection refused", "no answer within 3s".
+        cause: String,
+    },
+    /// The database answered with an error that a retry will not fix.
+    #[error("account database: {0}")]
+    Database(#[source] sqlx::Error),
     /// The schema could not be brought up to date at connect.
-    #[error("migrations: {0}")]
+    #[error("account database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// DATABASE_URL cannot be used: no supported scheme, or a SQLite file
     /// in a directory that does not exist. The message never repeats the
@@ -84,10 +107,70 @@ pub enum AccountError {
     Url(String),
 }
 
+impl From<sqlx::Error> for AccountError {
+    fn from(error: sqlx::Error) -> Self {
+        if means_unavailable(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+/// Whether `error` says the database is not there right now (rather than
+/// that the statement or the data is wrong).
+fn means_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => {
+            if let Some(error) = error.try_downcast_ref::<PgDatabaseError>() {
+                let code = error.code();
+                // 08: connection exceptions. 57P01-57P03: shutting down,
+                // crashed, starting up; 57P05: idle session timeout; 57014:
+                // cancelled (our statement_timeout). 53300: too many
+                // connections. 25006: read-only, a standby during failover.
+                code.starts_with("08")
+                    || matches!(
+                        code,
+                        "57P01" | "57P02" | "57P03" | "57P05" | "57014" | "53300" | "25006"
+                    )
+            } else if let Some(error) = error.try_downcast_ref::<SqliteError>() {
+                // SQLITE_BUSY and SQLITE_LOCKED (any extended code): the
+                // write lock was not had within the busy timeout.
+                let code = error.code().and_then(|code| code.parse::<i32>().ok());
+                code.is_some_and(|code| matches!(code & 0xff, 5 | 6))
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+/// What an operation that did not finish within `timeout` failed with.
+fn timed_out(timeout: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {}", crate::config::humanize(timeout)),
+    ))
+}
+
 /// The account store, over whichever backend DATABASE_URL names. Cloning is
 /// cheap and shares the pool.
 #[derive(Debug, Clone)]
-pub enum AccountStore {
+pub struct AccountStore {
+    pool: Pool,
+    /// DATABASE_TIMEOUT: the most one operation may take.
+    timeout: Duration,
+}
+
+/// The backends.
+#[derive(Debug, Clone)]
+enum Pool {
     /// The embedded default: one file, no server.
     Sqlite(SqlitePool),
     /// For deployments with several instances.
@@ -99,9 +182,9 @@ pub enum AccountStore {
 /// statement text runs on both.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
-        match $store {
-            AccountStore::Sqlite($pool) => $body,
-            AccountStore::Postgres($pool) => $body,
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -144,7 +227,11 @@ impl AccountStore {
     ///   style, percent-encoded) or as
     ///   `postgres://user@host/db?options[search_path]=my_schema`. The schema
     ///   must exist; the migrations table goes into it too.
-    pub async fn connect(database_url: &str) -> Result<Self, AccountError> {
+    ///
+    /// `timeout` (DATABASE_TIMEOUT) bounds every later operation; and here,
+    /// how long an unreachable PostgreSQL is tried before
+    /// [`AccountError::Unreachable`].
+    pub async fn connect(database_url: &str, timeout: Duration) -> Result<Self, AccountError> {
         let scheme = database_url
             .split_once(':')
             .map(|(scheme, _)| scheme)
@@ -160,21 +247,23 @@ impl AccountStore {
                 )
             })?;
         match scheme {
-            "sqlite" => Self::connect_sqlite(database_url).await,
-            "postgres" | "postgresql" => Self::connect_postgres(database_url).await,
+            "sqlite" => Self::connect_sqlite(database_url, timeout).await,
+            "postgres" | "postgresql" => Self::connect_postgres(database_url, timeout).await,
             other => Err(AccountError::Url(format!(
                 "unsupported scheme {other:?}; expected sqlite:, postgres:// or postgresql://"
             ))),
         }
     }
 
-    async fn connect_sqlite(database_url: &str) -> Result<Self, AccountError> {
+    async fn connect_sqlite(database_url: &str, timeout: Duration) -> Result<Self, AccountError> {
         let options = SqliteConnectOptions::from_str(database_url)?
             .create_if_missing(true)
             .foreign_keys(true)
             // Readers no longer block the writer, nor the writer readers.
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            // Concurrent writers queue for the write lock instead of
+            // failing at once with SQLITE_BUSY.
+            .busy_timeout(timeout);
         // SQLite's own error for this is "unable to open database file",
         // which sends operators looking at permissions.
         if let Some(directory) = options.get_filename().parent()
@@ -188,36 +277,81 @@ impl AccountStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
+            .acquire_timeout(timeout)
             .connect_with(options)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self::Sqlite(pool))
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+            timeout,
+        })
     }
 
-    async fn connect_postgres(database_url: &str) -> Result<Self, AccountError> {
+    /// Fails within `timeout` when PostgreSQL cannot be reached, saying
+    /// where and why, rather than starting a server that cannot serve.
+    async fn connect_postgres(database_url: &str, timeout: Duration) -> Result<Self, AccountError> {
         let options = PgConnectOptions::from_str(database_url)?;
+        let first = first_connection(&options, timeout).await.map_err(|error| {
+            if means_unavailable(&error) {
+                AccountError::Unreachable {
+                    at: without_password(&options),
+                    cause: cause(&error),
+                }
+            } else {
+                AccountError::from(error)
+            }
+        })?;
+        let _ = sqlx::Connection::close(first).await;
+        // Migrations may take long on a large table, so they run on a
+        // connection of their own, without the statement timeout.
+        let migrating = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options.clone());
+        let migrated = POSTGRES_MIGRATIONS.run(&migrating).await;
+        migrating.close().await;
+        migrated?;
+        // The server gives up on a statement when we do, so a query we
+        // abandoned does not go on holding locks.
+        let options = options.options([("statement_timeout", format!("{}", timeout.as_millis()))]);
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_MAX_CONNECTIONS)
-            .connect_with(options)
-            .await?;
-        POSTGRES_MIGRATIONS.run(&pool).await?;
-        Ok(Self::Postgres(pool))
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool: Pool::Postgres(pool),
+            timeout,
+        })
+    }
+
+    /// Runs one operation within DATABASE_TIMEOUT: a database that does not
+    /// answer in time is unavailable, like one that refuses.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, AccountError>>,
+    ) -> Result<T, AccountError> {
+        tokio::time::timeout(self.timeout, operation)
+            .await
+            .unwrap_or_else(|_| Err(AccountError::Unavailable(timed_out(self.timeout))))
     }
 
     /// Cheap round trip for readiness (`SELECT 1`): proves a connection can
     /// be had and the server answers, without touching the tables.
     pub async fn ping(&self) -> Result<(), AccountError> {
-        on_pool!(self, |pool| {
-            sqlx::query("SELECT 1").execute(pool).await.map(drop)
-        })?;
-        Ok(())
+        self.bounded(async {
+            on_pool!(self, |pool| {
+                sqlx::query("SELECT 1").execute(pool).await.map(drop)
+            })
+            .map_err(AccountError::from)
+        })
+        .await
     }
 
     /// "sqlite" or "postgres", for health reports.
     pub fn backend(&self) -> &'static str {
-        match self {
-            Self::Sqlite(_) => "sqlite",
-            Self::Postgres(_) => "postgres",
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
         }
     }
 
@@ -251,56 +385,69 @@ impl AccountStore {
             created_at: from_millis(millis),
             updated_at: from_millis(millis),
         };
-        let inserted = on_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO accounts \
-                 (id, email, display_name, password_hash, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5)",
-            )
-            .bind(account.id.as_str())
-            .bind(account.email.as_str())
-            .bind(account.display_name.as_str())
-            .bind(account.password_hash.as_str())
-            .bind(millis)
-            .execute(pool)
-            .await
-            .map(drop)
-        });
-        match inserted {
-            Ok(_) => Ok(account),
-            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
-                Err(AccountError::EmailTaken)
-            }
-            Err(error) => Err(error.into()),
-        }
+        self.bounded(async {
+            on_pool!(self, |pool| {
+                sqlx::query(
+                    "INSERT INTO accounts \
+                     (id, email, display_name, password_hash, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(account.id.as_str())
+                .bind(account.email.as_str())
+                .bind(account.display_name.as_str())
+                .bind(account.password_hash.as_str())
+                .bind(millis)
+                .execute(pool)
+                .await
+                .map(drop)
+            })
+            .map_err(|error| match error {
+                sqlx::Error::Database(error) if error.is_unique_violation() => {
+                    AccountError::EmailTaken
+                }
+                error => error.into(),
+            })
+        })
+        .await?;
+        Ok(account)
     }
 
     /// The account registered with `email` (already normalised), for login
     /// and password-reset requests.
     pub async fn by_email(&self, email: &str) -> Result<Option<Account>, AccountError> {
-        let row = on_pool!(self, |pool| {
-            sqlx::query_as::<_, AccountRow>(
-                "SELECT id, email, display_name, password_hash, created_at, updated_at \
-                 FROM accounts WHERE email = $1",
-            )
-            .bind(email)
-            .fetch_optional(pool)
-            .await
-        })?;
+        let row = self
+            .bounded(async {
+                on_pool!(self, |pool| {
+                    sqlx::query_as::<_, AccountRow>(
+                        "SELECT id, email, display_name, password_hash, created_at, updated_at \
+                         FROM accounts WHERE email = $1",
+                    )
+                    .bind(email)
+                    .fetch_optional(pool)
+                    .await
+                })
+                .map_err(AccountError::from)
+            })
+            .await?;
         Ok(row.map(Account::from))
     }
 
     /// The account `id` names, for authenticated requests.
     pub async fn by_id(&self, id: &str) -> Result<Option<Account>, AccountError> {
-        let row = on_pool!(self, |pool| {
-            sqlx::query_as::<_, AccountRow>(
-                "SELECT id, email, display_name, password_hash, created_at, updated_at \
-                 FROM accounts WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-        })?;
+        let row = self
+            .bounded(async {
+                on_pool!(self, |pool| {
+                    sqlx::query_as::<_, AccountRow>(
+                        "SELECT id, email, display_name, password_hash, created_at, updated_at \
+                         FROM accounts WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                })
+                .map_err(AccountError::from)
+            })
+            .await?;
         Ok(row.map(Account::from))
     }
 
@@ -312,17 +459,22 @@ impl AccountStore {
         display_name: &str,
         now: SystemTime,
     ) -> Result<Option<Account>, AccountError> {
-        let row = on_pool!(self, |pool| {
-            sqlx::query_as::<_, AccountRow>(
-                "UPDATE accounts SET display_name = $1, updated_at = $2 WHERE id = $3 \
-                 RETURNING id, email, display_name, password_hash, created_at, updated_at",
-            )
-            .bind(display_name)
-            .bind(to_millis(now))
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-        })?;
+        let row = self
+            .bounded(async {
+                on_pool!(self, |pool| {
+                    sqlx::query_as::<_, AccountRow>(
+                        "UPDATE accounts SET display_name = $1, updated_at = $2 WHERE id = $3 \
+                         RETURNING id, email, display_name, password_hash, created_at, updated_at",
+                    )
+                    .bind(display_name)
+                    .bind(to_millis(now))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                })
+                .map_err(AccountError::from)
+            })
+            .await?;
         Ok(row.map(Account::from))
     }
 
@@ -339,31 +491,34 @@ impl AccountStore {
         now: SystemTime,
     ) -> Result<bool, AccountError> {
         let millis = to_millis(now);
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let existed = sqlx::query(
-                "UPDATE accounts SET password_hash = $1, updated_at = $2 WHERE id = $3",
-            )
-            .bind(password_hash)
-            .bind(millis)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                > 0;
-            if existed {
-                sqlx::query(
-                    "UPDATE password_reset_tokens SET used_at = $1 \
-                     WHERE account_id = $2 AND used_at IS NULL",
+        self.bounded(async {
+            on_pool!(self, |pool| {
+                let mut tx = pool.begin().await?;
+                let existed = sqlx::query(
+                    "UPDATE accounts SET password_hash = $1, updated_at = $2 WHERE id = $3",
                 )
+                .bind(password_hash)
                 .bind(millis)
                 .bind(id)
                 .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(existed)
+                .await?
+                .rows_affected()
+                    > 0;
+                if existed {
+                    sqlx::query(
+                        "UPDATE password_reset_tokens SET used_at = $1 \
+                         WHERE account_id = $2 AND used_at IS NULL",
+                    )
+                    .bind(millis)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok::<_, AccountError>(existed)
+            })
         })
+        .await
     }
 
     /// Stores a password-reset token by its hash (the caller hashes; the
@@ -377,20 +532,24 @@ impl AccountStore {
         expires_at: SystemTime,
         now: SystemTime,
     ) -> Result<(), AccountError> {
-        on_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO password_reset_tokens \
-                 (token_hash, account_id, expires_at, used_at, created_at) \
-                 VALUES ($1, $2, $3, NULL, $4)",
-            )
-            .bind(token_hash)
-            .bind(account_id)
-            .bind(to_millis(expires_at))
-            .bind(to_millis(now))
-            .execute(pool)
-            .await
-            .map(drop)
-        })?;
+        self.bounded(async {
+            on_pool!(self, |pool| {
+                sqlx::query(
+                    "INSERT INTO password_reset_tokens \
+                     (token_hash, account_id, expires_at, used_at, created_at) \
+                     VALUES ($1, $2, $3, NULL, $4)",
+                )
+                .bind(token_hash)
+                .bind(account_id)
+                .bind(to_millis(expires_at))
+                .bind(to_millis(now))
+                .execute(pool)
+                .await
+                .map(drop)
+            })
+            .map_err(AccountError::from)
+        })
+        .await?;
         Ok(())
     }
 
@@ -409,30 +568,88 @@ impl AccountStore {
         now: SystemTime,
     ) -> Result<Option<String>, AccountError> {
         let millis = to_millis(now);
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let account_id: Option<String> = sqlx::query_scalar(
-                "UPDATE password_reset_tokens SET used_at = $1 \
-                 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
-                 RETURNING account_id",
-            )
-            .bind(millis)
-            .bind(token_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(account_id) = &account_id {
-                sqlx::query(
+        self.bounded(async {
+            on_pool!(self, |pool| {
+                let mut tx = pool.begin().await?;
+                let account_id: Option<String> = sqlx::query_scalar(
                     "UPDATE password_reset_tokens SET used_at = $1 \
-                     WHERE account_id = $2 AND used_at IS NULL",
+                     WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+                     RETURNING account_id",
                 )
                 .bind(millis)
-                .bind(account_id.as_str())
-                .execute(&mut *tx)
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
                 .await?;
-            }
-            tx.commit().await?;
-            Ok(account_id)
+                if let Some(account_id) = &account_id {
+                    sqlx::query(
+                        "UPDATE password_reset_tokens SET used_at = $1 \
+                         WHERE account_id = $2 AND used_at IS NULL",
+                    )
+                    .bind(millis)
+                    .bind(account_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok::<_, AccountError>(account_id)
+            })
         })
+        .await
+    }
+}
+
+/// Connects to PostgreSQL, trying again while it refuses or is starting up
+/// (as the pool does), for at most `timeout`; the error is the last
+/// attempt's, so it can say why.
+async fn first_connection(
+    options: &PgConnectOptions,
+    timeout: Duration,
+) -> Result<PgConnection, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let error = match tokio::time::timeout(left, options.connect()).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(error)) if means_unavailable(&error) => error,
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(timed_out(timeout)),
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_CONNECT_PAUSE);
+    }
+}
+
+/// `postgres://user@host:port/database`: where the store connects, for
+/// operators, without the password.
+fn without_password(options: &PgConnectOptions) -> String {
+    let host = options.get_host();
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    format!(
+        "postgres://{}@{host}:{}/{}",
+        options.get_username(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
+}
+
+/// Why a connection failed, in a few words: "connection refused" rather
+/// than "error communicating with database: Connection refused (os error
+/// 111)".
+fn cause(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Io(error) if error.raw_os_error().is_some() => error.kind().to_string(),
+        sqlx::Error::Io(error) => error.to_string(),
+        sqlx::Error::Tls(error) => format!("TLS: {error}"),
+        sqlx::Error::Database(error) => error.message().to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -450,6 +667,8 @@ mod tests {
     use crate::clock::{Clock, ManualClock};
 
     const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+    /// DATABASE_TIMEOUT of the stores under test.
+    const TIMEOUT: Duration = Duration::from_secs(3);
 
     /// What a conformance test gets: the store, and the URL it came from for
     /// tests that connect again.
@@ -466,7 +685,7 @@ mod tests {
     {
         let path = temp_sqlite_path();
         let url = format!("sqlite:{}", path.display());
-        let store = AccountStore::connect(&url)
+        let store = AccountStore::connect(&url, TIMEOUT)
             .await
             .expect("connect to SQLite");
         // The test runs in a task of its own so that a failing assertion
@@ -537,7 +756,7 @@ mod tests {
             .await
             .expect("create the test schema");
         let url = with_search_path(&test_database_url(), &schema);
-        let store = AccountStore::connect(&url).await;
+        let store = AccountStore::connect(&url, TIMEOUT).await;
         let outcome = match store {
             Ok(store) => {
                 let outcome = tokio::spawn(test(TestDatabase {
@@ -900,7 +1119,9 @@ mod tests {
             .create(new_account("ada@example.com"), SystemTime::now())
             .await
             .expect("create");
-        let again = AccountStore::connect(&db.url).await.expect("connect again");
+        let again = AccountStore::connect(&db.url, TIMEOUT)
+            .await
+            .expect("connect again");
         assert_eq!(again.backend(), db.store.backend());
         let stored = again.by_email("ada@example.com").await.expect("by_email");
         assert_eq!(stored, Some(account));
@@ -921,9 +1142,9 @@ mod tests {
     }
 
     fn pool_migrations(store: &AccountStore) -> &'static Migrator {
-        match store {
-            AccountStore::Sqlite(_) => &SQLITE_MIGRATIONS,
-            AccountStore::Postgres(_) => &POSTGRES_MIGRATIONS,
+        match store.pool {
+            Pool::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Pool::Postgres(_) => &POSTGRES_MIGRATIONS,
         }
     }
 
@@ -931,13 +1152,13 @@ mod tests {
     async fn sqlite_connect_creates_the_file_on_first_run() {
         let path = temp_sqlite_path();
         assert!(!path.exists());
-        let store = AccountStore::connect(&format!("sqlite://{}", path.display()))
+        let store = AccountStore::connect(&format!("sqlite://{}", path.display()), TIMEOUT)
             .await
             .expect("connect");
         assert!(path.exists(), "connect creates {}", path.display());
         assert_eq!(store.backend(), "sqlite");
         store.ping().await.expect("ping");
-        if let AccountStore::Sqlite(pool) = &store {
+        if let Pool::Sqlite(pool) = &store.pool {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
                 .fetch_one(pool)
                 .await
@@ -958,7 +1179,9 @@ mod tests {
         let directory =
             std::env::temp_dir().join(format!("slop-missing-{}", Uuid::new_v4().simple()));
         let url = format!("sqlite:{}", directory.join("accounts.db").display());
-        let error = AccountStore::connect(&url).await.expect_err("no directory");
+        let error = AccountStore::connect(&url, TIMEOUT)
+            .await
+            .expect_err("no directory");
         let message = error.to_string();
         assert!(matches!(error, AccountError::Url(_)), "{error:?}");
         assert!(
@@ -966,6 +1189,64 @@ mod tests {
             "{message}"
         );
         assert!(!directory.exists());
+    }
+
+    #[test]
+    fn errors_that_mean_the_database_is_away_are_unavailable() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for error in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(refused),
+            timed_out(Duration::from_secs(3)),
+        ] {
+            let error = AccountError::from(error);
+            assert!(matches!(error, AccountError::Unavailable(_)), "{error:?}");
+        }
+        for error in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::Protocol("unexpected message".into()),
+        ] {
+            let error = AccountError::from(error);
+            assert!(matches!(error, AccountError::Database(_)), "{error:?}");
+        }
+        assert_eq!(
+            cause(&timed_out(Duration::from_millis(1500))),
+            "no answer within 1500ms"
+        );
+    }
+
+    #[test]
+    fn where_the_store_connects_is_told_without_the_password() {
+        let options =
+            PgConnectOptions::from_str("postgres://slop:hunter2@db.example:6543/accounts").unwrap();
+        assert_eq!(
+            without_password(&options),
+            "postgres://slop@db.example:6543/accounts"
+        );
+    }
+
+    /// With nobody listening, connect gives up within the timeout and says
+    /// where and why.
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_named_within_the_timeout() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("postgres://slop:hunter2@127.0.0.1:{port}/accounts");
+        let started = std::time::Instant::now();
+        let error = AccountStore::connect(&url, Duration::from_millis(500))
+            .await
+            .expect_err("nobody listens");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot reach the account database at postgres://slop@127.0.0.1:{port}/accounts: \
+                 connection refused; start PostgreSQL or fix DATABASE_URL"
+            )
+        );
     }
 
     #[tokio::test]
@@ -976,7 +1257,7 @@ mod tests {
             "/var/lib/secret.db",
             ":secret",
         ] {
-            let error = AccountStore::connect(url).await.expect_err(url);
+            let error = AccountStore::connect(url, TIMEOUT).await.expect_err(url);
             assert!(matches!(error, AccountError::Url(_)), "{url}: {error:?}");
             assert!(!error.to_string().contains("secret"), "{error}");
         }
@@ -999,9 +1280,9 @@ mod tests {
             let url = format!("{base}{separator}{form}{schema}");
             let checked_schema = schema.clone();
             let checked = async move {
-                let store = AccountStore::connect(&url).await.expect("connect");
+                let store = AccountStore::connect(&url, TIMEOUT).await.expect("connect");
                 assert_eq!(store.backend(), "postgres");
-                let AccountStore::Postgres(pool) = &store else {
+                let Pool::Postgres(pool) = &store.pool else {
                     unreachable!("a postgres URL")
                 };
                 let current: String = sqlx::query_scalar("SELECT current_schema()")

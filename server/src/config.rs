@@ -75,6 +75,14 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite:slop.db", value_parser = parse_database_url)]
     pub database_url: String,
 
+    /// How long a request may wait for the account database: for a
+    /// connection (connecting included), for SQLite's write lock, and for
+    /// the answer (PostgreSQL's statement_timeout too). Past it the request
+    /// fails with UNAVAILABLE / 503, and at start-up an unreachable database
+    /// stops the server. Seconds, or a number with a unit: 500ms, 3s.
+    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "3s", value_parser = parse_database_timeout)]
+    pub database_timeout: Duration,
+
     /// Secret that signs access tokens (HS256): at least 32 random bytes, e.g.
     /// `openssl rand -base64 48`. Required in production unless
     /// JWT_PRIVATE_KEY_FILE is set; in development a random one is made at
@@ -614,7 +622,9 @@ fn parse_bounded_duration(value: &str, min: Duration, max: Duration) -> Result<D
     Ok(duration)
 }
 
-fn humanize(duration: Duration) -> String {
+/// `1500ms`, or `3s` when whole seconds: how settings and messages show a
+/// duration.
+pub(crate) fn humanize(duration: Duration) -> String {
     let millis = duration.as_millis();
     if !millis.is_multiple_of(1000) {
         format!("{millis}ms")
@@ -625,6 +635,10 @@ fn humanize(duration: Duration) -> String {
 
 fn parse_shutdown_timeout(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::ZERO, Duration::from_secs(3600))
+}
+
+fn parse_database_timeout(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_millis(100), Duration::from_secs(300))
 }
 
 fn parse_health_interval(value: &str) -> Result<Duration, String> {
@@ -809,6 +823,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+        assert_eq!(
+            Config::embedded_defaults().database_timeout,
+            Duration::from_secs(3)
+        );
+        let config = parse(&["--database-timeout", "500ms"]).unwrap();
+        assert_eq!(config.database_timeout, Duration::from_millis(500));
+        let err = parse(&["--database-timeout", "0"]).unwrap_err().to_string();
+        assert!(
+            err.contains("DATABASE_TIMEOUT") && err.contains("between 100ms and 300s"),
+            "{err}"
+        );
     }
 
     #[test]

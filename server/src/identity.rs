@@ -80,8 +80,9 @@ pub struct Identity {
 /// Why identity could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    /// DATABASE_URL could not be used.
-    #[error("DATABASE_URL: {0}")]
+    /// The account database could not be used (each error says which
+    /// setting to look at).
+    #[error(transparent)]
     Accounts(#[from] AccountError),
     /// REDIS_URL could not be used for sessions.
     #[error("REDIS_URL: {0}")]
@@ -97,7 +98,7 @@ pub enum IdentityError {
 impl Identity {
     /// Connects the stores and loads the keys the configuration names.
     pub async fn from_config(config: &Config, clock: SharedClock) -> Result<Self, IdentityError> {
-        let accounts = AccountStore::connect(&config.database_url).await?;
+        let accounts = AccountStore::connect(&config.database_url, config.database_timeout).await?;
         let (sessions, limits) = match &config.redis_url {
             Some(url) => (
                 SessionStore::redis(url, &config.redis_key_prefix, clock.clone()).await?,

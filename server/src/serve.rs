@@ -9,8 +9,17 @@
 //!
 //! Shutdown, in order: readiness turns NOT_SERVING; the listener is closed
 //! (new connections are refused); open streams and WebSockets are told to
-//! end; every connection finishes its in-flight requests and closes. What
-//! is still open when SHUTDOWN_TIMEOUT has passed since the signal is cut.
+//! end; for [`DRAIN_GRACE`] the open connections are still served, HTTP/1
+//! answers carrying `connection: close`; then every connection finishes its
+//! in-flight requests and closes. What is still open when SHUTDOWN_TIMEOUT
+//! has passed since the signal is cut.
+//!
+//! The grace is there because hyper's graceful shutdown closes an idle
+//! HTTP/1 keep-alive connection at once, even when the client's next
+//! request is already in the socket, unread: that request would be lost
+//! (HTTP/2 has GOAWAY for this; HTTP/1 has only `connection: close`, as in
+//! Envoy's drain). So connections are served a little longer, told to
+//! close after each answer, and only then shut down.
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
@@ -33,6 +42,13 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often an HTTP/2 connection is pinged, and how long the answer may take.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long after the signal open connections are still served before
+/// hyper's graceful shutdown closes the idle ones (less when
+/// SHUTDOWN_TIMEOUT is shorter, none when every connection has closed):
+/// long enough for a request a client sent just before the signal to be
+/// read. Not a setting: it only needs to cover the trip from client to
+/// server.
+pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// What the listener needs to shut down.
 pub struct Drain {
@@ -67,6 +83,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let local_addr = listener.local_addr().ok();
+    let draining = drain.stop.clone();
 
     tokio::pin!(signal);
     loop {
@@ -89,6 +106,7 @@ pub async fn serve(
         }
         let app = app.clone();
         let proxies = proxies.clone();
+        let draining = draining.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             if let Some(client) = proxies.forwarded_client(peer.ip(), request.headers()) {
                 request.extensions_mut().insert(ClientAddr(client));
@@ -99,13 +117,24 @@ pub async fn serve(
                 local_addr,
                 remote_addr: Some(peer),
             });
+            let http1 = request.version() < http::Version::HTTP_2;
             let app = app.clone();
+            let draining = draining.clone();
             async move {
-                Ok::<_, Infallible>(
-                    app.oneshot(request)
-                        .await
-                        .unwrap_or_else(|never| match never {}),
-                )
+                let mut response = app
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                // Shutting down: the client must not send another request
+                // on this connection. (An upgrade's 101 keeps its own
+                // `connection: upgrade`.)
+                if http1 && draining.is_cancelled() {
+                    response
+                        .headers_mut()
+                        .entry(http::header::CONNECTION)
+                        .or_insert(http::HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
             }
         });
         let connection = builder
@@ -129,6 +158,12 @@ pub async fn serve(
     drop(listener);
     drain.stop.cancel();
     drain.websockets.close();
+
+    // A request already on its way is read and answered meanwhile; each
+    // HTTP/1 connection closes after its next answer.
+    let grace = DRAIN_GRACE.min(drain.timeout.saturating_sub(started.elapsed()));
+    let all_closed = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(grace, all_closed).await;
 
     let drained = async {
         graceful.shutdown().await;

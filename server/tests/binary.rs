@@ -176,6 +176,60 @@ async fn every_log_line_of_a_request_carries_its_request_id() {
     child.wait().await.unwrap();
 }
 
+/// PostgreSQL down at start-up: the process says where it could not
+/// connect and exits 1 within DATABASE_TIMEOUT, instead of holding its
+/// port silently for 30 s; the password in DATABASE_URL is never printed.
+#[tokio::test]
+async fn an_unreachable_database_stops_start_up_within_the_timeout_naming_it() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let password = "hunter2-do-not-print";
+    let url = format!("postgres://slop:{password}@127.0.0.1:{closed_port}/accounts");
+    let started = Instant::now();
+    let output = tokio::time::timeout(
+        PATIENCE,
+        server_command("unreachable-database")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .env("DATABASE_URL", &url)
+            .env("DATABASE_TIMEOUT", "2s")
+            .output(),
+    )
+    .await
+    .expect("the server exits in time")
+    .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    // The bound, plus slack for a loaded machine.
+    assert!(took < Duration::from_secs(7), "took {took:?}");
+    assert!(
+        !stdout.contains(password) && !stderr.contains(password),
+        "the password is printed: {stdout}{stderr}"
+    );
+    let errors: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|line: &serde_json::Value| line["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {stdout}");
+    let error = errors[0]["error"].as_str().unwrap_or_default();
+    assert_eq!(
+        error,
+        format!(
+            "cannot reach the account database at postgres://slop@127.0.0.1:{closed_port}/accounts: \
+             connection refused; start PostgreSQL or fix DATABASE_URL"
+        ),
+        "{}",
+        errors[0]
+    );
+}
+
 #[tokio::test]
 async fn malformed_configuration_stops_start_up_naming_the_variable() {
     for (variable, value) in [

@@ -10,6 +10,7 @@ mod faults;
 mod health;
 mod notifications;
 mod outside_clients;
+mod postgres_outage;
 mod proxies;
 mod reflection;
 mod routing;

@@ -128,3 +128,81 @@ async fn a_request_that_never_completes_cannot_hold_shutdown_past_the_timeout() 
         "overran the timeout: {took:?}"
     );
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` body from a
+/// keep-alive connection: the head, as text, and the body.
+async fn read_one_response(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    let mut buffer = Vec::new();
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert!(read > 0, "the connection closed before a response");
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .expect("content-length")
+        .trim()
+        .parse()
+        .expect("a length");
+    let mut body = buffer[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .expect("the body in time")
+            .expect("read");
+        assert!(read > 0, "the connection closed mid-body");
+        body.extend_from_slice(&chunk[..read]);
+    }
+    (head, body)
+}
+
+/// A request on a kept-alive HTTP/1.1 connection that reached the server
+/// just before the shutdown signal is answered (with `connection: close`),
+/// not lost with the connection. The race is narrow, so it is run many
+/// times.
+#[tokio::test]
+async fn a_keep_alive_request_sent_just_before_shutdown_is_answered() {
+    const ROUNDS: usize = 50;
+    let mut lost = Vec::new();
+    for round in 0..ROUNDS {
+        let mut server = TestServer::start().await;
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let request = format!("GET /health/live HTTP/1.1\r\nhost: {}\r\n\r\n", server.addr);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (head, _) = read_one_response(&mut stream).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+
+        stream.write_all(request.as_bytes()).await.unwrap();
+        server.begin_shutdown();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest))
+            .await
+            .expect("the connection ends in time");
+        let answer = String::from_utf8_lossy(&rest).to_lowercase();
+        let answered = read.is_ok()
+            && answer.starts_with("http/1.1 200")
+            && answer.contains("connection: close")
+            && answer.contains(r#"{"status":"live"}"#);
+        if !answered {
+            lost.push((round, read.err().map(|e| e.to_string()), answer));
+        }
+        server.stopped_within(Duration::from_secs(5)).await;
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {ROUNDS} requests sent just before shutdown got no full answer, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+}

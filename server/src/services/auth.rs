@@ -67,13 +67,7 @@ impl AuthApi {
     }
 
     async fn account(&self, user_id: &str) -> Result<Account, Status> {
-        match self
-            .identity
-            .accounts
-            .by_id(user_id)
-            .await
-            .map_err(internal)?
-        {
+        match self.identity.accounts.by_id(user_id).await? {
             Some(account) => Ok(account),
             None => {
                 // The account is gone: so are its sessions.
@@ -186,8 +180,7 @@ impl AuthApi {
         self.identity
             .accounts
             .set_password_hash(account_id, &hash, self.now())
-            .await
-            .map_err(internal)?;
+            .await?;
         let ended = self
             .identity
             .sessions
@@ -261,7 +254,7 @@ impl AuthService for AuthApi {
                         .await;
                 });
             }
-            Err(error) => return Err(internal(error)),
+            Err(error) => return Err(error.into()),
         }
         Ok(Response::new(auth::RegisterResponse {}))
     }
@@ -296,12 +289,7 @@ impl AuthService for AuthApi {
             }
             wrong()
         };
-        let account = self
-            .identity
-            .accounts
-            .by_email(&email)
-            .await
-            .map_err(internal)?;
+        let account = self.identity.accounts.by_email(&email).await?;
         let Some(account) = account else {
             self.identity
                 .passwords
@@ -506,8 +494,7 @@ impl AuthService for AuthApi {
             self.identity
                 .accounts
                 .set_display_name(&caller.user_id, &name, self.now())
-                .await
-                .map_err(internal)?
+                .await?
                 .ok_or_else(|| unauthenticated("ACCOUNT_GONE", "the account no longer exists"))?
         };
         Ok(Response::new(auth::UpdateCurrentUserResponse {
@@ -556,12 +543,7 @@ impl AuthService for AuthApi {
         self.throttle_address(request.extensions()).await?;
         let email =
             normalize_email(&request.into_inner().email).map_err(|why| invalid("email", why))?;
-        let account = self
-            .identity
-            .accounts
-            .by_email(&email)
-            .await
-            .map_err(internal)?;
+        let account = self.identity.accounts.by_email(&email).await?;
         if let Some(account) = account {
             // Off the request, so the answer takes as long either way.
             let identity = self.identity.clone();
@@ -612,8 +594,7 @@ impl AuthService for AuthApi {
             self.identity
                 .accounts
                 .consume_reset_token(&tokens::sha256_hex(&request.reset_token), self.now())
-                .await
-                .map_err(internal)?
+                .await?
         };
         let account_id = account_id.ok_or_else(|| {
             invalid(

@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use slop_bridge::ClientAddr;
+
+use crate::accounts::AccountError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
@@ -37,6 +39,28 @@ pub fn invalid(field: &str, why: impl Into<String>) -> Status {
 pub fn internal(error: impl std::fmt::Display) -> Status {
     tracing::error!(%error, "internal error");
     Status::internal("internal error")
+}
+
+/// The one place account store errors become statuses, so every RPC (and,
+/// through the bridge, every REST route) answers an outage alike:
+/// UNAVAILABLE (503) when the database is down or too slow, to be retried;
+/// INTERNAL (500) for the rest. The cause goes to the log, never to the
+/// caller: driver messages can name hosts and tables.
+impl From<AccountError> for Status {
+    fn from(error: AccountError) -> Self {
+        match error {
+            // Registration answers this one itself, so as not to reveal
+            // who has an account; other operations cannot meet it.
+            AccountError::EmailTaken => Status::already_exists("an account with this email exists"),
+            AccountError::Unavailable(_) | AccountError::Unreachable { .. } => {
+                tracing::warn!(%error, "account database unavailable");
+                Status::unavailable("the account database is unavailable; retry shortly")
+            }
+            AccountError::Database(_) | AccountError::Migrate(_) | AccountError::Url(_) => {
+                internal(error)
+            }
+        }
+    }
 }
 
 /// NOT_FOUND with a stable reason.
