@@ -21,7 +21,15 @@
 //! Envoy's drain). So connections are served a little longer, told to
 //! close after each answer, and only then shut down.
 
-use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::body::Incoming;
@@ -83,7 +91,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let local_addr = listener.local_addr().ok();
-    let draining = drain.stop.clone();
+    // A flag, not a clone of the stop token: cloning a CancellationToken
+    // takes a lock, and this is cloned for every request.
+    let draining = Arc::new(AtomicBool::new(false));
 
     tokio::pin!(signal);
     loop {
@@ -128,7 +138,7 @@ pub async fn serve(
                 // Shutting down: the client must not send another request
                 // on this connection. (An upgrade's 101 keeps its own
                 // `connection: upgrade`.)
-                if http1 && draining.is_cancelled() {
+                if http1 && draining.load(Ordering::Relaxed) {
                     response
                         .headers_mut()
                         .entry(http::header::CONNECTION)
@@ -156,6 +166,7 @@ pub async fn serve(
     );
     drain.health.begin_shutdown().await;
     drop(listener);
+    draining.store(true, Ordering::Relaxed);
     drain.stop.cancel();
     drain.websockets.close();
 
