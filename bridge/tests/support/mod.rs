@@ -262,6 +262,7 @@ impl NotificationService for FakeNotifications {
                     offset: 11,
                     epoch: "e1".into(),
                 }),
+                duplicate: false,
             })
             .collect();
         Ok(Response::new(notification::PublishResponse { events }))
