@@ -374,10 +374,11 @@ fn subscriptions(
         )?;
         if let Some(resume) = &subscription.resume_from
             && resume.epoch.is_empty()
+            && resume.offset != 0
         {
             return Err(invalid(
                 &format!("subscriptions[{i}].resume_from.epoch"),
-                "give the epoch of the position to resume from",
+                "give the epoch of the position to resume from (only offset 0, before a channel's first event, has none)",
             ));
         }
         may_read(caller, &name)?;
@@ -613,7 +614,7 @@ impl NotificationService for NotificationApi {
         let state = backend.channel(&name).await.map_err(unavailable)?;
         let (start, mut recovered) = match &after {
             None => (0, true),
-            Some(p) if p.epoch == state.epoch && p.offset <= state.offset => (p.offset, true),
+            Some(p) if state.continues_from(p) => (p.offset, true),
             Some(_) => (0, false),
         };
         let retained = backend
