@@ -470,3 +470,22 @@ async fn an_event_published_on_welcome_arrives_with_redis() {
     .await;
     assert_eq!(events_lost_right_after_welcome(&server, 100).await, 0);
 }
+
+#[tokio::test]
+async fn a_frame_over_64_kib_closes_the_socket_with_1009() {
+    let server = TestServer::start().await;
+    let (mut socket, _) = connect_signed_in(&server, "big-frame@example.com").await;
+    let big = format!(
+        r#"{{"type":"ping","id":"{}"}}"#,
+        "x".repeat(slop_bridge::ws::MAX_CLIENT_FRAME)
+    );
+    // The server may close before the whole frame is written.
+    let _ = socket.send(Message::Text(big.into())).await;
+    match next_frame(&mut socket).await {
+        Message::Close(Some(close)) => {
+            assert_eq!(close.code, CloseCode::Size, "{close:?}");
+            assert!(close.reason.contains("64 KiB"), "{close:?}");
+        }
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+}
