@@ -7,7 +7,7 @@
 use std::{collections::HashSet, future::Future, sync::Arc};
 
 use axum::{
-    Json, Router,
+    Router,
     body::Bytes,
     extract::{FromRequest, Path, Query, Request, State},
     response::{IntoResponse, Response},
@@ -137,12 +137,31 @@ impl Call {
     }
 }
 
+/// `message` as the JSON body of a response with `status`.
+pub(crate) fn json_response<R: Serialize + ?Sized>(status: StatusCode, message: &R) -> Response {
+    match crate::json::to_vec(message) {
+        Ok(body) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(error) => ApiError(Status::internal(format!(
+            "the answer did not encode as JSON: {error}"
+        )))
+        .into_response(),
+    }
+}
+
 /// The JSON answer of a service call; `set-cookie` metadata becomes headers.
 pub(crate) fn answer<R: Serialize>(result: Result<tonic::Response<R>, Status>) -> Response {
     match result {
         Ok(response) => {
             let (metadata, message, _) = response.into_parts();
-            let mut response = (StatusCode::OK, Json(message)).into_response();
+            let mut response = json_response(StatusCode::OK, &message);
             let headers = metadata.into_headers();
             for cookie in headers.get_all(header::SET_COOKIE) {
                 response
