@@ -221,10 +221,25 @@ async fn me(State(s): State<Services>, call: Call) -> Response {
     )
 }
 
-/// `PATCH /api/v1/auth/me`: the body is the User (JSON merge-patch style);
-/// the fields present are the ones changed, unless `update_mask` (or
-/// `updateMask`) in the query names them.
+/// `PATCH /api/v1/auth/me`, in either of two forms:
+/// - the request message, `UpdateCurrentUserRequest`
+///   (`{"user": {…}, "updateMask": "displayName"}`), as every REST body is;
+/// - the User alone (JSON merge-patch style): the fields present are the
+///   ones changed, unless `update_mask` (or `updateMask`) in the query names
+///   them.
+///
+/// A User has no `user` field, so a body with one is the request message.
 async fn update_me(State(s): State<Services>, query: Query<MaskQuery>, call: Call) -> Response {
+    if present_fields(&call.body)
+        .iter()
+        .any(|field| field == "user")
+    {
+        let request = match update_request(&call.body) {
+            Ok(request) => request,
+            Err(status) => return ApiError(status).into_response(),
+        };
+        return answer(s.auth.update_current_user(call.request(request)).await);
+    }
     let user: auth::User = match call.message() {
         Ok(user) => user,
         Err(status) => return ApiError(status).into_response(),
@@ -243,6 +258,43 @@ async fn update_me(State(s): State<Services>, query: Query<MaskQuery>, call: Cal
         update_mask: Some(pbjson_types::FieldMask { paths }),
     };
     answer(s.auth.update_current_user(call.request(request)).await)
+}
+
+/// An `UpdateCurrentUserRequest` in canonical JSON. Its `updateMask` is a
+/// FieldMask, whose canonical JSON is one string of comma-separated
+/// lowerCamel paths (`"displayName"`), which pbjson's FieldMask does not
+/// read: it is turned into paths here.
+fn update_request(body: &[u8]) -> Result<auth::UpdateCurrentUserRequest, Status> {
+    let invalid = |why: String| {
+        Status::new(
+            Code::InvalidArgument,
+            format!("the request body is not the JSON this operation takes: {why}"),
+        )
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| invalid(error.to_string()))?;
+    let mask = value
+        .as_object_mut()
+        .and_then(|fields| fields.remove("updateMask").or(fields.remove("update_mask")));
+    let paths = match mask {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(mask)) => mask
+            .split(',')
+            .map(str::trim)
+            .filter(|path| !path.is_empty())
+            .map(snake_case)
+            .collect(),
+        Some(_) => {
+            return Err(invalid(
+                "`updateMask` is a string of comma-separated field names, e.g. \"displayName\""
+                    .into(),
+            ));
+        }
+    };
+    let mut request: auth::UpdateCurrentUserRequest =
+        serde_json::from_value(value).map_err(|error| invalid(error.to_string()))?;
+    request.update_mask = Some(pbjson_types::FieldMask { paths });
+    Ok(request)
 }
 
 /// The query of a PATCH.

@@ -226,6 +226,17 @@ async fn register_login_me_refresh_logout_over_rest() {
     .await;
     assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.json());
     assert_eq!(patched.json()["user"]["displayName"], "Grace H.");
+    // The request message itself, as every other REST body is.
+    let as_message = rest(
+        &server,
+        "PATCH",
+        "/api/v1/auth/me",
+        Some(&token),
+        serde_json::json!({"user": {"displayName": "Grace Hopper"}, "updateMask": "displayName"}),
+    )
+    .await;
+    assert_eq!(as_message.status, StatusCode::OK, "{:?}", as_message.json());
+    assert_eq!(as_message.json()["user"]["displayName"], "Grace Hopper");
     let refused = rest(
         &server,
         "PATCH",
