@@ -95,12 +95,49 @@ impl<S: Send + Sync> FromRequest<S> for Call {
             ))
             .into_response());
         }
+        if !body.iter().all(u8::is_ascii_whitespace) && !is_json(&headers) {
+            return Err(unsupported_media_type());
+        }
         Ok(Self {
             metadata: MetadataMap::from_headers(headers),
             extensions,
             body,
         })
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`, with or
+/// without parameters, or an `application/*+json` type). Only such bodies
+/// are read: a cross-site HTML form can send `text/plain`,
+/// `application/x-www-form-urlencoded` or `multipart/form-data` without a
+/// CORS preflight, and a JSON parser that read those would let it log a
+/// browser into an account of the attacker's (login CSRF).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+/// 415 for a body that is not JSON.
+fn unsupported_media_type() -> Response {
+    let status = Status::new(
+        Code::InvalidArgument,
+        "the request body must be JSON: send it with `content-type: application/json`",
+    );
+    crate::error::status_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &status)
 }
 
 impl Call {

@@ -122,9 +122,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         .merge(grpc)
         .fallback(unknown_route)
         .method_not_allowed_fallback(slop_bridge::method_not_allowed)
-        .layer(crate::cors::BrowsersOnlyLayer::new(crate::cors::cors(
-            &config.cors_origin,
-        )))
+        .layer(crate::cors::BrowsersOnlyLayer::new(&config.cors_origin))
         .layer(middleware::from_fn(telemetry::request_context));
     Ok(router)
 }

@@ -702,6 +702,7 @@ async fn registration_checks_its_fields() {
     }
     let garbage = http(
         Request::post(server.url("/api/v1/auth/register"))
+            .header("content-type", "application/json")
             .body(Full::from("{not json"))
             .unwrap(),
     )

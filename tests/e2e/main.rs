@@ -9,6 +9,7 @@ mod browser;
 mod faults;
 mod health;
 mod notifications;
+mod origins;
 mod outside_clients;
 mod postgres_outage;
 mod proxies;
