@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod browser;
+mod doc_clients;
 mod faults;
 mod health;
 mod notifications;
