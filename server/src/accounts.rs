@@ -553,6 +553,30 @@ impl AccountStore {
         Ok(())
     }
 
+    /// The account id of a reset token that exists, is unused and has not
+    /// expired at `now`, without using it up: the caller checks the new
+    /// password against the account before [`Self::consume_reset_token`].
+    pub async fn reset_token_account(
+        &self,
+        token_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<String>, AccountError> {
+        self.bounded(async {
+            on_pool!(self, |pool| {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT account_id FROM password_reset_tokens \
+                     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(to_millis(now))
+                .fetch_optional(pool)
+                .await
+            })
+            .map_err(AccountError::from)
+        })
+        .await
+    }
+
     /// Marks the token used and returns its account id, if it exists, is
     /// unused and has not expired at `now` (expiry is exclusive: at
     /// `expires_at` it is refused). Single use: a second call, or a
@@ -969,10 +993,20 @@ mod tests {
             .expect("create_reset_token");
 
         clock.advance(Duration::from_secs(60));
+        for _ in 0..2 {
+            let looked_up = store.reset_token_account("hash-1", clock.now()).await;
+            assert_eq!(
+                looked_up.expect("reset_token_account"),
+                Some(account.id.clone()),
+                "looking a token up does not use it"
+            );
+        }
         let consumed = store.consume_reset_token("hash-1", clock.now()).await;
         assert_eq!(consumed.expect("consume"), Some(account.id.clone()));
         let again = store.consume_reset_token("hash-1", clock.now()).await;
         assert_eq!(again.expect("consume"), None, "a token works once");
+        let used = store.reset_token_account("hash-1", clock.now()).await;
+        assert_eq!(used.expect("reset_token_account"), None);
         let unknown = store.consume_reset_token("no-such-hash", clock.now()).await;
         assert_eq!(unknown.expect("consume"), None);
     }
@@ -1020,6 +1054,8 @@ mod tests {
                 .expect("create_reset_token");
         }
 
+        let looked_up = store.reset_token_account("at-expiry", expires_at).await;
+        assert_eq!(looked_up.expect("reset_token_account"), None);
         let at_expiry = store.consume_reset_token("at-expiry", expires_at).await;
         assert_eq!(at_expiry.expect("consume"), None, "expiry is exclusive");
         let after = store

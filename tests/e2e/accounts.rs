@@ -698,6 +698,103 @@ async fn registration_checks_its_fields() {
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
 }
 
+/// NIST 800-63B context-specific words: blank passwords, one character
+/// repeated, and the account's own address are refused wherever a password
+/// is chosen, with INVALID_ARGUMENT naming the field and saying why.
+#[tokio::test]
+async fn weak_passwords_are_refused_at_register_change_and_reset() {
+    let server = TestServer::start().await;
+    let email = "ada.lovelace@example.com";
+    for (password, why) in [
+        ("        ", "whitespace"),
+        (" \t  \u{3000}   ", "whitespace"),
+        ("zzzzzzzzzzzz", "one character repeated"),
+        (
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+            "one character repeated",
+        ),
+        ("ada.lovelace@example.com", "email address"),
+        ("ADA.LOVELACE@EXAMPLE.COM", "email address"),
+        ("Ada.Lovelace", "email address"),
+        ("my name is ada.lovelace!", "email address"),
+    ] {
+        let body = serde_json::json!({"email": email, "password": password, "displayName": "Ada"});
+        let answer = rest(&server, "POST", "/api/v1/auth/register", None, body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{password:?}");
+        let json = answer.json();
+        let violation = &json["error"]["details"][0]["fieldViolations"][0];
+        assert_eq!(violation["field"], "password", "{password:?}: {json}");
+        let description = violation["description"].as_str().unwrap();
+        assert!(description.contains(why), "{password:?}: {json}");
+        assert!(
+            !json.to_string().to_lowercase().contains("lovelace@"),
+            "the answer does not echo the address: {json}"
+        );
+    }
+
+    // Change: the same rules, on new_password.
+    let mut client = grpc(&server).await;
+    register(&mut client, email).await;
+    let signed_in = login(&mut client, email).await;
+    for password in ["          ", "1111111111", email, "ada.lovelace-2024"] {
+        let refused = client
+            .auth
+            .change_password(bearer(
+                auth::ChangePasswordRequest {
+                    current_password: PASSWORD.into(),
+                    new_password: password.into(),
+                },
+                &access(&signed_in),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{password:?}");
+        assert!(
+            refused.message().starts_with("new_password: "),
+            "{password:?}: {}",
+            refused.message()
+        );
+    }
+
+    // Reset: refused before the token is used up, which then still works.
+    client
+        .auth
+        .request_password_reset(auth::RequestPasswordResetRequest {
+            email: email.into(),
+        })
+        .await
+        .unwrap();
+    let token = reset_token(&wait_for_mail(&server, 1).await[0]);
+    for password in [
+        "\t\t\t\t\t\t\t\t",
+        "aaaaaaaaaaaaaaaa",
+        "Ada.Lovelace@Example.com!",
+    ] {
+        let refused = client
+            .auth
+            .reset_password(auth::ResetPasswordRequest {
+                reset_token: token.clone(),
+                new_password: password.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{password:?}");
+        assert!(
+            refused.message().starts_with("new_password: "),
+            "{password:?}: {}",
+            refused.message()
+        );
+    }
+    client
+        .auth
+        .reset_password(auth::ResetPasswordRequest {
+            reset_token: token,
+            new_password: "another fine passphrase".into(),
+        })
+        .await
+        .expect("the token was not used up by the refused passwords");
+}
+
 fn jwt_part(value: &serde_json::Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
 }

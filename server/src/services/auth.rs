@@ -216,7 +216,7 @@ impl AuthService for AuthApi {
         let request = request.into_inner();
         let email = normalize_email(&request.email).map_err(|why| invalid("email", why))?;
         let display_name = display_name(&request.display_name)?;
-        passwords::check_password(&request.password)
+        passwords::check_password(&request.password, &email)
             .map_err(|why| invalid("password", why.to_string()))?;
         // Hash first, either way, so an existing email takes as long.
         let password_hash = self
@@ -525,7 +525,7 @@ impl AuthService for AuthApi {
                 "current_password is not the account's password",
             ));
         }
-        passwords::check_password(&request.new_password)
+        passwords::check_password(&request.new_password, &account.email)
             .map_err(|why| invalid("new_password", why.to_string()))?;
         let ended = self
             .replace_password(&account.id, &request.new_password, Some(&caller.session.id))
@@ -585,23 +585,42 @@ impl AuthService for AuthApi {
     ) -> Answer<auth::ResetPasswordResponse> {
         self.throttle_address(request.extensions()).await?;
         let request = request.into_inner();
-        // Check the new password before using up the token.
-        passwords::check_password(&request.new_password)
-            .map_err(|why| invalid("new_password", why.to_string()))?;
-        let account_id = if request.reset_token.is_empty() || request.reset_token.len() > 256 {
-            None
-        } else {
-            self.identity
-                .accounts
-                .consume_reset_token(&tokens::sha256_hex(&request.reset_token), self.now())
-                .await?
-        };
-        let account_id = account_id.ok_or_else(|| {
+        let invalid_token = || {
             invalid(
                 "reset_token",
                 "not valid: it is wrong, used, or older than 30 minutes; ask for a new one",
             )
-        })?;
+        };
+        // Rules that need no account first, so a weak password is refused
+        // whatever the token.
+        passwords::check_password(&request.new_password, "")
+            .map_err(|why| invalid("new_password", why.to_string()))?;
+        if request.reset_token.is_empty() || request.reset_token.len() > 256 {
+            return Err(invalid_token());
+        }
+        let token_hash = tokens::sha256_hex(&request.reset_token);
+        // Then the account's own rules (its email), before the token is
+        // used up: a refused password leaves the link working.
+        let account_id = self
+            .identity
+            .accounts
+            .reset_token_account(&token_hash, self.now())
+            .await?
+            .ok_or_else(invalid_token)?;
+        let account = self
+            .identity
+            .accounts
+            .by_id(&account_id)
+            .await?
+            .ok_or_else(invalid_token)?;
+        passwords::check_password(&request.new_password, &account.email)
+            .map_err(|why| invalid("new_password", why.to_string()))?;
+        let account_id = self
+            .identity
+            .accounts
+            .consume_reset_token(&token_hash, self.now())
+            .await?
+            .ok_or_else(invalid_token)?;
         let ended = self
             .replace_password(&account_id, &request.new_password, None)
             .await?;
