@@ -1181,6 +1181,61 @@ async fn browsers_sign_in_with_a_cookie_guarded_against_csrf() {
     assert_eq!(tampered.status, StatusCode::UNAUTHORIZED);
 }
 
+/// A service key written the way SERVICE_KEYS lists it (`name:secret`) is
+/// refused with a message that says what to send, and echoes nothing.
+#[tokio::test]
+async fn a_service_key_sent_with_its_name_says_to_send_only_the_secret() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    let written = format!("test-service:{SERVICE_KEY}");
+    let refused = client
+        .auth
+        .validate_token(bearer(
+            auth::ValidateTokenRequest {
+                access_token: "x".into(),
+            },
+            &written,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(reason(&refused), "SERVICE_KEY_WITH_NAME");
+    let message = refused.message();
+    assert!(
+        message.contains("Bearer <secret>") && message.contains("SERVICE_KEYS"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(SERVICE_KEY) && !message.contains("test-service"),
+        "{message}"
+    );
+
+    let over_rest = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/validate",
+        Some(&written),
+        serde_json::json!({"accessToken": "x"}),
+    )
+    .await;
+    assert_eq!(over_rest.status, StatusCode::UNAUTHORIZED);
+    let text = String::from_utf8_lossy(&over_rest.body).into_owned();
+    assert!(text.contains("Bearer <secret>"), "{text}");
+    assert!(!text.contains(SERVICE_KEY), "{text}");
+    // A wrong secret with a name gets the same answer: it says nothing of
+    // which services exist.
+    let guessed = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/validate",
+        Some("billing:not-a-key-at-all"),
+        serde_json::json!({"accessToken": "x"}),
+    )
+    .await;
+    assert_eq!(guessed.status, over_rest.status);
+    assert_eq!(guessed.body, over_rest.body);
+}
+
 #[tokio::test]
 async fn session_ids_are_random_and_every_login_gets_a_new_one() {
     let server = TestServer::start().await;
