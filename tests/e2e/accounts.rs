@@ -1085,6 +1085,21 @@ async fn browsers_sign_in_with_a_cookie_guarded_against_csrf() {
     )
     .await;
     assert_eq!(login.status, StatusCode::OK);
+    // The cookies carry the session: the body, which script on the page
+    // can read, carries no token (HttpOnly would hide nothing otherwise).
+    let body = login.json();
+    assert_eq!(body["user"]["email"], "ada@example.com", "{body}");
+    assert!(body["sessionId"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(body.get("tokens").is_none(), "{body}");
+    for text in [
+        &body.to_string(),
+        &String::from_utf8_lossy(&login.body).into_owned(),
+    ] {
+        assert!(
+            !text.contains("refreshToken") && !text.contains("accessToken"),
+            "{text}"
+        );
+    }
     let cookies: Vec<String> = login
         .headers
         .get_all("set-cookie")
@@ -1179,6 +1194,62 @@ async fn browsers_sign_in_with_a_cookie_guarded_against_csrf() {
     )
     .await;
     assert_eq!(tampered.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A page that also needs a bearer token (say, for grpc-web) asks for an
+/// access token with `access_token=true`; the refresh token stays out of
+/// the body either way, and the cookies are set as without it.
+#[tokio::test]
+async fn a_cookie_login_hands_out_an_access_token_only_when_asked() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    for query in [
+        "cookie=true&access_token=true",
+        "accessToken=true&cookie=true",
+    ] {
+        let login = rest(
+            &server,
+            "POST",
+            &format!("/api/v1/auth/login?{query}"),
+            None,
+            serde_json::json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(login.status, StatusCode::OK, "{query}");
+        let cookies: Vec<&str> = login
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            cookies.iter().any(|c| c.starts_with("slop_session=")),
+            "{query}: {cookies:?}"
+        );
+        let body = login.json();
+        let tokens = &body["tokens"];
+        assert!(body["user"].is_object(), "{query}: {body}");
+        assert!(tokens.get("refreshToken").is_none(), "{query}: {body}");
+        assert!(
+            tokens.get("refreshTokenExpiresIn").is_none(),
+            "{query}: {body}"
+        );
+        assert_eq!(tokens["accessTokenExpiresIn"], "900s", "{query}: {body}");
+        let access = tokens["accessToken"].as_str().expect("an access token");
+        assert!(me(&mut client, access).await.is_ok(), "{query}");
+    }
+    // Without cookie mode the body is the whole token pair, as before.
+    let plain = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/login?access_token=true",
+        None,
+        serde_json::json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await
+    .json();
+    assert!(plain["tokens"]["refreshToken"].is_string(), "{plain}");
 }
 
 /// A service key written the way SERVICE_KEYS lists it (`name:secret`) is

@@ -11,7 +11,10 @@ use std::{
 };
 
 use slop_api::auth::{self, InactiveReason, TokenPair, User, auth_service_server::AuthService};
-use slop_bridge::{ClientAddr, rest::COOKIE_LOGIN};
+use slop_bridge::{
+    ClientAddr,
+    rest::{COOKIE_LOGIN, COOKIE_LOGIN_ACCESS_TOKEN},
+};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{Answer, client_ip, internal, invalid, limits_unavailable, rate_limited};
@@ -336,12 +339,26 @@ impl AuthService for AuthApi {
             )
             .await?;
         tracing::info!(user_id = %account.id, session_id = %session.id, "logged in");
+        let cookie_login = metadata.get(COOKIE_LOGIN).is_some();
+        let tokens = if !cookie_login {
+            Some(self.token_pair(&session, 0))
+        } else if metadata.get(COOKIE_LOGIN_ACCESS_TOKEN).is_some() {
+            // The cookies are the session: the refresh token never reaches
+            // the page, whose script could read it from the body.
+            Some(TokenPair {
+                refresh_token: String::new(),
+                refresh_token_expires_in: None,
+                ..self.token_pair(&session, 0)
+            })
+        } else {
+            None
+        };
         let mut response = Response::new(auth::LoginResponse {
-            tokens: Some(self.token_pair(&session, 0)),
+            tokens,
             session_id: session.id.clone(),
             user: Some(user(&account)),
         });
-        if metadata.get(COOKIE_LOGIN).is_some() {
+        if cookie_login {
             let settings = &self.identity.settings;
             for cookie in credentials::login_cookies(
                 &self.identity.auth,
