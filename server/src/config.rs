@@ -158,10 +158,27 @@ pub struct Config {
     #[arg(long, env = "PASSWORD_RESET_URL", default_value = "http://localhost:3000/reset-password", value_parser = parse_reset_url)]
     pub password_reset_url: String,
 
-    /// Outgoing mail is logged; when this directory is set, each message is
-    /// also written into it as an .eml file (development, tests).
+    /// Where outgoing mail (password reset links, account notices) is
+    /// written, one .eml file each, readable by the server's user only. No
+    /// mail transport is built in yet: unset, mail is not sent. In
+    /// development this is how to read reset links; the log never shows a
+    /// mail's address, body, link or token.
     #[arg(long, env = "MAIL_OUTBOX_DIR")]
     pub mail_outbox_dir: Option<PathBuf>,
+
+    /// How many mails one address may receive per MAIL_PER_RECIPIENT_WINDOW:
+    /// password reset links and notices of a registration with a taken
+    /// address, together. Past it no mail is sent, and the request answers
+    /// as it always does, so the limit tells nobody whether the address has
+    /// an account. Counted in Redis when REDIS_URL is set (across
+    /// instances), under a keyed hash of the address, never the address.
+    #[arg(long, env = "MAIL_PER_RECIPIENT_LIMIT", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub mail_per_recipient_limit: u32,
+
+    /// The window of MAIL_PER_RECIPIENT_LIMIT. Seconds, or a number with a
+    /// unit: 30m, 1h, 1d.
+    #[arg(long, env = "MAIL_PER_RECIPIENT_WINDOW", default_value = "1h", value_parser = parse_mail_window)]
+    pub mail_per_recipient_window: Duration,
 
     /// How long a graceful shutdown (SIGTERM, SIGINT) may take, from the
     /// signal to exit: in-flight requests finish, streams and WebSockets are
@@ -655,6 +672,14 @@ fn parse_history_ttl(value: &str) -> Result<Duration, String> {
 
 fn parse_connection_window(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(86_400))
+}
+
+fn parse_mail_window(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(60),
+        Duration::from_secs(7 * 86_400),
+    )
 }
 
 fn parse_ping_interval(value: &str) -> Result<Duration, String> {

@@ -26,7 +26,7 @@ use crate::{
     clock::{to_millis, to_timestamp},
     identity::{Identity, LOGIN_FAILURES, REFRESH_REUSE_GRACE, RESET_TOKEN_TTL},
     limits::Decision,
-    outbox::Mail,
+    outbox::MailKind,
     passwords::{self, Verification},
     sessions::{Advance, Session, duration_millis},
     tokens,
@@ -245,15 +245,21 @@ impl AuthService for AuthApi {
             Err(AccountError::EmailTaken) => {
                 let outbox = self.identity.outbox.clone();
                 let reset_url = self.identity.settings.password_reset_url.clone();
+                // Off the request, so the answer is the same either way,
+                // and so is the answer when the owner's mail limit is hit.
                 tokio::spawn(async move {
+                    let kind = MailKind::RegistrationAttempt;
+                    let Some(reservation) = outbox.reserve(&email, kind).await else {
+                        return;
+                    };
                     outbox
-                        .send(Mail {
-                            to: email,
-                            subject: "Someone tried to register with your address".into(),
-                            body: format!(
+                        .send(
+                            reservation,
+                            "Someone tried to register with your address",
+                            &format!(
                                 "Someone (perhaps you) tried to create a Slop Studios account with this address, which already has one. If it was you, log in, or reset your password at {reset_url}. If not, you can ignore this message."
                             ),
-                        })
+                        )
                         .await;
                 });
             }
@@ -562,9 +568,15 @@ impl AuthService for AuthApi {
             normalize_email(&request.into_inner().email).map_err(|why| invalid("email", why))?;
         let account = self.identity.accounts.by_email(&email).await?;
         if let Some(account) = account {
-            // Off the request, so the answer takes as long either way.
+            // Off the request, so the answer takes as long either way, and
+            // is the same when the account's mail limit is hit.
             let identity = self.identity.clone();
             tokio::spawn(async move {
+                let outbox = &identity.outbox;
+                let kind = MailKind::PasswordReset;
+                let Some(reservation) = outbox.reserve(&account.email, kind).await else {
+                    return;
+                };
                 let token = tokens::random_token(32);
                 let now = identity.clock.now();
                 let stored = identity
@@ -581,15 +593,14 @@ impl AuthService for AuthApi {
                     return;
                 }
                 let link = format!("{}?token={token}", identity.settings.password_reset_url);
-                identity
-                    .outbox
-                    .send(Mail {
-                        to: account.email,
-                        subject: "Reset your Slop Studios password".into(),
-                        body: format!(
+                outbox
+                    .send(
+                        reservation,
+                        "Reset your Slop Studios password",
+                        &format!(
                             "To choose a new password, open {link} within 30 minutes. If you did not ask for this, ignore this message: your password stays as it is."
                         ),
-                    })
+                    )
                     .await;
             });
         }
