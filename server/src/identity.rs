@@ -200,7 +200,7 @@ impl Identity {
                 session_ttl: config.session_ttl,
                 session_max_lifetime: config.session_max_lifetime,
                 secure_cookies: !development,
-                password_reset_url: config.password_reset_url.clone(),
+                password_reset_url: config.password_reset_url().to_owned(),
                 anonymous_rate: Rate {
                     limit: config.rate_limit_max_requests,
                     window: Duration::from_millis(config.rate_limit_window_ms),

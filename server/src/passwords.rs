@@ -38,7 +38,7 @@
 //! Elsewhere the threads keep the process's priority.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     panic::AssertUnwindSafe,
     sync::{Arc, LazyLock, Mutex, PoisonError, mpsc},
 };
@@ -74,13 +74,22 @@ const MAX_STORED_M_COST: u32 = 256 * 1024;
 const MAX_STORED_T_COST: u32 = 16;
 const MAX_STORED_P_COST: u32 = 8;
 
-static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+/// The common passwords, each with its rank (0: the most common).
+static COMMON_PASSWORDS: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {
     include_str!("../data/common-passwords.txt")
         .lines()
         .map(|line| line.trim_end_matches('\r'))
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .enumerate()
+        .map(|(rank, password)| (password, rank))
         .collect()
 });
+
+/// Where a lower-case `candidate` ranks among the common passwords (0: the
+/// most common), if it is one; secret strength estimates use it too.
+pub(crate) fn common_password_rank(candidate: &str) -> Option<usize> {
+    COMMON_PASSWORDS.get(candidate).copied()
+}
 
 /// Why a new password is refused; the message completes "The password …".
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -133,7 +142,7 @@ pub fn check_password(password: &str, email: &str) -> Result<(), PasswordRejecti
         return Err(PasswordRejection::Repeated);
     }
     let lowered = password.to_lowercase();
-    if COMMON_PASSWORDS.contains(lowered.as_str()) {
+    if COMMON_PASSWORDS.contains_key(lowered.as_str()) {
         return Err(PasswordRejection::Common);
     }
     let email = email.trim().to_lowercase();

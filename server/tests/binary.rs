@@ -354,6 +354,89 @@ async fn malformed_configuration_stops_start_up_naming_the_variable() {
     assert_eq!(output.status.code(), Some(2));
 }
 
+/// A start-up refused for a secret names the variable and the reason, and
+/// prints the value nowhere: not for a malformed value, not for a weak or
+/// reused one in production.
+#[tokio::test]
+async fn start_up_errors_never_print_a_secret() {
+    const JWT: &str = "rbnJ//z/YXw6VFvWEp4oCC0xPX1dFFyu1jYnacwxRIiw4RefN0WHlLUal5Hgy24b";
+    const APP: &str = "4a68814fc804a3cba8811a2023503868ff994c3fb6557daa66ba48fc3375ecee";
+    let production = [
+        ("APP_ENV", "production"),
+        (
+            "PASSWORD_RESET_URL",
+            "https://app.example.com/reset-password",
+        ),
+    ];
+    let phrase = "thisismysupersecretkeyforjwtsigning";
+    let reused = format!("media:{JWT}");
+    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+        (
+            vec![("JWT_SECRET", "short-but-secret-value")],
+            "JWT_SECRET",
+            "short-but-secret-value",
+        ),
+        (
+            vec![("APP_SECRET", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz")],
+            "APP_SECRET",
+            "zzzzzzzzzzzz",
+        ),
+        (
+            vec![("SERVICE_KEYS", "Zm9vYmFy+c2VjcmV0/dmFsdWU=:media")],
+            "SERVICE_KEYS",
+            "Zm9vYmFy+c2VjcmV0",
+        ),
+        (
+            vec![("DATABASE_URL", "mysql://slop:hunter2-do-not-print@db/x")],
+            "DATABASE_URL",
+            "hunter2-do-not-print",
+        ),
+        (
+            [
+                &production[..],
+                &[("JWT_SECRET", phrase), ("APP_SECRET", APP)],
+            ]
+            .concat(),
+            "JWT_SECRET",
+            phrase,
+        ),
+        (
+            [&production[..], &[("JWT_SECRET", JWT), ("APP_SECRET", JWT)]].concat(),
+            "APP_SECRET",
+            JWT,
+        ),
+        (
+            [
+                &production[..],
+                &[
+                    ("JWT_SECRET", JWT),
+                    ("APP_SECRET", APP),
+                    ("SERVICE_KEYS", &reused),
+                ],
+            ]
+            .concat(),
+            "SERVICE_KEYS",
+            JWT,
+        ),
+    ];
+    for (env, variable, secret) in cases {
+        let mut command = server_command("secret-errors");
+        command.env("LOG_FORMAT", "json").envs(env.iter().copied());
+        let output = tokio::time::timeout(PATIENCE, command.output())
+            .await
+            .expect("refused at once")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{env:?}: {stdout}{stderr}");
+        assert!(stderr.contains(variable), "{env:?}: {stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{variable}'s value is printed: {stdout}{stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn help_lists_every_setting_with_its_variable() {
     let output = server_command("help").arg("--help").output().await.unwrap();
