@@ -370,7 +370,10 @@ async fn start_up_errors_never_print_a_secret() {
     ];
     let phrase = "thisismysupersecretkeyforjwtsigning";
     let reused = format!("media:{JWT}");
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    /// The environment, the variable the error must name, and the secret
+    /// it must not print.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("JWT_SECRET", "short-but-secret-value")],
             "JWT_SECRET",
