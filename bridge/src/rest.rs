@@ -23,9 +23,13 @@ use tonic::{Code, Status, metadata::MetadataMap};
 
 use crate::error::ApiError;
 
-/// Request metadata that asks Login to answer with session cookies; set by
-/// `POST /api/v1/auth/login?cookie=true`.
+/// Request metadata that asks Login to answer with session cookies instead
+/// of tokens in the body; set by `POST /api/v1/auth/login?cookie=true`.
 pub const COOKIE_LOGIN: &str = "x-slop-cookie-login";
+
+/// Request metadata that asks a cookie Login for the access token in the
+/// body too (never the refresh token); set by `&access_token=true`.
+pub const COOKIE_LOGIN_ACCESS_TOKEN: &str = "x-slop-cookie-login-access-token";
 
 /// The largest JSON body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -220,11 +224,15 @@ async fn register(State(s): State<Services>, call: Call) -> Response {
         .await
 }
 
-/// `?cookie=true` on login.
+/// `?cookie=true` on login: session cookies, and a body without the refresh
+/// token (script on the page must not read what HttpOnly hides), and without
+/// the access token unless `access_token=true` asks for it.
 #[derive(Debug, Default, Deserialize)]
 struct LoginQuery {
     #[serde(default)]
     cookie: bool,
+    #[serde(default, alias = "accessToken")]
+    access_token: bool,
 }
 
 async fn login(
@@ -232,9 +240,16 @@ async fn login(
     Query(query): Query<LoginQuery>,
     mut call: Call,
 ) -> Response {
+    // Only the query decides, not headers a client sent under these names.
+    call.metadata.remove(COOKIE_LOGIN);
+    call.metadata.remove(COOKIE_LOGIN_ACCESS_TOKEN);
     if query.cookie {
         call.metadata
             .insert(COOKIE_LOGIN, "1".parse().expect("ascii"));
+        if query.access_token {
+            call.metadata
+                .insert(COOKIE_LOGIN_ACCESS_TOKEN, "1".parse().expect("ascii"));
+        }
     }
     call.body_call(|r| async move { s.auth.login(r).await })
         .await

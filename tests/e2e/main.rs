@@ -9,6 +9,7 @@ mod browser;
 mod doc_clients;
 mod faults;
 mod health;
+mod mail;
 mod notifications;
 mod origins;
 mod outside_clients;

@@ -221,7 +221,11 @@ async fn signed_in_user(server: &TestServer) -> (String, String) {
     let mut register = credentials.clone();
     register["displayName"] = "WS".into();
     assert_eq!(post("/api/v1/auth/register", register).await.status, 200);
-    let login = post("/api/v1/auth/login?cookie=true", credentials).await;
+    let login = post(
+        "/api/v1/auth/login?cookie=true&access_token=true",
+        credentials,
+    )
+    .await;
     let token = login.json()["tokens"]["accessToken"]
         .as_str()
         .unwrap()
