@@ -392,31 +392,8 @@ async fn topics_are_subscribed_by_frame_and_other_users_channels_refused() {
 /// and the first event must come before the second. Answers how many were
 /// lost.
 async fn events_lost_right_after_welcome(server: &TestServer, tries: usize) -> usize {
-    use slop_api::notification::{
-        PublishRequest, notification_service_client::NotificationServiceClient,
-    };
     let user = sign_up(server, "welcome-race@example.com").await;
     let own = format!("user:{}", user.user_id);
-    let mut publisher = NotificationServiceClient::new(server.channel().await);
-    let mut publish = async |kind: &str| {
-        publisher
-            .publish(bearer(
-                PublishRequest {
-                    channels: vec![own.clone()],
-                    r#type: kind.into(),
-                    ..Default::default()
-                },
-                SERVICE_KEY,
-            ))
-            .await
-            .expect("publish")
-            .into_inner()
-            .events[0]
-            .position
-            .clone()
-            .unwrap()
-            .offset
-    };
     let mut lost = 0;
     for i in 0..2 * tries {
         let mut socket = if i % 2 == 0 {
@@ -436,10 +413,10 @@ async fn events_lost_right_after_welcome(server: &TestServer, tries: usize) -> u
             socket
         };
         assert_eq!(next_json(&mut socket).await["type"], "welcome");
-        let first = publish("at.welcome").await;
+        let first = publish(server, &own, "at.welcome").await;
         let subscribed = next_json(&mut socket).await;
         assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
-        let second = publish("after.subscribed").await;
+        let second = publish(server, &own, "after.subscribed").await;
         let mut arrived = Vec::new();
         loop {
             let frame = next_json(&mut socket).await;

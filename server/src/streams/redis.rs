@@ -936,6 +936,27 @@ mod tests {
 
     crate::streams::conformance::conformance_suite!(streams);
 
+    /// A hub over Redis streams on a prefix of its own.
+    async fn hub(clock: Arc<ManualClock>) -> (crate::streams::hub::Hub, PrefixGuard) {
+        use crate::streams::hub::{Hub, QueueLimits, Registry};
+        let guard = PrefixGuard::new();
+        let registry = Arc::new(Registry::default());
+        let backend = StreamBackend::redis(
+            &redis_url(),
+            &guard.prefix,
+            clock.clone(),
+            HISTORY,
+            registry.clone(),
+        )
+        .await
+        .expect("connect to Redis");
+        let limits = QueueLimits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+        };
+        (Hub::new(backend, registry, HISTORY, limits, clock), guard)
+    }
+
     fn redis() -> redis::Connection {
         redis::Client::open(redis_url())
             .unwrap()
@@ -1273,24 +1294,10 @@ mod tests {
     /// message lost) does to the subscribers of a hub over Redis.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn subscribers_are_told_of_a_hole_live_and_when_resuming() {
-        use crate::streams::hub::{Hub, Item, QueueLimits, Registry};
+        use crate::streams::hub::Item;
         let clock = ManualClock::starting_now();
-        let guard = PrefixGuard::new();
-        let registry = Arc::new(Registry::default());
-        let backend = StreamBackend::redis(
-            &redis_url(),
-            &guard.prefix,
-            clock.clone(),
-            HISTORY,
-            registry.clone(),
-        )
-        .await
-        .unwrap();
-        let limits = QueueLimits {
-            max_events: 10,
-            max_bytes: 1 << 20,
-        };
-        let hub = Hub::new(backend.clone(), registry, HISTORY, limits, clock.clone());
+        let (hub, guard) = hub(clock.clone()).await;
+        let backend = hub.backend().clone();
         let c = topic("holey");
         let first = backend
             .publish(std::slice::from_ref(&c), &event("x"))
@@ -1370,24 +1377,7 @@ mod tests {
     /// for 24 h.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn subscribing_to_unpublished_topics_leaves_no_key() {
-        use crate::streams::hub::{Hub, QueueLimits, Registry};
-        let clock = ManualClock::starting_now();
-        let guard = PrefixGuard::new();
-        let registry = Arc::new(Registry::default());
-        let backend = StreamBackend::redis(
-            &redis_url(),
-            &guard.prefix,
-            clock.clone(),
-            HISTORY,
-            registry.clone(),
-        )
-        .await
-        .unwrap();
-        let limits = QueueLimits {
-            max_events: 10,
-            max_bytes: 1 << 20,
-        };
-        let hub = Hub::new(backend, registry, HISTORY, limits, clock);
+        let (hub, guard) = hub(ManualClock::starting_now()).await;
         for i in 0..300 {
             let mut feed = hub.open(None);
             feed.subscribe(topic(&format!("nobody-{i}")), &[], None)
