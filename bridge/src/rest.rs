@@ -476,6 +476,8 @@ async fn revoke_user_sessions(
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests {
     use super::*;
 
