@@ -229,6 +229,8 @@ impl<'a> ServerFrame<'a> {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
