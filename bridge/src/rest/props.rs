@@ -524,3 +524,24 @@ proptest! {
         prop_assert_eq!((body.parse)(text.as_bytes()), Ok(Value::Object(expected)), "{}", text);
     }
 }
+
+proptest! {
+    /// A number in a body is read as exactly the double it names, however
+    /// it is written, so a payload is stored as the client sent it and its
+    /// JSON reads back the same.
+    #[test]
+    fn numbers_are_read_as_the_doubles_they_name(number in finite(), exponent in any::<bool>()) {
+        let literal = if exponent { format!("{number:e}") } else { format!("{number:?}") };
+        let body = format!(r#"{{"payload":{{"n":{literal}}},"job":{{"percent":{literal}}}}}"#);
+        let request = call(body.as_bytes()).message::<notification::PublishRequest>();
+        prop_assert!(request.is_ok(), "{body}: {request:?}");
+        let request = request.unwrap();
+        let read = request.payload.as_ref().and_then(|p| p.fields.get("n")).and_then(|n| n.kind.clone());
+        prop_assert!(
+            matches!(read, Some(pbjson_types::value::Kind::NumberValue(n)) if n.to_bits() == number.to_bits()),
+            "{literal} read as {read:?}"
+        );
+        let percent = request.job.map(|job| job.percent);
+        prop_assert_eq!(percent.map(f64::to_bits), Some(number.to_bits()), "{} read as {:?}", literal, percent);
+    }
+}
