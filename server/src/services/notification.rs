@@ -661,6 +661,8 @@ impl NotificationService for NotificationApi {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests {
     use super::*;
 
