@@ -308,14 +308,15 @@ fn number() -> impl Strategy<Value = String> {
 }
 
 /// String literals: any text, and texts the fields mean something with
-/// (enum names, channels, timestamps, "NaN"), and raw escapes, lone
-/// surrogates included.
+/// (enum names, channels, timestamps), and raw escapes, lone surrogates
+/// included. The strings that spell a non-finite double ("NaN") have a
+/// property of their own.
 fn string() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>().prop_map(|s| quoted(&s)),
         prop::sample::select(vec![
             "NAMESPACE_MEDIA", "NAMESPACE_NOTIFICATIONS", "NAMESPACE_UNSPECIFIED", "JOB_STATE_RUNNING",
-            "JOB_STATE_DONE", "NaN", "Infinity", "-Infinity", "user:u1", "topic:news", "",
+            "JOB_STATE_DONE", "user:u1", "topic:news", "",
             "1970-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z", "2016-12-31T23:59:60Z",
         ])
         .prop_map(quoted),
