@@ -5,12 +5,12 @@
 //!
 //! What must hold: checking a request never panics; it refuses with
 //! INVALID_ARGUMENT and a message, or it gives an event that every reader
-//! reads back exactly from protobuf (alone, as history stores it, and
-//! inside a stream message). And a payload JSON could have carried is
-//! accepted exactly when it is within the size and depth limits. Payload
-//! doubles are compared bit for bit, so NaN is itself and -0 is not 0.
-//! Cases: `PROPTEST_CASES` (256 unless set); docs/testing.md has the long
-//! run.
+//! reads back exactly: protobuf (alone, as history stores it, and inside a
+//! stream message) and canonical JSON (the REST, SSE and WebSocket form).
+//! And a payload JSON could have carried is accepted exactly when it is
+//! within the size and depth limits. Payload doubles are compared bit for
+//! bit, so NaN is itself and -0 is not 0. Cases: `PROPTEST_CASES` (256
+//! unless set); docs/testing.md has the long run.
 
 use pbjson_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use proptest::{prelude::*, test_runner::TestCaseError};
@@ -254,6 +254,21 @@ fn decodes_exactly(event: &Event) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The event has canonical JSON, and that JSON parses back to exactly the
+/// event.
+fn json_reads_back_exactly(event: &Event) -> Result<(), TestCaseError> {
+    let json = serde_json::to_string(event);
+    prop_assert!(json.is_ok(), "a published event has no JSON: {json:?}");
+    let json = json.unwrap();
+    let parsed = serde_json::from_str::<Event>(&json);
+    prop_assert!(parsed.is_ok(), "its JSON does not parse: {parsed:?}");
+    prop_assert!(
+        same_event(&parsed.unwrap(), event),
+        "JSON changed the event: {json}"
+    );
+    Ok(())
+}
+
 /// How deep `payload` nests objects and arrays, itself being level 1.
 fn depth(payload: &Struct) -> usize {
     fn of(value: &Value) -> usize {
@@ -278,6 +293,20 @@ proptest! {
     ) {
         if let Some(event) = published(request(payload, media), offset, nanos)? {
             decodes_exactly(&event)?;
+        }
+    }
+
+    /// Any payload, of a plain or a media event: refused, or read back
+    /// exactly from its canonical JSON (the REST, SSE and WebSocket form).
+    #[test]
+    fn published_events_read_back_exactly_from_json(
+        payload in payload(false),
+        media in prop::option::of(number()),
+        offset in any::<u64>(),
+        nanos in 0..1_000_000_000i32,
+    ) {
+        if let Some(event) = published(request(payload, media), offset, nanos)? {
+            json_reads_back_exactly(&event)?;
         }
     }
 
