@@ -27,9 +27,11 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String>
     String::from_utf8(bytes).map_err(|error| serde::ser::Error::custom(error.to_string()))
 }
 
-/// Below this magnitude a whole double prints as a plain integer; above it
-/// JavaScript switches to exponent form, and so does the default.
-const PLAIN_BELOW: f64 = 1e21;
+/// Below this magnitude (2^53) a whole double prints as a plain integer:
+/// every such integer is exactly a double, so any reader gets the same
+/// number back. Above it the default form (`1e+16`) keeps readers that parse
+/// integer literals as 64-bit integers from refusing or rounding it.
+const PLAIN_BELOW: f64 = 9_007_199_254_740_992.0;
 
 /// serde_json's compact formatter, but a whole double prints as an integer.
 struct Canonical;
@@ -37,11 +39,8 @@ struct Canonical;
 impl Formatter for Canonical {
     fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
         if value.is_finite() && value.fract() == 0.0 && value.abs() < PLAIN_BELOW {
-            // `{:.0}` prints every digit of a whole double (no exponent);
-            // -0 prints as 0, as JavaScript does.
-            if value == 0.0 {
-                return writer.write_all(b"0");
-            }
+            // `{:.0}` prints every digit of a whole double (no exponent),
+            // and keeps the sign of -0, as the proto JSON printers do.
             return write!(writer, "{value:.0}");
         }
         CompactFormatter.write_f64(writer, value)
@@ -54,7 +53,19 @@ mod tests {
 
     #[test]
     fn whole_doubles_print_as_integers_and_the_rest_as_before() {
-        let values = [1.0, -7.0, 0.0, -0.0, 0.5, 1e15, 2.5e-8, 1e21, 123456789.125];
+        let values: [f64; 11] = [
+            1.0,
+            -7.0,
+            0.0,
+            -0.0,
+            0.5,
+            1e15,
+            9_007_199_254_740_991.0,
+            1e16,
+            2.5e-8,
+            1e21,
+            123456789.125,
+        ];
         let printed: Vec<String> = values.iter().map(|v| to_string(v).unwrap()).collect();
         assert_eq!(
             printed,
@@ -62,17 +73,20 @@ mod tests {
                 "1",
                 "-7",
                 "0",
-                "0",
+                "-0",
                 "0.5",
                 "1000000000000000",
+                "9007199254740991",
+                "1e+16",
                 "2.5e-8",
                 "1e+21",
                 "123456789.125"
             ]
         );
-        // Every one reads back as the same double.
+        // Every one reads back as the same double, sign of zero included.
         for (value, text) in values.iter().zip(&printed) {
-            assert_eq!(serde_json::from_str::<f64>(text).unwrap(), *value);
+            let read = serde_json::from_str::<f64>(text).unwrap();
+            assert_eq!(read.to_bits(), value.to_bits(), "{text}");
         }
         assert_eq!(to_string(&f64::NAN).unwrap(), "null");
         assert_eq!(

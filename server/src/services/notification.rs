@@ -291,8 +291,9 @@ fn publication(request: notification::PublishRequest) -> Result<(Vec<ChannelName
 /// Checks that `payload` reads back the same through every door, making it
 /// so where it can: objects and arrays nested at most `levels` deep (itself
 /// the first), numbers finite (NaN and the infinities have no JSON), and a
-/// value of no kind (what pbjson makes of a JSON `null`) stored as the null
-/// value it means (protobuf readers refuse a Value with no kind). Walks at
+/// value of no kind (what pbjson makes of a JSON `null`) or an unknown
+/// NullValue number stored as the null value it means (protobuf readers
+/// refuse a Value with no kind). Walks at
 /// most `levels` deep, so a hostile payload costs no deep recursion here.
 fn normalize_payload(payload: &mut pbjson_types::Struct, levels: usize) -> Result<(), String> {
     use pbjson_types::{Value, value::Kind};
@@ -307,7 +308,9 @@ fn normalize_payload(payload: &mut pbjson_types::Struct, levels: usize) -> Resul
             Some(Kind::NumberValue(number)) if !number.is_finite() => {
                 Err("numbers must be finite (JSON has no NaN or infinity)".into())
             }
-            None => {
+            // No kind, or a NullValue enum number that is not NULL_VALUE
+            // (proto3 enums are open): both mean null, and read back so.
+            None | Some(Kind::NullValue(_)) => {
                 value.kind = Some(Kind::NullValue(0));
                 Ok(())
             }
