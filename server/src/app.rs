@@ -5,7 +5,7 @@
 //! request-id + log span ─ CORS ─┬─ /health, /health/ready, /health/live
 //!                               ├─ /api/v1/...            (bridge: REST, WebSocket)
 //!                               ├─ /.well-known/jwks.json (public keys of access tokens)
-//!                               ├─ /<package.Service>/... ─ grpc-web ─ stream cut-off ─ tonic
+//!                               ├─ /<package.Service>/... ─ grpc-web ─ decode errors ─ stream cut-off ─ tonic
 //!                               └─ anything else: gRPC UNIMPLEMENTED for gRPC content types,
 //!                                                 404 with a JSON error for the rest
 //! ```
@@ -78,6 +78,12 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ])?;
+    let request_types = crate::decode_errors::RequestTypes::from_descriptor_sets(&[
+        slop_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
     let cutoff = Arc::new(StreamCutoff {
         methods: Arc::new(streaming),
         shutdown: parts.bridge.shutdown.clone(),
@@ -101,6 +107,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
             cutoff,
             end_streams_on_shutdown,
         ))
+        .layer(crate::decode_errors::DecodeErrorsLayer::new(request_types))
         .layer(tonic_web::GrpcWebLayer::new());
 
     let tokens = parts.identity.tokens.clone();

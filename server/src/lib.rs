@@ -19,7 +19,9 @@
 //! - [`health`]: dependency checks, readiness and liveness.
 //! - [`serve`]: the accept loop and the bounded graceful drain; [`proxy`]:
 //!   the client's address behind trusted reverse proxies.
-//! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins.
+//! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
+//!   [`decode_errors`]: a request message that does not decode is the
+//!   caller's fault.
 //! - [`telemetry`]: logs and request ids.
 
 use std::{future::Future, sync::Arc};
@@ -33,6 +35,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod cors;
+pub mod decode_errors;
 pub mod health;
 pub mod identity;
 pub mod limits;

@@ -8,6 +8,7 @@ mod accounts;
 mod browser;
 mod faults;
 mod health;
+mod malformed;
 mod notifications;
 mod outside_clients;
 mod postgres_outage;
