@@ -2,12 +2,13 @@
 //! WebSocket adapter and the health endpoints, with the layers they share.
 //!
 //! ```text
-//! request-id + log span ─ CORS ─┬─ /health, /health/ready, /health/live
-//!                               ├─ /api/v1/...            (bridge: REST, WebSocket)
-//!                               ├─ /.well-known/jwks.json (public keys of access tokens)
-//!                               ├─ /<package.Service>/... ─ grpc-web ─ decode errors ─ stream cut-off ─ tonic
-//!                               └─ anything else: gRPC UNIMPLEMENTED for gRPC content types,
-//!                                                 404 with a JSON error for the rest
+//! request-id + log span ─ CORS and security headers (not native gRPC) ─┐
+//!   ├─ /health, /health/ready, /health/live
+//!   ├─ /api/v1/...            (bridge: REST, WebSocket)
+//!   ├─ /.well-known/jwks.json (public keys of access tokens)
+//!   ├─ /<package.Service>/... ─ grpc-web ─ decode errors ─ stream cut-off ─ tonic
+//!   └─ anything else: gRPC UNIMPLEMENTED for gRPC content types,
+//!                     404 with a JSON error for the rest
 //! ```
 
 use std::{convert::Infallible, sync::Arc};
@@ -129,9 +130,12 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         .merge(grpc)
         .fallback(unknown_route)
         .method_not_allowed_fallback(slop_bridge::method_not_allowed)
-        .layer(crate::cors::BrowsersOnlyLayer::new(crate::cors::cors(
-            &config.cors_origin,
-        )))
+        .layer(crate::cors::BrowsersOnlyLayer::new(
+            crate::cors::cors(&config.cors_origin),
+            crate::security_headers::SecurityHeaders::new(
+                config.app_env() == crate::config::AppEnv::Production,
+            ),
+        ))
         .layer(middleware::from_fn(telemetry::request_context));
     Ok(router)
 }

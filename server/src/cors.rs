@@ -1,6 +1,7 @@
 //! CORS: what lets a browser page on another origin call the server
-//! (REST, WebSocket upgrades, grpc-web). Native gRPC skips it: browsers
-//! cannot speak it, and the headers CORS adds to every answer (`vary`, and
+//! (REST, WebSocket upgrades, grpc-web). Native gRPC skips it, and the
+//! [security headers](crate::security_headers) with it: browsers cannot
+//! speak it, and the headers CORS adds to every answer (`vary`, and
 //! `access-control-*` when there is an `origin`) would cost every backend
 //! call for nothing.
 
@@ -15,7 +16,10 @@ use http::{HeaderName, HeaderValue, Method, Request, header};
 use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
-use crate::config::CorsOrigin;
+use crate::{
+    config::CorsOrigin,
+    security_headers::{Secured, SecurityHeaders},
+};
 
 /// CORS for browsers: REST, WebSocket upgrades and grpc-web.
 pub fn cors(origin: &CorsOrigin) -> CorsLayer {
@@ -70,17 +74,21 @@ pub fn cors(origin: &CorsOrigin) -> CorsLayer {
     }
 }
 
-/// Applies a [`CorsLayer`] to everything but native gRPC.
+/// Applies a [`CorsLayer`] and the [`SecurityHeaders`] to everything but
+/// native gRPC.
 #[derive(Clone)]
 pub struct BrowsersOnlyLayer {
     cors: Arc<CorsLayer>,
+    headers: SecurityHeaders,
 }
 
 impl BrowsersOnlyLayer {
-    /// `cors` for every request that is not native gRPC.
-    pub fn new(cors: CorsLayer) -> Self {
+    /// `cors`, and `headers` on every answer (preflights too), for every
+    /// request that is not native gRPC.
+    pub fn new(cors: CorsLayer, headers: SecurityHeaders) -> Self {
         Self {
             cors: Arc::new(cors),
+            headers,
         }
     }
 }
@@ -92,17 +100,19 @@ impl<S: Clone> Layer<S> for BrowsersOnlyLayer {
         BrowsersOnly {
             inner,
             cors: self.cors.clone(),
+            headers: self.headers.clone(),
         }
     }
 }
 
 /// The service of [`BrowsersOnlyLayer`]. The router clones it for every
-/// request; the CORS settings are shared, and a [`Cors`] service is made
-/// only for requests that need one.
+/// request; the CORS settings and the headers are shared, and a [`Cors`]
+/// service is made only for requests that need one.
 #[derive(Clone)]
 pub struct BrowsersOnly<S> {
     inner: S,
     cors: Arc<CorsLayer>,
+    headers: SecurityHeaders,
 }
 
 /// Whether a request is native gRPC: `application/grpc` or
@@ -124,7 +134,7 @@ where
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = Either<S::Future, <Cors<S> as Service<Request<B>>>::Future>;
+    type Future = Either<S::Future, Secured<<Cors<S> as Service<Request<B>>>::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -138,7 +148,8 @@ where
             // tower asks of a service that is called after poll_ready.
             let fresh = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, fresh);
-            Either::Right(self.cors.layer(ready).call(request))
+            let answer = self.cors.layer(ready).call(request);
+            Either::Right(Secured::new(answer, self.headers.clone()))
         }
     }
 }

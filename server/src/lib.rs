@@ -7,7 +7,8 @@
 //!
 //! Modules:
 //! - [`config`]: the typed configuration (flags, environment, `.env`).
-//! - [`cors`]: CORS for browsers; native gRPC skips it.
+//! - [`cors`]: CORS for browsers, and [`security_headers`]; native gRPC
+//!   skips both.
 //! - [`app`]: the router that puts the front doors on one port.
 //! - [`services`]: the tonic service implementations, the one implementation
 //!   of each operation.
@@ -43,6 +44,7 @@ pub mod outbox;
 pub mod passwords;
 pub mod proxy;
 pub mod redis_connection;
+pub mod security_headers;
 pub mod serve;
 pub mod services;
 pub mod sessions;

@@ -15,5 +15,6 @@ mod postgres_outage;
 mod proxies;
 mod reflection;
 mod routing;
+mod security_headers;
 mod shutdown;
 mod websocket;
