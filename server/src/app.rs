@@ -31,7 +31,7 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::{
-    config::Config,
+    config::{Config, HealthDetails},
     health::{self, Health},
     identity::Identity,
     services::{AuthApi, NotificationApi, SessionApi},
@@ -60,18 +60,24 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         slop_api::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ];
-    let reflection_v1 = reflection_sets
-        .iter()
-        .fold(tonic_reflection::server::Builder::configure(), |b, set| {
-            b.register_encoded_file_descriptor_set(set)
-        })
-        .build_v1()?;
-    let reflection_v1alpha = reflection_sets
-        .iter()
-        .fold(tonic_reflection::server::Builder::configure(), |b, set| {
-            b.register_encoded_file_descriptor_set(set)
-        })
-        .build_v1alpha()?;
+    let reflection = |router: Router| -> Result<Router, crate::Error> {
+        if !config.grpc_reflection() {
+            return Ok(router);
+        }
+        let v1 = reflection_sets
+            .iter()
+            .fold(tonic_reflection::server::Builder::configure(), |b, set| {
+                b.register_encoded_file_descriptor_set(set)
+            })
+            .build_v1()?;
+        let v1alpha = reflection_sets
+            .iter()
+            .fold(tonic_reflection::server::Builder::configure(), |b, set| {
+                b.register_encoded_file_descriptor_set(set)
+            })
+            .build_v1alpha()?;
+        Ok(grpc_service(grpc_service(router, v1), v1alpha))
+    };
 
     let streaming = StreamingMethods::from_descriptor_sets(&[
         slop_api::FILE_DESCRIPTOR_SET,
@@ -102,8 +108,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
     let grpc = grpc_service(grpc, SessionServiceServer::new(sessions));
     let grpc = grpc_service(grpc, NotificationServiceServer::new(parts.notifications));
     let grpc = grpc_service(grpc, parts.health_service);
-    let grpc = grpc_service(grpc, reflection_v1);
-    let grpc = grpc_service(grpc, reflection_v1alpha)
+    let grpc = reflection(grpc)?
         .layer(middleware::from_fn_with_state(
             cutoff,
             end_streams_on_shutdown,
@@ -125,7 +130,10 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         }),
     );
     let router = slop_bridge::router(parts.bridge, rest)
-        .merge(health::router(parts.health))
+        .merge(health::router(
+            parts.health,
+            health_details(config, &parts.identity),
+        ))
         .merge(jwks)
         .merge(grpc)
         .fallback(unknown_route)
@@ -138,6 +146,21 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         ))
         .layer(middleware::from_fn(telemetry::request_context));
     Ok(router)
+}
+
+/// Who sees the detail of `/health`, as HEALTH_DETAILS says.
+fn health_details(config: &Config, identity: &Arc<Identity>) -> health::Details {
+    match config.health_details() {
+        HealthDetails::Public => health::Details::Public,
+        HealthDetails::Off => health::Details::Off,
+        HealthDetails::Service => {
+            let identity = identity.clone();
+            health::Details::To(Arc::new(move |headers| {
+                let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
+                identity.auth.service_key_holder(&metadata).is_some()
+            }))
+        }
+    }
 }
 
 /// Routes every method of a tonic service, as tonic's own router does.

@@ -221,6 +221,23 @@ pub struct Config {
     /// unit.
     #[arg(long, env = "STREAM_CONNECTION_WINDOW", default_value = "1m", value_parser = parse_connection_window)]
     pub stream_connection_window: Duration,
+
+    // Exposure and connections (issue #9), kept together so the settings
+    // of other work merge cleanly.
+    /// Who sees the detail of `GET /health` (version, uptime, each
+    /// dependency with its check latency): `public` (anyone), `service`
+    /// (callers with a SERVICE_KEYS bearer key; others get the bare status)
+    /// or `off` (no one). Default: public in development, service in
+    /// production. `/health/ready`, `/health/live` and gRPC health stay
+    /// public.
+    #[arg(long, env = "HEALTH_DETAILS", value_enum)]
+    pub health_details: Option<HealthDetails>,
+
+    /// gRPC server reflection (v1 and v1alpha, for grpcurl and `buf curl`):
+    /// `on` or `off`. Default: on in development, off in production, where
+    /// clients use the published contract in proto/.
+    #[arg(long, env = "GRPC_REFLECTION", value_enum)]
+    pub grpc_reflection: Option<Switch>,
 }
 
 impl Config {
@@ -661,6 +678,47 @@ fn parse_ping_interval(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
+// Exposure and connections (issue #9): the settings' types, defaults and
+// parsers, kept together.
+
+impl Config {
+    /// Who sees the detail of `GET /health`.
+    pub fn health_details(&self) -> HealthDetails {
+        self.health_details.unwrap_or(match self.app_env() {
+            AppEnv::Development => HealthDetails::Public,
+            AppEnv::Production => HealthDetails::Service,
+        })
+    }
+
+    /// Whether gRPC server reflection is served.
+    pub fn grpc_reflection(&self) -> bool {
+        self.grpc_reflection.unwrap_or(match self.app_env() {
+            AppEnv::Development => Switch::On,
+            AppEnv::Production => Switch::Off,
+        }) == Switch::On
+    }
+}
+
+/// Who sees the detail of `GET /health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HealthDetails {
+    /// Anyone.
+    Public,
+    /// Backend services (a SERVICE_KEYS bearer key); others get the status.
+    Service,
+    /// No one: everyone gets the status.
+    Off,
+}
+
+/// A feature that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Served.
+    On,
+    /// Not served.
+    Off,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -834,6 +892,35 @@ mod tests {
             err.contains("DATABASE_TIMEOUT") && err.contains("between 100ms and 300s"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn health_details_and_reflection_are_closed_in_production_by_default() {
+        let development = Config::embedded_defaults();
+        assert_eq!(development.health_details(), HealthDetails::Public);
+        assert!(development.grpc_reflection());
+        let production = parse(&["--app-env", "production"]).unwrap();
+        assert_eq!(production.health_details(), HealthDetails::Service);
+        assert!(!production.grpc_reflection());
+        let opened = parse(&[
+            "--app-env",
+            "production",
+            "--health-details",
+            "public",
+            "--grpc-reflection",
+            "on",
+        ])
+        .unwrap();
+        assert_eq!(opened.health_details(), HealthDetails::Public);
+        assert!(opened.grpc_reflection());
+        let err = parse(&["--health-details", "some"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HEALTH_DETAILS"), "{err}");
+        let err = parse(&["--grpc-reflection", "yes"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GRPC_REFLECTION"), "{err}");
     }
 
     #[test]
