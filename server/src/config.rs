@@ -238,6 +238,15 @@ pub struct Config {
     /// clients use the published contract in proto/.
     #[arg(long, env = "GRPC_REFLECTION", value_enum)]
     pub grpc_reflection: Option<Switch>,
+
+    /// How long a connection may stay open with no request in flight: an
+    /// HTTP/1 connection before its first request head is complete and
+    /// between requests (keep-alive), an HTTP/2 connection with no open
+    /// stream. Then it is closed (HTTP/2: with GOAWAY). gRPC streams,
+    /// Server-Sent Events and WebSockets are requests in flight, never idle.
+    /// Seconds, or a number with a unit.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_idle_timeout)]
+    pub http_idle_timeout: Duration,
 }
 
 impl Config {
@@ -697,6 +706,10 @@ impl Config {
             AppEnv::Production => Switch::Off,
         }) == Switch::On
     }
+}
+
+fn parse_idle_timeout(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 /// Who sees the detail of `GET /health`.

@@ -18,8 +18,9 @@
 //!   [`passwords`] (argon2id), [`outbox`] (mail), [`limits`] (rate limits,
 //!   memory or Redis), [`redis_connection`], [`clock`].
 //! - [`health`]: dependency checks, readiness and liveness.
-//! - [`serve`]: the accept loop and the bounded graceful drain; [`proxy`]:
-//!   the client's address behind trusted reverse proxies.
+//! - [`serve`]: the accept loop and the bounded graceful drain;
+//!   [`connections`]: what makes a connection idle; [`proxy`]: the client's
+//!   address behind trusted reverse proxies.
 //! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
 //!   [`decode_errors`]: a request message that does not decode is the
 //!   caller's fault.
@@ -35,6 +36,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod cors;
 pub mod decode_errors;
 pub mod health;
@@ -152,6 +154,9 @@ pub async fn run_with_clock(
         listener,
         router,
         config.trusted_proxies.clone(),
+        serve::Settings {
+            idle_timeout: config.http_idle_timeout,
+        },
         shutdown,
         serve::Drain {
             health,

@@ -4,8 +4,10 @@
 //! We run our own accept loop over hyper-util rather than `axum::serve` to
 //! set what long-lived gRPC streams and WebSockets need: TCP_NODELAY,
 //! HTTP/2 keep-alive pings (a dead peer is noticed), the extended CONNECT
-//! protocol (WebSocket over HTTP/2), a header read timeout against idle
-//! half-open HTTP/1 clients, and a drain that is bounded in time.
+//! protocol (WebSocket over HTTP/2), and a drain that is bounded in time;
+//! and what outside clients must not be able to do: keep a connection open
+//! with no request in flight past HTTP_IDLE_TIMEOUT (see
+//! [`crate::connections`] for what counts as idle).
 //!
 //! Shutdown, in order: readiness turns NOT_SERVING; the listener is closed
 //! (new connections are refused); open streams and WebSockets are told to
@@ -35,18 +37,20 @@ use axum::{Router, extract::ConnectInfo};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{conn::auto, graceful::GracefulConnection},
 };
 use slop_bridge::ClientAddr;
-use tokio::{net::TcpListener, task::JoinSet, time::Instant};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt as _;
 
-use crate::{health::Health, proxy::TrustedProxies};
+use crate::{
+    connections::{Connection, InFlight, Tracked},
+    health::Health,
+    proxy::TrustedProxies,
+};
 
-/// How long an HTTP/1 client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often an HTTP/2 connection is pinged, and how long the answer may take.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -57,6 +61,14 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// read. Not a setting: it only needs to cover the trip from client to
 /// server.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// How connections are served.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a connection may stay open with no request in flight
+    /// (HTTP_IDLE_TIMEOUT). An HTTP/1 request head must arrive within it.
+    pub idle_timeout: Duration,
+}
 
 /// What the listener needs to shut down.
 pub struct Drain {
@@ -77,18 +89,22 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     proxies: TrustedProxies,
+    settings: Settings,
     signal: impl Future<Output = ()> + Send,
     drain: Drain,
 ) {
     let proxies = Arc::new(proxies);
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own timer for the head runs from the end of the previous
+    // answer, so it is the HTTP/1 idle timeout too: the same setting.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(settings.idle_timeout);
     configure_http2(&mut builder.http2());
 
-    let graceful = GracefulShutdown::new();
+    // Tells every connection to finish its requests and close.
+    let (close_all, closing) = watch::channel(false);
     let mut connections = JoinSet::new();
     let local_addr = listener.local_addr().ok();
     // A flag, not a clone of the stop token: cloning a CancellationToken
@@ -117,7 +133,10 @@ pub async fn serve(
         let app = app.clone();
         let proxies = proxies.clone();
         let draining = draining.clone();
+        let connection = Arc::new(Connection::new());
+        let requests = connection.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            let in_flight = InFlight::begin(&requests);
             if let Some(client) = proxies.forwarded_client(peer.ip(), request.headers()) {
                 request.extensions_mut().insert(ClientAddr(client));
             }
@@ -144,18 +163,19 @@ pub async fn serve(
                         .entry(http::header::CONNECTION)
                         .or_insert(http::HeaderValue::from_static("close"));
                 }
-                Ok::<_, Infallible>(response)
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
-        let connection = builder
+        let served = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        connections.spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
+        connections.spawn(serve_connection(
+            served,
+            connection,
+            settings.idle_timeout,
+            closing.clone(),
+            peer,
+        ));
     }
 
     let started = Instant::now();
@@ -177,7 +197,8 @@ pub async fn serve(
     let _ = tokio::time::timeout(grace, all_closed).await;
 
     let drained = async {
-        graceful.shutdown().await;
+        let _ = close_all.send(true);
+        while connections.join_next().await.is_some() {}
         drain.websockets.wait().await;
     };
     match tokio::time::timeout(drain.timeout.saturating_sub(started.elapsed()), drained).await {
@@ -192,6 +213,49 @@ pub async fn serve(
         ),
     }
     connections.shutdown().await;
+}
+
+/// Serves one connection until it ends: closes it gracefully (HTTP/1 after
+/// the answer in flight, HTTP/2 with GOAWAY) once it has had no request in
+/// flight for `idle_timeout`, or when `closing` says so.
+async fn serve_connection<C>(
+    served: C,
+    connection: Arc<Connection>,
+    idle_timeout: Duration,
+    mut closing: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    C: GracefulConnection<Error: std::fmt::Display>,
+{
+    tokio::pin!(served);
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut closed = false;
+    let result = loop {
+        tokio::select! {
+            result = served.as_mut() => break result,
+            _ = closing.changed(), if !closed => {
+                served.as_mut().graceful_shutdown();
+                closed = true;
+            }
+            () = idle.as_mut(), if !closed => {
+                let now = Instant::now();
+                match connection.idle_deadline(idle_timeout) {
+                    Some(deadline) if deadline <= now => {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        served.as_mut().graceful_shutdown();
+                        closed = true;
+                    }
+                    Some(deadline) => idle.as_mut().reset(deadline),
+                    // Busy: look again a whole timeout later at the earliest.
+                    None => idle.as_mut().reset(now + idle_timeout),
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
 }
 
 fn configure_http2(http2: &mut auto::Http2Builder<'_, TokioExecutor>) {

@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod browser;
+mod connections;
 mod faults;
 mod health;
 mod malformed;

@@ -1,0 +1,191 @@
+//! Connections from outside clients: idle ones are closed after
+//! HTTP_IDLE_TIMEOUT (HTTP/1 keep-alive, HTTP/2 with no stream, and one that
+//! never sent anything), while long-lived streams and WebSockets are not.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::Request;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use slop_api::notification::{
+    ChannelSubscription, SubscribeRequest, notification_service_client::NotificationServiceClient,
+    subscribe_response::Message,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+use crate::{
+    harness::{PATIENCE, TestServer, bearer, sign_up},
+    websocket::{connect_with, next_json, publish},
+};
+
+/// A short idle timeout, so tests see it pass.
+const IDLE: Duration = Duration::from_millis(300);
+
+async fn server_with_short_idle_timeout() -> TestServer {
+    TestServer::start_with(|config| config.http_idle_timeout = IDLE).await
+}
+
+/// Reads until the server closes the connection; panics if it does not
+/// within PATIENCE. Answers what was read.
+async fn closed_by_server(stream: &mut TcpStream) -> Vec<u8> {
+    let mut read = Vec::new();
+    let result = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut read))
+        .await
+        .expect("the server closes the idle connection");
+    // A reset is a close too.
+    drop(result);
+    read
+}
+
+#[tokio::test]
+async fn an_idle_http1_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let server = server_with_short_idle_timeout().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_by_server(&mut stream).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "answered first: {answer}"
+    );
+    assert!(
+        !answer.contains("connection: close"),
+        "kept alive: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_anything_is_closed_after_the_idle_timeout() {
+    let server = server_with_short_idle_timeout().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_by_server(&mut stream).await.is_empty());
+    // Half a request head is no request either.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nhost:")
+        .await
+        .unwrap();
+    closed_by_server(&mut stream).await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_no_open_stream_is_closed_after_the_idle_timeout() {
+    let server = server_with_short_idle_timeout().await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            Request::get(server.url("/health/live"))
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    tokio::time::timeout(PATIENCE, connection)
+        .await
+        .expect("the server ends the idle HTTP/2 connection")
+        .unwrap()
+        .expect("with GOAWAY, not an error");
+}
+
+/// Reads an SSE body until it holds `needle`.
+async fn sse_until(body: &mut hyper::body::Incoming, needle: &str) {
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        let frame = tokio::time::timeout(PATIENCE, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} in time; saw {seen:?}"))
+            .expect("the stream goes on")
+            .expect("a frame");
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_and_websockets_are_not_idle_however_quiet() {
+    let server = server_with_short_idle_timeout().await;
+    let user = sign_up(&server, "quiet@example.com").await;
+    let channel = format!("user:{}", user.user_id);
+
+    // A gRPC stream, an SSE stream and a WebSocket, each on a connection of
+    // its own.
+    let mut grpc = NotificationServiceClient::new(server.channel().await)
+        .subscribe(bearer(
+            SubscribeRequest {
+                subscriptions: vec![ChannelSubscription {
+                    channel: channel.clone(),
+                    ..Default::default()
+                }],
+            },
+            &user.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let sse = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http()
+        .request(
+            Request::get(server.url(&format!("/api/v1/notifications/stream?channel={channel}")))
+                .header("authorization", format!("Bearer {}", user.access_token))
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let mut sse = sse.into_body();
+    sse_until(&mut sse, "event: subscribed").await;
+    let mut socket = connect_with(
+        &server,
+        ("authorization", &format!("Bearer {}", user.access_token)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    assert_eq!(next_json(&mut socket).await["type"], "subscribed");
+
+    // Many idle timeouts of silence later, all three still deliver.
+    tokio::time::sleep(IDLE * 5).await;
+    publish(&server, &channel, "still.here").await;
+    loop {
+        let message = tokio::time::timeout(PATIENCE, grpc.message())
+            .await
+            .expect("an event in time")
+            .expect("the gRPC stream is open")
+            .expect("a message")
+            .message;
+        if let Some(Message::Event(event)) = message {
+            assert_eq!(event.r#type, "still.here");
+            break;
+        }
+    }
+    sse_until(&mut sse, "still.here").await;
+    loop {
+        let frame = next_json(&mut socket).await;
+        if frame["type"] == "event" {
+            assert_eq!(frame["event"]["type"], "still.here");
+            break;
+        }
+    }
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .ok();
+    let _ = socket.next().await;
+}
