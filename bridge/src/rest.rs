@@ -108,7 +108,7 @@ async fn read_body(headers: &http::HeaderMap, body: axum::body::Body) -> Result<
     match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY)).await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => Err(ApiError(unreadable_body(error.as_ref())).into_response()),
+        Err(error) => Err(unreadable_body(error.as_ref())),
     }
 }
 
@@ -128,17 +128,23 @@ fn too_large() -> Response {
 }
 
 /// Why a body could not be read: the status the server's transport put in
-/// the error (a body read timeout), else the client broke it off or sent
-/// malformed framing.
-fn unreadable_body(error: &(dyn std::error::Error + 'static)) -> Status {
+/// the error (DEADLINE_EXCEEDED when it did not arrive in time: 408), else
+/// the client broke it off or sent malformed framing.
+fn unreadable_body(error: &(dyn std::error::Error + 'static)) -> Response {
     let mut source = Some(error);
     while let Some(error) = source {
         if let Some(status) = error.downcast_ref::<Status>() {
-            return status.clone();
+            if status.code() == Code::DeadlineExceeded {
+                return crate::error::status_response(StatusCode::REQUEST_TIMEOUT, status);
+            }
+            return ApiError(status.clone()).into_response();
         }
         source = error.source();
     }
-    Status::invalid_argument(format!("the request body could not be read: {error}"))
+    ApiError(Status::invalid_argument(format!(
+        "the request body could not be read: {error}"
+    )))
+    .into_response()
 }
 
 impl Call {

@@ -39,6 +39,14 @@ use crate::{
     telemetry,
 };
 
+/// The encoded descriptor sets of every gRPC service the router serves.
+pub const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    slop_api::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
 /// Everything the router is built from.
 pub struct Parts {
     /// Readiness and dependency state.
@@ -79,18 +87,8 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         Ok(grpc_service(grpc_service(router, v1), v1alpha))
     };
 
-    let streaming = StreamingMethods::from_descriptor_sets(&[
-        slop_api::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ])?;
-    let request_types = crate::decode_errors::RequestTypes::from_descriptor_sets(&[
-        slop_api::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ])?;
+    let streaming = StreamingMethods::from_descriptor_sets(&DESCRIPTOR_SETS)?;
+    let request_types = crate::decode_errors::RequestTypes::from_descriptor_sets(&DESCRIPTOR_SETS)?;
     let cutoff = Arc::new(StreamCutoff {
         methods: Arc::new(streaming),
         shutdown: parts.bridge.shutdown.clone(),

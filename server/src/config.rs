@@ -247,6 +247,14 @@ pub struct Config {
     /// Seconds, or a number with a unit.
     #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_idle_timeout)]
     pub http_idle_timeout: Duration,
+
+    /// How long a request body may take to arrive, from the first time the
+    /// server waits for it: a body that trickles is cut (HTTP/1: 408 and
+    /// the connection closed; HTTP/2: the stream reset). Calls of
+    /// client-streaming gRPC methods are exempt. Seconds, or a number with
+    /// a unit.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_idle_timeout)]
+    pub http_body_timeout: Duration,
 }
 
 impl Config {

@@ -19,8 +19,9 @@
 //!   memory or Redis), [`redis_connection`], [`clock`].
 //! - [`health`]: dependency checks, readiness and liveness.
 //! - [`serve`]: the accept loop and the bounded graceful drain;
-//!   [`connections`]: what makes a connection idle; [`proxy`]: the client's
-//!   address behind trusted reverse proxies.
+//!   [`connections`]: what makes a connection idle; [`request_body`]: the
+//!   time a request body has to arrive; [`proxy`]: the client's address
+//!   behind trusted reverse proxies.
 //! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
 //!   [`decode_errors`]: a request message that does not decode is the
 //!   caller's fault.
@@ -46,6 +47,7 @@ pub mod outbox;
 pub mod passwords;
 pub mod proxy;
 pub mod redis_connection;
+pub mod request_body;
 pub mod security_headers;
 pub mod serve;
 pub mod services;
@@ -156,6 +158,10 @@ pub async fn run_with_clock(
         config.trusted_proxies.clone(),
         serve::Settings {
             idle_timeout: config.http_idle_timeout,
+            body_timeout: config.http_body_timeout,
+            streaming_requests: Arc::new(request_body::StreamingRequests::from_descriptor_sets(
+                &app::DESCRIPTOR_SETS,
+            )?),
         },
         shutdown,
         serve::Drain {

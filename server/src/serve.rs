@@ -7,7 +7,8 @@
 //! protocol (WebSocket over HTTP/2), and a drain that is bounded in time;
 //! and what outside clients must not be able to do: keep a connection open
 //! with no request in flight past HTTP_IDLE_TIMEOUT (see
-//! [`crate::connections`] for what counts as idle).
+//! [`crate::connections`] for what counts as idle), or take longer than
+//! HTTP_BODY_TIMEOUT to send a request body ([`crate::request_body`]).
 //!
 //! Shutdown, in order: readiness turns NOT_SERVING; the listener is closed
 //! (new connections are refused); open streams and WebSockets are told to
@@ -34,7 +35,7 @@ use std::{
 };
 
 use axum::{Router, extract::ConnectInfo};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulConnection},
@@ -49,6 +50,7 @@ use crate::{
     connections::{Connection, InFlight, Tracked},
     health::Health,
     proxy::TrustedProxies,
+    request_body::{StreamingRequests, TimedBody},
 };
 
 /// How often an HTTP/2 connection is pinged, and how long the answer may take.
@@ -68,6 +70,10 @@ pub struct Settings {
     /// How long a connection may stay open with no request in flight
     /// (HTTP_IDLE_TIMEOUT). An HTTP/1 request head must arrive within it.
     pub idle_timeout: Duration,
+    /// How long a request body may take to arrive (HTTP_BODY_TIMEOUT).
+    pub body_timeout: Duration,
+    /// The methods whose requests are streams, exempt from `body_timeout`.
+    pub streaming_requests: Arc<StreamingRequests>,
 }
 
 /// What the listener needs to shut down.
@@ -135,8 +141,14 @@ pub async fn serve(
         let draining = draining.clone();
         let connection = Arc::new(Connection::new());
         let requests = connection.clone();
-        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        let streaming_requests = settings.streaming_requests.clone();
+        let body_timeout = settings.body_timeout;
+        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let in_flight = InFlight::begin(&requests);
+            let timeout = (!request.body().is_end_stream()
+                && !streaming_requests.contains(request.uri().path()))
+            .then_some(body_timeout);
+            let mut request = request.map(|body| TimedBody::new(body, timeout));
             if let Some(client) = proxies.forwarded_client(peer.ip(), request.headers()) {
                 request.extensions_mut().insert(ClientAddr(client));
             }

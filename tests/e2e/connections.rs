@@ -189,3 +189,120 @@ async fn streams_and_websockets_are_not_idle_however_quiet() {
         .ok();
     let _ = socket.next().await;
 }
+
+/// A short body timeout, so tests see it pass.
+const BODY: Duration = Duration::from_millis(500);
+
+/// One JSON byte every 100 ms: a body of 100 would take 10 s.
+const TRICKLE: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn a_body_that_trickles_over_http1_is_cut_with_408() {
+    let server = TestServer::start_with(|config| config.http_body_timeout = BODY).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(b"POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(TRICKLE).await;
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, reader.read_to_end(&mut answer))
+        .await
+        .expect("cut before the body is complete")
+        .ok();
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["error"]["code"], 408, "{body}");
+    assert_eq!(body["error"]["status"], "DEADLINE_EXCEEDED", "{body}");
+    assert_eq!(
+        body["error"]["details"][0]["reason"], "REQUEST_BODY_TIMEOUT",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_over_http2_is_cut() {
+    let server = TestServer::start_with(|config| config.http_body_timeout = BODY).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let (bytes, body) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(1);
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if bytes
+                .send(Ok(hyper::body::Frame::data(Bytes::from_static(b" "))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(TRICKLE).await;
+        }
+    });
+    let request = Request::post(server.url("/api/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(body),
+        ))
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .expect("cut before the body is complete")
+        .expect("an answer");
+    assert_eq!(response.status(), 408);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["error"]["details"][0]["reason"], "REQUEST_BODY_TIMEOUT",
+        "{body}"
+    );
+    // The stream is over: the rest of the body goes nowhere.
+    tokio::time::timeout(PATIENCE, trickle)
+        .await
+        .expect("the trickle stops once the stream is reset")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_client_streaming_grpc_call_is_not_cut_by_the_body_timeout() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+    let server = TestServer::start_with(|config| config.http_body_timeout = BODY).await;
+    let (requests, outgoing) = tokio::sync::mpsc::channel(1);
+    let list = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    requests.send(list()).await.unwrap();
+    let mut replies = ServerReflectionClient::new(server.channel().await)
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .unwrap()
+        .into_inner();
+    replies.next().await.unwrap().unwrap();
+    // The request stream stays open, quiet, past the body timeout.
+    tokio::time::sleep(BODY * 3).await;
+    requests.send(list()).await.unwrap();
+    tokio::time::timeout(PATIENCE, replies.next())
+        .await
+        .expect("an answer in time")
+        .expect("the call goes on")
+        .expect("a reply, not an error");
+}
