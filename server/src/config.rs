@@ -255,6 +255,22 @@ pub struct Config {
     /// a unit.
     #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_idle_timeout)]
     pub http_body_timeout: Duration,
+
+    /// How many connections may be open at once (WebSockets included).
+    /// When all are taken, a newcomer is served by closing a connection
+    /// that has no request in flight; when none is idle, it is refused
+    /// with 503. Default: the limit on open files (raised to its hard limit
+    /// at start) less a headroom of at most 128 for the server's own files.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub http_max_connections: Option<u32>,
+
+    /// How many connections one client address may have open at once
+    /// (WebSockets included); more are refused with 429. 0: no cap. The
+    /// client is the TCP peer: behind a reverse proxy that is the proxy, so
+    /// raise this to what the proxies open, or set 0 and cap per client at
+    /// the proxy.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub http_max_connections_per_ip: u32,
 }
 
 impl Config {

@@ -19,9 +19,10 @@
 //!   memory or Redis), [`redis_connection`], [`clock`].
 //! - [`health`]: dependency checks, readiness and liveness.
 //! - [`serve`]: the accept loop and the bounded graceful drain;
-//!   [`connections`]: what makes a connection idle; [`request_body`]: the
-//!   time a request body has to arrive; [`proxy`]: the client's address
-//!   behind trusted reverse proxies.
+//!   [`connections`]: open connections, their caps, what makes one idle;
+//!   [`refusal`]: the answer to one over a cap; [`fd_limit`]: the limit on
+//!   open files; [`request_body`]: the time a request body has to arrive;
+//!   [`proxy`]: the client's address behind trusted reverse proxies.
 //! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
 //!   [`decode_errors`]: a request message that does not decode is the
 //!   caller's fault.
@@ -40,6 +41,7 @@ pub mod config;
 pub mod connections;
 pub mod cors;
 pub mod decode_errors;
+pub mod fd_limit;
 pub mod health;
 pub mod identity;
 pub mod limits;
@@ -47,6 +49,7 @@ pub mod outbox;
 pub mod passwords;
 pub mod proxy;
 pub mod redis_connection;
+pub mod refusal;
 pub mod request_body;
 pub mod security_headers;
 pub mod serve;
@@ -162,6 +165,7 @@ pub async fn run_with_clock(
             streaming_requests: Arc::new(request_body::StreamingRequests::from_descriptor_sets(
                 &app::DESCRIPTOR_SETS,
             )?),
+            caps: connection_caps(&config),
         },
         shutdown,
         serve::Drain {
@@ -174,6 +178,36 @@ pub async fn run_with_clock(
     .await;
     checks.abort();
     Ok(())
+}
+
+/// HTTP_MAX_CONNECTIONS (by default from the limit on open files) and
+/// HTTP_MAX_CONNECTIONS_PER_IP.
+fn connection_caps(config: &Config) -> connections::Caps {
+    let limit = fd_limit::open_files_limit();
+    let fitting = fd_limit::default_max_connections(limit);
+    let total = match config.http_max_connections {
+        Some(total) => {
+            let total = total as usize;
+            if total > fitting {
+                tracing::warn!(
+                    max_connections = total,
+                    open_files_limit = limit,
+                    "HTTP_MAX_CONNECTIONS is more than the limit on open files leaves room for: accepts may fail for want of descriptors"
+                );
+            }
+            total
+        }
+        None => fitting,
+    };
+    let per_address =
+        (config.http_max_connections_per_ip > 0).then_some(config.http_max_connections_per_ip);
+    tracing::info!(
+        max_connections = total,
+        max_per_ip = per_address,
+        open_files_limit = limit,
+        "connection limits"
+    );
+    connections::Caps { total, per_address }
 }
 
 /// The notification service: channel streams in Redis when REDIS_URL is set

@@ -47,9 +47,10 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt as _;
 
 use crate::{
-    connections::{Connection, InFlight, Tracked},
+    connections::{Caps, Connection, Counted, InFlight, OpenConnections, Refusal, Tracked},
     health::Health,
     proxy::TrustedProxies,
+    refusal::Refusals,
     request_body::{StreamingRequests, TimedBody},
 };
 
@@ -74,6 +75,8 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// The methods whose requests are streams, exempt from `body_timeout`.
     pub streaming_requests: Arc<StreamingRequests>,
+    /// How many connections may be open, in total and per client address.
+    pub caps: Caps,
 }
 
 /// What the listener needs to shut down.
@@ -112,6 +115,9 @@ pub async fn serve(
     // Tells every connection to finish its requests and close.
     let (close_all, closing) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let open = OpenConnections::new(settings.caps);
+    let refusals = Refusals::new(settings.caps);
+    let mut refused = RefusalLog::default();
     let local_addr = listener.local_addr().ok();
     // A flag, not a clone of the stop token: cloning a CancellationToken
     // takes a lock, and this is cloned for every request.
@@ -133,13 +139,21 @@ pub async fn serve(
                 }
             },
         };
+        let place = match open.admit(peer.ip()) {
+            Ok(place) => place,
+            Err(why) => {
+                refused.note(why, peer, &open);
+                refusals.refuse(stream, why);
+                continue;
+            }
+        };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let app = app.clone();
         let proxies = proxies.clone();
         let draining = draining.clone();
-        let connection = Arc::new(Connection::new());
+        let connection = place.connection().clone();
         let requests = connection.clone();
         let streaming_requests = settings.streaming_requests.clone();
         let body_timeout = settings.body_timeout;
@@ -179,7 +193,7 @@ pub async fn serve(
             }
         });
         let served = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(Counted::new(stream, place)), service)
             .into_owned();
         connections.spawn(serve_connection(
             served,
@@ -229,7 +243,8 @@ pub async fn serve(
 
 /// Serves one connection until it ends: closes it gracefully (HTTP/1 after
 /// the answer in flight, HTTP/2 with GOAWAY) once it has had no request in
-/// flight for `idle_timeout`, or when `closing` says so.
+/// flight for `idle_timeout`, when it is told to make room for another, or
+/// when `closing` says so.
 async fn serve_connection<C>(
     served: C,
     connection: Arc<Connection>,
@@ -250,6 +265,11 @@ async fn serve_connection<C>(
                 served.as_mut().graceful_shutdown();
                 closed = true;
             }
+            () = connection.told_to_close(), if !closed => {
+                tracing::debug!(%peer, "closing an idle connection to make room");
+                served.as_mut().graceful_shutdown();
+                closed = true;
+            }
             () = idle.as_mut(), if !closed => {
                 let now = Instant::now();
                 match connection.idle_deadline(idle_timeout) {
@@ -265,8 +285,49 @@ async fn serve_connection<C>(
             }
         }
     };
+    connection.served_no_more();
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// How often refused connections are logged at most: a flood must not
+/// become a flood of log lines.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Logs refused connections at most every [`REFUSAL_LOG_INTERVAL`], with
+/// how many were refused since the last line.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, why: Refusal, peer: std::net::SocketAddr, open: &OpenConnections) {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        let caps = open.caps();
+        let reason = match why {
+            Refusal::PerAddress => "its address has HTTP_MAX_CONNECTIONS_PER_IP open",
+            Refusal::Total => "HTTP_MAX_CONNECTIONS are open, none idle",
+        };
+        tracing::warn!(
+            %peer,
+            refused = self.unlogged,
+            open_connections = open.len(),
+            max_connections = caps.total,
+            max_per_ip = caps.per_address,
+            "connection refused: {reason}"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
     }
 }
 

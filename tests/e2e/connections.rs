@@ -306,3 +306,141 @@ async fn a_client_streaming_grpc_call_is_not_cut_by_the_body_timeout() {
         .expect("the call goes on")
         .expect("a reply, not an error");
 }
+
+/// A connection from `source` (a loopback address) to the server, with one
+/// request answered on it, so the server has admitted it; it stays open.
+async fn kept_alive_from(server: &TestServer, source: &str) -> TcpStream {
+    let stream = connect_from(server, source).await;
+    let mut stream = stream;
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1024];
+    let read = tokio::time::timeout(PATIENCE, stream.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stream
+}
+
+async fn connect_from(server: &TestServer, source: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}
+
+/// `GET /health/live` on a new connection from `source`, closed after:
+/// the answer as text.
+async fn live_from(server: &TestServer, source: &str) -> String {
+    let mut stream = connect_from(server, source).await;
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The JSON error of a refusal, checked against its status line.
+fn refusal(answer: &str, status_line: &str) -> serde_json::Value {
+    assert!(answer.starts_with(status_line), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+}
+
+#[tokio::test]
+async fn the_connection_over_the_per_address_cap_is_refused_and_others_are_served() {
+    let server = TestServer::start_with(|config| config.http_max_connections_per_ip = 4).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(kept_alive_from(&server, "127.0.0.1").await);
+    }
+    let body = refusal(&live_from(&server, "127.0.0.1").await, "HTTP/1.1 429");
+    assert_eq!(body["error"]["code"], 429, "{body}");
+    assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED", "{body}");
+    assert_eq!(
+        body["error"]["details"][0]["reason"], "TOO_MANY_CONNECTIONS",
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 4"),
+        "{body}"
+    );
+    // Another address is served meanwhile.
+    let other = live_from(&server, "127.0.0.2").await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    // Once one closes, the address gets a connection again.
+    drop(held.pop());
+    crate::harness::eventually("a connection is admitted again", || async {
+        live_from(&server, "127.0.0.1")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn at_the_total_cap_an_idle_connection_makes_room_and_busy_ones_do_not() {
+    let server = TestServer::start_with(|config| {
+        config.http_max_connections = Some(4);
+        config.http_max_connections_per_ip = 0;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(kept_alive_from(&server, "127.0.0.1").await);
+    }
+    // A fifth is served: one idle connection is closed to make room.
+    let fifth = live_from(&server, "127.0.0.2").await;
+    assert!(fifth.starts_with("HTTP/1.1 200"), "{fifth}");
+    let mut closed = 0;
+    for stream in &mut idle {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "no idle connection was closed to make room");
+    drop(idle);
+
+    // Four with a request in flight (a body still to come) are not closed
+    // for a newcomer: it is refused.
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from(&server, "127.0.0.1").await;
+        stream
+            .write_all(b"POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n")
+            .await
+            .unwrap();
+        busy.push(stream);
+    }
+    crate::harness::eventually("the fifth is refused while four are busy", || async {
+        live_from(&server, "127.0.0.2")
+            .await
+            .starts_with("HTTP/1.1 503")
+    })
+    .await;
+    let body = refusal(&live_from(&server, "127.0.0.2").await, "HTTP/1.1 503");
+    assert_eq!(body["error"]["status"], "UNAVAILABLE", "{body}");
+    assert_eq!(
+        body["error"]["details"][0]["reason"], "CONNECTION_LIMIT",
+        "{body}"
+    );
+    for stream in &mut busy {
+        stream.write_all(b"{\"x\":\"y\"}\n").await.unwrap();
+    }
+}
