@@ -85,6 +85,17 @@ impl Connection {
         self.served.store(false, Ordering::Release);
     }
 
+    /// Since when a connection that hyper serves, and that has not been
+    /// told to close, has been idle; None if it is not such a connection.
+    fn idle_since(&self) -> Option<Instant> {
+        let candidate = self.is_idle()
+            && self.served.load(Ordering::Acquire)
+            && !self.told_to_close.load(Ordering::Acquire);
+        candidate.then(|| {
+            self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
+        })
+    }
+
     /// Tells an idle connection that hyper serves to close; false if it is
     /// not one, or was told already.
     fn tell_to_close_if_idle(&self) -> bool {
@@ -227,22 +238,34 @@ struct Table {
 }
 
 impl Table {
-    /// Tells an idle connection to close, scanning from the cursor; false
-    /// when none of those scanned is idle.
+    /// Tells the connection idle the longest among the next [`IDLE_SCAN`]
+    /// from the cursor to close (so a client that has just connected, its
+    /// request maybe still unread, is the last to go); false when none of
+    /// them is idle.
     fn close_one_idle(&mut self) -> bool {
         let len = self.slots.len();
-        for step in 0..len.min(IDLE_SCAN) {
+        let scanned = len.min(IDLE_SCAN);
+        let mut longest: Option<(Instant, usize)> = None;
+        for step in 0..scanned {
             let index = (self.cursor + step) % len;
             if let Some(connection) = &self.slots[index]
-                && connection.tell_to_close_if_idle()
+                && let Some(since) = connection.idle_since()
+                && longest.is_none_or(|(earliest, _)| since < earliest)
             {
-                self.closing += 1;
-                self.cursor = (index + 1) % len;
-                return true;
+                longest = Some((since, index));
             }
         }
-        self.cursor = (self.cursor + len.min(IDLE_SCAN)) % len.max(1);
-        false
+        self.cursor = (self.cursor + scanned) % len.max(1);
+        let Some((_, index)) = longest else {
+            return false;
+        };
+        let told = self.slots[index]
+            .as_ref()
+            .is_some_and(|connection| connection.tell_to_close_if_idle());
+        if told {
+            self.closing += 1;
+        }
+        told
     }
 }
 

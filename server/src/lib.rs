@@ -103,6 +103,8 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send,
     clock: clock::SharedClock,
 ) -> Result<(), Error> {
+    // Before anything opens files.
+    fd_limit::raise_open_files_limit();
     let reporter = tonic_health::server::HealthReporter::new();
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
@@ -183,7 +185,7 @@ pub async fn run_with_clock(
 /// HTTP_MAX_CONNECTIONS (by default from the limit on open files) and
 /// HTTP_MAX_CONNECTIONS_PER_IP.
 fn connection_caps(config: &Config) -> connections::Caps {
-    let limit = fd_limit::open_files_limit();
+    let limit = fd_limit::raise_open_files_limit();
     let fitting = fd_limit::default_max_connections(limit);
     let total = match config.http_max_connections {
         Some(total) => {
@@ -192,7 +194,7 @@ fn connection_caps(config: &Config) -> connections::Caps {
                 tracing::warn!(
                     max_connections = total,
                     open_files_limit = limit,
-                    "HTTP_MAX_CONNECTIONS is more than the limit on open files leaves room for: accepts may fail for want of descriptors"
+                    "HTTP_MAX_CONNECTIONS is more than the limit on open files leaves room for: accepts may fail for want of descriptors (then idle connections are closed to get them back)"
                 );
             }
             total

@@ -63,14 +63,23 @@ impl Refusals {
         }
     }
 
-    /// Answers `stream` with the refusal and closes it.
-    pub fn refuse(&self, stream: TcpStream, why: Refusal) {
-        let answer = match why {
+    fn answer(&self, why: Refusal) -> &Bytes {
+        match why {
             Refusal::PerAddress => &self.per_address,
             Refusal::Total => &self.total,
-        };
+        }
+    }
+
+    /// Answers `stream` with the refusal and closes it at once, its
+    /// descriptor being needed (the process is out of them).
+    pub fn refuse_at_once(&self, stream: TcpStream, why: Refusal) {
+        let _ = stream.try_write(self.answer(why));
+    }
+
+    /// Answers `stream` with the refusal and closes it.
+    pub fn refuse(&self, stream: TcpStream, why: Refusal) {
         // A new socket's send buffer is empty: the whole answer fits.
-        if stream.try_write(answer).is_err() {
+        if stream.try_write(self.answer(why)).is_err() {
             return;
         }
         let Ok(permit) = self.lingering.clone().try_acquire_owned() else {

@@ -7,8 +7,13 @@
 //! protocol (WebSocket over HTTP/2), and a drain that is bounded in time;
 //! and what outside clients must not be able to do: keep a connection open
 //! with no request in flight past HTTP_IDLE_TIMEOUT (see
-//! [`crate::connections`] for what counts as idle), or take longer than
-//! HTTP_BODY_TIMEOUT to send a request body ([`crate::request_body`]).
+//! [`crate::connections`] for what counts as idle), take longer than
+//! HTTP_BODY_TIMEOUT to send a request body ([`crate::request_body`]), open
+//! more connections than HTTP_MAX_CONNECTIONS(_PER_IP) allow (idle ones
+//! make room; [`crate::refusal`] answers the others), or take the server
+//! offline by exhausting its file descriptors: it closes idle connections
+//! to get some back, answers one waiting client from a reserve, and backs
+//! off ([`crate::fd_limit`]), so `/health/live` still answers.
 //!
 //! Shutdown, in order: readiness turns NOT_SERVING; the listener is closed
 //! (new connections are refused); open streams and WebSockets are told to
@@ -48,6 +53,7 @@ use tower::ServiceExt as _;
 
 use crate::{
     connections::{Caps, Connection, Counted, InFlight, OpenConnections, Refusal, Tracked},
+    fd_limit,
     health::Health,
     proxy::TrustedProxies,
     refusal::Refusals,
@@ -118,6 +124,9 @@ pub async fn serve(
     let open = OpenConnections::new(settings.caps);
     let refusals = Refusals::new(settings.caps);
     let mut refused = RefusalLog::default();
+    let mut reserve = fd_limit::Reserve::new();
+    let mut exhausted = RareLog::default();
+    let mut accept_errors = RareLog::default();
     let local_addr = listener.local_addr().ok();
     // A flag, not a clone of the stop token: cloning a CancellationToken
     // takes a lock, and this is cloned for every request.
@@ -132,10 +141,17 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tracing::error!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    let backoff = if fd_limit::is_exhaustion(&error) {
+                        make_room(&listener, &open, &refusals, &mut reserve, &mut exhausted, &error)
+                    } else {
+                        accept_errors.note(&error);
+                        ACCEPT_BACKOFF
+                    };
+                    // Wait, do not spin, but stop at once on the signal.
+                    tokio::select! {
+                        () = &mut signal => break,
+                        () = tokio::time::sleep(backoff) => continue,
+                    }
                 }
             },
         };
@@ -291,28 +307,90 @@ async fn serve_connection<C>(
     }
 }
 
-/// How often refused connections are logged at most: a flood must not
-/// become a flood of log lines.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the accept loop waits after an accept failed.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long it waits after running out of descriptors when idle
+/// connections were told to close (they give theirs back at once).
+const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(10);
+/// How many idle connections are told to close each time the process runs
+/// out of descriptors.
+const CLOSE_WHEN_EXHAUSTED: usize = 32;
 
-/// Logs refused connections at most every [`REFUSAL_LOG_INTERVAL`], with
-/// how many were refused since the last line.
+/// Out of file descriptors: tells idle connections to close to get some
+/// back, and answers one waiting client with the reserve descriptor (503)
+/// so it is not left hanging; answers how long to back off.
+fn make_room(
+    listener: &TcpListener,
+    open: &OpenConnections,
+    refusals: &Refusals,
+    reserve: &mut fd_limit::Reserve,
+    log: &mut RareLog,
+    error: &std::io::Error,
+) -> Duration {
+    let closing = open.close_idle(CLOSE_WHEN_EXHAUSTED);
+    reserve.release();
+    if let Some(Ok((stream, _))) = futures_util::FutureExt::now_or_never(listener.accept()) {
+        refusals.refuse_at_once(stream, Refusal::Total);
+    }
+    reserve.restore();
+    if let Some(unlogged) = log.due() {
+        tracing::warn!(
+            %error,
+            times = unlogged,
+            open_connections = open.len(),
+            closing_idle = closing,
+            "out of file descriptors: closing idle connections and backing off (raise the open files limit, or lower HTTP_MAX_CONNECTIONS)"
+        );
+    }
+    if closing > 0 {
+        EXHAUSTION_BACKOFF
+    } else {
+        ACCEPT_BACKOFF
+    }
+}
+
+/// How often the same trouble is logged at most: a flood must not become
+/// a flood of log lines.
+const RARE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counts occurrences of one trouble and says when one is due to be logged
+/// (at most every [`RARE_LOG_INTERVAL`]), with how many since the last.
 #[derive(Default)]
-struct RefusalLog {
+struct RareLog {
     last: Option<Instant>,
     unlogged: u64,
 }
 
-impl RefusalLog {
-    fn note(&mut self, why: Refusal, peer: std::net::SocketAddr, open: &OpenConnections) {
+impl RareLog {
+    fn due(&mut self) -> Option<u64> {
         self.unlogged += 1;
         let now = Instant::now();
         if self
             .last
-            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL)
+            .is_some_and(|last| now.duration_since(last) < RARE_LOG_INTERVAL)
         {
-            return;
+            return None;
         }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    fn note(&mut self, error: &std::io::Error) {
+        if let Some(times) = self.due() {
+            tracing::error!(%error, times, "accept failed");
+        }
+    }
+}
+
+/// Logs refused connections rarely, with how many were refused since.
+#[derive(Default)]
+struct RefusalLog(RareLog);
+
+impl RefusalLog {
+    fn note(&mut self, why: Refusal, peer: std::net::SocketAddr, open: &OpenConnections) {
+        let Some(refused) = self.0.due() else {
+            return;
+        };
         let caps = open.caps();
         let reason = match why {
             Refusal::PerAddress => "its address has HTTP_MAX_CONNECTIONS_PER_IP open",
@@ -320,17 +398,14 @@ impl RefusalLog {
         };
         tracing::warn!(
             %peer,
-            refused = self.unlogged,
+            refused,
             open_connections = open.len(),
             max_connections = caps.total,
             max_per_ip = caps.per_address,
             "connection refused: {reason}"
         );
-        self.last = Some(now);
-        self.unlogged = 0;
     }
 }
-
 fn configure_http2(http2: &mut auto::Http2Builder<'_, TokioExecutor>) {
     http2
         .timer(TokioTimer::new())
