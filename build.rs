@@ -7,11 +7,15 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message as _;
 
-/// The contract's files, relative to proto/.
+/// The contract's files, relative to proto/, and the googleapis files of the
+/// error details it sends (in the descriptor set, so reflection serves them;
+/// their Rust types are tonic-types').
 const PROTOS: &[&str] = &[
     "slop/auth/v1/auth.proto",
     "slop/session/v1/session.proto",
     "slop/notification/v1/notification.proto",
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // an RFC 3339 string, as canonical proto3 JSON requires.
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
+        .extern_path(".google.rpc", "::tonic_types")
         .emit_rerun_if_changed(false)
         .compile_fds(fds)?;
 

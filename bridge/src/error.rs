@@ -230,10 +230,12 @@ pub fn route_not_found(method: &http::Method, path: &str) -> Response {
     status_response(StatusCode::NOT_FOUND, &status)
 }
 
-/// The error for a known path called with a method it does not take.
+/// The error for a known path called with a method it does not take: 405,
+/// and UNIMPLEMENTED (the path has no such operation; nothing is wrong with
+/// the request's data).
 pub fn method_not_allowed(method: &http::Method, path: &str) -> Response {
     let status = Status::with_error_details(
-        Code::InvalidArgument,
+        Code::Unimplemented,
         format!("{path} does not take {method}"),
         tonic_types::ErrorDetails::with_error_info("METHOD_NOT_ALLOWED", "slop.api", []),
     );

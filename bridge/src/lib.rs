@@ -9,6 +9,7 @@
 //!
 //! Modules:
 //! - [`error`]: gRPC status → HTTP status and the AIP-193 error body.
+//! - [`json`]: JSON as the canonical proto3 JSON printers write it.
 //! - [`rest`]: the REST routes of accounts and sessions, and what every
 //!   REST route shares (a call's metadata, extensions and body).
 //! - [`notifications`]: the REST routes of notifications (publish, channel
@@ -29,6 +30,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::TcpConnectInfo;
 
 pub mod error;
+pub mod json;
 pub mod notifications;
 pub mod rest;
 pub mod sse;

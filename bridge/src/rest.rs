@@ -7,7 +7,7 @@
 use std::{collections::HashSet, future::Future, sync::Arc};
 
 use axum::{
-    Json, Router,
+    Router,
     body::Bytes,
     extract::{FromRequest, Path, Query, Request, State},
     response::{IntoResponse, Response},
@@ -24,9 +24,13 @@ use tonic_types::StatusExt as _;
 
 use crate::error::ApiError;
 
-/// Request metadata that asks Login to answer with session cookies; set by
-/// `POST /api/v1/auth/login?cookie=true`.
+/// Request metadata that asks Login to answer with session cookies instead
+/// of tokens in the body; set by `POST /api/v1/auth/login?cookie=true`.
 pub const COOKIE_LOGIN: &str = "x-slop-cookie-login";
+
+/// Request metadata that asks a cookie Login for the access token in the
+/// body too (never the refresh token); set by `&access_token=true`.
+pub const COOKIE_LOGIN_ACCESS_TOKEN: &str = "x-slop-cookie-login-access-token";
 
 /// The largest JSON body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -85,6 +89,9 @@ impl<S: Send + Sync> FromRequest<S> for Call {
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
         let body = read_body(&parts.headers, body).await?;
+        if !body.iter().all(u8::is_ascii_whitespace) && !is_json(&parts.headers) {
+            return Err(unsupported_media_type());
+        }
         Ok(Self {
             metadata: MetadataMap::from_headers(parts.headers),
             extensions: parts.extensions,
@@ -147,6 +154,40 @@ fn unreadable_body(error: &(dyn std::error::Error + 'static)) -> Response {
     .into_response()
 }
 
+/// Whether the request says its body is JSON (`application/json`, with or
+/// without parameters, or an `application/*+json` type). Only such bodies
+/// are read: a cross-site HTML form can send `text/plain`,
+/// `application/x-www-form-urlencoded` or `multipart/form-data` without a
+/// CORS preflight, and a JSON parser that read those would let it log a
+/// browser into an account of the attacker's (login CSRF).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+/// 415 for a body that is not JSON.
+fn unsupported_media_type() -> Response {
+    let status = Status::new(
+        Code::InvalidArgument,
+        "the request body must be JSON: send it with `content-type: application/json`",
+    );
+    crate::error::status_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &status)
+}
+
 impl Call {
     /// The body as the request message; an empty body is the empty message.
     pub(crate) fn message<T: DeserializeOwned + Default>(&self) -> Result<T, Status> {
@@ -181,12 +222,31 @@ impl Call {
     }
 }
 
+/// `message` as the JSON body of a response with `status`.
+pub(crate) fn json_response<R: Serialize + ?Sized>(status: StatusCode, message: &R) -> Response {
+    match crate::json::to_vec(message) {
+        Ok(body) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(error) => ApiError(Status::internal(format!(
+            "the answer did not encode as JSON: {error}"
+        )))
+        .into_response(),
+    }
+}
+
 /// The JSON answer of a service call; `set-cookie` metadata becomes headers.
 pub(crate) fn answer<R: Serialize>(result: Result<tonic::Response<R>, Status>) -> Response {
     match result {
         Ok(response) => {
             let (metadata, message, _) = response.into_parts();
-            let mut response = (StatusCode::OK, Json(message)).into_response();
+            let mut response = json_response(StatusCode::OK, &message);
             let headers = metadata.into_headers();
             for cookie in headers.get_all(header::SET_COOKIE) {
                 response
@@ -208,11 +268,15 @@ async fn register(State(s): State<Services>, call: Call) -> Response {
         .await
 }
 
-/// `?cookie=true` on login.
+/// `?cookie=true` on login: session cookies, and a body without the refresh
+/// token (script on the page must not read what HttpOnly hides), and without
+/// the access token unless `access_token=true` asks for it.
 #[derive(Debug, Default, Deserialize)]
 struct LoginQuery {
     #[serde(default)]
     cookie: bool,
+    #[serde(default, alias = "accessToken")]
+    access_token: bool,
 }
 
 async fn login(
@@ -220,9 +284,16 @@ async fn login(
     Query(query): Query<LoginQuery>,
     mut call: Call,
 ) -> Response {
+    // Only the query decides, not headers a client sent under these names.
+    call.metadata.remove(COOKIE_LOGIN);
+    call.metadata.remove(COOKIE_LOGIN_ACCESS_TOKEN);
     if query.cookie {
         call.metadata
             .insert(COOKIE_LOGIN, "1".parse().expect("ascii"));
+        if query.access_token {
+            call.metadata
+                .insert(COOKIE_LOGIN_ACCESS_TOKEN, "1".parse().expect("ascii"));
+        }
     }
     call.body_call(|r| async move { s.auth.login(r).await })
         .await
@@ -246,10 +317,25 @@ async fn me(State(s): State<Services>, call: Call) -> Response {
     )
 }
 
-/// `PATCH /api/v1/auth/me`: the body is the User (JSON merge-patch style);
-/// the fields present are the ones changed, unless `update_mask` (or
-/// `updateMask`) in the query names them.
+/// `PATCH /api/v1/auth/me`, in either of two forms:
+/// - the request message, `UpdateCurrentUserRequest`
+///   (`{"user": {…}, "updateMask": "displayName"}`), as every REST body is;
+/// - the User alone (JSON merge-patch style): the fields present are the
+///   ones changed, unless `update_mask` (or `updateMask`) in the query names
+///   them.
+///
+/// A User has no `user` field, so a body with one is the request message.
 async fn update_me(State(s): State<Services>, query: Query<MaskQuery>, call: Call) -> Response {
+    if present_fields(&call.body)
+        .iter()
+        .any(|field| field == "user")
+    {
+        let request = match update_request(&call.body) {
+            Ok(request) => request,
+            Err(status) => return ApiError(status).into_response(),
+        };
+        return answer(s.auth.update_current_user(call.request(request)).await);
+    }
     let user: auth::User = match call.message() {
         Ok(user) => user,
         Err(status) => return ApiError(status).into_response(),
@@ -268,6 +354,43 @@ async fn update_me(State(s): State<Services>, query: Query<MaskQuery>, call: Cal
         update_mask: Some(pbjson_types::FieldMask { paths }),
     };
     answer(s.auth.update_current_user(call.request(request)).await)
+}
+
+/// An `UpdateCurrentUserRequest` in canonical JSON. Its `updateMask` is a
+/// FieldMask, whose canonical JSON is one string of comma-separated
+/// lowerCamel paths (`"displayName"`), which pbjson's FieldMask does not
+/// read: it is turned into paths here.
+fn update_request(body: &[u8]) -> Result<auth::UpdateCurrentUserRequest, Status> {
+    let invalid = |why: String| {
+        Status::new(
+            Code::InvalidArgument,
+            format!("the request body is not the JSON this operation takes: {why}"),
+        )
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| invalid(error.to_string()))?;
+    let mask = value
+        .as_object_mut()
+        .and_then(|fields| fields.remove("updateMask").or(fields.remove("update_mask")));
+    let paths = match mask {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(mask)) => mask
+            .split(',')
+            .map(str::trim)
+            .filter(|path| !path.is_empty())
+            .map(snake_case)
+            .collect(),
+        Some(_) => {
+            return Err(invalid(
+                "`updateMask` is a string of comma-separated field names, e.g. \"displayName\""
+                    .into(),
+            ));
+        }
+    };
+    let mut request: auth::UpdateCurrentUserRequest =
+        serde_json::from_value(value).map_err(|error| invalid(error.to_string()))?;
+    request.update_mask = Some(pbjson_types::FieldMask { paths });
+    Ok(request)
 }
 
 /// The query of a PATCH.
@@ -396,6 +519,8 @@ async fn revoke_user_sessions(
     )
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -259,7 +259,7 @@ fn final_event(status: &Status) -> SseEvent {
 
 /// Canonical JSON of a message (pbjson's serde impls).
 fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|error| {
+    crate::json::to_string(value).unwrap_or_else(|error| {
         // Only a map with non-string keys fails, which proto messages never
         // have.
         tracing::error!(%error, "a stream message did not encode as JSON");

@@ -380,6 +380,7 @@ async fn publish_is_the_publish_call() {
         &harness,
         get("/api/v1/notifications")
             .method("POST")
+            .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .unwrap(),
     )
@@ -394,6 +395,7 @@ async fn publish_is_the_publish_call() {
         &harness,
         get("/api/v1/notifications")
             .method("POST")
+            .header("content-type", "application/json")
             .body(Body::from("{\"channels\": 3}"))
             .unwrap(),
     )

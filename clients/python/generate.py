@@ -37,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         help="directory to write the modules to (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.glob("slop/*/v1/*.proto"))
+    # The contract, and the googleapis error details it sends (ErrorInfo…).
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT))
+        for pattern in ("slop/*/v1/*.proto", "google/rpc/*.proto")
+        for p in PROTO_ROOT.glob(pattern)
+    )
     if not protos:
         print(f"error: no .proto files under {PROTO_ROOT}/slop", file=sys.stderr)
         return 1

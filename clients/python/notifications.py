@@ -36,6 +36,7 @@ sys.path.insert(
     0, os.environ.get("SLOP_PYTHON_CLIENT", str(Path(__file__).resolve().parent / "generated"))
 )
 try:
+    from google.rpc import error_details_pb2, status_pb2
     from slop.auth.v1 import auth_pb2, auth_pb2_grpc
     from slop.notification.v1 import notification_pb2, notification_pb2_grpc
 except ImportError as error:
@@ -132,8 +133,25 @@ def main(argv: list[str] | None = None) -> int:
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             print(f"error: no event within {args.timeout} s", file=sys.stderr)
             return 1
-        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        reason = error_reason(error)
+        suffix = f" (reason {reason})" if reason else ""
+        print(f"error: {error.code().name}: {error.details()}{suffix}", file=sys.stderr)
         return 2
+
+
+def error_reason(error: grpc.RpcError) -> str | None:
+    """The ErrorInfo reason of a failed call: the server sends a
+    google.rpc.Status in the `grpc-status-details-bin` trailer, whose details
+    hold an ErrorInfo for every error (see docs and proto/google/rpc)."""
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return info.reason
+    return None
 
 
 if __name__ == "__main__":

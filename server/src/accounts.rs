@@ -275,6 +275,14 @@ impl AccountStore {
                 directory.display()
             )));
         }
+        if !is_in_memory(database_url) {
+            create_private(options.get_filename()).map_err(|error| {
+                AccountError::Url(format!(
+                    "cannot create the SQLite file {}: {error}",
+                    options.get_filename().display()
+                ))
+            })?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(SQLITE_MAX_CONNECTIONS)
             .acquire_timeout(timeout)
@@ -553,6 +561,30 @@ impl AccountStore {
         Ok(())
     }
 
+    /// The account id of a reset token that exists, is unused and has not
+    /// expired at `now`, without using it up: the caller checks the new
+    /// password against the account before [`Self::consume_reset_token`].
+    pub async fn reset_token_account(
+        &self,
+        token_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<String>, AccountError> {
+        self.bounded(async {
+            on_pool!(self, |pool| {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT account_id FROM password_reset_tokens \
+                     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(to_millis(now))
+                .fetch_optional(pool)
+                .await
+            })
+            .map_err(AccountError::from)
+        })
+        .await
+    }
+
     /// Marks the token used and returns its account id, if it exists, is
     /// unused and has not expired at `now` (expiry is exclusive: at
     /// `expires_at` it is refused). Single use: a second call, or a
@@ -595,6 +627,32 @@ impl AccountStore {
             })
         })
         .await
+    }
+}
+
+/// Whether an SQLite URL names an in-memory database (no file).
+fn is_in_memory(database_url: &str) -> bool {
+    database_url.contains(":memory:") || database_url.contains("mode=memory")
+}
+
+/// Creates the SQLite file empty (a valid empty database), readable and
+/// writable by its owner only, unless it exists. SQLite would create it
+/// 0644 less the umask, so anyone on the host could read the password
+/// hashes; it gives the -wal and -shm files it makes later the database
+/// file's mode, so they are private too. An existing file keeps the mode
+/// its owner gave it.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }
 
@@ -969,10 +1027,20 @@ mod tests {
             .expect("create_reset_token");
 
         clock.advance(Duration::from_secs(60));
+        for _ in 0..2 {
+            let looked_up = store.reset_token_account("hash-1", clock.now()).await;
+            assert_eq!(
+                looked_up.expect("reset_token_account"),
+                Some(account.id.clone()),
+                "looking a token up does not use it"
+            );
+        }
         let consumed = store.consume_reset_token("hash-1", clock.now()).await;
         assert_eq!(consumed.expect("consume"), Some(account.id.clone()));
         let again = store.consume_reset_token("hash-1", clock.now()).await;
         assert_eq!(again.expect("consume"), None, "a token works once");
+        let used = store.reset_token_account("hash-1", clock.now()).await;
+        assert_eq!(used.expect("reset_token_account"), None);
         let unknown = store.consume_reset_token("no-such-hash", clock.now()).await;
         assert_eq!(unknown.expect("consume"), None);
     }
@@ -1020,6 +1088,8 @@ mod tests {
                 .expect("create_reset_token");
         }
 
+        let looked_up = store.reset_token_account("at-expiry", expires_at).await;
+        assert_eq!(looked_up.expect("reset_token_account"), None);
         let at_expiry = store.consume_reset_token("at-expiry", expires_at).await;
         assert_eq!(at_expiry.expect("consume"), None, "expiry is exclusive");
         let after = store
@@ -1170,6 +1240,45 @@ mod tests {
                 .expect("foreign_keys");
             assert_eq!(foreign_keys, 1);
         }
+        store.close().await;
+        remove_sqlite_files(&path);
+    }
+
+    /// Password hashes and reset-token hashes are for the server's user
+    /// only: the database file and the -wal and -shm files SQLite makes
+    /// beside it are created 0600, whatever the umask lets through.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_new_sqlite_file_and_its_journal_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = temp_sqlite_path();
+        let store = AccountStore::connect(&format!("sqlite:{}", path.display()), TIMEOUT)
+            .await
+            .expect("connect");
+        store
+            .create(new_account("ada@example.com"), SystemTime::now())
+            .await
+            .expect("a write, so the journal exists");
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let mode = std::fs::metadata(&file)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{suffix}: {mode:o}");
+        }
+        store.close().await;
+        remove_sqlite_files(&path);
+
+        // A file that exists is left as its owner made it.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let store = AccountStore::connect(&format!("sqlite:{}", path.display()), TIMEOUT)
+            .await
+            .expect("connect to an empty file");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
         store.close().await;
         remove_sqlite_files(&path);
     }

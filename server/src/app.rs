@@ -137,7 +137,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         .fallback(unknown_route)
         .method_not_allowed_fallback(slop_bridge::method_not_allowed)
         .layer(crate::cors::BrowsersOnlyLayer::new(
-            crate::cors::cors(&config.cors_origin),
+            &config.cors_origin,
             crate::security_headers::SecurityHeaders::new(
                 config.app_env() == crate::config::AppEnv::Production,
             ),

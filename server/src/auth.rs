@@ -3,7 +3,8 @@
 //!
 //! Credentials, in request metadata (HTTP headers):
 //! - `authorization: Bearer <service key>`: a backend service named in
-//!   SERVICE_KEYS (compared in constant time against every key);
+//!   SERVICE_KEYS (compared in constant time against every key); only the
+//!   secret is sent, not the `name:` of its SERVICE_KEYS entry;
 //! - `authorization: Bearer <access token>`: a user, if the JWT verifies and
 //!   its session is live;
 //! - the `slop_session` cookie (REST and WebSocket from browsers): a user, if
@@ -111,6 +112,15 @@ impl Authenticator {
         if let Some(bearer) = bearer(metadata)? {
             if let Some(name) = self.service_named_by(bearer) {
                 return Ok(Caller::Service(name));
+            }
+            if bearer.contains(':') {
+                // No access token has a ':'; a SERVICE_KEYS entry copied
+                // whole (`name:secret`) has. Say what to send, echoing
+                // nothing, whether or not the secret is right.
+                return Err(unauthenticated(
+                    "SERVICE_KEY_WITH_NAME",
+                    "a service key is sent as `authorization: Bearer <secret>`, with only the secret part of its SERVICE_KEYS entry (name:secret), not the name",
+                ));
             }
             let claims = self.tokens.verify_access(bearer).map_err(token_error)?;
             let session = self.live_session(&claims.sid).await?;

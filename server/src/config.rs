@@ -85,8 +85,10 @@ pub struct Config {
 
     /// Secret that signs access tokens (HS256): at least 32 random bytes, e.g.
     /// `openssl rand -base64 48`. Required in production unless
-    /// JWT_PRIVATE_KEY_FILE is set; in development a random one is made at
-    /// start, so tokens do not outlive the process.
+    /// JWT_PRIVATE_KEY_FILE is set, where placeholders, patterned or
+    /// phrase-like values and a value also used elsewhere are refused; in
+    /// development a random one is made at start, so tokens do not outlive
+    /// the process.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub jwt_secret: Option<Secret>,
 
@@ -114,9 +116,10 @@ pub struct Config {
     #[arg(long, env = "JWT_AUDIENCE", default_value = "slop-api", value_parser = parse_claim)]
     pub jwt_audience: String,
 
-    /// Server secret for refresh tokens, session cookies and CSRF tokens: at
-    /// least 32 random bytes. Required in production; in development a
-    /// random one is made at start.
+    /// Server secret for refresh tokens, session cookies, CSRF tokens and
+    /// the keyed hashes of mail recipients: at least 32 random bytes, its
+    /// own. Required in production (checked like JWT_SECRET); in
+    /// development a random one is made at start.
     #[arg(long, env = "APP_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub app_secret: Option<Secret>,
 
@@ -131,7 +134,9 @@ pub struct Config {
 
     /// Keys of backend services, as `name:secret` pairs, comma-separated.
     /// Only they may validate tokens, publish notifications and end a
-    /// user's sessions. Secrets: at least 32 characters.
+    /// user's sessions. Secrets: at least 32 characters; in production
+    /// each random and its own. A service sends only the secret:
+    /// `authorization: Bearer <secret>`.
     #[arg(long, env = "SERVICE_KEYS", default_value = "", hide_env_values = true, hide_default_value = true, value_parser = parse_service_keys)]
     pub service_keys: ServiceKeys,
 
@@ -154,14 +159,33 @@ pub struct Config {
     pub rate_limit_window_ms: u64,
 
     /// The page that completes a password reset; reset mails link to it
-    /// with `?token=<reset token>` appended.
-    #[arg(long, env = "PASSWORD_RESET_URL", default_value = "http://localhost:3000/reset-password", value_parser = parse_reset_url)]
-    pub password_reset_url: String,
+    /// with `?token=<reset token>` appended. Required in production, where
+    /// it must be https; in development it defaults to
+    /// http://localhost:3000/reset-password.
+    #[arg(long, env = "PASSWORD_RESET_URL", value_parser = parse_reset_url)]
+    pub password_reset_url: Option<String>,
 
-    /// Outgoing mail is logged; when this directory is set, each message is
-    /// also written into it as an .eml file (development, tests).
+    /// Where outgoing mail (password reset links, account notices) is
+    /// written, one .eml file each, readable by the server's user only. No
+    /// mail transport is built in yet: unset, mail is not sent. In
+    /// development this is how to read reset links; the log never shows a
+    /// mail's address, body, link or token.
     #[arg(long, env = "MAIL_OUTBOX_DIR")]
     pub mail_outbox_dir: Option<PathBuf>,
+
+    /// How many mails one address may receive per MAIL_PER_RECIPIENT_WINDOW:
+    /// password reset links and notices of a registration with a taken
+    /// address, together. Past it no mail is sent, and the request answers
+    /// as it always does, so the limit tells nobody whether the address has
+    /// an account. Counted in Redis when REDIS_URL is set (across
+    /// instances), under a keyed hash of the address, never the address.
+    #[arg(long, env = "MAIL_PER_RECIPIENT_LIMIT", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub mail_per_recipient_limit: u32,
+
+    /// The window of MAIL_PER_RECIPIENT_LIMIT. Seconds, or a number with a
+    /// unit: 30m, 1h, 1d.
+    #[arg(long, env = "MAIL_PER_RECIPIENT_WINDOW", default_value = "1h", value_parser = parse_mail_window)]
+    pub mail_per_recipient_window: Duration,
 
     /// How long a graceful shutdown (SIGTERM, SIGINT) may take, from the
     /// signal to exit: in-flight requests finish, streams and WebSockets are
@@ -285,7 +309,15 @@ impl Config {
             eprintln!("error: cannot read .env: {err}");
             std::process::exit(2);
         }
-        let mut config = Self::parse();
+        let mut config = match Self::try_parse() {
+            Ok(config) => config,
+            // --help and --version print to stdout and exit 0.
+            Err(error) if !error.use_stderr() => error.exit(),
+            Err(error) => {
+                eprint!("{}", without_values(&error));
+                std::process::exit(2);
+            }
+        };
         if config.app_env.is_none() {
             config.app_env = match std::env::var("NODE_ENV") {
                 Ok(value) if !value.is_empty() => match AppEnv::from_str(&value, true) {
@@ -307,7 +339,9 @@ impl Config {
         config
     }
 
-    /// Checks what no single setting can: production needs real secrets.
+    /// Checks what no single setting can: production needs real secrets,
+    /// each of its own, and a reset page of its own. Messages name the
+    /// variable and the reason, never a secret's value.
     pub fn validate(&self) -> Result<(), String> {
         if self.app_env() == AppEnv::Production {
             if self.jwt_secret.is_none() && self.jwt_private_key_file.is_none() {
@@ -318,8 +352,29 @@ impl Config {
             if self.app_secret.is_none() {
                 return Err("APP_SECRET must be set in production".into());
             }
+            self.check_production_secrets()?;
+            match &self.password_reset_url {
+                None => {
+                    return Err(
+                        "PASSWORD_RESET_URL must be set in production: the https page of your app where users choose a new password (reset mails link to it)".into(),
+                    );
+                }
+                Some(url) if !url.starts_with("https://") => {
+                    return Err(
+                        "PASSWORD_RESET_URL must be an https URL in production: reset links carry a token".into(),
+                    );
+                }
+                Some(_) => {}
+            }
         }
         Ok(())
+    }
+
+    /// The page reset mails link to (development's default when unset).
+    pub fn password_reset_url(&self) -> &str {
+        self.password_reset_url
+            .as_deref()
+            .unwrap_or(DEVELOPMENT_RESET_URL)
     }
 
     /// The default configuration, as a server started with no flags and an
@@ -432,8 +487,81 @@ impl fmt::Debug for ServiceKeys {
     }
 }
 
+/// The page reset mails link to in development, when PASSWORD_RESET_URL is
+/// unset.
+pub const DEVELOPMENT_RESET_URL: &str = "http://localhost:3000/reset-password";
+
 /// The shortest secret accepted: 256 bits (RFC 8725 §3.5).
 pub const MIN_SECRET_BYTES: usize = 32;
+
+mod secret_strength;
+
+/// Settings whose values are secret, or hold one (a password in a URL):
+/// their values never appear in an error message.
+const SECRET_SETTINGS: &[&str] = &[
+    "--jwt-secret",
+    "--app-secret",
+    "--service-keys",
+    "--database-url",
+    "--redis-url",
+];
+
+/// A command-line or environment error as printed: clap's message, except
+/// that for a secret setting it is rebuilt without the value clap quotes
+/// (`invalid value '<the secret>' for …`): only the setting and why.
+fn without_values(error: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let secret = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => SECRET_SETTINGS
+            .iter()
+            .any(|setting| arg.starts_with(setting))
+            .then(|| arg.clone()),
+        _ => None,
+    };
+    let Some(arg) = secret else {
+        return error.to_string();
+    };
+    let why = std::error::Error::source(error)
+        .map(|why| format!(": {why}"))
+        .unwrap_or_default();
+    format!("error: invalid value for '{arg}'{why}\n\nFor more information, try '--help'.\n")
+}
+
+impl Config {
+    /// In production every secret must be strong (no placeholder, at least
+    /// [`secret_strength::MIN_SECRET_BITS`] by its estimate) and used for
+    /// one thing only: JWT_SECRET, APP_SECRET and each service's key all
+    /// differ.
+    fn check_production_secrets(&self) -> Result<(), String> {
+        let mut secrets: Vec<(String, &Secret)> = Vec::new();
+        if let Some(secret) = &self.jwt_secret {
+            secrets.push(("JWT_SECRET".into(), secret));
+        }
+        if let Some(secret) = &self.app_secret {
+            secrets.push(("APP_SECRET".into(), secret));
+        }
+        for (name, secret) in &self.service_keys.0 {
+            secrets.push((format!("SERVICE_KEYS: the secret of '{name}'"), secret));
+        }
+        for (what, secret) in &secrets {
+            let text = String::from_utf8_lossy(secret.expose());
+            if let Some(why) = secret_strength::weakness(&text) {
+                return Err(format!(
+                    "{what} {why}; in production use random data, e.g. `openssl rand -base64 48`"
+                ));
+            }
+        }
+        for (at, (what, secret)) in secrets.iter().enumerate() {
+            if let Some((first, _)) = secrets[..at].iter().find(|(_, other)| other == secret) {
+                let first = first.trim_start_matches("SERVICE_KEYS: ");
+                return Err(format!(
+                    "{what} is the same as {first}; in production each needs a secret of its own (`openssl rand -base64 48`), so that one leaked cannot forge the others"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 fn parse_secret(value: &str) -> Result<Secret, String> {
     if value.len() > MAX_TEXT {
@@ -472,8 +600,11 @@ fn parse_service_keys(value: &str) -> Result<ServiceKeys, String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
+            // Not quoted: a pair written the wrong way round has its secret
+            // here.
             return Err(format!(
-                "'{name}' is not a service name: 1 to 64 letters, digits, '-', '_' or '.'"
+                "pair {} does not start with a service name: name:secret, the name 1 to 64 letters, digits, '-', '_' or '.'",
+                keys.len() + 1
             ));
         }
         if keys.iter().any(|(existing, _)| existing == name) {
@@ -707,6 +838,14 @@ fn parse_connection_window(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(86_400))
 }
 
+fn parse_mail_window(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(60),
+        Duration::from_secs(7 * 86_400),
+    )
+}
+
 fn parse_ping_interval(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(3600))
 }
@@ -840,27 +979,208 @@ mod tests {
 
     const SECRET: &str = "s3cr3t-0123456789-abcdefghijklmnopqrstuvwxyz";
 
+    /// Secrets as the docs say to make them (`openssl rand`), for production.
+    const JWT: &str = "rbnJ//z/YXw6VFvWEp4oCC0xPX1dFFyu1jYnacwxRIiw4RefN0WHlLUal5Hgy24b";
+    const APP: &str = "4a68814fc804a3cba8811a2023503868ff994c3fb6557daa66ba48fc3375ecee";
+    const SERVICE: &str = "uJLJ60tdrhBniapIy9oOEtM3Fu/RwwaGyRiI5CaXrYA=";
+    const RESET_URL: &str = "https://app.example.com/reset-password";
+
+    /// Production with good secrets and a reset page, then `extra`.
+    fn production(extra: &[&str]) -> Config {
+        let mut args = vec![
+            "--app-env",
+            "production",
+            "--jwt-secret",
+            JWT,
+            "--app-secret",
+            APP,
+            "--password-reset-url",
+            RESET_URL,
+        ];
+        for pair in extra.chunks(2) {
+            match args.iter().position(|arg| *arg == pair[0]) {
+                Some(at) => args[at + 1] = pair[1],
+                None => args.extend_from_slice(pair),
+            }
+        }
+        parse(&args).unwrap_or_else(|error| panic!("{error}"))
+    }
+
     #[test]
     fn production_refuses_to_start_without_secrets() {
         let config = parse(&["--app-env", "production"]).unwrap();
         assert!(config.validate().unwrap_err().contains("JWT_SECRET"));
-        let config = parse(&["--app-env", "production", "--jwt-secret", SECRET]).unwrap();
+        let config = parse(&["--app-env", "production", "--jwt-secret", JWT]).unwrap();
         assert!(config.validate().unwrap_err().contains("APP_SECRET"));
-        let config = parse(&[
-            "--app-env",
-            "production",
-            "--jwt-secret",
-            SECRET,
-            "--app-secret",
-            SECRET,
-        ])
-        .unwrap();
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(production(&[]).validate(), Ok(()));
         assert_eq!(
             Config::embedded_defaults().validate(),
             Ok(()),
             "development runs without"
         );
+    }
+
+    /// Values people put in production: placeholders from .env.example and
+    /// tutorials, sequences, keyboard runs, phrases, and test secrets.
+    const WEAK: &[&str] = &[
+        "change-me-to-32-random-characters-or-more",
+        "changemechangemechangeme12345678",
+        "your-jwt-secret-here-at-least-32-characters",
+        "0123456789abcdef0123456789abcdef",
+        "0123456789abcdefghijklmnopqrstuvwxyz",
+        "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
+        "qwertyuiopasdfghjklzxcvbnm1234567890",
+        "QWERTYUIOP!@#$%^&*()asdfghjkl;'zxcvbnm",
+        "thisismysupersecretkeyforjwtsigning",
+        "ThisIsMySuperSecretKeyThatNobodyWillEverGuess2024!",
+        "th1s-1s-my-sup3r-s3cr3t-k3y-f0r-jwt-s1gn1ng",
+        "test-jwt-secret-0123456789abcdefghijklmnopq",
+        "s3cr3t-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "password1234567890password1234567890",
+    ];
+
+    #[test]
+    fn production_refuses_placeholder_patterned_and_phrase_like_secrets() {
+        for weak in WEAK {
+            let service_keys = format!("media:{weak}");
+            for (variable, args) in [
+                ("JWT_SECRET", ["--jwt-secret", weak]),
+                ("APP_SECRET", ["--app-secret", weak]),
+                ("SERVICE_KEYS", ["--service-keys", &service_keys]),
+            ] {
+                let err = production(&args)
+                    .validate()
+                    .expect_err(&format!("{variable}={weak} is accepted"));
+                assert!(err.starts_with(variable), "{variable}={weak}: {err}");
+                assert!(!err.contains(weak), "the value is printed: {err}");
+                assert!(err.contains("openssl rand"), "says how to make one: {err}");
+            }
+            // Development takes what it parses: tests and laptops.
+            assert_eq!(
+                parse(&["--jwt-secret", weak]).map(|c| c.validate()).ok(),
+                Some(Ok(())),
+                "{weak}"
+            );
+        }
+    }
+
+    #[test]
+    fn production_refuses_a_secret_used_twice() {
+        let err = production(&["--app-secret", JWT]).validate().unwrap_err();
+        assert!(
+            err.contains("JWT_SECRET") && err.contains("APP_SECRET") && !err.contains(JWT),
+            "{err}"
+        );
+        for reused in [JWT, APP] {
+            let keys = format!("media:{SERVICE},billing:{reused}");
+            let err = production(&["--service-keys", &keys])
+                .validate()
+                .unwrap_err();
+            assert!(
+                err.starts_with("SERVICE_KEYS") && err.contains("'billing'"),
+                "{err}"
+            );
+            assert!(!err.contains(reused), "{err}");
+        }
+        let keys = format!("media:{SERVICE},billing:{SERVICE}");
+        let err = production(&["--service-keys", &keys])
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.contains("'media'") && err.contains("'billing'") && !err.contains(SERVICE),
+            "{err}"
+        );
+        let keys = format!("media:{SERVICE}");
+        assert_eq!(production(&["--service-keys", &keys]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn random_secrets_pass_the_production_checks() {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        for _ in 0..300 {
+            let mut bytes = [0u8; 48];
+            getrandom::fill(&mut bytes).unwrap();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            // `openssl rand -base64 24/32/48` (32 characters, the least
+            // accepted, and more) and `-hex 32`. (`-hex 16`, 128 bits, is
+            // at the very edge: about 1 in 10,000 is refused.)
+            for secret in [
+                engine.encode(&bytes[..24]),
+                engine.encode(&bytes[..32]),
+                engine.encode(bytes),
+                hex[..64].to_owned(),
+            ] {
+                assert_eq!(secret_strength::weakness(&secret), None, "{secret}");
+            }
+        }
+    }
+
+    #[test]
+    fn parse_errors_of_secrets_never_show_the_value() {
+        for (args, value) in [
+            (["--jwt-secret", "short-secret-value"], "short-secret-value"),
+            (
+                ["--app-secret", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"],
+                "zzzzzzzzzzzz",
+            ),
+            (
+                ["--service-keys", "Zm9vYmFy+c2VjcmV0/dmFsdWU=:media"],
+                "Zm9vYmFy+c2VjcmV0",
+            ),
+            (
+                ["--service-keys", "media=Zm9vYmFy+c2VjcmV0"],
+                "Zm9vYmFy+c2VjcmV0",
+            ),
+            (
+                ["--database-url", "mysql://slop:hunter2-do-not-print@db/x"],
+                "hunter2",
+            ),
+            (
+                ["--redis-url", "redis://:hunter3-do-not-print@[bad/"],
+                "hunter3",
+            ),
+        ] {
+            let error = parse(&args).expect_err(&format!("{args:?}"));
+            let message = without_values(&error);
+            let variable = args[0]
+                .trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase();
+            assert!(message.contains(&variable), "{message}");
+            assert!(!message.contains(value), "{message}");
+        }
+        // Other settings keep their value in the message: it helps.
+        let error = parse(&["--shutdown-timeout", "ten"]).unwrap_err();
+        assert!(without_values(&error).contains("'ten'"));
+    }
+
+    #[test]
+    fn production_needs_an_https_reset_page() {
+        assert_eq!(
+            Config::embedded_defaults().password_reset_url(),
+            "http://localhost:3000/reset-password",
+            "development keeps its default"
+        );
+        let config = parse(&[
+            "--app-env",
+            "production",
+            "--jwt-secret",
+            JWT,
+            "--app-secret",
+            APP,
+        ])
+        .unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.starts_with("PASSWORD_RESET_URL"), "{err}");
+        let err = production(&["--password-reset-url", "http://app.example.com/reset"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.starts_with("PASSWORD_RESET_URL") && err.contains("https"),
+            "{err}"
+        );
+        assert_eq!(production(&[]).password_reset_url(), RESET_URL);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub struct Identity {
     pub auth: Authenticator,
     /// Password hashing, off the async runtime.
     pub passwords: PasswordHasher,
-    /// Outgoing mail.
+    /// Outgoing mail, limited per recipient.
     pub outbox: Outbox,
     /// Rate limits (memory or Redis).
     pub limits: RateLimiter,
@@ -160,6 +160,15 @@ impl Identity {
                 Secret::random(48)
             }
         };
+        let outbox = Outbox::new(
+            config.mail_outbox_dir.clone(),
+            limits.clone(),
+            Rate {
+                limit: config.mail_per_recipient_limit,
+                window: config.mail_per_recipient_window,
+            },
+            app_secret.clone(),
+        );
         let auth = Authenticator::new(
             tokens.clone(),
             sessions.clone(),
@@ -177,10 +186,6 @@ impl Identity {
                 std::thread::available_parallelism()
                     .map_or(1, |cpus| cpus.get().saturating_sub(1).max(1))
             });
-        let outbox = match &config.mail_outbox_dir {
-            Some(dir) => Outbox::Directory(dir.clone()),
-            None => Outbox::Log,
-        };
         Ok(Self {
             accounts,
             sessions,
@@ -195,7 +200,7 @@ impl Identity {
                 session_ttl: config.session_ttl,
                 session_max_lifetime: config.session_max_lifetime,
                 secure_cookies: !development,
-                password_reset_url: config.password_reset_url.clone(),
+                password_reset_url: config.password_reset_url().to_owned(),
                 anonymous_rate: Rate {
                     limit: config.rate_limit_max_requests,
                     window: Duration::from_millis(config.rate_limit_window_ms),

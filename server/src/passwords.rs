@@ -1,8 +1,11 @@
 //! Password rules and password hashing (OWASP Password Storage, ASVS 2.x).
 //!
-//! The rules are NIST's, not composition rules: 8 to 128 characters counted
-//! as Unicode scalar values, nothing truncated, and not one of the 10,000
-//! most common passwords (`data/common-passwords.txt`).
+//! The rules are NIST's (SP 800-63B), not composition rules: 8 to 128
+//! characters counted as Unicode scalar values, nothing truncated, not one
+//! of the 10,000 most common passwords (`data/common-passwords.txt`), and
+//! none of the context-specific values an attacker tries first: nothing
+//! but whitespace, one character repeated, the account's own email address
+//! or its local part.
 //!
 //! Hashes are argon2id PHC strings with OWASP's first parameter set, so the
 //! parameters travel with each hash: raising ours later makes
@@ -35,7 +38,7 @@
 //! Elsewhere the threads keep the process's priority.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     panic::AssertUnwindSafe,
     sync::{Arc, LazyLock, Mutex, PoisonError, mpsc},
 };
@@ -71,13 +74,22 @@ const MAX_STORED_M_COST: u32 = 256 * 1024;
 const MAX_STORED_T_COST: u32 = 16;
 const MAX_STORED_P_COST: u32 = 8;
 
-static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+/// The common passwords, each with its rank (0: the most common).
+static COMMON_PASSWORDS: LazyLock<HashMap<&'static str, usize>> = LazyLock::new(|| {
     include_str!("../data/common-passwords.txt")
         .lines()
         .map(|line| line.trim_end_matches('\r'))
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .enumerate()
+        .map(|(rank, password)| (password, rank))
         .collect()
 });
+
+/// Where a lower-case `candidate` ranks among the common passwords (0: the
+/// most common), if it is one; secret strength estimates use it too.
+pub(crate) fn common_password_rank(candidate: &str) -> Option<usize> {
+    COMMON_PASSWORDS.get(candidate).copied()
+}
 
 /// Why a new password is refused; the message completes "The password …".
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,12 +103,28 @@ pub enum PasswordRejection {
     /// In the common-password list, ignoring case.
     #[error("is one of the most common passwords")]
     Common,
+    /// Nothing but whitespace.
+    #[error("must not be only whitespace")]
+    Blank,
+    /// One character, repeated.
+    #[error("must not be one character repeated")]
+    Repeated,
+    /// The account's email address, or its local part, in any case.
+    #[error("must not be or contain the account's email address or the part before its @")]
+    ContainsEmail,
 }
 
-/// Checks a new password: its length in Unicode scalar values (chars), no
-/// composition rules, no truncation; refused when its lower-cased form is in
-/// the shipped common-password list.
-pub fn check_password(password: &str) -> Result<(), PasswordRejection> {
+/// The shortest local part (before the `@`) that a password may not
+/// contain: shorter ones (`jo@…`) are refused only as the whole password,
+/// or every password with those letters in it would be.
+const MIN_LOCAL_PART_CHARS: usize = 3;
+
+/// Checks a new password for the account `email` (normalized): its length
+/// in Unicode scalar values (chars), no composition rules, no truncation;
+/// refused when it is only whitespace, one character repeated, in the
+/// shipped common-password list (lower-cased), or is or contains the email
+/// address or its local part (ignoring case).
+pub fn check_password(password: &str, email: &str) -> Result<(), PasswordRejection> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(PasswordRejection::TooShort);
@@ -104,8 +132,27 @@ pub fn check_password(password: &str) -> Result<(), PasswordRejection> {
     if chars > MAX_PASSWORD_CHARS {
         return Err(PasswordRejection::TooLong);
     }
-    if COMMON_PASSWORDS.contains(password.to_lowercase().as_str()) {
+    if password.chars().all(char::is_whitespace) {
+        return Err(PasswordRejection::Blank);
+    }
+    let mut rest = password.chars();
+    if let Some(first) = rest.next()
+        && rest.all(|c| c == first)
+    {
+        return Err(PasswordRejection::Repeated);
+    }
+    let lowered = password.to_lowercase();
+    if COMMON_PASSWORDS.contains_key(lowered.as_str()) {
         return Err(PasswordRejection::Common);
+    }
+    let email = email.trim().to_lowercase();
+    let local = email
+        .split_once('@')
+        .map_or(email.as_str(), |(local, _)| local);
+    let contains_local = local.chars().count() >= MIN_LOCAL_PART_CHARS && lowered.contains(local);
+    let is_local = !local.is_empty() && lowered.trim() == local;
+    if (!email.is_empty() && lowered.contains(&email)) || contains_local || is_local {
+        return Err(PasswordRejection::ContainsEmail);
     }
     Ok(())
 }

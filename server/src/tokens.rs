@@ -36,6 +36,8 @@ use subtle::ConstantTimeEq as _;
 use crate::clock::{SharedClock, to_millis};
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 type HmacSha256 = Hmac<Sha256>;

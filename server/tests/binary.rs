@@ -192,6 +192,101 @@ async fn every_log_line_of_a_request_carries_its_request_id() {
     child.wait().await.unwrap();
 }
 
+/// A reset link is a password for whoever reads it: with every log level
+/// on (LOG_LEVEL=trace), neither the token, nor the link, nor the mail's
+/// body, nor the recipient's address is in any log line, when the mail is
+/// sent or when the token is used. The mail itself is in MAIL_OUTBOX_DIR.
+#[tokio::test]
+async fn a_reset_token_is_in_no_log_line_at_any_level() {
+    use slop_api::auth;
+    let mail_dir = scratch_dir("reset-log-mail");
+    let _ = std::fs::remove_dir_all(&mail_dir);
+    let (mut child, addr, mut logs) = start(
+        "reset-log",
+        &[
+            ("LOG_LEVEL", "trace"),
+            ("MAIL_OUTBOX_DIR", mail_dir.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let mut client = auth_client(&addr).await;
+    let email = "log-reader@example.com";
+    client
+        .register(auth::RegisterRequest {
+            email: email.into(),
+            password: "correct horse battery staple".into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .request_password_reset(auth::RequestPasswordResetRequest {
+            email: email.into(),
+        })
+        .await
+        .unwrap();
+    let mail = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let written = std::fs::read_dir(&mail_dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+                .find(|mail| mail.contains("?token="));
+            if let Some(mail) = written {
+                return mail;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the reset mail in MAIL_OUTBOX_DIR");
+    let token: String = mail[mail.find("?token=").unwrap() + "?token=".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect();
+    assert!(token.len() >= 32, "{mail}");
+    client
+        .reset_password(auth::ResetPasswordRequest {
+            reset_token: token.clone(),
+            new_password: "another fine passphrase".into(),
+        })
+        .await
+        .expect("the token from the mail works");
+
+    sigterm(&child);
+    child.wait().await.unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let lines = tokio::time::timeout(PATIENCE, async {
+        let mut lines = Vec::new();
+        while let Some(line) = logs.recv().await {
+            lines.push(line.to_string());
+        }
+        lines
+    })
+    .await
+    .expect("the log ends once the server has exited");
+    assert!(lines.len() > 20, "trace logs are on: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains(r#""kind":"password_reset""#)),
+        "the mail is logged by kind: {lines:#?}"
+    );
+    for secret in [token.as_str(), "?token=", "To choose a new password", email] {
+        for line in lines.iter().chain(std::iter::once(&stderr)) {
+            assert!(!line.contains(secret), "{secret:?} is logged: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&mail_dir);
+}
+
 /// PostgreSQL down at start-up: the process says where it could not
 /// connect and exits 1 within DATABASE_TIMEOUT, instead of holding its
 /// port silently for 30 s; the password in DATABASE_URL is never printed.
@@ -273,6 +368,92 @@ async fn malformed_configuration_stops_start_up_naming_the_variable() {
         .await
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+}
+
+/// A start-up refused for a secret names the variable and the reason, and
+/// prints the value nowhere: not for a malformed value, not for a weak or
+/// reused one in production.
+#[tokio::test]
+async fn start_up_errors_never_print_a_secret() {
+    const JWT: &str = "rbnJ//z/YXw6VFvWEp4oCC0xPX1dFFyu1jYnacwxRIiw4RefN0WHlLUal5Hgy24b";
+    const APP: &str = "4a68814fc804a3cba8811a2023503868ff994c3fb6557daa66ba48fc3375ecee";
+    let production = [
+        ("APP_ENV", "production"),
+        (
+            "PASSWORD_RESET_URL",
+            "https://app.example.com/reset-password",
+        ),
+    ];
+    let phrase = "thisismysupersecretkeyforjwtsigning";
+    let reused = format!("media:{JWT}");
+    /// The environment, the variable the error must name, and the secret
+    /// it must not print.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("JWT_SECRET", "short-but-secret-value")],
+            "JWT_SECRET",
+            "short-but-secret-value",
+        ),
+        (
+            vec![("APP_SECRET", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz")],
+            "APP_SECRET",
+            "zzzzzzzzzzzz",
+        ),
+        (
+            vec![("SERVICE_KEYS", "Zm9vYmFy+c2VjcmV0/dmFsdWU=:media")],
+            "SERVICE_KEYS",
+            "Zm9vYmFy+c2VjcmV0",
+        ),
+        (
+            vec![("DATABASE_URL", "mysql://slop:hunter2-do-not-print@db/x")],
+            "DATABASE_URL",
+            "hunter2-do-not-print",
+        ),
+        (
+            [
+                &production[..],
+                &[("JWT_SECRET", phrase), ("APP_SECRET", APP)],
+            ]
+            .concat(),
+            "JWT_SECRET",
+            phrase,
+        ),
+        (
+            [&production[..], &[("JWT_SECRET", JWT), ("APP_SECRET", JWT)]].concat(),
+            "APP_SECRET",
+            JWT,
+        ),
+        (
+            [
+                &production[..],
+                &[
+                    ("JWT_SECRET", JWT),
+                    ("APP_SECRET", APP),
+                    ("SERVICE_KEYS", &reused),
+                ],
+            ]
+            .concat(),
+            "SERVICE_KEYS",
+            JWT,
+        ),
+    ];
+    for (env, variable, secret) in cases {
+        let mut command = server_command("secret-errors");
+        command.env("LOG_FORMAT", "json").envs(env.iter().copied());
+        let output = tokio::time::timeout(PATIENCE, command.output())
+            .await
+            .expect("refused at once")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{env:?}: {stdout}{stderr}");
+        assert!(stderr.contains(variable), "{env:?}: {stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{variable}'s value is printed: {stdout}{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

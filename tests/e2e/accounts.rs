@@ -226,6 +226,17 @@ async fn register_login_me_refresh_logout_over_rest() {
     .await;
     assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.json());
     assert_eq!(patched.json()["user"]["displayName"], "Grace H.");
+    // The request message itself, as every other REST body is.
+    let as_message = rest(
+        &server,
+        "PATCH",
+        "/api/v1/auth/me",
+        Some(&token),
+        serde_json::json!({"user": {"displayName": "Grace Hopper"}, "updateMask": "displayName"}),
+    )
+    .await;
+    assert_eq!(as_message.status, StatusCode::OK, "{:?}", as_message.json());
+    assert_eq!(as_message.json()["user"]["displayName"], "Grace Hopper");
     let refused = rest(
         &server,
         "PATCH",
@@ -691,11 +702,109 @@ async fn registration_checks_its_fields() {
     }
     let garbage = http(
         Request::post(server.url("/api/v1/auth/register"))
+            .header("content-type", "application/json")
             .body(Full::from("{not json"))
             .unwrap(),
     )
     .await;
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+}
+
+/// NIST 800-63B context-specific words: blank passwords, one character
+/// repeated, and the account's own address are refused wherever a password
+/// is chosen, with INVALID_ARGUMENT naming the field and saying why.
+#[tokio::test]
+async fn weak_passwords_are_refused_at_register_change_and_reset() {
+    let server = TestServer::start().await;
+    let email = "ada.lovelace@example.com";
+    for (password, why) in [
+        ("        ", "whitespace"),
+        (" \t  \u{3000}   ", "whitespace"),
+        ("zzzzzzzzzzzz", "one character repeated"),
+        (
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+            "one character repeated",
+        ),
+        ("ada.lovelace@example.com", "email address"),
+        ("ADA.LOVELACE@EXAMPLE.COM", "email address"),
+        ("Ada.Lovelace", "email address"),
+        ("my name is ada.lovelace!", "email address"),
+    ] {
+        let body = serde_json::json!({"email": email, "password": password, "displayName": "Ada"});
+        let answer = rest(&server, "POST", "/api/v1/auth/register", None, body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{password:?}");
+        let json = answer.json();
+        let violation = &json["error"]["details"][0]["fieldViolations"][0];
+        assert_eq!(violation["field"], "password", "{password:?}: {json}");
+        let description = violation["description"].as_str().unwrap();
+        assert!(description.contains(why), "{password:?}: {json}");
+        assert!(
+            !json.to_string().to_lowercase().contains("lovelace@"),
+            "the answer does not echo the address: {json}"
+        );
+    }
+
+    // Change: the same rules, on new_password.
+    let mut client = grpc(&server).await;
+    register(&mut client, email).await;
+    let signed_in = login(&mut client, email).await;
+    for password in ["          ", "1111111111", email, "ada.lovelace-2024"] {
+        let refused = client
+            .auth
+            .change_password(bearer(
+                auth::ChangePasswordRequest {
+                    current_password: PASSWORD.into(),
+                    new_password: password.into(),
+                },
+                &access(&signed_in),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{password:?}");
+        assert!(
+            refused.message().starts_with("new_password: "),
+            "{password:?}: {}",
+            refused.message()
+        );
+    }
+
+    // Reset: refused before the token is used up, which then still works.
+    client
+        .auth
+        .request_password_reset(auth::RequestPasswordResetRequest {
+            email: email.into(),
+        })
+        .await
+        .unwrap();
+    let token = reset_token(&wait_for_mail(&server, 1).await[0]);
+    for password in [
+        "\t\t\t\t\t\t\t\t",
+        "aaaaaaaaaaaaaaaa",
+        "Ada.Lovelace@Example.com!",
+    ] {
+        let refused = client
+            .auth
+            .reset_password(auth::ResetPasswordRequest {
+                reset_token: token.clone(),
+                new_password: password.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{password:?}");
+        assert!(
+            refused.message().starts_with("new_password: "),
+            "{password:?}: {}",
+            refused.message()
+        );
+    }
+    client
+        .auth
+        .reset_password(auth::ResetPasswordRequest {
+            reset_token: token,
+            new_password: "another fine passphrase".into(),
+        })
+        .await
+        .expect("the token was not used up by the refused passwords");
 }
 
 fn jwt_part(value: &serde_json::Value) -> String {
@@ -988,6 +1097,21 @@ async fn browsers_sign_in_with_a_cookie_guarded_against_csrf() {
     )
     .await;
     assert_eq!(login.status, StatusCode::OK);
+    // The cookies carry the session: the body, which script on the page
+    // can read, carries no token (HttpOnly would hide nothing otherwise).
+    let body = login.json();
+    assert_eq!(body["user"]["email"], "ada@example.com", "{body}");
+    assert!(body["sessionId"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(body.get("tokens").is_none(), "{body}");
+    for text in [
+        &body.to_string(),
+        &String::from_utf8_lossy(&login.body).into_owned(),
+    ] {
+        assert!(
+            !text.contains("refreshToken") && !text.contains("accessToken"),
+            "{text}"
+        );
+    }
     let cookies: Vec<String> = login
         .headers
         .get_all("set-cookie")
@@ -1082,6 +1206,117 @@ async fn browsers_sign_in_with_a_cookie_guarded_against_csrf() {
     )
     .await;
     assert_eq!(tampered.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A page that also needs a bearer token (say, for grpc-web) asks for an
+/// access token with `access_token=true`; the refresh token stays out of
+/// the body either way, and the cookies are set as without it.
+#[tokio::test]
+async fn a_cookie_login_hands_out_an_access_token_only_when_asked() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    for query in [
+        "cookie=true&access_token=true",
+        "accessToken=true&cookie=true",
+    ] {
+        let login = rest(
+            &server,
+            "POST",
+            &format!("/api/v1/auth/login?{query}"),
+            None,
+            serde_json::json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(login.status, StatusCode::OK, "{query}");
+        let cookies: Vec<&str> = login
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            cookies.iter().any(|c| c.starts_with("slop_session=")),
+            "{query}: {cookies:?}"
+        );
+        let body = login.json();
+        let tokens = &body["tokens"];
+        assert!(body["user"].is_object(), "{query}: {body}");
+        assert!(tokens.get("refreshToken").is_none(), "{query}: {body}");
+        assert!(
+            tokens.get("refreshTokenExpiresIn").is_none(),
+            "{query}: {body}"
+        );
+        assert_eq!(tokens["accessTokenExpiresIn"], "900s", "{query}: {body}");
+        let access = tokens["accessToken"].as_str().expect("an access token");
+        assert!(me(&mut client, access).await.is_ok(), "{query}");
+    }
+    // Without cookie mode the body is the whole token pair, as before.
+    let plain = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/login?access_token=true",
+        None,
+        serde_json::json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await
+    .json();
+    assert!(plain["tokens"]["refreshToken"].is_string(), "{plain}");
+}
+
+/// A service key written the way SERVICE_KEYS lists it (`name:secret`) is
+/// refused with a message that says what to send, and echoes nothing.
+#[tokio::test]
+async fn a_service_key_sent_with_its_name_says_to_send_only_the_secret() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    let written = format!("test-service:{SERVICE_KEY}");
+    let refused = client
+        .auth
+        .validate_token(bearer(
+            auth::ValidateTokenRequest {
+                access_token: "x".into(),
+            },
+            &written,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(reason(&refused), "SERVICE_KEY_WITH_NAME");
+    let message = refused.message();
+    assert!(
+        message.contains("Bearer <secret>") && message.contains("SERVICE_KEYS"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(SERVICE_KEY) && !message.contains("test-service"),
+        "{message}"
+    );
+
+    let over_rest = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/validate",
+        Some(&written),
+        serde_json::json!({"accessToken": "x"}),
+    )
+    .await;
+    assert_eq!(over_rest.status, StatusCode::UNAUTHORIZED);
+    let text = String::from_utf8_lossy(&over_rest.body).into_owned();
+    assert!(text.contains("Bearer <secret>"), "{text}");
+    assert!(!text.contains(SERVICE_KEY), "{text}");
+    // A wrong secret with a name gets the same answer: it says nothing of
+    // which services exist.
+    let guessed = rest(
+        &server,
+        "POST",
+        "/api/v1/auth/validate",
+        Some("billing:not-a-key-at-all"),
+        serde_json::json!({"accessToken": "x"}),
+    )
+    .await;
+    assert_eq!(guessed.status, over_rest.status);
+    assert_eq!(guessed.body, over_rest.body);
 }
 
 #[tokio::test]

@@ -63,7 +63,9 @@ async function main() {
   await report("grpc-web health", Array.from(new Uint8Array(await health.arrayBuffer()).slice(0, 7)));
 
   // REST: log in with cookies, then read the profile by cookie alone.
-  const login = await fetch(API + "/api/v1/auth/login?cookie=true", {
+  // In cookie mode the body carries no token unless asked: this page asks
+  // for an access token, for the bearer of its grpc-web stream below.
+  const login = await fetch(API + "/api/v1/auth/login?cookie=true&access_token=true", {
     method: "POST", credentials: "include",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ email: EMAIL, password: PASSWORD }),

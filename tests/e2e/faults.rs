@@ -268,7 +268,10 @@ fn check(channel: &str, messages: &[Message], acked: &[Acked]) -> (usize, usize)
                 recovered: true, ..
             }) => {}
             Message::Event(Event { epoch, offset, .. }) => {
-                let follows = *epoch == last.epoch && *offset == last.offset + 1;
+                // A channel nobody had published to (no epoch, offset 0)
+                // continues into its first epoch.
+                let first_epoch = last.epoch.is_empty() && last.offset == 0 && *offset == 1;
+                let follows = first_epoch || (*epoch == last.epoch && *offset == last.offset + 1);
                 assert!(
                     follows || announced,
                     "{channel}: offset {offset}@{epoch} after {}@{} with no recovered: false",

@@ -203,4 +203,6 @@ async fn the_generated_python_client_reports_a_refused_call_with_its_code() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("error: UNAUTHENTICATED: "), "{stderr}");
+    // The generated client reads ErrorInfo from proto/google/rpc.
+    assert!(stderr.contains(" (reason "), "{stderr}");
 }

@@ -129,3 +129,44 @@ async fn reflection_is_off_in_production_unless_turned_on() {
     let refused = reflection_answers(&turned_off).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
 }
+
+/// The error details every error carries (`google.rpc.ErrorInfo` and the
+/// rest) are served too, so reflection clients (buf curl, grpcurl) print
+/// them instead of base64.
+#[tokio::test]
+async fn reflection_serves_the_error_details() {
+    use prost::Message as _;
+    let server = TestServer::start().await;
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let symbols = [
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+        "google.rpc.Status",
+    ];
+    let requests = tokio_stream::iter(symbols.map(|symbol| v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into()),
+        ),
+    }));
+    let mut replies = client
+        .server_reflection_info(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    for symbol in symbols {
+        let reply = replies.next().await.unwrap().unwrap();
+        let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+            reply.message_response
+        else {
+            panic!("{symbol}: expected a file descriptor, got {reply:?}");
+        };
+        let name = symbol.rsplit('.').next().unwrap();
+        let described = files.file_descriptor_proto.iter().any(|bytes| {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
+            file.package() == "google.rpc" && file.message_type.iter().any(|m| m.name() == name)
+        });
+        assert!(described, "{symbol} is described");
+    }
+}

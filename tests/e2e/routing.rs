@@ -47,10 +47,11 @@ async fn a_known_path_with_the_wrong_method_is_405_with_a_json_error() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(
-        answer.json()["error"]["details"][0]["reason"],
-        "METHOD_NOT_ALLOWED"
-    );
+    let error = &answer.json()["error"];
+    assert_eq!(error["details"][0]["reason"], "METHOD_NOT_ALLOWED");
+    // Not the caller's data but the operation: the gRPC code of an
+    // operation a path does not have.
+    assert_eq!(error["status"], "UNIMPLEMENTED", "{error}");
 }
 
 #[tokio::test]

@@ -221,7 +221,11 @@ async fn signed_in_user(server: &TestServer) -> (String, String) {
     let mut register = credentials.clone();
     register["displayName"] = "WS".into();
     assert_eq!(post("/api/v1/auth/register", register).await.status, 200);
-    let login = post("/api/v1/auth/login?cookie=true", credentials).await;
+    let login = post(
+        "/api/v1/auth/login?cookie=true&access_token=true",
+        credentials,
+    )
+    .await;
     let token = login.json()["tokens"]["accessToken"]
         .as_str()
         .unwrap()
@@ -388,31 +392,8 @@ async fn topics_are_subscribed_by_frame_and_other_users_channels_refused() {
 /// and the first event must come before the second. Answers how many were
 /// lost.
 async fn events_lost_right_after_welcome(server: &TestServer, tries: usize) -> usize {
-    use slop_api::notification::{
-        PublishRequest, notification_service_client::NotificationServiceClient,
-    };
     let user = sign_up(server, "welcome-race@example.com").await;
     let own = format!("user:{}", user.user_id);
-    let mut publisher = NotificationServiceClient::new(server.channel().await);
-    let mut publish = async |kind: &str| {
-        publisher
-            .publish(bearer(
-                PublishRequest {
-                    channels: vec![own.clone()],
-                    r#type: kind.into(),
-                    ..Default::default()
-                },
-                SERVICE_KEY,
-            ))
-            .await
-            .expect("publish")
-            .into_inner()
-            .events[0]
-            .position
-            .clone()
-            .unwrap()
-            .offset
-    };
     let mut lost = 0;
     for i in 0..2 * tries {
         let mut socket = if i % 2 == 0 {
@@ -432,10 +413,10 @@ async fn events_lost_right_after_welcome(server: &TestServer, tries: usize) -> u
             socket
         };
         assert_eq!(next_json(&mut socket).await["type"], "welcome");
-        let first = publish("at.welcome").await;
+        let first = publish(server, &own, "at.welcome").await;
         let subscribed = next_json(&mut socket).await;
         assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
-        let second = publish("after.subscribed").await;
+        let second = publish(server, &own, "after.subscribed").await;
         let mut arrived = Vec::new();
         loop {
             let frame = next_json(&mut socket).await;
@@ -469,4 +450,23 @@ async fn an_event_published_on_welcome_arrives_with_redis() {
     })
     .await;
     assert_eq!(events_lost_right_after_welcome(&server, 100).await, 0);
+}
+
+#[tokio::test]
+async fn a_frame_over_64_kib_closes_the_socket_with_1009() {
+    let server = TestServer::start().await;
+    let (mut socket, _) = connect_signed_in(&server, "big-frame@example.com").await;
+    let big = format!(
+        r#"{{"type":"ping","id":"{}"}}"#,
+        "x".repeat(slop_bridge::ws::MAX_CLIENT_FRAME)
+    );
+    // The server may close before the whole frame is written.
+    let _ = socket.send(Message::Text(big.into())).await;
+    match next_frame(&mut socket).await {
+        Message::Close(Some(close)) => {
+            assert_eq!(close.code, CloseCode::Size, "{close:?}");
+            assert!(close.reason.contains("64 KiB"), "{close:?}");
+        }
+        other => panic!("expected close 1009, got {other:?}"),
+    }
 }

@@ -50,9 +50,16 @@ use frames::{BadFrame, ClientFrame, ServerFrame};
 use subscriptions::{Produced, Subscriptions};
 use wakes::{Source, Wakes};
 
-/// The largest frame a client may send; a larger one closes the socket with
-/// 1009 (message too big).
+/// The largest message a client may send; a larger one closes the socket
+/// with 1009 (message too big).
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+/// The largest single frame read whole before it is refused. A message over
+/// [`MAX_CLIENT_FRAME`] in a frame up to this size is read to its end, so
+/// the connection is still in step and the 1009 close reaches the client; a
+/// larger frame is refused on its header, and its unread bytes end the
+/// connection at once.
+const MAX_READ_FRAME: usize = 1024 * 1024;
 
 /// How long a socket opened without credentials has to send its `auth`
 /// frame (the default of [`Bridge::ws_auth_timeout`]).
@@ -184,7 +191,7 @@ pub async fn upgrade(
     let open = bridge.connections.token();
     upgrade
         .max_message_size(MAX_CLIENT_FRAME)
-        .max_frame_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_READ_FRAME)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
@@ -519,6 +526,10 @@ impl Connection {
                 Ready::Produced(produced) => self.forward(socket, produced).await,
                 Ready::Received(message) => match message {
                     Some(Ok(Message::Close(_))) => Err(Ending::ClientClosed),
+                    Some(Err(error)) if too_big(&error) => Err(Ending::close(
+                        close::MESSAGE_TOO_BIG,
+                        "frames are at most 64 KiB",
+                    )),
                     None | Some(Err(_)) => Err(Ending::ClientGone),
                     Some(Ok(Message::Pong(_))) => {
                         awaiting_pong = false;
@@ -855,6 +866,18 @@ impl Connection {
             ),
         }
     }
+}
+
+/// Whether a read failed because the client's message was over
+/// [`MAX_CLIENT_FRAME`].
+fn too_big(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        error
+            .source()
+            .and_then(|inner| inner.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
 }
 
 /// Sends one frame.

@@ -11,6 +11,9 @@ use super::*;
 
 const OURS: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
 
+/// The account the rules are checked for.
+const EMAIL: &str = "grace.hopper@example.com";
+
 /// A PHC string made with `params` and `algorithm`, cheaply.
 fn hash_with(password: &str, algorithm: Algorithm, params: Params) -> String {
     Argon2::new(algorithm, Version::V0x13, params)
@@ -33,7 +36,7 @@ fn fewer_than_eight_characters_is_too_short() {
         "🔒🔒🔒🔒🔒🔒🔒",
     ] {
         assert_eq!(
-            check_password(password),
+            check_password(password, EMAIL),
             Err(PasswordRejection::TooShort),
             "{password}"
         );
@@ -49,11 +52,11 @@ fn eight_to_128_characters_are_accepted() {
         "ééééééé€".to_owned(),
         "日本語のパスワード".to_owned(),
         "correct horse battery staple".to_owned(),
-        "x".repeat(128),
-        "é".repeat(128),
-        "🔒".repeat(128),
+        "xy".repeat(64),
+        "éa".repeat(64),
+        "🔒🔑".repeat(64),
     ] {
-        assert_eq!(check_password(&password), Ok(()), "{password}");
+        assert_eq!(check_password(&password, EMAIL), Ok(()), "{password}");
     }
 }
 
@@ -65,7 +68,10 @@ fn more_than_128_characters_is_too_long() {
         "🔒".repeat(129),
         "x".repeat(10_000),
     ] {
-        assert_eq!(check_password(&password), Err(PasswordRejection::TooLong));
+        assert_eq!(
+            check_password(&password, EMAIL),
+            Err(PasswordRejection::TooLong)
+        );
     }
 }
 
@@ -86,13 +92,86 @@ fn common_passwords_are_refused_whatever_their_case() {
         "QwertyUIOP",
     ] {
         assert_eq!(
-            check_password(password),
+            check_password(password, EMAIL),
             Err(PasswordRejection::Common),
             "{password}"
         );
     }
     // Too short is said first: that is what the user must fix.
-    assert_eq!(check_password("123456"), Err(PasswordRejection::TooShort));
+    assert_eq!(
+        check_password("123456", EMAIL),
+        Err(PasswordRejection::TooShort)
+    );
+}
+
+#[test]
+fn blank_and_one_repeated_character_are_refused() {
+    for password in [
+        "        ",
+        "\t\t\t\t\t\t\t\t",
+        " \u{3000} \u{a0}    ",
+        "\n \n \n \n ",
+    ] {
+        assert_eq!(
+            check_password(password, EMAIL),
+            Err(PasswordRejection::Blank),
+            "{password:?}"
+        );
+    }
+    for password in [
+        "zzzzzzzz".to_owned(),
+        "7".repeat(40),
+        "é".repeat(128),
+        "🔒".repeat(9),
+    ] {
+        assert_eq!(
+            check_password(&password, EMAIL),
+            Err(PasswordRejection::Repeated),
+            "{password}"
+        );
+    }
+    // Two characters are a (weak) choice, not a single key held down.
+    assert_eq!(check_password("zzzzzzzy", EMAIL), Ok(()));
+}
+
+#[test]
+fn the_accounts_email_and_its_local_part_are_refused_in_any_case() {
+    for password in [
+        "grace.hopper@example.com",
+        "GRACE.HOPPER@EXAMPLE.COM",
+        "my grace.hopper@example.com!",
+        "grace.hopper",
+        "Grace.Hopper1906",
+        "  grace.hopper  ",
+        "admiral GRACE.HOPPER",
+    ] {
+        assert_eq!(
+            check_password(password, EMAIL),
+            Err(PasswordRejection::ContainsEmail),
+            "{password}"
+        );
+    }
+    // Other people's addresses, and parts of the name, are the user's call.
+    assert_eq!(check_password("grace and hopper", EMAIL), Ok(()));
+    assert_eq!(check_password("ada.lovelace@example.com", EMAIL), Ok(()));
+    // A short local part is refused as the password, not inside one.
+    assert_eq!(
+        check_password("jojojojo", "jojojojo@example.com"),
+        Err(PasswordRejection::ContainsEmail)
+    );
+    assert_eq!(
+        check_password("enjoy the jolly jog", "jo@example.com"),
+        Ok(())
+    );
+    assert_eq!(
+        check_password("jo@example.com", "jo@example.com"),
+        Err(PasswordRejection::ContainsEmail)
+    );
+    // Messages complete "The password …", naming no value.
+    assert_eq!(
+        PasswordRejection::ContainsEmail.to_string(),
+        "must not be or contain the account's email address or the part before its @"
+    );
 }
 
 #[test]
@@ -100,21 +179,22 @@ fn the_common_list_is_loaded_whole() {
     let list = &*COMMON_PASSWORDS;
     assert_eq!(list.len(), 10_000);
     let usable = list
-        .iter()
+        .keys()
         .filter(|p| (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&p.chars().count()))
         .count();
     assert!(
         usable >= 1_000,
         "only {usable} entries of 8 to 128 characters"
     );
-    for password in list {
+    for password in list.keys() {
         assert_eq!(*password, password.to_lowercase(), "not lower-case");
         assert_eq!(*password, password.trim(), "surrounding whitespace");
         assert!(!password.is_empty() && !password.starts_with('#'));
     }
     // The header is comments, not passwords.
-    assert!(!list.iter().any(|p| p.contains("license")));
-    assert!(list.contains("123456") && list.contains("password"));
+    assert!(!list.keys().any(|p| p.contains("license")));
+    assert_eq!(common_password_rank("123456"), Some(0), "most common first");
+    assert!(common_password_rank("password").is_some_and(|rank| rank < 10));
 }
 
 // Hashing.
@@ -163,7 +243,10 @@ async fn nothing_is_truncated() {
     let common: String = "y".repeat(100);
     let a = format!("{common}-a");
     let b = format!("{common}-b");
-    assert_eq!((check_password(&a), check_password(&b)), (Ok(()), Ok(())));
+    assert_eq!(
+        (check_password(&a, EMAIL), check_password(&b, EMAIL)),
+        (Ok(()), Ok(()))
+    );
     let (hash_a, hash_b) = (
         hasher.hash(&a).await.unwrap(),
         hasher.hash(&b).await.unwrap(),

@@ -11,7 +11,10 @@ use std::{
 };
 
 use slop_api::auth::{self, InactiveReason, TokenPair, User, auth_service_server::AuthService};
-use slop_bridge::{ClientAddr, rest::COOKIE_LOGIN};
+use slop_bridge::{
+    ClientAddr,
+    rest::{COOKIE_LOGIN, COOKIE_LOGIN_ACCESS_TOKEN},
+};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{Answer, client_ip, internal, invalid, limits_unavailable, rate_limited};
@@ -23,7 +26,7 @@ use crate::{
     clock::{to_millis, to_timestamp},
     identity::{Identity, LOGIN_FAILURES, REFRESH_REUSE_GRACE, RESET_TOKEN_TTL},
     limits::Decision,
-    outbox::Mail,
+    outbox::MailKind,
     passwords::{self, Verification},
     sessions::{Advance, Session, duration_millis},
     tokens,
@@ -216,7 +219,7 @@ impl AuthService for AuthApi {
         let request = request.into_inner();
         let email = normalize_email(&request.email).map_err(|why| invalid("email", why))?;
         let display_name = display_name(&request.display_name)?;
-        passwords::check_password(&request.password)
+        passwords::check_password(&request.password, &email)
             .map_err(|why| invalid("password", why.to_string()))?;
         // Hash first, either way, so an existing email takes as long.
         let password_hash = self
@@ -242,15 +245,21 @@ impl AuthService for AuthApi {
             Err(AccountError::EmailTaken) => {
                 let outbox = self.identity.outbox.clone();
                 let reset_url = self.identity.settings.password_reset_url.clone();
+                // Off the request, so the answer is the same either way,
+                // and so is the answer when the owner's mail limit is hit.
                 tokio::spawn(async move {
+                    let kind = MailKind::RegistrationAttempt;
+                    let Some(reservation) = outbox.reserve(&email, kind).await else {
+                        return;
+                    };
                     outbox
-                        .send(Mail {
-                            to: email,
-                            subject: "Someone tried to register with your address".into(),
-                            body: format!(
+                        .send(
+                            reservation,
+                            "Someone tried to register with your address",
+                            &format!(
                                 "Someone (perhaps you) tried to create a Slop Studios account with this address, which already has one. If it was you, log in, or reset your password at {reset_url}. If not, you can ignore this message."
                             ),
-                        })
+                        )
                         .await;
                 });
             }
@@ -336,12 +345,26 @@ impl AuthService for AuthApi {
             )
             .await?;
         tracing::info!(user_id = %account.id, session_id = %session.id, "logged in");
+        let cookie_login = metadata.get(COOKIE_LOGIN).is_some();
+        let tokens = if !cookie_login {
+            Some(self.token_pair(&session, 0))
+        } else if metadata.get(COOKIE_LOGIN_ACCESS_TOKEN).is_some() {
+            // The cookies are the session: the refresh token never reaches
+            // the page, whose script could read it from the body.
+            Some(TokenPair {
+                refresh_token: String::new(),
+                refresh_token_expires_in: None,
+                ..self.token_pair(&session, 0)
+            })
+        } else {
+            None
+        };
         let mut response = Response::new(auth::LoginResponse {
-            tokens: Some(self.token_pair(&session, 0)),
+            tokens,
             session_id: session.id.clone(),
             user: Some(user(&account)),
         });
-        if metadata.get(COOKIE_LOGIN).is_some() {
+        if cookie_login {
             let settings = &self.identity.settings;
             for cookie in credentials::login_cookies(
                 &self.identity.auth,
@@ -525,7 +548,7 @@ impl AuthService for AuthApi {
                 "current_password is not the account's password",
             ));
         }
-        passwords::check_password(&request.new_password)
+        passwords::check_password(&request.new_password, &account.email)
             .map_err(|why| invalid("new_password", why.to_string()))?;
         let ended = self
             .replace_password(&account.id, &request.new_password, Some(&caller.session.id))
@@ -545,9 +568,15 @@ impl AuthService for AuthApi {
             normalize_email(&request.into_inner().email).map_err(|why| invalid("email", why))?;
         let account = self.identity.accounts.by_email(&email).await?;
         if let Some(account) = account {
-            // Off the request, so the answer takes as long either way.
+            // Off the request, so the answer takes as long either way, and
+            // is the same when the account's mail limit is hit.
             let identity = self.identity.clone();
             tokio::spawn(async move {
+                let outbox = &identity.outbox;
+                let kind = MailKind::PasswordReset;
+                let Some(reservation) = outbox.reserve(&account.email, kind).await else {
+                    return;
+                };
                 let token = tokens::random_token(32);
                 let now = identity.clock.now();
                 let stored = identity
@@ -564,15 +593,14 @@ impl AuthService for AuthApi {
                     return;
                 }
                 let link = format!("{}?token={token}", identity.settings.password_reset_url);
-                identity
-                    .outbox
-                    .send(Mail {
-                        to: account.email,
-                        subject: "Reset your Slop Studios password".into(),
-                        body: format!(
+                outbox
+                    .send(
+                        reservation,
+                        "Reset your Slop Studios password",
+                        &format!(
                             "To choose a new password, open {link} within 30 minutes. If you did not ask for this, ignore this message: your password stays as it is."
                         ),
-                    })
+                    )
                     .await;
             });
         }
@@ -585,23 +613,42 @@ impl AuthService for AuthApi {
     ) -> Answer<auth::ResetPasswordResponse> {
         self.throttle_address(request.extensions()).await?;
         let request = request.into_inner();
-        // Check the new password before using up the token.
-        passwords::check_password(&request.new_password)
-            .map_err(|why| invalid("new_password", why.to_string()))?;
-        let account_id = if request.reset_token.is_empty() || request.reset_token.len() > 256 {
-            None
-        } else {
-            self.identity
-                .accounts
-                .consume_reset_token(&tokens::sha256_hex(&request.reset_token), self.now())
-                .await?
-        };
-        let account_id = account_id.ok_or_else(|| {
+        let invalid_token = || {
             invalid(
                 "reset_token",
                 "not valid: it is wrong, used, or older than 30 minutes; ask for a new one",
             )
-        })?;
+        };
+        // Rules that need no account first, so a weak password is refused
+        // whatever the token.
+        passwords::check_password(&request.new_password, "")
+            .map_err(|why| invalid("new_password", why.to_string()))?;
+        if request.reset_token.is_empty() || request.reset_token.len() > 256 {
+            return Err(invalid_token());
+        }
+        let token_hash = tokens::sha256_hex(&request.reset_token);
+        // Then the account's own rules (its email), before the token is
+        // used up: a refused password leaves the link working.
+        let account_id = self
+            .identity
+            .accounts
+            .reset_token_account(&token_hash, self.now())
+            .await?
+            .ok_or_else(invalid_token)?;
+        let account = self
+            .identity
+            .accounts
+            .by_id(&account_id)
+            .await?
+            .ok_or_else(invalid_token)?;
+        passwords::check_password(&request.new_password, &account.email)
+            .map_err(|why| invalid("new_password", why.to_string()))?;
+        let account_id = self
+            .identity
+            .accounts
+            .consume_reset_token(&token_hash, self.now())
+            .await?
+            .ok_or_else(invalid_token)?;
         let ended = self
             .replace_password(&account_id, &request.new_password, None)
             .await?;

@@ -256,16 +256,12 @@ fn publication(request: notification::PublishRequest) -> Result<(Vec<ChannelName
             "may hold only letters, digits, `.`, `_`, `-` and `:`",
         ));
     }
-    if let Some(payload) = &request.payload {
+    let mut payload = request.payload;
+    if let Some(payload) = &mut payload {
         if payload.encoded_len() > MAX_PAYLOAD_BYTES {
             return Err(invalid("payload", "must be at most 64 KiB once encoded"));
         }
-        if !within_depth(payload, MAX_PAYLOAD_DEPTH) {
-            return Err(invalid(
-                "payload",
-                format!("may nest objects and arrays at most {MAX_PAYLOAD_DEPTH} levels deep"),
-            ));
-        }
+        normalize_payload(payload, MAX_PAYLOAD_DEPTH).map_err(|why| invalid("payload", why))?;
     }
     match (namespace, &request.job) {
         (Namespace::Media, None) => {
@@ -285,32 +281,49 @@ fn publication(request: notification::PublishRequest) -> Result<(Vec<ChannelName
         Event {
             namespace: namespace as i32,
             r#type: request.r#type,
-            payload: request.payload,
+            payload,
             job: request.job,
             ..Event::default()
         },
     ))
 }
 
-/// Whether `payload` nests objects and arrays at most `levels` deep (itself
-/// being the first). Walks at most `levels` deep, so a hostile payload costs
-/// no deep recursion here.
-fn within_depth(payload: &pbjson_types::Struct, levels: usize) -> bool {
-    fn value_within(value: &pbjson_types::Value, levels: usize) -> bool {
-        use pbjson_types::value::Kind;
-        match &value.kind {
-            Some(Kind::StructValue(object)) => within_depth(object, levels),
-            Some(Kind::ListValue(list)) => {
-                levels > 0 && list.values.iter().all(|v| value_within(v, levels - 1))
+/// Checks that `payload` reads back the same through every door, making it
+/// so where it can: objects and arrays nested at most `levels` deep (itself
+/// the first), numbers finite (NaN and the infinities have no JSON), and a
+/// value of no kind (what pbjson makes of a JSON `null`) stored as the null
+/// value it means (protobuf readers refuse a Value with no kind). Walks at
+/// most `levels` deep, so a hostile payload costs no deep recursion here.
+fn normalize_payload(payload: &mut pbjson_types::Struct, levels: usize) -> Result<(), String> {
+    use pbjson_types::{Value, value::Kind};
+    fn check(value: &mut Value, levels: usize) -> Result<(), String> {
+        match &mut value.kind {
+            Some(Kind::StructValue(object)) => normalize_payload(object, levels),
+            Some(Kind::ListValue(_)) if levels == 0 => Err(too_deep()),
+            Some(Kind::ListValue(list)) => list
+                .values
+                .iter_mut()
+                .try_for_each(|item| check(item, levels - 1)),
+            Some(Kind::NumberValue(number)) if !number.is_finite() => {
+                Err("numbers must be finite (JSON has no NaN or infinity)".into())
             }
-            _ => true,
+            None => {
+                value.kind = Some(Kind::NullValue(0));
+                Ok(())
+            }
+            Some(_) => Ok(()),
         }
     }
-    levels > 0
-        && payload
-            .fields
-            .values()
-            .all(|value| value_within(value, levels - 1))
+    fn too_deep() -> String {
+        format!("may nest objects and arrays at most {MAX_PAYLOAD_DEPTH} levels deep")
+    }
+    if levels == 0 {
+        return Err(too_deep());
+    }
+    payload
+        .fields
+        .values_mut()
+        .try_for_each(|item| check(item, levels - 1))
 }
 
 fn check_job(job: &JobProgress) -> Result<(), Status> {
@@ -374,10 +387,11 @@ fn subscriptions(
         )?;
         if let Some(resume) = &subscription.resume_from
             && resume.epoch.is_empty()
+            && resume.offset != 0
         {
             return Err(invalid(
                 &format!("subscriptions[{i}].resume_from.epoch"),
-                "give the epoch of the position to resume from",
+                "give the epoch of the position to resume from (only offset 0, before a channel's first event, has none)",
             ));
         }
         may_read(caller, &name)?;
@@ -613,7 +627,7 @@ impl NotificationService for NotificationApi {
         let state = backend.channel(&name).await.map_err(unavailable)?;
         let (start, mut recovered) = match &after {
             None => (0, true),
-            Some(p) if p.epoch == state.epoch && p.offset <= state.offset => (p.offset, true),
+            Some(p) if state.continues_from(p) => (p.offset, true),
             Some(_) => (0, false),
         };
         let retained = backend
@@ -646,6 +660,8 @@ impl NotificationService for NotificationApi {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -831,6 +847,36 @@ mod tests {
         assert_eq!(
             SubscribeResponse::decode(message.encode_to_vec().as_slice()).unwrap(),
             message
+        );
+    }
+
+    #[test]
+    fn payload_numbers_must_be_finite_and_nulls_are_null_values() {
+        use pbjson_types::{Value, value::Kind};
+        let with = |fields: Vec<(&str, Value)>| notification::PublishRequest {
+            payload: Some(pbjson_types::Struct {
+                fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            }),
+            ..request(&["topic:a"])
+        };
+        // NaN and the infinities have no JSON: the event could not be sent
+        // to any JSON door.
+        for number in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let nested = Value {
+                kind: Some(Kind::ListValue(pbjson_types::ListValue {
+                    values: vec![Value::from(number)],
+                })),
+            };
+            let status = publication(with(vec![("x", nested)])).unwrap_err();
+            assert_eq!(field_of(&status), "payload", "{number}");
+            assert!(status.message().contains("finite"), "{}", status.message());
+        }
+        // A value of no kind (what JSON null parses to) is stored as the
+        // null it means: protobuf readers refuse a Value with no kind.
+        let (_, event) = publication(with(vec![("gone", Value { kind: None })])).unwrap();
+        assert_eq!(
+            event.payload.unwrap().fields["gone"].kind,
+            Some(Kind::NullValue(0))
         );
     }
 

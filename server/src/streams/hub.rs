@@ -174,7 +174,9 @@ impl Subscription {
         if same_epoch && event.offset <= state.offset {
             return;
         }
-        if !same_epoch || event.offset != state.offset + 1 {
+        // The channel's first epoch begins after "no epoch yet, offset 0".
+        let first_epoch = state.epoch.is_empty() && state.offset == 0 && event.offset == 1;
+        if !first_epoch && (!same_epoch || event.offset != state.offset + 1) {
             let lost = Subscribed {
                 channel: self.channel.to_string(),
                 position: Some(StreamPosition {
@@ -508,8 +510,7 @@ impl Feed {
         let mut recovered = false;
         let mut missed = Vec::new();
         if let Some(position) = resume_from
-            && position.epoch == state.epoch
-            && position.offset <= state.offset
+            && state.continues_from(position)
         {
             if position.offset == state.offset {
                 recovered = true;

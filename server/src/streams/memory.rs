@@ -220,25 +220,29 @@ impl MemoryStreams {
 
     pub(super) fn channel(&self, channel: &ChannelName) -> ChannelState {
         let now = self.now();
-        let log = self.log(channel, now);
+        let Some(log) = self.existing(channel) else {
+            return ChannelState::unpublished();
+        };
         let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
         log.used_at = now;
         log.trim(now, self.inner.history);
         log.state()
     }
 
+    /// The log of `channel` if it was published to.
+    fn existing(&self, channel: &ChannelName) -> Option<Arc<Mutex<Log>>> {
+        let channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        channels.map.get(channel).cloned()
+    }
+
     pub(super) fn read(&self, channel: &ChannelName, after: u64, limit: usize) -> Vec<Arc<Event>> {
         let now = self.now();
-        let log = {
-            let channels = self
-                .inner
-                .channels
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match channels.map.get(channel) {
-                Some(log) => log.clone(),
-                None => return Vec::new(),
-            }
+        let Some(log) = self.existing(channel) else {
+            return Vec::new();
         };
         let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
         log.trim(now, self.inner.history);
@@ -285,7 +289,7 @@ mod tests {
             .clone();
         clock.advance(HISTORY.max_age + Duration::from_secs(1));
         for i in 0..1100 {
-            streams.channel(&topic(&format!("t{i}")));
+            streams.publish(&[topic(&format!("t{i}"))], &event("x"), None);
         }
         let channels = streams.inner.channels.lock().unwrap();
         assert!(
@@ -293,8 +297,13 @@ mod tests {
             "the idle, empty channel was swept"
         );
         drop(channels);
-        let state = streams.channel(&old);
-        assert_ne!(state.epoch, epoch, "its history is lost: a new epoch");
-        assert_eq!(state.offset, 0);
+        assert_eq!(
+            streams.channel(&old),
+            ChannelState::unpublished(),
+            "its history is lost"
+        );
+        let again = streams.publish(std::slice::from_ref(&old), &event("x"), None);
+        assert_ne!(again[0].event.epoch, epoch, "a new epoch");
+        assert_eq!(again[0].event.offset, 1);
     }
 }

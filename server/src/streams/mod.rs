@@ -25,7 +25,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use slop_api::notification::Event;
+use slop_api::notification::{Event, StreamPosition};
 
 use crate::clock::SharedClock;
 
@@ -134,7 +134,8 @@ pub struct Stored {
 /// Where a channel stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelState {
-    /// The channel's current epoch.
+    /// The channel's current epoch; empty for a channel nobody published to
+    /// (or whose history is gone), which has none until its first event.
     pub epoch: String,
     /// The latest event's offset; 0 before the first event.
     pub offset: u64,
@@ -142,6 +143,28 @@ pub struct ChannelState {
     pub earliest: u64,
     /// How many events history holds.
     pub size: usize,
+}
+
+impl ChannelState {
+    /// A channel with no events and no epoch yet.
+    pub fn unpublished() -> Self {
+        Self {
+            epoch: String::new(),
+            offset: 0,
+            earliest: 0,
+            size: 0,
+        }
+    }
+
+    /// Whether a client at `position` can continue from here: the same
+    /// epoch, not ahead of the channel; or offset 0 with no epoch ("before
+    /// the channel's first event", what a subscriber of a channel nobody
+    /// had published to holds), which continues into whatever epoch the
+    /// channel got since.
+    pub fn continues_from(&self, position: &StreamPosition) -> bool {
+        let before_any = position.offset == 0 && position.epoch.is_empty();
+        (before_any || position.epoch == self.epoch) && position.offset <= self.offset
+    }
 }
 
 /// Where this instance's live events go: called once per event, in offset
@@ -232,8 +255,9 @@ impl StreamBackend {
         }
     }
 
-    /// Where `channel` stands. A channel seen for the first time gets its
-    /// epoch now, so a position taken before its first event stays valid.
+    /// Where `channel` stands. A channel nobody published to has no epoch
+    /// (and gets no key or entry from being asked about): its position is
+    /// offset 0 with an empty epoch, from which its first epoch continues.
     pub async fn channel(&self, channel: &ChannelName) -> Result<ChannelState> {
         match self {
             Self::Memory(streams) => Ok(streams.channel(channel)),
@@ -430,20 +454,35 @@ pub(crate) mod conformance {
         );
     }
 
-    pub(crate) async fn a_new_channel_keeps_the_epoch_it_was_first_seen_with(
+    pub(crate) async fn a_channel_nobody_published_to_has_no_epoch_yet(
         streams: StreamBackend,
         _: Arc<ManualClock>,
         _: Arc<Recorder>,
     ) {
         let c = topic("fresh");
         let before = streams.channel(&c).await.unwrap();
-        assert_eq!((before.offset, before.earliest, before.size), (0, 0, 0));
+        assert_eq!(before, ChannelState::unpublished());
+        assert_eq!(
+            streams.channel(&c).await.unwrap(),
+            before,
+            "asking changes nothing"
+        );
         let published = streams
             .publish(std::slice::from_ref(&c), &event("x"))
             .await
             .unwrap();
-        assert_eq!(published[0].epoch, before.epoch);
-        assert_eq!(streams.channel(&c).await.unwrap().epoch, before.epoch);
+        assert!(!published[0].epoch.is_empty());
+        let after = streams.channel(&c).await.unwrap();
+        assert_eq!(after.epoch, published[0].epoch);
+        let start = StreamPosition {
+            offset: before.offset,
+            epoch: before.epoch,
+        };
+        assert!(after.continues_from(&start), "the first epoch continues");
+        assert!(!after.continues_from(&StreamPosition {
+            offset: 0,
+            epoch: "another".into()
+        }));
     }
 
     pub(crate) async fn reads_return_what_follows_an_offset(
@@ -691,7 +730,7 @@ pub(crate) mod conformance {
         ($make:path) => {
             $crate::streams::conformance::conformance_suite!(@cases $make;
                 offsets_count_up_from_one_per_channel,
-                a_new_channel_keeps_the_epoch_it_was_first_seen_with,
+                a_channel_nobody_published_to_has_no_epoch_yet,
                 reads_return_what_follows_an_offset,
                 history_keeps_the_latest_events_up_to_the_count,
                 events_older_than_the_age_limit_are_gone,

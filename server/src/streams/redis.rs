@@ -193,14 +193,15 @@ end
 return out
 "#;
 
-/// ARGV[4] = key TTL (ms), ARGV[5] = channel, ARGV[6] = new epoch.
-/// Returns {epoch, offset, earliest, size}.
+/// ARGV[4] = key TTL (ms), ARGV[5] = channel. Returns {epoch, offset,
+/// earliest, size}; {'', 0, 0, 0} for a channel nobody published to, which
+/// it leaves without a key (asking about a channel must not create one).
 const CHANNEL: &str = r#"
 local key = stream_key(ARGV[5])
 local meta = key .. ':meta'
-if redis.call('HSETNX', meta, 'epoch', ARGV[6]) == 1 then
+if redis.call('EXISTS', meta) == 0 then
   redis.call('DEL', key)
-  redis.call('HSET', meta, 'offset', 0)
+  return {'', 0, 0, 0}
 end
 redis.call('PEXPIRE', meta, ARGV[4])
 local first = first_young(key, true)
@@ -415,10 +416,7 @@ impl RedisStreams {
     pub(super) async fn channel(&self, channel: &ChannelName) -> Result<ChannelState> {
         let shared = &self.shared;
         let mut invocation = shared.invocation(&shared.scripts.channel, shared.now());
-        invocation
-            .arg(shared.ttl_millis())
-            .arg(channel.to_string())
-            .arg(new_epoch());
+        invocation.arg(shared.ttl_millis()).arg(channel.to_string());
         let (epoch, offset, earliest, size): (String, u64, u64, usize) = invocation
             .invoke_async(&mut shared.connection.clone())
             .await?;
@@ -914,7 +912,7 @@ mod tests {
         clock::{Clock as _, ManualClock},
         sessions::redis::tests::{PrefixGuard, redis_url},
         streams::{
-            StreamBackend,
+            ChannelState, StreamBackend,
             conformance::{HISTORY, Recorder, event, topic},
         },
     };
@@ -937,6 +935,27 @@ mod tests {
     }
 
     crate::streams::conformance::conformance_suite!(streams);
+
+    /// A hub over Redis streams on a prefix of its own.
+    async fn hub(clock: Arc<ManualClock>) -> (crate::streams::hub::Hub, PrefixGuard) {
+        use crate::streams::hub::{Hub, QueueLimits, Registry};
+        let guard = PrefixGuard::new();
+        let registry = Arc::new(Registry::default());
+        let backend = StreamBackend::redis(
+            &redis_url(),
+            &guard.prefix,
+            clock.clone(),
+            HISTORY,
+            registry.clone(),
+        )
+        .await
+        .expect("connect to Redis");
+        let limits = QueueLimits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+        };
+        (Hub::new(backend, registry, HISTORY, limits, clock), guard)
+    }
 
     fn redis() -> redis::Connection {
         redis::Client::open(redis_url())
@@ -1043,13 +1062,13 @@ mod tests {
             .query(&mut redis())
             .unwrap();
         let state = streams.channel(&c).await.unwrap();
-        assert_ne!(state.epoch, first[0].epoch);
-        assert_eq!((state.offset, state.earliest, state.size), (0, 0, 0));
+        assert_eq!(state, ChannelState::unpublished());
         let next = streams
             .publish(std::slice::from_ref(&c), &event("x"))
             .await
             .unwrap();
-        assert_eq!((next[0].offset, &next[0].epoch), (1, &state.epoch));
+        assert_eq!(next[0].offset, 1);
+        assert_ne!(next[0].epoch, first[0].epoch, "a new epoch");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1210,7 +1229,6 @@ mod tests {
             [
                 format!("{p}stream:topic:a"),
                 format!("{p}stream:topic:a:meta"),
-                format!("{p}stream:topic:empty:meta"),
                 format!("{p}stream:user:u1"),
                 format!("{p}stream:user:u1:meta"),
             ]
@@ -1276,24 +1294,10 @@ mod tests {
     /// message lost) does to the subscribers of a hub over Redis.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn subscribers_are_told_of_a_hole_live_and_when_resuming() {
-        use crate::streams::hub::{Hub, Item, QueueLimits, Registry};
+        use crate::streams::hub::Item;
         let clock = ManualClock::starting_now();
-        let guard = PrefixGuard::new();
-        let registry = Arc::new(Registry::default());
-        let backend = StreamBackend::redis(
-            &redis_url(),
-            &guard.prefix,
-            clock.clone(),
-            HISTORY,
-            registry.clone(),
-        )
-        .await
-        .unwrap();
-        let limits = QueueLimits {
-            max_events: 10,
-            max_bytes: 1 << 20,
-        };
-        let hub = Hub::new(backend.clone(), registry, HISTORY, limits, clock.clone());
+        let (hub, guard) = hub(clock.clone()).await;
+        let backend = hub.backend().clone();
         let c = topic("holey");
         let first = backend
             .publish(std::slice::from_ref(&c), &event("x"))
@@ -1366,6 +1370,25 @@ mod tests {
             Item::Event(event) => assert_eq!(event.offset, 4, "no replay, then live"),
             other => panic!("expected offset 4, got {other:?}"),
         }
+    }
+
+    /// Subscribing to topics nobody published to must not fill the shared
+    /// Redis: one user subscribed to 30,000 in seconds, each leaving a key
+    /// for 24 h.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribing_to_unpublished_topics_leaves_no_key() {
+        let (hub, guard) = hub(ManualClock::starting_now()).await;
+        for i in 0..300 {
+            let mut feed = hub.open(None);
+            feed.subscribe(topic(&format!("nobody-{i}")), &[], None)
+                .await
+                .unwrap();
+        }
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", guard.prefix))
+            .query(&mut redis())
+            .unwrap();
+        assert!(keys.is_empty(), "300 subscriptions left {keys:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -440,3 +440,29 @@ async fn contiguous_live_events_announce_nothing() {
     }
     assert_empty(&feed);
 }
+
+#[tokio::test]
+async fn a_channel_nobody_published_to_starts_its_first_epoch_without_a_gap() {
+    let hub = hub();
+    let fresh = topic("fresh");
+    let mut feed = hub.open(None);
+    feed.subscribe(fresh.clone(), &[], None).await.unwrap();
+    let subscribed = next_subscribed(&feed).await;
+    let start = subscribed.position.unwrap();
+    assert_eq!((start.offset, start.epoch.as_str()), (0, ""));
+    let first = publish(&hub, &fresh, "first").await;
+    assert_eq!(next_event(&feed).await.offset, 1, "no recovered: false");
+    assert_empty(&feed);
+
+    // A client that held that start position resumes into the first epoch.
+    publish(&hub, &fresh, "second").await;
+    let mut resumed = hub.open(None);
+    resumed
+        .subscribe(fresh.clone(), &[], Some(&start))
+        .await
+        .unwrap();
+    let subscribed = next_subscribed(&resumed).await;
+    assert!(subscribed.recovered);
+    assert_eq!(next_event(&resumed).await.epoch, first.epoch);
+    assert_eq!(next_event(&resumed).await.offset, 2);
+}
