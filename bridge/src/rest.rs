@@ -20,6 +20,7 @@ use slop_api::{
     session::{self, session_service_server::SessionService},
 };
 use tonic::{Code, Status, metadata::MetadataMap};
+use tonic_types::StatusExt as _;
 
 use crate::error::ApiError;
 
@@ -85,29 +86,72 @@ pub struct Call {
 impl<S: Send + Sync> FromRequest<S> for Call {
     type Rejection = Response;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
-        let headers = parts.headers.clone();
-        let extensions = parts.extensions.clone();
-        let body = Bytes::from_request(Request::from_parts(parts, body), state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        if body.len() > MAX_BODY {
-            return Err(ApiError(Status::new(
-                Code::InvalidArgument,
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            ))
-            .into_response());
-        }
-        if !body.iter().all(u8::is_ascii_whitespace) && !is_json(&headers) {
+        let body = read_body(&parts.headers, body).await?;
+        if !body.iter().all(u8::is_ascii_whitespace) && !is_json(&parts.headers) {
             return Err(unsupported_media_type());
         }
         Ok(Self {
-            metadata: MetadataMap::from_headers(headers),
-            extensions,
+            metadata: MetadataMap::from_headers(parts.headers),
+            extensions: parts.extensions,
             body,
         })
     }
+}
+
+/// Reads a REST body of at most [`MAX_BODY`] bytes: one announced larger is
+/// refused from its `content-length` before any of it is read, and a
+/// chunked one as soon as it passes the limit, so no more than that is
+/// ever buffered (axum's own limit, 2 MB, never applies).
+async fn read_body(headers: &http::HeaderMap, body: axum::body::Body) -> Result<Bytes, Response> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY)).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(unreadable_body(error.as_ref())),
+    }
+}
+
+/// 413 with the AIP-193 body: INVALID_ARGUMENT, as for any request the
+/// caller must change before sending it again.
+fn too_large() -> Response {
+    let status = Status::with_error_details(
+        Code::InvalidArgument,
+        format!("the request body is larger than {MAX_BODY} bytes"),
+        tonic_types::ErrorDetails::with_error_info(
+            "REQUEST_TOO_LARGE",
+            "slop.api",
+            [("limit_bytes".to_owned(), MAX_BODY.to_string())],
+        ),
+    );
+    crate::error::status_response(StatusCode::PAYLOAD_TOO_LARGE, &status)
+}
+
+/// Why a body could not be read: the status the server's transport put in
+/// the error (DEADLINE_EXCEEDED when it did not arrive in time: 408), else
+/// the client broke it off or sent malformed framing.
+fn unreadable_body(error: &(dyn std::error::Error + 'static)) -> Response {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(status) = error.downcast_ref::<Status>() {
+            if status.code() == Code::DeadlineExceeded {
+                return crate::error::status_response(StatusCode::REQUEST_TIMEOUT, status);
+            }
+            return ApiError(status.clone()).into_response();
+        }
+        source = error.source();
+    }
+    ApiError(Status::invalid_argument(format!(
+        "the request body could not be read: {error}"
+    )))
+    .into_response()
 }
 
 /// Whether the request says its body is JSON (`application/json`, with or

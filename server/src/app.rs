@@ -2,12 +2,13 @@
 //! WebSocket adapter and the health endpoints, with the layers they share.
 //!
 //! ```text
-//! request-id + log span ─ CORS ─┬─ /health, /health/ready, /health/live
-//!                               ├─ /api/v1/...            (bridge: REST, WebSocket)
-//!                               ├─ /.well-known/jwks.json (public keys of access tokens)
-//!                               ├─ /<package.Service>/... ─ grpc-web ─ stream cut-off ─ tonic
-//!                               └─ anything else: gRPC UNIMPLEMENTED for gRPC content types,
-//!                                                 404 with a JSON error for the rest
+//! request-id + log span ─ CORS and security headers (not native gRPC) ─┐
+//!   ├─ /health, /health/ready, /health/live
+//!   ├─ /api/v1/...            (bridge: REST, WebSocket)
+//!   ├─ /.well-known/jwks.json (public keys of access tokens)
+//!   ├─ /<package.Service>/... ─ grpc-web ─ decode errors ─ stream cut-off ─ tonic
+//!   └─ anything else: gRPC UNIMPLEMENTED for gRPC content types,
+//!                     404 with a JSON error for the rest
 //! ```
 
 use std::{convert::Infallible, sync::Arc};
@@ -30,13 +31,21 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::{
-    config::Config,
+    config::{Config, HealthDetails},
     health::{self, Health},
     identity::Identity,
     services::{AuthApi, NotificationApi, SessionApi},
     shutdown::{StreamCutoff, StreamingMethods, end_streams_on_shutdown},
     telemetry,
 };
+
+/// The encoded descriptor sets of every gRPC service the router serves.
+pub const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    slop_api::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
 
 /// Everything the router is built from.
 pub struct Parts {
@@ -59,25 +68,27 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         slop_api::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ];
-    let reflection_v1 = reflection_sets
-        .iter()
-        .fold(tonic_reflection::server::Builder::configure(), |b, set| {
-            b.register_encoded_file_descriptor_set(set)
-        })
-        .build_v1()?;
-    let reflection_v1alpha = reflection_sets
-        .iter()
-        .fold(tonic_reflection::server::Builder::configure(), |b, set| {
-            b.register_encoded_file_descriptor_set(set)
-        })
-        .build_v1alpha()?;
+    let reflection = |router: Router| -> Result<Router, crate::Error> {
+        if !config.grpc_reflection() {
+            return Ok(router);
+        }
+        let v1 = reflection_sets
+            .iter()
+            .fold(tonic_reflection::server::Builder::configure(), |b, set| {
+                b.register_encoded_file_descriptor_set(set)
+            })
+            .build_v1()?;
+        let v1alpha = reflection_sets
+            .iter()
+            .fold(tonic_reflection::server::Builder::configure(), |b, set| {
+                b.register_encoded_file_descriptor_set(set)
+            })
+            .build_v1alpha()?;
+        Ok(grpc_service(grpc_service(router, v1), v1alpha))
+    };
 
-    let streaming = StreamingMethods::from_descriptor_sets(&[
-        slop_api::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ])?;
+    let streaming = StreamingMethods::from_descriptor_sets(&DESCRIPTOR_SETS)?;
+    let request_types = crate::decode_errors::RequestTypes::from_descriptor_sets(&DESCRIPTOR_SETS)?;
     let cutoff = Arc::new(StreamCutoff {
         methods: Arc::new(streaming),
         shutdown: parts.bridge.shutdown.clone(),
@@ -95,12 +106,12 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
     let grpc = grpc_service(grpc, SessionServiceServer::new(sessions));
     let grpc = grpc_service(grpc, NotificationServiceServer::new(parts.notifications));
     let grpc = grpc_service(grpc, parts.health_service);
-    let grpc = grpc_service(grpc, reflection_v1);
-    let grpc = grpc_service(grpc, reflection_v1alpha)
+    let grpc = reflection(grpc)?
         .layer(middleware::from_fn_with_state(
             cutoff,
             end_streams_on_shutdown,
         ))
+        .layer(crate::decode_errors::DecodeErrorsLayer::new(request_types))
         .layer(tonic_web::GrpcWebLayer::new());
 
     let tokens = parts.identity.tokens.clone();
@@ -117,14 +128,37 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         }),
     );
     let router = slop_bridge::router(parts.bridge, rest)
-        .merge(health::router(parts.health))
+        .merge(health::router(
+            parts.health,
+            health_details(config, &parts.identity),
+        ))
         .merge(jwks)
         .merge(grpc)
         .fallback(unknown_route)
         .method_not_allowed_fallback(slop_bridge::method_not_allowed)
-        .layer(crate::cors::BrowsersOnlyLayer::new(&config.cors_origin))
+        .layer(crate::cors::BrowsersOnlyLayer::new(
+            &config.cors_origin,
+            crate::security_headers::SecurityHeaders::new(
+                config.app_env() == crate::config::AppEnv::Production,
+            ),
+        ))
         .layer(middleware::from_fn(telemetry::request_context));
     Ok(router)
+}
+
+/// Who sees the detail of `/health`, as HEALTH_DETAILS says.
+fn health_details(config: &Config, identity: &Arc<Identity>) -> health::Details {
+    match config.health_details() {
+        HealthDetails::Public => health::Details::Public,
+        HealthDetails::Off => health::Details::Off,
+        HealthDetails::Service => {
+            let identity = identity.clone();
+            health::Details::To(Arc::new(move |headers| {
+                let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
+                identity.auth.service_key_holder(&metadata).is_some()
+            }))
+        }
+    }
 }
 
 /// Routes every method of a tonic service, as tonic's own router does.

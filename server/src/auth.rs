@@ -202,6 +202,14 @@ impl Authenticator {
         })
     }
 
+    /// The backend service whose key is the bearer token of `metadata`, if
+    /// any. Unlike [`Authenticator::caller`] it checks no user token and
+    /// touches no session, so public endpoints can show services more
+    /// (`/health`) at no cost to anyone else.
+    pub fn service_key_holder(&self, metadata: &MetadataMap) -> Option<String> {
+        self.service_named_by(bearer(metadata).ok()??)
+    }
+
     fn service_named_by(&self, bearer: &str) -> Option<String> {
         // Compare against every key, so timing says nothing about which.
         let mut found = None;

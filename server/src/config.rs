@@ -245,6 +245,56 @@ pub struct Config {
     /// unit.
     #[arg(long, env = "STREAM_CONNECTION_WINDOW", default_value = "1m", value_parser = parse_connection_window)]
     pub stream_connection_window: Duration,
+
+    // Exposure and connections (issue #9), kept together so the settings
+    // of other work merge cleanly.
+    /// Who sees the detail of `GET /health` (version, uptime, each
+    /// dependency with its check latency): `public` (anyone), `service`
+    /// (callers with a SERVICE_KEYS bearer key; others get the bare status)
+    /// or `off` (no one). Default: public in development, service in
+    /// production. `/health/ready`, `/health/live` and gRPC health stay
+    /// public.
+    #[arg(long, env = "HEALTH_DETAILS", value_enum)]
+    pub health_details: Option<HealthDetails>,
+
+    /// gRPC server reflection (v1 and v1alpha, for grpcurl and `buf curl`):
+    /// `on` or `off`. Default: on in development, off in production, where
+    /// clients use the published contract in proto/.
+    #[arg(long, env = "GRPC_REFLECTION", value_enum)]
+    pub grpc_reflection: Option<Switch>,
+
+    /// How long a connection may stay open with no request in flight: an
+    /// HTTP/1 connection before its first request head is complete and
+    /// between requests (keep-alive), an HTTP/2 connection with no open
+    /// stream. Then it is closed (HTTP/2: with GOAWAY). gRPC streams,
+    /// Server-Sent Events and WebSockets are requests in flight, never idle.
+    /// Seconds, or a number with a unit.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_idle_timeout)]
+    pub http_idle_timeout: Duration,
+
+    /// How long a request body may take to arrive, from the first time the
+    /// server waits for it: a body that trickles is cut (HTTP/1: 408 and
+    /// the connection closed; HTTP/2: the stream reset). Calls of
+    /// client-streaming gRPC methods are exempt. Seconds, or a number with
+    /// a unit.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_idle_timeout)]
+    pub http_body_timeout: Duration,
+
+    /// How many connections may be open at once (WebSockets included).
+    /// When all are taken, a newcomer is served by closing a connection
+    /// that has no request in flight; when none is idle, it is refused
+    /// with 503. Default: the limit on open files (raised to its hard limit
+    /// at start) less a headroom of at most 128 for the server's own files.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub http_max_connections: Option<u32>,
+
+    /// How many connections one client address may have open at once
+    /// (WebSockets included); more are refused with 429. 0: no cap. The
+    /// client is the TCP peer: behind a reverse proxy that is the proxy, so
+    /// raise this to what the proxies open, or set 0 and cap per client at
+    /// the proxy.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub http_max_connections_per_ip: u32,
 }
 
 impl Config {
@@ -800,6 +850,51 @@ fn parse_ping_interval(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
+// Exposure and connections (issue #9): the settings' types, defaults and
+// parsers, kept together.
+
+impl Config {
+    /// Who sees the detail of `GET /health`.
+    pub fn health_details(&self) -> HealthDetails {
+        self.health_details.unwrap_or(match self.app_env() {
+            AppEnv::Development => HealthDetails::Public,
+            AppEnv::Production => HealthDetails::Service,
+        })
+    }
+
+    /// Whether gRPC server reflection is served.
+    pub fn grpc_reflection(&self) -> bool {
+        self.grpc_reflection.unwrap_or(match self.app_env() {
+            AppEnv::Development => Switch::On,
+            AppEnv::Production => Switch::Off,
+        }) == Switch::On
+    }
+}
+
+fn parse_idle_timeout(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// Who sees the detail of `GET /health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HealthDetails {
+    /// Anyone.
+    Public,
+    /// Backend services (a SERVICE_KEYS bearer key); others get the status.
+    Service,
+    /// No one: everyone gets the status.
+    Off,
+}
+
+/// A feature that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Served.
+    On,
+    /// Not served.
+    Off,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1154,6 +1249,35 @@ mod tests {
             err.contains("DATABASE_TIMEOUT") && err.contains("between 100ms and 300s"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn health_details_and_reflection_are_closed_in_production_by_default() {
+        let development = Config::embedded_defaults();
+        assert_eq!(development.health_details(), HealthDetails::Public);
+        assert!(development.grpc_reflection());
+        let production = parse(&["--app-env", "production"]).unwrap();
+        assert_eq!(production.health_details(), HealthDetails::Service);
+        assert!(!production.grpc_reflection());
+        let opened = parse(&[
+            "--app-env",
+            "production",
+            "--health-details",
+            "public",
+            "--grpc-reflection",
+            "on",
+        ])
+        .unwrap();
+        assert_eq!(opened.health_details(), HealthDetails::Public);
+        assert!(opened.grpc_reflection());
+        let err = parse(&["--health-details", "some"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HEALTH_DETAILS"), "{err}");
+        let err = parse(&["--grpc-reflection", "yes"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GRPC_REFLECTION"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! CORS: what lets a browser page on another origin call the server
-//! (REST, WebSocket upgrades, grpc-web). Native gRPC skips it: browsers
-//! cannot speak it, and the headers CORS adds to every answer (`vary`, and
+//! (REST, WebSocket upgrades, grpc-web). Native gRPC skips it, and the
+//! [security headers](crate::security_headers) with it: browsers cannot
+//! speak it, and the headers CORS adds to every answer (`vary`, and
 //! `access-control-*` when there is an `origin`) would cost every backend
 //! call for nothing.
 
@@ -15,7 +16,10 @@ use http::{HeaderName, HeaderValue, Method, Request, header};
 use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
-use crate::config::CorsOrigin;
+use crate::{
+    config::CorsOrigin,
+    security_headers::{Secured, SecurityHeaders},
+};
 
 /// CORS for browsers: REST, WebSocket upgrades and grpc-web.
 pub fn cors(origin: &CorsOrigin) -> CorsLayer {
@@ -70,20 +74,24 @@ pub fn cors(origin: &CorsOrigin) -> CorsLayer {
     }
 }
 
-/// Applies CORS for CORS_ORIGIN, and the cookie origin check
-/// ([`CookieOrigins`]), to everything but native gRPC.
+/// Applies CORS for CORS_ORIGIN, the cookie origin check
+/// ([`CookieOrigins`]) and the [`SecurityHeaders`] to everything but native
+/// gRPC.
 #[derive(Clone)]
 pub struct BrowsersOnlyLayer {
     cors: Arc<CorsLayer>,
     cookie_origins: Arc<CookieOrigins>,
+    headers: SecurityHeaders,
 }
 
 impl BrowsersOnlyLayer {
-    /// CORS and the cookie origin check for CORS_ORIGIN.
-    pub fn new(origin: &CorsOrigin) -> Self {
+    /// CORS and the cookie origin check for CORS_ORIGIN, and `headers` on
+    /// every answer (preflights and refusals too).
+    pub fn new(origin: &CorsOrigin, headers: SecurityHeaders) -> Self {
         Self {
             cors: Arc::new(cors(origin)),
             cookie_origins: Arc::new(CookieOrigins::new(origin)),
+            headers,
         }
     }
 }
@@ -96,6 +104,7 @@ impl<S: Clone> Layer<S> for BrowsersOnlyLayer {
             inner,
             cors: self.cors.clone(),
             cookie_origins: self.cookie_origins.clone(),
+            headers: self.headers.clone(),
         }
     }
 }
@@ -108,6 +117,7 @@ pub struct BrowsersOnly<S> {
     inner: S,
     cors: Arc<CorsLayer>,
     cookie_origins: Arc<CookieOrigins>,
+    headers: SecurityHeaders,
 }
 
 /// Which pages may make a browser send its session cookie (or get one).
@@ -220,8 +230,13 @@ where
     type Response = axum::response::Response;
     type Error = S::Error;
     type Future = Either<
-        Either<S::Future, <Cors<S> as Service<Request<B>>>::Future>,
-        std::future::Ready<Result<Self::Response, Self::Error>>,
+        S::Future,
+        Secured<
+            Either<
+                <Cors<S> as Service<Request<B>>>::Future,
+                std::future::Ready<Result<Self::Response, Self::Error>>,
+            >,
+        >,
     >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -230,16 +245,18 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if is_native_grpc(&request) {
-            Either::Left(Either::Left(self.inner.call(request)))
-        } else if self.cookie_origins.refuses(&request) {
+            return Either::Left(self.inner.call(request));
+        }
+        let answer = if self.cookie_origins.refuses(&request) {
             Either::Right(std::future::ready(Ok(origin_not_allowed())))
         } else {
             // The clone that was made ready goes into the CORS service, as
             // tower asks of a service that is called after poll_ready.
             let fresh = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, fresh);
-            Either::Left(Either::Right(self.cors.layer(ready).call(request)))
-        }
+            Either::Left(self.cors.layer(ready).call(request))
+        };
+        Either::Right(Secured::new(answer, self.headers.clone()))
     }
 }
 

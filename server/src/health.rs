@@ -8,7 +8,8 @@
 //! `grpc.health.v1.Health` service (for Kubernetes gRPC probes and service
 //! meshes) and to the HTTP endpoints `/health`, `/health/ready` and
 //! `/health/live`. Probes read the last result, so a probe storm never
-//! becomes a Redis storm.
+//! becomes a Redis storm. Who sees the detail of `/health` is HEALTH_DETAILS
+//! ([`Details`]); the probes and gRPC health are public.
 //!
 //! Readiness (`""` and each service name over gRPC, `/health/ready` over
 //! HTTP) is NOT_SERVING while a configured dependency does not answer, until
@@ -371,23 +372,54 @@ struct HealthReport {
     dependencies: BTreeMap<&'static str, DependencyState>,
 }
 
+/// Who sees the detail of `GET /health` (version, uptime, dependencies and
+/// their latencies); others get only the status.
+#[derive(Clone)]
+pub enum Details {
+    /// Anyone.
+    Public,
+    /// Callers for whom this says yes, given the request headers (backend
+    /// services, by their key).
+    To(Arc<dyn Fn(&http::HeaderMap) -> bool + Send + Sync>),
+    /// No one.
+    Off,
+}
+
 /// The HTTP health endpoints.
-pub fn router(health: Arc<Health>) -> Router {
+pub fn router(health: Arc<Health>, details: Details) -> Router {
     Router::new()
         .route("/health", get(health_report))
+        .with_state((health.clone(), details))
         .route("/health/ready", get(readiness))
         .route("/health/live", get(liveness))
         .with_state(health)
 }
 
-async fn health_report(State(health): State<Arc<Health>>) -> Response {
+async fn health_report(
+    State((health, details)): State<(Arc<Health>, Details)>,
+    headers: http::HeaderMap,
+) -> Response {
     let report = health.report();
     let status = if report.status == "serving" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, no_store(), Json(report)).into_response()
+    let detailed = match &details {
+        Details::Public => true,
+        Details::To(allowed) => allowed(&headers),
+        Details::Off => false,
+    };
+    if detailed {
+        (status, no_store(), Json(report)).into_response()
+    } else {
+        (
+            status,
+            no_store(),
+            Json(serde_json::json!({"status": report.status})),
+        )
+            .into_response()
+    }
 }
 
 async fn readiness(State(health): State<Arc<Health>>) -> Response {

@@ -7,7 +7,8 @@
 //!
 //! Modules:
 //! - [`config`]: the typed configuration (flags, environment, `.env`).
-//! - [`cors`]: CORS for browsers; native gRPC skips it.
+//! - [`cors`]: CORS for browsers, and [`security_headers`]; native gRPC
+//!   skips both.
 //! - [`app`]: the router that puts the front doors on one port.
 //! - [`services`]: the tonic service implementations, the one implementation
 //!   of each operation.
@@ -17,9 +18,14 @@
 //!   [`passwords`] (argon2id), [`outbox`] (mail), [`limits`] (rate limits,
 //!   memory or Redis), [`redis_connection`], [`clock`].
 //! - [`health`]: dependency checks, readiness and liveness.
-//! - [`serve`]: the accept loop and the bounded graceful drain; [`proxy`]:
-//!   the client's address behind trusted reverse proxies.
-//! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins.
+//! - [`serve`]: the accept loop and the bounded graceful drain;
+//!   [`connections`]: open connections, their caps, what makes one idle;
+//!   [`refusal`]: the answer to one over a cap; [`fd_limit`]: the limit on
+//!   open files; [`request_body`]: the time a request body has to arrive;
+//!   [`proxy`]: the client's address behind trusted reverse proxies.
+//! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
+//!   [`decode_errors`]: a request message that does not decode is the
+//!   caller's fault.
 //! - [`telemetry`]: logs and request ids.
 
 use std::{future::Future, sync::Arc};
@@ -32,7 +38,10 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod cors;
+pub mod decode_errors;
+pub mod fd_limit;
 pub mod health;
 pub mod identity;
 pub mod limits;
@@ -40,6 +49,9 @@ pub mod outbox;
 pub mod passwords;
 pub mod proxy;
 pub mod redis_connection;
+pub mod refusal;
+pub mod request_body;
+pub mod security_headers;
 pub mod serve;
 pub mod services;
 pub mod sessions;
@@ -91,6 +103,8 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send,
     clock: clock::SharedClock,
 ) -> Result<(), Error> {
+    // Before anything opens files.
+    fd_limit::raise_open_files_limit();
     let reporter = tonic_health::server::HealthReporter::new();
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
@@ -147,6 +161,14 @@ pub async fn run_with_clock(
         listener,
         router,
         config.trusted_proxies.clone(),
+        serve::Settings {
+            idle_timeout: config.http_idle_timeout,
+            body_timeout: config.http_body_timeout,
+            streaming_requests: Arc::new(request_body::StreamingRequests::from_descriptor_sets(
+                &app::DESCRIPTOR_SETS,
+            )?),
+            caps: connection_caps(&config),
+        },
         shutdown,
         serve::Drain {
             health,
@@ -158,6 +180,36 @@ pub async fn run_with_clock(
     .await;
     checks.abort();
     Ok(())
+}
+
+/// HTTP_MAX_CONNECTIONS (by default from the limit on open files) and
+/// HTTP_MAX_CONNECTIONS_PER_IP.
+fn connection_caps(config: &Config) -> connections::Caps {
+    let limit = fd_limit::raise_open_files_limit();
+    let fitting = fd_limit::default_max_connections(limit);
+    let total = match config.http_max_connections {
+        Some(total) => {
+            let total = total as usize;
+            if total > fitting {
+                tracing::warn!(
+                    max_connections = total,
+                    open_files_limit = limit,
+                    "HTTP_MAX_CONNECTIONS is more than the limit on open files leaves room for: accepts may fail for want of descriptors (then idle connections are closed to get them back)"
+                );
+            }
+            total
+        }
+        None => fitting,
+    };
+    let per_address =
+        (config.http_max_connections_per_ip > 0).then_some(config.http_max_connections_per_ip);
+    tracing::info!(
+        max_connections = total,
+        max_per_ip = per_address,
+        open_files_limit = limit,
+        "connection limits"
+    );
+    connections::Caps { total, per_address }
 }
 
 /// The notification service: channel streams in Redis when REDIS_URL is set

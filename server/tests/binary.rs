@@ -45,7 +45,21 @@ async fn start(
     name: &str,
     env: &[(&str, &str)],
 ) -> (Child, String, mpsc::UnboundedReceiver<serde_json::Value>) {
-    let mut command = server_command(name);
+    let (child, addr, lines, _) = start_command(server_command(name), env).await;
+    (child, addr, lines)
+}
+
+/// [`start`] with `command`; also answers the lines logged before
+/// "listening".
+async fn start_command(
+    mut command: Command,
+    env: &[(&str, &str)],
+) -> (
+    Child,
+    String,
+    mpsc::UnboundedReceiver<serde_json::Value>,
+    Vec<serde_json::Value>,
+) {
     command
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
@@ -66,6 +80,7 @@ async fn start(
             }
         }
     });
+    let mut before = Vec::new();
     let addr = tokio::time::timeout(PATIENCE, async {
         loop {
             let line: serde_json::Value =
@@ -73,11 +88,12 @@ async fn start(
             if line["message"] == "listening" {
                 return line["addr"].as_str().expect("listening addr").to_owned();
             }
+            before.push(line);
         }
     })
     .await
     .expect("the server listens in time");
-    (child, addr, lines)
+    (child, addr, lines, before)
 }
 
 fn sigterm(child: &Child) {
@@ -790,4 +806,145 @@ async fn two_servers_share_notification_streams_and_a_client_that_loses_one_lose
     let mut a = a;
     a.wait().await.unwrap();
     stores.drop_schema().await;
+}
+
+/// The binary under a limit on open files, soft and hard, as `ulimit -n`
+/// sets it in the shell that starts it.
+fn under_open_files_limit(name: &str, soft: u32, hard: u32) -> Command {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(format!(
+            "ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_slop-server"))
+        .env_clear()
+        .current_dir(scratch_dir(name))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// `GET /health/live` on a new connection from `source` (a loopback
+/// address): whether it answered 200 within a few seconds.
+async fn live_from(addr: &str, source: &str) -> bool {
+    let attempt = async {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(format!("{source}:0").parse().ok()?).ok()?;
+        let mut stream = socket.connect(addr.parse().ok()?).await.ok()?;
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        Some(answer.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), attempt).await,
+        Ok(Some(true))
+    )
+}
+
+/// Waits until /health/live answers from `source`; panics after PATIENCE.
+async fn live_eventually(addr: &str, source: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !live_from(addr, source).await {
+        assert!(
+            Instant::now() < deadline,
+            "/health/live from {source} did not answer within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `count` connections from 127.0.0.1 that send nothing.
+async fn idle_sockets(addr: &str, count: usize) -> Vec<tokio::net::TcpStream> {
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        sockets.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connect (the kernel completes it, accepted or not)"),
+        );
+    }
+    sockets
+}
+
+/// More idle sockets than the process may open files: the soft limit is
+/// raised to the hard one at start, connections are capped below it, and
+/// idle ones make room for newcomers, so /health/live still answers (it
+/// timed out before, with the accept loop failing on EMFILE) and the server
+/// is fine once they close.
+#[tokio::test]
+async fn idle_sockets_past_the_open_files_limit_leave_health_live_answering() {
+    let (mut child, addr, _logs, before) =
+        start_command(under_open_files_limit("idle-flood", 128, 256), &[]).await;
+    let raised = before
+        .iter()
+        .find(|line| line["message"] == "open files limit raised")
+        .unwrap_or_else(|| panic!("no line says the limit was raised: {before:?}"));
+    assert_eq!(raised["from"], 128, "{raised}");
+    assert_eq!(raised["to"], 256, "{raised}");
+
+    let flood = idle_sockets(&addr, 300).await;
+    live_eventually(&addr, "127.0.0.2").await;
+    live_eventually(&addr, "127.0.0.1").await;
+    drop(flood);
+    assert!(
+        live_from(&addr, "127.0.0.2").await,
+        "answers once they close"
+    );
+
+    sigterm(&child);
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Connections allowed past the limit on open files (HTTP_MAX_CONNECTIONS
+/// set too high): accept fails with EMFILE, and the accept loop closes idle
+/// connections to get descriptors back, backs off instead of spinning, and
+/// logs that rarely; /health/live still answers.
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_makes_room_and_health_live_answers() {
+    let (mut child, addr, mut logs, _) = start_command(
+        under_open_files_limit("emfile", 256, 256),
+        &[
+            ("HTTP_MAX_CONNECTIONS", "100000"),
+            ("HTTP_MAX_CONNECTIONS_PER_IP", "0"),
+        ],
+    )
+    .await;
+    let flood = idle_sockets(&addr, 400).await;
+    live_eventually(&addr, "127.0.0.2").await;
+    drop(flood);
+    assert!(
+        live_from(&addr, "127.0.0.2").await,
+        "answers once they close"
+    );
+
+    sigterm(&child);
+    tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
+    let mut exhausted = 0;
+    while let Ok(line) = logs.try_recv() {
+        if line["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("out of file descriptors"))
+        {
+            exhausted += 1;
+        }
+        assert_ne!(line["message"], "accept failed", "{line}");
+    }
+    assert!(
+        (1..=5).contains(&exhausted),
+        "{exhausted} lines about running out of descriptors"
+    );
 }

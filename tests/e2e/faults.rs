@@ -650,6 +650,8 @@ async fn an_instance_killed_under_500_sockets_loses_and_repeats_nothing_on_resum
         config.redis_url = Some(redis.clone());
         config.redis_key_prefix = prefix.clone();
         config.stream_connection_limit = 100_000;
+        // Every socket comes from 127.0.0.1.
+        config.http_max_connections_per_ip = 0;
     })
     .await;
     let user = crate::harness::sign_up(&survivor, "doomed@example.com").await;
@@ -659,6 +661,7 @@ async fn an_instance_killed_under_500_sockets_loses_and_repeats_nothing_on_resum
         let mut config = crate::harness::test_config(&scratch);
         config.redis_url = Some(redis.clone());
         config.stream_connection_limit = 100_000;
+        config.http_max_connections_per_ip = 0;
         config.redis_key_prefix = prefix.clone();
         Doomed::start(config)
     };

@@ -147,3 +147,87 @@ async fn a_reachable_redis_is_checked_and_reported_with_its_latency() {
         ServingStatus::Serving
     );
 }
+
+/// `GET /health` with an optional bearer token.
+async fn health_as(server: &TestServer, bearer: Option<&str>) -> crate::harness::Answer {
+    let mut request = http::Request::get(server.url("/health"));
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    crate::harness::http(request.body(Default::default()).unwrap()).await
+}
+
+fn assert_bare(answer: &crate::harness::Answer, who: &str) {
+    assert_eq!(answer.status, 200, "{who}");
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({"status": "serving"}),
+        "{who} sees no version, uptime or dependencies"
+    );
+}
+
+fn assert_detailed(answer: &crate::harness::Answer, who: &str) {
+    assert_eq!(answer.status, 200, "{who}");
+    let body = answer.json();
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"), "{who}");
+    assert!(
+        body["dependencies"]["database"]["latency_ms"].is_f64(),
+        "{who}: {body}"
+    );
+}
+
+/// The probes and gRPC health answer anyone, whatever HEALTH_DETAILS says.
+async fn assert_probes_public(server: &TestServer) {
+    assert_eq!(
+        get(&server.url("/health/ready")).await.json()["status"],
+        "ready"
+    );
+    assert_eq!(
+        get(&server.url("/health/live")).await.json()["status"],
+        "live"
+    );
+    let mut client = HealthClient::new(server.channel().await);
+    for service in ["", "liveness"] {
+        assert_eq!(
+            grpc_status(&mut client, service).await.unwrap(),
+            ServingStatus::Serving
+        );
+    }
+}
+
+#[tokio::test]
+async fn in_production_only_services_see_the_detail_of_health() {
+    use slop_server::config::AppEnv;
+    let server = TestServer::start_with(|config| config.app_env = Some(AppEnv::Production)).await;
+    let user = crate::harness::sign_up(&server, "curious@example.com").await;
+    assert_bare(&health_as(&server, None).await, "anyone");
+    assert_bare(
+        &health_as(&server, Some(&user.access_token)).await,
+        "a user",
+    );
+    assert_bare(&health_as(&server, Some("not-a-key")).await, "a wrong key");
+    assert_detailed(
+        &health_as(&server, Some(crate::harness::SERVICE_KEY)).await,
+        "a service",
+    );
+    assert_probes_public(&server).await;
+}
+
+#[tokio::test]
+async fn health_details_public_shows_everyone_and_off_shows_no_one() {
+    use slop_server::config::{AppEnv, HealthDetails};
+    let public = TestServer::start_with(|config| {
+        config.app_env = Some(AppEnv::Production);
+        config.health_details = Some(HealthDetails::Public);
+    })
+    .await;
+    assert_detailed(&health_as(&public, None).await, "anyone, when public");
+    let off =
+        TestServer::start_with(|config| config.health_details = Some(HealthDetails::Off)).await;
+    assert_bare(&health_as(&off, None).await, "anyone, when off");
+    assert_bare(
+        &health_as(&off, Some(crate::harness::SERVICE_KEY)).await,
+        "a service, when off",
+    );
+    assert_probes_public(&off).await;
+}

@@ -93,6 +93,43 @@ async fn reflection_v1alpha_lists_the_services() {
     }
 }
 
+/// Whether the server answers reflection (v1) at all.
+async fn reflection_answers(server: &TestServer) -> Result<(), tonic::Status> {
+    let mut client =
+        v1::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    replies.next().await.expect("an answer")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn reflection_is_off_in_production_unless_turned_on() {
+    use slop_server::config::{AppEnv, Switch};
+    let production =
+        TestServer::start_with(|config| config.app_env = Some(AppEnv::Production)).await;
+    let refused = reflection_answers(&production).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+    let turned_on = TestServer::start_with(|config| {
+        config.app_env = Some(AppEnv::Production);
+        config.grpc_reflection = Some(Switch::On);
+    })
+    .await;
+    reflection_answers(&turned_on).await.unwrap();
+    let turned_off =
+        TestServer::start_with(|config| config.grpc_reflection = Some(Switch::Off)).await;
+    let refused = reflection_answers(&turned_off).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+}
+
 /// The error details every error carries (`google.rpc.ErrorInfo` and the
 /// rest) are served too, so reflection clients (buf curl, grpcurl) print
 /// them instead of base64.

@@ -243,6 +243,8 @@ async fn run_backend(
         // Every socket comes from a few addresses, faster than a person
         // could open them: lift the connection throttle.
         ("STREAM_CONNECTION_LIMIT", "1000000".to_owned()),
+        // Thousands of sockets per source address: no per-address cap.
+        ("HTTP_MAX_CONNECTIONS_PER_IP", "0".to_owned()),
     ];
     let server = ServerProcess::start(binary, scratch.path(), backend, secrets, &env).await?;
     let outcome = async {
