@@ -23,7 +23,6 @@ use std::{
 };
 
 use http::{HeaderMap, Request, Response, Uri};
-use prost::Message as _;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 use tower::{Layer, Service};
@@ -40,27 +39,14 @@ impl RequestTypes {
     /// Collects the methods of every service in the given encoded
     /// `FileDescriptorSet`s.
     pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        let mut types = HashMap::new();
-        for encoded in sets {
-            let set = prost_types::FileDescriptorSet::decode(*encoded)?;
-            for file in set.file {
-                let package = file.package.unwrap_or_default();
-                for service in file.service {
-                    let service_name = service.name.unwrap_or_default();
-                    for method in service.method {
-                        let input = method.input_type.unwrap_or_default();
-                        types.insert(
-                            format!(
-                                "/{package}.{service_name}/{}",
-                                method.name.unwrap_or_default()
-                            ),
-                            input.trim_start_matches('.').to_owned(),
-                        );
-                    }
-                }
-            }
-        }
-        Ok(Self(types))
+        Ok(Self(
+            crate::grpc_methods::methods(sets)?
+                .map(|(path, method)| {
+                    let input = method.input_type().trim_start_matches('.').to_owned();
+                    (path, input)
+                })
+                .collect(),
+        ))
     }
 
     fn get(&self, path: &str) -> Option<&str> {

@@ -42,6 +42,7 @@ pub mod connections;
 pub mod cors;
 pub mod decode_errors;
 pub mod fd_limit;
+pub mod grpc_methods;
 pub mod health;
 pub mod identity;
 pub mod limits;

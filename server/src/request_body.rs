@@ -25,7 +25,6 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use prost::Message as _;
 use tokio::time::Sleep;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
@@ -43,25 +42,12 @@ impl StreamingRequests {
     /// Collects the client-streaming methods of every service in the given
     /// encoded `FileDescriptorSet`s.
     pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        let mut paths = HashSet::new();
-        for encoded in sets {
-            let set = prost_types::FileDescriptorSet::decode(*encoded)?;
-            for file in set.file {
-                let package = file.package.unwrap_or_default();
-                for service in file.service {
-                    let service_name = service.name.unwrap_or_default();
-                    for method in service.method {
-                        if method.client_streaming.unwrap_or(false) {
-                            paths.insert(format!(
-                                "/{package}.{service_name}/{}",
-                                method.name.unwrap_or_default()
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Self(paths))
+        Ok(Self(
+            crate::grpc_methods::methods(sets)?
+                .filter(|(_, method)| method.client_streaming())
+                .map(|(path, _)| path)
+                .collect(),
+        ))
     }
 
     /// Whether a request to `path` is a stream.

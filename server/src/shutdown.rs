@@ -22,7 +22,6 @@ use axum::{body::Body, extract::Request, middleware::Next, response::Response};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use prost::Message as _;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// What a stream cut by shutdown tells its client.
@@ -37,25 +36,12 @@ impl StreamingMethods {
     /// Collects the server-streaming methods of every service in the given
     /// encoded `FileDescriptorSet`s.
     pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        let mut paths = HashSet::new();
-        for encoded in sets {
-            let set = prost_types::FileDescriptorSet::decode(*encoded)?;
-            for file in set.file {
-                let package = file.package.unwrap_or_default();
-                for service in file.service {
-                    let service_name = service.name.unwrap_or_default();
-                    for method in service.method {
-                        if method.server_streaming.unwrap_or(false) {
-                            paths.insert(format!(
-                                "/{package}.{service_name}/{}",
-                                method.name.unwrap_or_default()
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Self(paths))
+        Ok(Self(
+            crate::grpc_methods::methods(sets)?
+                .filter(|(_, method)| method.server_streaming())
+                .map(|(path, _)| path)
+                .collect(),
+        ))
     }
 
     /// Whether the request path names a streaming method.
