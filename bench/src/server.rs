@@ -54,10 +54,10 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Logs the server writes: warnings and errors, and the one line that says
 /// where it listens (the crate root logs it at info). Per-request logs
-/// (`slop_server::telemetry`, `slop_server::services`) stay off, so
+/// (`slop_server::transport::telemetry`, `slop_server::services`) stay off, so
 /// logging is not part of what is measured.
 const LOG_LEVEL: &str =
-    "warn,slop_server=info,slop_server::telemetry=warn,slop_server::services=warn";
+    "warn,slop_server=info,slop_server::transport::telemetry=warn,slop_server::services=warn";
 
 /// Where sessions live.
 #[derive(Debug, Clone)]

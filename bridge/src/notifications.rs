@@ -23,8 +23,9 @@ use slop_api::notification::{self, Namespace};
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt as _};
 
+use slop_context::Notifications;
+
 use crate::{
-    Notifications,
     error::ApiError,
     rest::{Call, answer},
 };

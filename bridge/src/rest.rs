@@ -45,7 +45,7 @@ pub struct Services {
     /// `slop.notification.v1.NotificationService`: its REST routes
     /// ([`crate::notifications`]), Server-Sent Events ([`crate::sse`]) and
     /// the subscriptions of WebSockets ([`crate::ws`]).
-    pub notifications: crate::Notifications,
+    pub notifications: slop_context::Notifications,
 }
 
 /// The REST routes of accounts and sessions.

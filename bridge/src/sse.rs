@@ -38,8 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, metadata::MetadataMap};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
+use slop_context::{Notifications, SubscribeStream};
+
 use crate::{
-    Notifications, SubscribeStream,
     error::{ApiError, error_body, http_status, retry_delay},
     notifications::{QueryParams, bad_parameter, parse_namespaces},
 };

@@ -5,63 +5,39 @@
 //! health for Kubernetes (`grpc.health.v1` and `/health*`). The binary is a
 //! thin `main` over [`run`], which tests call too, on a port-0 listener.
 //!
-//! Modules:
-//! - [`config`]: the typed configuration (flags, environment, `.env`).
-//! - [`cors`]: CORS for browsers, and [`security_headers`]; native gRPC
-//!   skips both.
-//! - [`app`]: the router that puts the front doors on one port.
-//! - [`services`]: the tonic service implementations, the one implementation
-//!   of each operation.
-//! - [`identity`]: accounts, passwords, tokens and sessions put together;
-//!   [`auth`] says who is calling.
-//! - [`accounts`] (SQL), [`sessions`] (memory or Redis), [`tokens`] (JWT),
-//!   [`passwords`] (argon2id), [`outbox`] (mail), [`limits`] (rate limits,
-//!   memory or Redis), [`redis_connection`], [`clock`].
-//! - [`health`]: dependency checks, readiness and liveness.
-//! - [`serve`]: the accept loop and the bounded graceful drain;
-//!   [`connections`]: open connections, their caps, what makes one idle;
-//!   [`refusal`]: the answer to one over a cap; [`fd_limit`]: the limit on
-//!   open files; [`request_body`]: the time a request body has to arrive;
-//!   [`proxy`]: the client's address behind trusted reverse proxies.
-//! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
-//!   [`decode_errors`]: a request message that does not decode is the
-//!   caller's fault.
-//! - [`telemetry`]: logs and request ids.
+//! The layers, in the order a request travels through them:
+//! - [`transport`]: the HTTP side. One port, its connections and their
+//!   caps, CORS and security headers, health, logs. It hands gRPC calls to
+//!   the services and everything else to the bridge (`slop_bridge`: REST,
+//!   WebSocket, SSE), which calls the very same services.
+//! - [`services`]: the tonic implementations of the three services, the
+//!   one implementation of each operation; they turn requests into calls on
+//!   the core and the core's errors into statuses.
+//! - [`identity`]: the core of accounts and sign-in: who is calling
+//!   ([`identity::caller`]), accounts, passwords, tokens, sessions, rate
+//!   limits and mail.
+//! - [`notifications`]: channels, their history and this instance's hub
+//!   of subscribers, in memory or in Redis.
+//! - [`infra`]: the configuration, the clock, and the Redis connection.
 
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub mod accounts;
-pub mod app;
-pub mod auth;
-pub mod clock;
-pub mod config;
-pub mod connections;
-pub mod cors;
-pub mod decode_errors;
-pub mod fd_limit;
-pub mod grpc_methods;
-pub mod health;
-pub mod identity;
-pub mod limits;
-pub mod outbox;
-pub mod passwords;
-pub mod proxy;
-pub mod redis_connection;
-pub mod refusal;
-pub mod request_body;
-pub mod security_headers;
-pub mod serve;
-pub mod services;
-pub mod sessions;
-pub mod shutdown;
-pub mod streams;
-pub mod telemetry;
-pub mod tokens;
+use crate::{
+    identity::limits,
+    infra::clock,
+    transport::{app, connections, fd_limit, health, request_body, serve},
+};
 
-pub use config::Config;
+pub mod identity;
+pub mod infra;
+pub mod notifications;
+pub mod services;
+pub mod transport;
+
+pub use infra::config::Config;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +59,7 @@ pub enum Error {
     Identity(#[from] identity::IdentityError),
     /// The notification streams could not be set up.
     #[error("notification streams: {0}")]
-    Streams(#[from] streams::StreamError),
+    Streams(#[from] notifications::StreamError),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down
@@ -230,15 +206,15 @@ async fn notifications(
     ),
     Error,
 > {
-    let history = streams::History {
+    let history = notifications::History {
         max_events: config.stream_history_size as usize,
         max_age: config.stream_history_ttl,
         dedup_window: config.stream_dedup_window,
     };
-    let registry = Arc::new(streams::hub::Registry::default());
+    let registry = Arc::new(notifications::hub::Registry::default());
     let backend = match &config.redis_url {
         Some(url) => {
-            streams::StreamBackend::redis(
+            notifications::StreamBackend::redis(
                 url,
                 &config.redis_key_prefix,
                 identity.clock.clone(),
@@ -247,18 +223,18 @@ async fn notifications(
             )
             .await?
         }
-        None => streams::StreamBackend::Memory(streams::memory::MemoryStreams::new(
+        None => notifications::StreamBackend::Memory(notifications::memory::MemoryStreams::new(
             identity.clock.clone(),
             history,
             registry.clone(),
         )),
     };
     let listening = backend.listening();
-    let hub = streams::hub::Hub::new(
+    let hub = notifications::hub::Hub::new(
         backend,
         registry,
         history,
-        streams::hub::QueueLimits {
+        notifications::hub::QueueLimits {
             max_events: config.stream_queue_max_events as usize,
             max_bytes: config.stream_queue_max_bytes as usize,
         },

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use slop_server::{Config, run, telemetry, termination_signal};
+use slop_server::{Config, run, termination_signal, transport::telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -11,8 +11,8 @@ use slop_api::{
     session::{self, session_service_client::SessionServiceClient},
 };
 use slop_server::{
-    clock::ManualClock,
-    tokens::{self, TokenIssuer, TokenSettings},
+    identity::tokens::{self, TokenIssuer, TokenSettings},
+    infra::clock::ManualClock,
 };
 use tonic::{Code, transport::Channel};
 

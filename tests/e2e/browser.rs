@@ -8,7 +8,7 @@
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use axum::{Router, extract::State, response::Html, routing::get};
-use slop_server::config::CorsOrigin;
+use slop_server::infra::config::CorsOrigin;
 use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{

@@ -8,7 +8,7 @@ use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use slop_server::{Config, clock::ManualClock};
+use slop_server::{Config, infra::clock::ManualClock};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 
@@ -60,7 +60,7 @@ fn uuid_like() -> String {
 /// SQLite file and a mail directory of its own, fixed secrets, one service
 /// key.
 pub fn test_config(scratch: &std::path::Path) -> Config {
-    use slop_server::config::{Secret, ServiceKeys};
+    use slop_server::infra::config::{Secret, ServiceKeys};
     let mut config = Config::embedded_defaults();
     config.host = "127.0.0.1".into();
     config.port = 0;

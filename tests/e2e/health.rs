@@ -197,7 +197,7 @@ async fn assert_probes_public(server: &TestServer) {
 
 #[tokio::test]
 async fn in_production_only_services_see_the_detail_of_health() {
-    use slop_server::config::AppEnv;
+    use slop_server::infra::config::AppEnv;
     let server = TestServer::start_with(|config| config.app_env = Some(AppEnv::Production)).await;
     let user = crate::harness::sign_up(&server, "curious@example.com").await;
     assert_bare(&health_as(&server, None).await, "anyone");
@@ -215,7 +215,7 @@ async fn in_production_only_services_see_the_detail_of_health() {
 
 #[tokio::test]
 async fn health_details_public_shows_everyone_and_off_shows_no_one() {
-    use slop_server::config::{AppEnv, HealthDetails};
+    use slop_server::infra::config::{AppEnv, HealthDetails};
     let public = TestServer::start_with(|config| {
         config.app_env = Some(AppEnv::Production);
         config.health_details = Some(HealthDetails::Public);

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use slop_server::config::CorsOrigin;
+use slop_server::infra::config::CorsOrigin;
 
 use crate::harness::{Answer, PASSWORD, TestServer, http, rest_with, sign_up};
 

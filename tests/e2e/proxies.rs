@@ -4,7 +4,7 @@
 //! 127.0.0.1, the proxy here.
 
 use http::StatusCode;
-use slop_server::proxy::TrustedProxies;
+use slop_server::transport::proxy::TrustedProxies;
 
 use crate::harness::{Answer, PASSWORD, TestServer, rest, rest_with, sign_up};
 

@@ -113,7 +113,7 @@ async fn reflection_answers(server: &TestServer) -> Result<(), tonic::Status> {
 
 #[tokio::test]
 async fn reflection_is_off_in_production_unless_turned_on() {
-    use slop_server::config::{AppEnv, Switch};
+    use slop_server::infra::config::{AppEnv, Switch};
     let production =
         TestServer::start_with(|config| config.app_env = Some(AppEnv::Production)).await;
     let refused = reflection_answers(&production).await.unwrap_err();

@@ -218,7 +218,7 @@ async fn native_grpc_answers_carry_no_cors_headers() {
 async fn a_configured_origin_list_allows_only_those_origins_with_credentials() {
     let server = TestServer::start_with(|config| {
         config.cors_origin =
-            slop_server::config::CorsOrigin::List(vec!["https://app.example".into()]);
+            slop_server::infra::config::CorsOrigin::List(vec!["https://app.example".into()]);
     })
     .await;
     let preflight = |origin: &'static str| {

@@ -5,7 +5,7 @@
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use slop_server::config::AppEnv;
+use slop_server::infra::config::AppEnv;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::harness::{PATIENCE, TestServer, get, grpc_web_call, http, rest, sign_up};

@@ -1,7 +1,7 @@
 //! Events encoded once per instance rather than once per socket.
 //!
 //! Every subscriber of a channel on this instance receives the same
-//! `Arc<Event>` (see [`crate::Delivery`]), one after the other as the
+//! `Arc<Event>` (see [`slop_context::Delivery`]), one after the other as the
 //! sockets' tasks run. The adapter keeps the JSON of the last few events it
 //! encoded, keyed by that allocation, and the whole event frame for the
 //! subscription ids it was sent under (sockets of one app tend to use the

@@ -3,11 +3,11 @@
 //! It speaks JSON text frames, each an object with a `type` (docs/websocket.md
 //! is the protocol). A socket signs in at the upgrade (bearer header or
 //! session cookie) or with an `auth` frame within [`AUTH_TIMEOUT`]; it is
-//! admitted through the [`ConnectionGate`](crate::ConnectionGate) by peer
+//! admitted through the [`ConnectionGate`](slop_context::ConnectionGate) by peer
 //! address at the upgrade and by user once the user is known. A signed-in
 //! socket follows the user's own channel without asking, and each
 //! `subscribe` frame is one `Subscribe` call, made with the socket's
-//! credentials and the [`Admitted`](crate::Admitted) extension, whose
+//! credentials and the [`Admitted`](slop_context::Admitted) extension, whose
 //! messages become frames.
 //!
 //! One task serves a socket: it reads frames, forwards subscription
@@ -34,8 +34,10 @@ use slop_api::notification::{
 };
 use tonic::{Code, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
 
+use slop_context::{Admitted, ClientAddr, Delivery, DeliveryStream, Notifications};
+
 use crate::{
-    Admitted, Bridge, ClientAddr, Delivery, DeliveryStream, Notifications,
+    Bridge,
     error::{ApiError, reason, retry_after_seconds, status_response},
 };
 

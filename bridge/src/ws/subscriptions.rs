@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tonic::Status;
 
-use crate::{Delivery, DeliveryStream};
+use slop_context::{Delivery, DeliveryStream};
 
 /// One `Subscribe` call of a socket.
 struct Subscription {

@@ -21,7 +21,8 @@ use slop_api::{
     },
     session::{self, session_service_server::SessionService},
 };
-use slop_bridge::{Admitted, Bridge, ConnectionGate, SubscribeStream};
+use slop_bridge::Bridge;
+use slop_context::{Admitted, ConnectionGate, SubscribeStream};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
@@ -230,7 +231,7 @@ impl FakeNotifications {
 }
 
 // The bridge's default: the `Subscribe` stream as it is.
-impl slop_bridge::SharedSubscribe for FakeNotifications {}
+impl slop_context::SharedSubscribe for FakeNotifications {}
 
 #[tonic::async_trait]
 impl NotificationService for FakeNotifications {

@@ -11,25 +11,23 @@ use std::{
 };
 
 use slop_api::auth::{self, InactiveReason, TokenPair, User, auth_service_server::AuthService};
-use slop_bridge::{
-    ClientAddr,
-    rest::{COOKIE_LOGIN, COOKIE_LOGIN_ACCESS_TOKEN},
-};
+use slop_bridge::rest::{COOKIE_LOGIN, COOKIE_LOGIN_ACCESS_TOKEN};
+use slop_context::ClientAddr;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use super::{Answer, client_ip, internal, invalid, limits_unavailable, rate_limited};
 use crate::{
-    accounts::{Account, AccountError, NewAccount},
-    auth::{
+    identity::accounts::{Account, AccountError, NewAccount},
+    identity::caller::{
         self as credentials, Access, OrUnavailable as _, Via, split_refresh_token, unauthenticated,
     },
-    clock::{to_millis, to_timestamp},
+    identity::limits::Decision,
+    identity::mail::MailKind,
+    identity::passwords::{self, Verification},
+    identity::sessions::{Advance, Session, duration_millis},
+    identity::tokens,
     identity::{Identity, LOGIN_FAILURES, REFRESH_REUSE_GRACE, RESET_TOKEN_TTL},
-    limits::Decision,
-    outbox::MailKind,
-    passwords::{self, Verification},
-    sessions::{Advance, Session, duration_millis},
-    tokens,
+    infra::clock::{to_millis, to_timestamp},
 };
 
 /// How many old refresh generations are checked for a replay.

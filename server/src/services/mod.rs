@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use slop_bridge::ClientAddr;
+use slop_context::ClientAddr;
 
-use crate::accounts::AccountError;
+use crate::identity::accounts::AccountError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
@@ -68,7 +68,7 @@ pub fn not_found(reason: &str, message: impl Into<String>) -> Status {
     Status::with_error_details(
         Code::NotFound,
         message,
-        ErrorDetails::with_error_info(reason, crate::auth::DOMAIN, []),
+        ErrorDetails::with_error_info(reason, crate::identity::caller::DOMAIN, []),
     )
 }
 
@@ -83,7 +83,7 @@ pub fn client_ip(extensions: &tonic::Extensions) -> String {
 pub fn rate_limited(reason: &str, what: &str, retry_after: Duration) -> Status {
     let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     let mut details = ErrorDetails::with_retry_info(Some(retry_after));
-    details.set_error_info(reason, crate::auth::DOMAIN, []);
+    details.set_error_info(reason, crate::identity::caller::DOMAIN, []);
     Status::with_error_details(
         Code::ResourceExhausted,
         format!("{what}; retry in {seconds} s"),
@@ -93,7 +93,7 @@ pub fn rate_limited(reason: &str, what: &str, retry_after: Duration) -> Status {
 
 /// A rate limiter that does not answer fails the request (closed), like the
 /// session store it shares Redis with.
-pub fn limits_unavailable(error: crate::limits::LimitError) -> Status {
+pub fn limits_unavailable(error: crate::identity::limits::LimitError) -> Status {
     tracing::error!(%error, "rate limiter failed");
     Status::unavailable("the rate limiter is unavailable; retry shortly")
 }

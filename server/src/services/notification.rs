@@ -22,17 +22,17 @@ use slop_api::notification::{
     self, Event, JobProgress, JobState, Namespace, PublishedEvent, StreamPosition,
     SubscribeResponse, notification_service_server::NotificationService, subscribe_response,
 };
-use slop_bridge::{Admitted, ClientAddr, ConnectionGate};
+use slop_context::{Admitted, ClientAddr, ConnectionGate, SubscribeStream};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use super::{Answer, invalid, limits_unavailable, rate_limited};
 use crate::{
-    auth::{Access, Caller, permission_denied, unauthenticated},
-    clock::{SharedClock, to_timestamp},
     identity::Identity,
-    limits::{Decision, Rate, RateLimiter},
-    streams::{
+    identity::caller::{Access, Caller, permission_denied, unauthenticated},
+    identity::limits::{Decision, Rate, RateLimiter},
+    infra::clock::{SharedClock, to_timestamp},
+    notifications::{
         ChannelName, StreamError, contiguous_after,
         hub::{End, Feed, Hub, Item},
     },
@@ -59,9 +59,6 @@ const MAX_JOB_MESSAGE_CHARS: usize = 1024;
 /// ListChannelEvents' page size when none is asked for, and the most.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
-
-/// The stream type of `Subscribe`.
-pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
 
 /// `slop.notification.v1.NotificationService`.
 #[derive(Clone)]
@@ -188,7 +185,7 @@ fn ended(why: End) -> Status {
         End::SlowConsumer => Status::with_error_details(
             Code::ResourceExhausted,
             "the client read events too slowly; reconnect and resume from the last offset it saw",
-            ErrorDetails::with_error_info("SLOW_CONSUMER", crate::auth::DOMAIN, []),
+            ErrorDetails::with_error_info("SLOW_CONSUMER", crate::identity::caller::DOMAIN, []),
         ),
         End::SessionEnded => unauthenticated(
             "SESSION_ENDED",
@@ -482,11 +479,11 @@ impl NotificationApi {
 }
 
 #[tonic::async_trait]
-impl slop_bridge::SharedSubscribe for NotificationApi {
+impl slop_context::SharedSubscribe for NotificationApi {
     async fn subscribe_shared(
         &self,
         request: Request<notification::SubscribeRequest>,
-    ) -> Result<slop_bridge::DeliveryStream, Status> {
+    ) -> Result<slop_context::DeliveryStream, Status> {
         let feed = self.open_feed(request).await?;
         Ok(shared_stream(feed))
     }
@@ -495,7 +492,7 @@ impl slop_bridge::SharedSubscribe for NotificationApi {
 /// The bridge's stream of one feed: its items, events as they are shared
 /// by every subscriber (no copy, no heartbeat), and the status it ended
 /// with.
-fn shared_stream(feed: Feed) -> slop_bridge::DeliveryStream {
+fn shared_stream(feed: Feed) -> slop_context::DeliveryStream {
     Box::pin(SharedStream(Some(feed)))
 }
 
@@ -504,10 +501,10 @@ fn shared_stream(feed: Feed) -> slop_bridge::DeliveryStream {
 struct SharedStream(Option<Feed>);
 
 impl Stream for SharedStream {
-    type Item = Result<slop_bridge::Delivery, Status>;
+    type Item = Result<slop_context::Delivery, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        use slop_bridge::Delivery;
+        use slop_context::Delivery;
         let Some(feed) = &self.0 else {
             return Poll::Ready(None);
         };

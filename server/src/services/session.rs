@@ -8,10 +8,10 @@ use tonic::{Request, Response, Status};
 
 use super::{Answer, invalid, next_page_token, not_found, page};
 use crate::{
-    auth::{Access, Caller, OrUnavailable as _, permission_denied},
-    clock::{from_millis, to_timestamp},
     identity::Identity,
-    sessions::Session,
+    identity::caller::{Access, Caller, OrUnavailable as _, permission_denied},
+    identity::sessions::Session,
+    infra::clock::{from_millis, to_timestamp},
 };
 
 /// The id that names the calling session.

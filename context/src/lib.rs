@@ -1,0 +1,102 @@
+//! What the front doors and the services share about a call, so neither
+//! depends on the other: the server's services implement these traits and
+//! read these request extensions; the bridge (REST, WebSocket, SSE) and the
+//! server's transport set them and call through them.
+//!
+//! - [`ClientAddr`]: the client's address behind trusted proxies.
+//! - [`ConnectionGate`] and [`Admitted`]: the throttle on long-lived
+//!   connections, and the mark of a call already counted by it.
+//! - [`SharedSubscribe`], [`Delivery`]: `Subscribe` with events shared
+//!   between subscribers, for the WebSocket.
+
+use std::{net::IpAddr, pin::Pin, sync::Arc};
+
+use futures_util::Stream;
+use slop_api::notification::{
+    Event, SubscribeRequest, SubscribeResponse, notification_service_server::NotificationService,
+};
+use tonic::transport::server::TcpConnectInfo;
+
+/// The stream a `Subscribe` call answers with. The server's
+/// `NotificationService` implementation uses this type as its
+/// `SubscribeStream`, so the bridge can hold it as a [`Notifications`].
+pub type SubscribeStream =
+    Pin<Box<dyn Stream<Item = Result<SubscribeResponse, tonic::Status>> + Send + 'static>>;
+
+/// What a subscription hands the bridge: a message of the `Subscribe`
+/// stream, or an event shared with every other subscriber of this instance
+/// (the same allocation, so the bridge can encode it once for all of them).
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A message as the `Subscribe` stream has it (boxed: events, the
+    /// common case, are a pointer).
+    Message(Box<SubscribeResponse>),
+    /// An event.
+    Event(Arc<Event>),
+}
+
+/// The stream [`SharedSubscribe::subscribe_shared`] answers with.
+pub type DeliveryStream =
+    Pin<Box<dyn Stream<Item = Result<Delivery, tonic::Status>> + Send + 'static>>;
+
+/// `slop.notification.v1.NotificationService` as the bridge calls it, with
+/// one more way to call `Subscribe`.
+#[tonic::async_trait]
+pub trait SharedSubscribe: NotificationService<SubscribeStream = SubscribeStream> {
+    /// `Subscribe`, for doors with a keep-alive of their own (the
+    /// WebSocket): the same checks and the same messages, except that
+    /// events are shared rather than copied per subscriber and no
+    /// heartbeats are sent. By default, the `Subscribe` stream as it is.
+    async fn subscribe_shared(
+        &self,
+        request: tonic::Request<SubscribeRequest>,
+    ) -> Result<DeliveryStream, tonic::Status> {
+        use futures_util::StreamExt as _;
+        let stream = self.subscribe(request).await?.into_inner();
+        Ok(Box::pin(stream.map(|item| {
+            item.map(|message| Delivery::Message(Box::new(message)))
+        })))
+    }
+}
+
+/// The notification service, as the bridge holds it.
+pub type Notifications = Arc<dyn SharedSubscribe>;
+
+/// A request extension: the client's address as a trusted reverse proxy
+/// forwarded it (the server's `TRUSTED_PROXIES`). Absent, the client is
+/// the TCP peer of [`TcpConnectInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl ClientAddr {
+    /// The client's IP address from a request's extensions (http's or
+    /// tonic's, both give these two): the forwarded one, else the TCP
+    /// peer's; None when the transport has no address.
+    pub fn ip(forwarded: Option<&ClientAddr>, tcp: Option<&TcpConnectInfo>) -> Option<IpAddr> {
+        forwarded.map(|ClientAddr(ip)| *ip).or_else(|| {
+            tcp.and_then(TcpConnectInfo::remote_addr)
+                .map(|addr| addr.ip().to_canonical())
+        })
+    }
+}
+
+/// The connection throttle for long-lived connections (notification streams
+/// and WebSockets), which the server implements over its rate limiter.
+#[tonic::async_trait]
+pub trait ConnectionGate: Send + Sync {
+    /// Counts one new connection from `peer` and, when known, by `user`;
+    /// RESOURCE_EXHAUSTED (with the wait in `RetryInfo`) when either is over
+    /// its limit.
+    async fn admit(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        user: Option<&str>,
+    ) -> Result<(), tonic::Status>;
+}
+
+/// A request extension the WebSocket adapter puts on the `Subscribe` calls
+/// it makes for a socket it already admitted through the [`ConnectionGate`],
+/// so they are not counted as new connections again. Extensions never come
+/// from the wire, so clients cannot set it.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted;

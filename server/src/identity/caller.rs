@@ -1,0 +1,391 @@
+//! Who is calling: the one authenticate-the-caller function every RPC uses,
+//! whichever front door the call came through.
+//!
+//! Credentials, in request metadata (HTTP headers):
+//! - `authorization: Bearer <service key>`: a backend service named in
+//!   SERVICE_KEYS (compared in constant time against every key); only the
+//!   secret is sent, not the `name:` of its SERVICE_KEYS entry;
+//! - `authorization: Bearer <access token>`: a user, if the JWT verifies and
+//!   its session is live;
+//! - the `slop_session` cookie (REST and WebSocket from browsers): a user, if
+//!   the cookie's MAC verifies and its session is live. State-changing calls
+//!   authenticated this way also need `x-csrf-token` (double submit: the
+//!   token is in the readable `slop_csrf` cookie), so another site cannot
+//!   make a browser act with its cookie.
+//!
+//! Every successful user authentication records a use of the session, which
+//! slides its idle timeout, so a revoked or expired session fails on the
+//! very next call, on every instance sharing the session store.
+//!
+//! Secrets derived from APP_SECRET (HMAC-SHA256, domain-separated):
+//! cookie MACs, CSRF tokens, and refresh-token secrets (from each session's
+//! random seed and refresh generation; see [`Authenticator::refresh_secret`]).
+
+use std::{sync::Arc, time::Duration};
+
+use tonic::{Code, Status, metadata::MetadataMap};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use crate::{
+    identity::sessions::{Session, SessionStore},
+    identity::tokens::{self, TokenError, TokenIssuer},
+    infra::config::{Secret, ServiceKeys},
+};
+
+/// The session cookie (HttpOnly).
+pub const SESSION_COOKIE: &str = "slop_session";
+/// The CSRF cookie (readable by the page, which echoes it in `x-csrf-token`).
+pub const CSRF_COOKIE: &str = "slop_csrf";
+/// The header carrying the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The `ErrorInfo` domain of authentication errors.
+pub const DOMAIN: &str = "auth.slop.studio";
+
+/// Whether a call changes state (and so needs CSRF protection when
+/// authenticated by cookie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only.
+    Read,
+    /// Changes state.
+    Write,
+}
+
+/// How a user proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A bearer access token.
+    Bearer,
+    /// The session cookie.
+    Cookie,
+}
+
+/// A signed-in user making a call.
+#[derive(Debug, Clone)]
+pub struct UserCaller {
+    /// The user.
+    pub user_id: String,
+    /// Their session, as of this call (already touched).
+    pub session: Session,
+    /// How they authenticated.
+    pub via: Via,
+}
+
+/// Whoever is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A signed-in user.
+    User(UserCaller),
+    /// A backend service, by its name in SERVICE_KEYS.
+    Service(String),
+}
+
+/// Checks credentials.
+pub struct Authenticator {
+    tokens: Arc<TokenIssuer>,
+    sessions: SessionStore,
+    service_keys: ServiceKeys,
+    app_secret: Secret,
+    session_ttl: Duration,
+}
+
+impl Authenticator {
+    /// An authenticator over these keys and stores.
+    pub fn new(
+        tokens: Arc<TokenIssuer>,
+        sessions: SessionStore,
+        service_keys: ServiceKeys,
+        app_secret: Secret,
+        session_ttl: Duration,
+    ) -> Self {
+        Self {
+            tokens,
+            sessions,
+            service_keys,
+            app_secret,
+            session_ttl,
+        }
+    }
+
+    /// Identifies the caller: a user or a backend service.
+    pub async fn caller(&self, metadata: &MetadataMap, access: Access) -> Result<Caller, Status> {
+        if let Some(bearer) = bearer(metadata)? {
+            if let Some(name) = self.service_named_by(bearer) {
+                return Ok(Caller::Service(name));
+            }
+            if bearer.contains(':') {
+                // No access token has a ':'; a SERVICE_KEYS entry copied
+                // whole (`name:secret`) has. Say what to send, echoing
+                // nothing, whether or not the secret is right.
+                return Err(unauthenticated(
+                    "SERVICE_KEY_WITH_NAME",
+                    "a service key is sent as `authorization: Bearer <secret>`, with only the secret part of its SERVICE_KEYS entry (name:secret), not the name",
+                ));
+            }
+            let claims = self.tokens.verify_access(bearer).map_err(token_error)?;
+            let session = self.live_session(&claims.sid).await?;
+            if session.user_id != claims.sub {
+                return Err(unauthenticated(
+                    "TOKEN_INVALID",
+                    "the access token does not match its session",
+                ));
+            }
+            return Ok(Caller::User(UserCaller {
+                user_id: claims.sub,
+                session,
+                via: Via::Bearer,
+            }));
+        }
+        if let Some(cookie) = cookie(metadata, SESSION_COOKIE) {
+            let session_id = self.session_from_cookie(&cookie).ok_or_else(|| {
+                unauthenticated("COOKIE_INVALID", "the session cookie is not valid")
+            })?;
+            if access == Access::Write {
+                let sent = metadata
+                    .get(CSRF_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default();
+                if !tokens::constant_time_eq(sent, &self.csrf_token(&session_id)) {
+                    return Err(Status::with_error_details(
+                        Code::PermissionDenied,
+                        "a request authenticated by cookie that changes state needs the x-csrf-token header (the value of the slop_csrf cookie)",
+                        ErrorDetails::with_error_info("CSRF_TOKEN_INVALID", DOMAIN, []),
+                    ));
+                }
+            }
+            let session = self.live_session(&session_id).await?;
+            return Ok(Caller::User(UserCaller {
+                user_id: session.user_id.clone(),
+                session,
+                via: Via::Cookie,
+            }));
+        }
+        Err(unauthenticated(
+            "CREDENTIALS_MISSING",
+            "this call needs credentials: authorization: Bearer <access token or service key>",
+        ))
+    }
+
+    /// The caller, who must be a signed-in user.
+    pub async fn user(&self, metadata: &MetadataMap, access: Access) -> Result<UserCaller, Status> {
+        match self.caller(metadata, access).await? {
+            Caller::User(user) => Ok(user),
+            Caller::Service(name) => Err(permission_denied(
+                "USER_REQUIRED",
+                format!("service '{name}' called an operation of signed-in users"),
+            )),
+        }
+    }
+
+    /// The caller, who must be a backend service; returns its name.
+    pub async fn service(&self, metadata: &MetadataMap) -> Result<String, Status> {
+        match self.caller(metadata, Access::Read).await? {
+            Caller::Service(name) => Ok(name),
+            Caller::User(_) => Err(permission_denied(
+                "SERVICE_REQUIRED",
+                "only backend services (SERVICE_KEYS) may call this",
+            )),
+        }
+    }
+
+    async fn live_session(&self, session_id: &str) -> Result<Session, Status> {
+        let touched = self
+            .sessions
+            .touch(session_id, self.session_ttl)
+            .await
+            .or_unavailable()?;
+        touched.ok_or_else(|| {
+            unauthenticated(
+                "SESSION_ENDED",
+                "the session has ended (logged out, revoked or expired): log in again",
+            )
+        })
+    }
+
+    /// The backend service whose key is the bearer token of `metadata`, if
+    /// any. Unlike [`Authenticator::caller`] it checks no user token and
+    /// touches no session, so public endpoints can show services more
+    /// (`/health`) at no cost to anyone else.
+    pub fn service_key_holder(&self, metadata: &MetadataMap) -> Option<String> {
+        self.service_named_by(bearer(metadata).ok()??)
+    }
+
+    fn service_named_by(&self, bearer: &str) -> Option<String> {
+        // Compare against every key, so timing says nothing about which.
+        let mut found = None;
+        for (name, secret) in &self.service_keys.0 {
+            let matches: bool =
+                subtle::ConstantTimeEq::ct_eq(bearer.as_bytes(), secret.expose()).into();
+            if matches {
+                found = Some(name.clone());
+            }
+        }
+        found
+    }
+
+    fn mac(&self, purpose: &str, value: &str) -> String {
+        tokens::hmac_b64(
+            self.app_secret.expose(),
+            format!("{purpose}\0{value}").as_bytes(),
+        )
+    }
+
+    /// The value of the session cookie for a session: its id and a MAC, so
+    /// the id alone (which users see in session lists) is not a credential.
+    pub fn session_cookie_value(&self, session_id: &str) -> String {
+        format!("{session_id}.{}", self.mac("cookie", session_id))
+    }
+
+    fn session_from_cookie(&self, value: &str) -> Option<String> {
+        let (session_id, mac) = value.rsplit_once('.')?;
+        tokens::constant_time_eq(mac, &self.mac("cookie", session_id))
+            .then(|| session_id.to_owned())
+    }
+
+    /// The CSRF token of a session.
+    pub fn csrf_token(&self, session_id: &str) -> String {
+        self.mac("csrf", session_id)
+    }
+
+    /// The secret part of a session's refresh token of `generation`.
+    pub fn refresh_secret(&self, session: &Session, generation: u64) -> String {
+        self.mac(
+            "refresh",
+            &format!("{}\0{}\0{generation}", session.id, session.refresh_seed),
+        )
+    }
+
+    /// The refresh token of a session's `generation`: `<session id>.<secret>`.
+    pub fn refresh_token(&self, session: &Session, generation: u64) -> String {
+        format!(
+            "{}.{}",
+            session.id,
+            self.refresh_secret(session, generation)
+        )
+    }
+
+    /// The store sessions live in.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    /// The idle session timeout.
+    pub fn session_ttl(&self) -> Duration {
+        self.session_ttl
+    }
+}
+
+/// Splits a refresh token into its session id and secret.
+pub fn split_refresh_token(token: &str) -> Option<(&str, &str)> {
+    let (session_id, secret) = token.split_once('.')?;
+    (!session_id.is_empty() && !secret.is_empty() && token.len() <= 512)
+        .then_some((session_id, secret))
+}
+
+/// The bearer token, if the call carries an `authorization` header.
+fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
+    let Some(value) = metadata.get("authorization") else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        unauthenticated(
+            "CREDENTIALS_INVALID",
+            "the authorization header is not text",
+        )
+    })?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(unauthenticated(
+            "CREDENTIALS_INVALID",
+            "expected authorization: Bearer <token>",
+        ));
+    }
+    Ok(Some(token.trim()))
+}
+
+/// The value of a cookie in the `cookie` header(s).
+pub fn cookie(metadata: &MetadataMap, name: &str) -> Option<String> {
+    metadata
+        .get_all("cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"').to_owned())
+}
+
+/// `Set-Cookie` values that sign a browser in to a session.
+pub fn login_cookies(
+    authenticator: &Authenticator,
+    session: &Session,
+    secure: bool,
+    max_age: Duration,
+) -> [String; 2] {
+    let secure = if secure { "; Secure" } else { "" };
+    let max_age = max_age.as_secs();
+    let session_cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        authenticator.session_cookie_value(&session.id)
+    );
+    let csrf_cookie = format!(
+        "{CSRF_COOKIE}={}; Path=/; SameSite=Lax; Max-Age={max_age}{secure}",
+        authenticator.csrf_token(&session.id)
+    );
+    [session_cookie, csrf_cookie]
+}
+
+/// `Set-Cookie` values that sign a browser out.
+pub fn logout_cookies(secure: bool) -> [String; 2] {
+    let secure = if secure { "; Secure" } else { "" };
+    [SESSION_COOKIE, CSRF_COOKIE]
+        .map(|name| format!("{name}=; Path=/; Max-Age=0; SameSite=Lax{secure}"))
+}
+
+fn token_error(error: TokenError) -> Status {
+    match error {
+        TokenError::Expired => {
+            unauthenticated("TOKEN_EXPIRED", "the access token has expired: refresh it")
+        }
+        other => unauthenticated(
+            "TOKEN_INVALID",
+            &format!("the access token is not valid: {other}"),
+        ),
+    }
+}
+
+/// UNAUTHENTICATED with a stable reason.
+pub fn unauthenticated(reason: &str, message: &str) -> Status {
+    Status::with_error_details(
+        Code::Unauthenticated,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, []),
+    )
+}
+
+/// PERMISSION_DENIED with a stable reason.
+pub fn permission_denied(reason: &str, message: impl Into<String>) -> Status {
+    Status::with_error_details(
+        Code::PermissionDenied,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, []),
+    )
+}
+
+/// UNAVAILABLE for a session store that did not answer; the cause is logged.
+pub fn store_unavailable(error: &crate::identity::sessions::SessionError) -> Status {
+    tracing::error!(%error, "session store failed");
+    Status::unavailable("the session store is unavailable; retry shortly")
+}
+
+/// Turns a session store failure into UNAVAILABLE (see [`store_unavailable`]).
+pub trait OrUnavailable<T> {
+    /// The value, or UNAVAILABLE.
+    fn or_unavailable(self) -> Result<T, Status>;
+}
+
+impl<T> OrUnavailable<T> for Result<T, crate::identity::sessions::SessionError> {
+    fn or_unavailable(self) -> Result<T, Status> {
+        self.map_err(|error| store_unavailable(&error))
+    }
+}

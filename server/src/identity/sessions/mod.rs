@@ -1,0 +1,547 @@
+//! Sessions: one per login, shared by every server instance.
+//!
+//! A session is the unit of login. It records who (user), from where (user
+//! agent, IP), and when (created, last seen). It ends when it has not been
+//! used for the idle timeout (SESSION_TTL, which slides on every
+//! authenticated use) or at its absolute lifetime (SESSION_MAX_LIFETIME),
+//! whichever comes first, or when it is revoked. Every authenticated call
+//! checks its session here, so a logout or revocation takes effect on the
+//! very next call, on every instance sharing the store.
+//!
+//! Refresh tokens are not stored: each session keeps a random seed and a
+//! generation counter, and the refresh secret of generation `g` is derived
+//! from the seed and APP_SECRET (see `crate::identity::caller`). Rotating a refresh token
+//! is advancing the generation with a compare-and-set, which both backends
+//! make atomic.
+//!
+//! Backends: [`memory`] (the embedded default, one process) and [`redis`]
+//! (shared by instances; survives restarts). Both pass one conformance suite
+//! below, expiry included, driven by a manual clock instead of sleeps.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::infra::clock::SharedClock;
+
+pub mod memory;
+pub mod redis;
+
+/// The most sessions one user keeps; a login beyond it ends the user's least
+/// recently used session, so repeated logins cannot grow the store without
+/// bound.
+pub const MAX_SESSIONS_PER_USER: usize = 100;
+
+/// What [`SessionStore::revocations`] yields instead of a session id when
+/// revocations may have been missed (the Redis store's subscriber has just
+/// subscribed, the first time or after losing its connection): the receiver
+/// re-checks every session it holds (with [`SessionStore::get`]). Never a
+/// session id.
+pub const RECHECK_SESSIONS: &str = "*";
+
+/// How many revocations a [`SessionStore::revocations`] receiver may fall
+/// behind before it lags (and then re-checks its sessions).
+const REVOCATIONS_CAPACITY: usize = 1024;
+
+/// A login session. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Opaque random id (≥ 128 bits from the OS CSPRNG). Not a credential:
+    /// users see it in session lists.
+    pub id: String,
+    /// The user it belongs to.
+    pub user_id: String,
+    /// The User-Agent at login.
+    pub user_agent: String,
+    /// The client IP at login.
+    pub ip: String,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it was last used.
+    pub last_seen_at: i64,
+    /// When it ends if not used again; never after `max_expires_at`.
+    pub expires_at: i64,
+    /// Its absolute end.
+    pub max_expires_at: i64,
+    /// Random seed the refresh secrets derive from.
+    pub refresh_seed: String,
+    /// How many times the refresh token was rotated.
+    pub refresh_generation: u64,
+    /// When the refresh generation last advanced (creation at first).
+    pub refreshed_at: i64,
+}
+
+impl Session {
+    /// The idle expiry after a use at `now`: `now + idle_ttl`, capped at the
+    /// absolute lifetime.
+    pub fn slid_expiry(&self, now: i64, idle_ttl: Duration) -> i64 {
+        now.saturating_add(duration_millis(idle_ttl))
+            .min(self.max_expires_at)
+    }
+}
+
+/// What [`SessionStore::advance_refresh`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advance {
+    /// The generation was as expected and is now one higher.
+    Advanced(Session),
+    /// The generation had already moved on (another refresh won the race, or
+    /// an old token was replayed); nothing changed.
+    Stale(Session),
+    /// No such live session.
+    Gone,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Redis did not answer or refused.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A stored session did not decode.
+    #[error("corrupt session record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Result of a session store operation.
+pub type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+/// The session store: a closed set of backends.
+#[derive(Clone)]
+pub enum SessionStore {
+    /// In this process only.
+    Memory(memory::MemorySessions),
+    /// In Redis, shared by instances.
+    Redis(redis::RedisSessions),
+}
+
+impl SessionStore {
+    /// An in-memory store.
+    pub fn memory(clock: SharedClock) -> Self {
+        Self::Memory(memory::MemorySessions::new(clock))
+    }
+
+    /// A Redis store with keys under `prefix`.
+    pub async fn redis(url: &str, prefix: &str, clock: SharedClock) -> Result<Self> {
+        Ok(Self::Redis(
+            redis::RedisSessions::connect(url, prefix, clock).await?,
+        ))
+    }
+
+    /// "memory" or "redis".
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Stores a new session; ends the user's least recently used sessions
+    /// beyond [`MAX_SESSIONS_PER_USER`].
+    pub async fn create(&self, session: &Session) -> Result<()> {
+        match self {
+            Self::Memory(store) => {
+                store.create(session);
+                Ok(())
+            }
+            Self::Redis(store) => store.create(session).await,
+        }
+    }
+
+    /// The live session with this id: None when it does not exist, was
+    /// revoked, or has expired.
+    pub async fn get(&self, id: &str) -> Result<Option<Session>> {
+        match self {
+            Self::Memory(store) => Ok(store.get(id)),
+            Self::Redis(store) => store.get(id).await,
+        }
+    }
+
+    /// Records a use now: `last_seen_at` moves to now and the idle expiry
+    /// slides (never past the absolute lifetime). None when the session is
+    /// not live.
+    pub async fn touch(&self, id: &str, idle_ttl: Duration) -> Result<Option<Session>> {
+        match self {
+            Self::Memory(store) => Ok(store.touch(id, idle_ttl)),
+            Self::Redis(store) => store.touch(id, idle_ttl).await,
+        }
+    }
+
+    /// Advances the refresh generation from `expected` to `expected + 1`
+    /// (and records a use), atomically.
+    pub async fn advance_refresh(
+        &self,
+        id: &str,
+        expected: u64,
+        idle_ttl: Duration,
+    ) -> Result<Advance> {
+        match self {
+            Self::Memory(store) => Ok(store.advance_refresh(id, expected, idle_ttl)),
+            Self::Redis(store) => store.advance_refresh(id, expected, idle_ttl).await,
+        }
+    }
+
+    /// Ends a session; returns it if it was live.
+    pub async fn revoke(&self, id: &str) -> Result<Option<Session>> {
+        match self {
+            Self::Memory(store) => Ok(store.revoke(id)),
+            Self::Redis(store) => store.revoke(id).await,
+        }
+    }
+
+    /// Ends every live session of a user except `keep`; returns the ended
+    /// sessions' ids.
+    pub async fn revoke_user(&self, user_id: &str, keep: Option<&str>) -> Result<Vec<String>> {
+        match self {
+            Self::Memory(store) => Ok(store.revoke_user(user_id, keep)),
+            Self::Redis(store) => store.revoke_user(user_id, keep).await,
+        }
+    }
+
+    /// The user's live sessions, most recently used first.
+    pub async fn list_user(&self, user_id: &str) -> Result<Vec<Session>> {
+        match self {
+            Self::Memory(store) => Ok(store.list_user(user_id)),
+            Self::Redis(store) => store.list_user(user_id).await,
+        }
+    }
+
+    /// The ids of sessions as they end before their expiry: revoked,
+    /// revoked with all of a user's sessions (but the kept one), or evicted
+    /// beyond [`MAX_SESSIONS_PER_USER`] at a login. The memory store reports
+    /// its own; the Redis store those of every store sharing its key prefix,
+    /// within a pub/sub round trip. Natural expiry is not reported: holders
+    /// of a session check its expiry time themselves.
+    ///
+    /// Nothing is replayed: a receiver sees what ends after it was made.
+    /// When it may have missed some, it must re-check every session it
+    /// holds: on [`RECHECK_SESSIONS`] (the Redis subscriber reconnected) and
+    /// on [`broadcast::error::RecvError::Lagged`] (it fell more than 1024
+    /// behind).
+    ///
+    /// [`broadcast::error::RecvError::Lagged`]: tokio::sync::broadcast::error::RecvError::Lagged
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
+        match self {
+            Self::Memory(store) => store.revocations(),
+            Self::Redis(store) => store.revocations(),
+        }
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(store) => store.ping().await,
+        }
+    }
+}
+
+/// Milliseconds in `duration`, saturating.
+pub fn duration_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The conformance suite every backend passes. Each test gets a fresh store
+/// (and for Redis a key prefix of its own) and a manual clock.
+#[cfg(test)]
+mod conformance {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::infra::clock::{Clock, ManualClock, to_millis};
+
+    const TTL: Duration = Duration::from_secs(3600);
+    const MAX: Duration = Duration::from_secs(3 * 3600);
+
+    pub(super) fn session(clock: &ManualClock, id: &str, user: &str) -> Session {
+        let now = to_millis(clock.now());
+        Session {
+            id: id.into(),
+            user_id: user.into(),
+            user_agent: "test-agent/1.0".into(),
+            ip: "127.0.0.1".into(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + duration_millis(TTL),
+            max_expires_at: now + duration_millis(MAX),
+            refresh_seed: format!("seed-{id}"),
+            refresh_generation: 0,
+            refreshed_at: now,
+        }
+    }
+
+    pub(super) async fn create_then_get_round_trips(store: SessionStore, clock: Arc<ManualClock>) {
+        let s = session(&clock, "s1", "u1");
+        store.create(&s).await.unwrap();
+        assert_eq!(store.get("s1").await.unwrap(), Some(s));
+        assert_eq!(store.get("nope").await.unwrap(), None);
+    }
+
+    pub(super) async fn idle_sessions_expire(store: SessionStore, clock: Arc<ManualClock>) {
+        store.create(&session(&clock, "s1", "u1")).await.unwrap();
+        clock.advance(TTL - Duration::from_millis(1));
+        assert!(store.get("s1").await.unwrap().is_some());
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            store.get("s1").await.unwrap(),
+            None,
+            "expired at the idle timeout"
+        );
+        assert_eq!(
+            store.touch("s1", TTL).await.unwrap(),
+            None,
+            "an expired session cannot be revived"
+        );
+        assert!(store.list_user("u1").await.unwrap().is_empty());
+    }
+
+    pub(super) async fn use_slides_the_idle_timeout_but_never_past_the_cap(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        let s = session(&clock, "s1", "u1");
+        store.create(&s).await.unwrap();
+        // Use it every 50 minutes: it lives past one idle timeout...
+        for _ in 0..2 {
+            clock.advance(Duration::from_secs(50 * 60));
+            let touched = store.touch("s1", TTL).await.unwrap().expect("still live");
+            assert_eq!(touched.last_seen_at, to_millis(clock.now()));
+            assert_eq!(
+                touched.expires_at,
+                to_millis(clock.now()) + duration_millis(TTL)
+            );
+        }
+        // ...but sliding stops at the absolute lifetime...
+        clock.advance(Duration::from_secs(50 * 60));
+        let touched = store.touch("s1", TTL).await.unwrap().expect("still live");
+        assert_eq!(touched.expires_at, s.max_expires_at);
+        clock.advance(Duration::from_secs(29 * 60));
+        assert!(store.touch("s1", TTL).await.unwrap().is_some());
+        // ...and there it ends, however often it is used.
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(to_millis(clock.now()), s.max_expires_at);
+        assert_eq!(store.touch("s1", TTL).await.unwrap(), None);
+        assert_eq!(store.get("s1").await.unwrap(), None);
+    }
+
+    pub(super) async fn refresh_generation_advances_once_per_expected_value(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        store.create(&session(&clock, "s1", "u1")).await.unwrap();
+        clock.advance(Duration::from_secs(5));
+        let Advance::Advanced(after) = store.advance_refresh("s1", 0, TTL).await.unwrap() else {
+            panic!("the first advance wins");
+        };
+        assert_eq!(after.refresh_generation, 1);
+        assert_eq!(after.refreshed_at, to_millis(clock.now()));
+        assert_eq!(after.last_seen_at, to_millis(clock.now()));
+        let Advance::Stale(current) = store.advance_refresh("s1", 0, TTL).await.unwrap() else {
+            panic!("a second advance from the same generation is stale");
+        };
+        assert_eq!(current.refresh_generation, 1);
+        assert_eq!(
+            store.advance_refresh("nope", 0, TTL).await.unwrap(),
+            Advance::Gone
+        );
+    }
+
+    pub(super) async fn concurrent_advances_let_exactly_one_win(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        store.create(&session(&clock, "s1", "u1")).await.unwrap();
+        let attempts = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.advance_refresh("s1", 0, TTL).await.unwrap() })
+        });
+        let mut won = 0;
+        for attempt in attempts {
+            if matches!(attempt.await.unwrap(), Advance::Advanced(_)) {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1);
+        assert_eq!(
+            store.get("s1").await.unwrap().unwrap().refresh_generation,
+            1
+        );
+    }
+
+    pub(super) async fn revoked_sessions_are_gone_for_every_operation(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        store.create(&session(&clock, "s1", "u1")).await.unwrap();
+        let revoked = store.revoke("s1").await.unwrap().expect("it was live");
+        assert_eq!(revoked.user_id, "u1");
+        assert_eq!(store.get("s1").await.unwrap(), None);
+        assert_eq!(store.touch("s1", TTL).await.unwrap(), None);
+        assert_eq!(
+            store.advance_refresh("s1", 0, TTL).await.unwrap(),
+            Advance::Gone
+        );
+        assert_eq!(
+            store.revoke("s1").await.unwrap(),
+            None,
+            "revoking twice is harmless"
+        );
+        assert!(store.list_user("u1").await.unwrap().is_empty());
+    }
+
+    pub(super) async fn users_list_their_own_sessions_most_recent_first(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        store.create(&session(&clock, "a", "u1")).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        store.create(&session(&clock, "b", "u1")).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        store.create(&session(&clock, "other", "u2")).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        store.touch("a", TTL).await.unwrap();
+        let ids: Vec<_> = store
+            .list_user("u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        let ids: Vec<_> = store
+            .list_user("u2")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, ["other"]);
+    }
+
+    pub(super) async fn revoking_a_user_spares_the_kept_session_and_other_users(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        for id in ["a", "b", "c"] {
+            store.create(&session(&clock, id, "u1")).await.unwrap();
+        }
+        store.create(&session(&clock, "x", "u2")).await.unwrap();
+        let mut ended = store.revoke_user("u1", Some("b")).await.unwrap();
+        ended.sort();
+        assert_eq!(ended, ["a", "c"]);
+        assert!(store.get("b").await.unwrap().is_some());
+        assert!(store.get("x").await.unwrap().is_some());
+        assert_eq!(store.revoke_user("u1", None).await.unwrap(), ["b"]);
+        assert!(store.list_user("u1").await.unwrap().is_empty());
+    }
+
+    pub(super) async fn logins_beyond_the_cap_end_the_least_recently_used(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        for i in 0..MAX_SESSIONS_PER_USER {
+            store
+                .create(&session(&clock, &format!("s{i}"), "u1"))
+                .await
+                .unwrap();
+            clock.advance(Duration::from_millis(10));
+        }
+        // s0 is the oldest, but using it makes s1 the least recently used.
+        store.touch("s0", TTL).await.unwrap();
+        store
+            .create(&session(&clock, "newest", "u1"))
+            .await
+            .unwrap();
+        let sessions = store.list_user("u1").await.unwrap();
+        assert_eq!(sessions.len(), MAX_SESSIONS_PER_USER);
+        assert!(
+            store.get("s1").await.unwrap().is_none(),
+            "the least recently used ended"
+        );
+        assert!(store.get("s0").await.unwrap().is_some());
+        assert!(store.get("newest").await.unwrap().is_some());
+    }
+
+    /// The next session id `revocations` yields (skipping
+    /// [`RECHECK_SESSIONS`]), waiting at most 5 s.
+    pub(super) async fn next_revocation(
+        revocations: &mut tokio::sync::broadcast::Receiver<String>,
+    ) -> String {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), revocations.recv()).await {
+                Ok(Ok(id)) if id == RECHECK_SESSIONS => {}
+                Ok(Ok(id)) => return id,
+                other => panic!("no revocation within 5 s: {other:?}"),
+            }
+        }
+    }
+
+    /// Sessions ended on `store` by revoke, revoke_user (with and without a
+    /// kept session) and eviction reach every receiver in `watchers`, in
+    /// order; expiry and repeated revocations do not.
+    pub(super) async fn revocations_are_announced(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+        mut watchers: Vec<tokio::sync::broadcast::Receiver<String>>,
+    ) {
+        for id in ["a", "b", "c"] {
+            store.create(&session(&clock, id, "u1")).await.unwrap();
+        }
+        store.create(&session(&clock, "lru", "u2")).await.unwrap();
+        let mut short = session(&clock, "short", "u3");
+        short.expires_at = to_millis(clock.now()) + 1;
+        store.create(&short).await.unwrap();
+        clock.advance(Duration::from_millis(10));
+
+        store.revoke("a").await.unwrap();
+        store.revoke("a").await.unwrap();
+        assert_eq!(store.get("short").await.unwrap(), None, "expired");
+        store.revoke_user("u1", Some("b")).await.unwrap();
+        for i in 0..MAX_SESSIONS_PER_USER {
+            clock.advance(Duration::from_millis(1));
+            store
+                .create(&session(&clock, &format!("n{i}"), "u2"))
+                .await
+                .unwrap();
+        }
+        store.revoke_user("u1", None).await.unwrap();
+        store.create(&session(&clock, "last", "u4")).await.unwrap();
+        store.revoke("last").await.unwrap();
+
+        for watcher in &mut watchers {
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                seen.push(next_revocation(watcher).await);
+            }
+            assert_eq!(seen, ["a", "c", "lru", "b", "last"]);
+        }
+    }
+
+    /// Generates one `#[tokio::test]` per conformance case for a backend.
+    macro_rules! conformance_suite {
+        ($make:path) => {
+            $crate::identity::sessions::conformance::conformance_suite!(@cases $make;
+                create_then_get_round_trips,
+                idle_sessions_expire,
+                use_slides_the_idle_timeout_but_never_past_the_cap,
+                refresh_generation_advances_once_per_expected_value,
+                concurrent_advances_let_exactly_one_win,
+                revoked_sessions_are_gone_for_every_operation,
+                users_list_their_own_sessions_most_recent_first,
+                revoking_a_user_spares_the_kept_session_and_other_users,
+                logins_beyond_the_cap_end_the_least_recently_used,
+            );
+        };
+        (@cases $make:path; $($case:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let clock = $crate::infra::clock::ManualClock::starting_now();
+                    let (store, _guard) = $make(clock.clone()).await;
+                    $crate::identity::sessions::conformance::$case(store, clock).await;
+                }
+            )*
+        };
+    }
+    pub(crate) use conformance_suite;
+}

@@ -1,0 +1,33 @@
+//! The HTTP side: the one port every front door shares, and what happens to
+//! a request before a service sees it and after it answers.
+//!
+//! - [`app`]: the router that puts gRPC, grpc-web, REST, the WebSocket and
+//!   health on one port; [`grpc_methods`]: what the descriptor sets say of
+//!   each gRPC method.
+//! - [`serve`]: the accept loop and the bounded graceful drain;
+//!   [`connections`]: open connections, their caps, what makes one idle;
+//!   [`refusal`]: the answer to one over a cap; [`fd_limit`]: the limit on
+//!   open files; [`request_body`]: the time a request body has to arrive;
+//!   [`proxy`]: the client's address behind trusted reverse proxies.
+//! - [`cors`]: CORS and the cookie Origin check for browsers, and
+//!   [`security_headers`]; native gRPC skips both.
+//! - [`health`]: dependency checks, readiness and liveness.
+//! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
+//!   [`decode_errors`]: a request message that does not decode is the
+//!   caller's fault.
+//! - [`telemetry`]: logs and request ids.
+
+pub mod app;
+pub mod connections;
+pub mod cors;
+pub mod decode_errors;
+pub mod fd_limit;
+pub mod grpc_methods;
+pub mod health;
+pub mod proxy;
+pub mod refusal;
+pub mod request_body;
+pub mod security_headers;
+pub mod serve;
+pub mod shutdown;
+pub mod telemetry;
