@@ -1,8 +1,8 @@
 //! REST under `/api/v1`: each route turns its JSON (the canonical proto3 JSON
 //! of the request message) into the proto request, calls the service trait
-//! method a gRPC client would reach, with the HTTP headers as request
-//! metadata, and answers the response message as JSON, or the status as an
-//! AIP-193 error.
+//! method a gRPC client would reach, with the credentials and correlation
+//! headers ([`FORWARDED_HEADERS`]) as request metadata, and answers the
+//! response message as JSON, or the status as an AIP-193 error.
 
 use std::{collections::HashSet, future::Future, sync::Arc};
 
@@ -31,6 +31,35 @@ pub const COOKIE_LOGIN: &str = "x-slop-cookie-login";
 /// Request metadata that asks a cookie Login for the access token in the
 /// body too (never the refresh token); set by `&access_token=true`.
 pub const COOKIE_LOGIN_ACCESS_TOKEN: &str = "x-slop-cookie-login-access-token";
+
+/// The request headers a REST or SSE call hands the service as metadata,
+/// as grpc-gateway forwards only what it maps: the credentials (bearer,
+/// session cookie and CSRF token), the client's description, and what
+/// correlates the call (request id, W3C trace context). Nothing else a
+/// client sends reaches a service, so no header the server sets for itself
+/// can be forged by one, and hop-by-hop or proxy headers never look like
+/// call metadata.
+pub const FORWARDED_HEADERS: [header::HeaderName; 7] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::HeaderName::from_static("x-csrf-token"),
+    header::USER_AGENT,
+    header::HeaderName::from_static("x-request-id"),
+    header::HeaderName::from_static("traceparent"),
+    header::HeaderName::from_static("tracestate"),
+];
+
+/// The metadata of a call made for an HTTP request: its
+/// [`FORWARDED_HEADERS`], every value of each.
+pub fn call_metadata(headers: &http::HeaderMap) -> MetadataMap {
+    let mut forwarded = http::HeaderMap::new();
+    for name in &FORWARDED_HEADERS {
+        for value in headers.get_all(name) {
+            forwarded.append(name, value.clone());
+        }
+    }
+    MetadataMap::from_headers(forwarded)
+}
 
 /// The largest JSON body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -93,7 +122,7 @@ impl<S: Send + Sync> FromRequest<S> for Call {
             return Err(unsupported_media_type());
         }
         Ok(Self {
-            metadata: MetadataMap::from_headers(parts.headers),
+            metadata: call_metadata(&parts.headers),
             extensions: parts.extensions,
             body,
         })

@@ -83,7 +83,7 @@ async fn stream(
         return ApiError(shutting_down()).into_response();
     }
     let request =
-        tonic::Request::from_parts(MetadataMap::from_headers(headers), extensions, request);
+        tonic::Request::from_parts(crate::rest::call_metadata(&headers), extensions, request);
     let stream = match state.notifications.subscribe(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return ApiError(status).into_response(),

@@ -403,6 +403,76 @@ async fn publish_is_the_publish_call() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
+/// A REST call hands the service only the headers an operation can use
+/// (as grpc-gateway does), not every header the client sent: a client
+/// cannot reach metadata the server sets for itself, and hop-by-hop or
+/// proxy headers never look like call metadata.
+#[tokio::test]
+async fn rest_and_sse_forward_only_the_allowed_headers() {
+    let harness = Harness::new();
+    let body = json!({"channels": ["topic:news"], "type": "comment.created",
+                      "namespace": "NAMESPACE_NOTIFICATIONS"});
+    let with_headers = |builder: http::request::Builder| {
+        builder
+            .header("cookie", "slop_session=s")
+            .header("x-csrf-token", "c")
+            .header("user-agent", "ua")
+            .header("x-request-id", "r")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("tracestate", "k=v")
+            .header("x-slop-cookie-login", "1")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("origin", "https://evil.example")
+            .header("grpc-timeout", "1S")
+            .header("x-custom", "x")
+    };
+    let response = call(
+        &harness,
+        with_headers(
+            Request::post("/api/v1/notifications")
+                .extension(peer())
+                .header("authorization", format!("Bearer {SERVICE_KEY}"))
+                .header("content-type", "application/json"),
+        )
+        .body(Body::from(body.to_string()))
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = call(
+        &harness,
+        with_headers(get("/api/v1/notifications/stream?channel=topic:news"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let calls = harness.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for call in calls {
+        let mut keys = call.metadata_keys.clone();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "authorization",
+                "cookie",
+                "traceparent",
+                "tracestate",
+                "user-agent",
+                "x-csrf-token",
+                "x-request-id"
+            ],
+            "{}",
+            call.method
+        );
+    }
+}
+
 #[tokio::test]
 async fn channel_state_and_history_are_their_calls() {
     let harness = Harness::new();

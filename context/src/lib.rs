@@ -100,3 +100,32 @@ pub trait ConnectionGate: Send + Sync {
 /// from the wire, so clients cannot set it.
 #[derive(Debug, Clone, Copy)]
 pub struct Admitted;
+
+/// The value of the cookie `name` in a request's `cookie` header values
+/// (each a `;`-separated list of `name=value` pairs, RFC 6265 §4.2), with
+/// the optional double quotes around it taken off; the first one wins.
+/// The one cookie reader of the server: authentication, the Origin check
+/// and the WebSocket upgrade read cookies alike.
+pub fn cookie<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    headers
+        .into_iter()
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cookie;
+
+    #[test]
+    fn a_cookie_is_found_in_any_header_and_unquoted() {
+        let headers = ["a=1; slop_session=\"s.mac\"", "slop_session=later"];
+        assert_eq!(cookie(headers, "slop_session"), Some("s.mac"));
+        assert_eq!(cookie(["x=1;slop_csrf=c ;"], "slop_csrf"), Some("c"));
+        assert_eq!(cookie(["slop_session_old=1"], "slop_session"), None);
+        assert_eq!(cookie(["novalue; slop_session"], "slop_session"), None);
+        assert_eq!(cookie([], "slop_session"), None);
+    }
+}

@@ -259,17 +259,12 @@ struct Credentials {
 
 impl Credentials {
     fn from_headers(headers: &http::HeaderMap) -> Self {
-        let session_cookie = headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .map(str::trim)
-            .find(|pair| {
-                pair.split_once('=')
-                    .is_some_and(|(name, _)| name == SESSION_COOKIE)
-            })
-            .and_then(|pair| HeaderValue::from_str(pair).ok());
+        let cookies = headers.get_all(http::header::COOKIE);
+        let session_cookie = slop_context::cookie(
+            cookies.iter().filter_map(|value| value.to_str().ok()),
+            SESSION_COOKIE,
+        )
+        .and_then(|value| HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}")).ok());
         // A copy, not a clone: a clone shares the bytes of the connection's
         // read buffer, which the socket would then hold for its whole life.
         let authorization = headers.get(http::header::AUTHORIZATION).and_then(|value| {

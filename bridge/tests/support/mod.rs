@@ -37,6 +37,8 @@ pub struct Recorded {
     pub method: &'static str,
     pub authorization: Option<String>,
     pub cookie: Option<String>,
+    /// The names of every metadata entry the call carried.
+    pub metadata_keys: Vec<String>,
     pub admitted: bool,
     pub peer: Option<SocketAddr>,
     /// The request message as canonical JSON.
@@ -55,6 +57,14 @@ fn record<T: serde::Serialize>(method: &'static str, request: &Request<T>) -> Re
         method,
         authorization: text("authorization"),
         cookie: text("cookie"),
+        metadata_keys: request
+            .metadata()
+            .keys()
+            .map(|key| match key {
+                tonic::metadata::KeyRef::Ascii(key) => key.as_str().to_owned(),
+                tonic::metadata::KeyRef::Binary(key) => key.as_str().to_owned(),
+            })
+            .collect(),
         admitted: request.extensions().get::<Admitted>().is_some(),
         peer: request
             .extensions()

@@ -172,17 +172,12 @@ fn cookie_mode<B>(request: &Request<B>) -> bool {
         .uri()
         .query()
         .is_some_and(|query| query.split('&').any(|pair| pair == "cookie=true"));
-    asks || request
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .any(|pair| {
-            pair.trim()
-                .split_once('=')
-                .is_some_and(|(name, _)| name == crate::identity::caller::SESSION_COOKIE)
-        })
+    let cookies = request.headers().get_all(header::COOKIE);
+    asks || slop_context::cookie(
+        cookies.iter().filter_map(|value| value.to_str().ok()),
+        crate::identity::caller::SESSION_COOKIE,
+    )
+    .is_some()
 }
 
 /// Whether `origin` (lowercase `scheme://host[:port]`) is the server's own:
