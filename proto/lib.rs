@@ -4,8 +4,11 @@
 //! Each package module holds the prost messages, the tonic client
 //! (`*_client`) and server (`*_server`) modules, and serde impls that give the
 //! canonical proto3 JSON mapping used by the REST bridge and the WebSocket
-//! adapter. [`FILE_DESCRIPTOR_SET`] is the encoded contract, for gRPC server
+//! adapter; [`json`] prints that JSON as the canonical printers do.
+//! [`FILE_DESCRIPTOR_SET`] is the encoded contract, for gRPC server
 //! reflection.
+
+pub mod json;
 
 /// The encoded `FileDescriptorSet` of every .proto file of the contract.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("slop_descriptor");

@@ -9,7 +9,6 @@
 //!
 //! Modules:
 //! - [`error`]: gRPC status → HTTP status and the AIP-193 error body.
-//! - [`json`]: JSON as the canonical proto3 JSON printers write it.
 //! - [`rest`]: the REST routes of accounts and sessions, and what every
 //!   REST route shares (a call's metadata, extensions and body).
 //! - [`notifications`]: the REST routes of notifications (publish, channel
@@ -26,7 +25,6 @@ use slop_context::ConnectionGate;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub mod error;
-pub mod json;
 pub mod notifications;
 pub mod rest;
 pub mod sse;

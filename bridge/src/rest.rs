@@ -253,7 +253,7 @@ impl Call {
 
 /// `message` as the JSON body of a response with `status`.
 pub(crate) fn json_response<R: Serialize + ?Sized>(status: StatusCode, message: &R) -> Response {
-    match crate::json::to_vec(message) {
+    match slop_api::json::to_vec(message) {
         Ok(body) => (
             status,
             [(

@@ -35,7 +35,7 @@ use slop_api::notification::{
     subscribe_response::Message,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, metadata::MetadataMap};
+use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use slop_context::{Notifications, SubscribeStream};
@@ -260,7 +260,7 @@ fn final_event(status: &Status) -> SseEvent {
 
 /// Canonical JSON of a message (pbjson's serde impls).
 fn json<T: Serialize>(value: &T) -> String {
-    crate::json::to_string(value).unwrap_or_else(|error| {
+    slop_api::json::to_string(value).unwrap_or_else(|error| {
         // Only a map with non-string keys fails, which proto messages never
         // have.
         tracing::error!(%error, "a stream message did not encode as JSON");

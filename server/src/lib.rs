@@ -329,3 +329,47 @@ mod tests {
             .expect("the signal future resolves");
     }
 }
+
+/// The layers' rule, checked on the source: the core and the services do
+/// not know their HTTP adapter. Only the wiring (`transport/` and this
+/// file) names the bridge, so a service can be called, and the core
+/// tested, without any front door.
+#[cfg(test)]
+mod layers {
+    use std::path::Path;
+
+    /// Every `.rs` file under `dir`, with its text.
+    fn sources(dir: &Path) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read the source folder") {
+            let path = entry.expect("a folder entry").path();
+            if path.is_dir() {
+                found.extend(sources(&path));
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read a source file");
+                found.push((path.display().to_string(), text));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_core_and_the_services_do_not_name_the_bridge() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        for layer in ["services", "identity", "notifications", "infra"] {
+            let files = sources(&root.join(layer));
+            assert!(!files.is_empty(), "no sources under src/{layer}");
+            offenders.extend(
+                files
+                    .into_iter()
+                    .filter(|(_, text)| text.contains("slop_bridge"))
+                    .map(|(path, _)| path),
+            );
+        }
+        assert!(
+            offenders.is_empty(),
+            "these files name slop_bridge, which only the wiring may: {offenders:?}"
+        );
+    }
+}

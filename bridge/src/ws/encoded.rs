@@ -49,7 +49,7 @@ impl EncodedEvents {
         {
             return json.json.clone();
         }
-        let json: Arc<str> = crate::json::to_string(event.as_ref())
+        let json: Arc<str> = slop_api::json::to_string(event.as_ref())
             .unwrap_or_else(|error| {
                 // Only maps with non-string keys fail, which no event has.
                 tracing::error!(%error, "an event did not encode as JSON");
@@ -119,7 +119,7 @@ mod tests {
         let encoded = EncodedEvents::default();
         let first = event(1);
         let json = encoded.json(&first);
-        assert_eq!(*json, crate::json::to_string(first.as_ref()).unwrap());
+        assert_eq!(*json, slop_api::json::to_string(first.as_ref()).unwrap());
         assert!(Arc::ptr_eq(&json, &encoded.json(&first)), "encoded again");
         // An equal event in another allocation is another event.
         let twin = event(1);

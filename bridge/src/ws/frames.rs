@@ -209,7 +209,7 @@ impl<'a> ServerFrame<'a> {
         if let Some(id) = id {
             frame.push_str(r#""id":"#);
             // A string always encodes.
-            frame.push_str(&crate::json::to_string(id).unwrap_or_default());
+            frame.push_str(&slop_api::json::to_string(id).unwrap_or_default());
             frame.push(',');
         }
         frame.push_str(r#""event":"#);
@@ -220,7 +220,7 @@ impl<'a> ServerFrame<'a> {
 
     /// The frame as JSON text.
     pub(super) fn to_json(&self) -> String {
-        crate::json::to_string(self).unwrap_or_else(|error| {
+        slop_api::json::to_string(self).unwrap_or_else(|error| {
             // Only maps with non-string keys fail, which no frame has.
             tracing::error!(%error, "a WebSocket frame did not encode as JSON");
             r#"{"type":"error","code":"INTERNAL","message":"internal error"}"#.to_owned()

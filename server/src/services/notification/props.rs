@@ -259,7 +259,7 @@ fn decodes_exactly(event: &Event) -> Result<(), TestCaseError> {
 /// Value of no kind, influxdata/pbjson#100, where the server stores the null
 /// value: the parsed side says what it means before comparing.)
 fn json_reads_back_exactly(event: &Event) -> Result<(), TestCaseError> {
-    let json = slop_bridge::json::to_string(event);
+    let json = slop_api::json::to_string(event);
     prop_assert!(json.is_ok(), "a published event has no JSON: {json:?}");
     let json = json.unwrap();
     let parsed = serde_json::from_str::<Event>(&json);

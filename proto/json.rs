@@ -6,7 +6,7 @@
 //! doubles. The canonical printers (protojson, JavaScript's
 //! `JSON.stringify`) print a whole number as an integer (`1`), and typed
 //! decoders on the client (an `int` field) refuse `1.0`. So every JSON the
-//! bridge sends goes through [`to_string`] or [`to_vec`].
+//! server's JSON doors (REST, SSE, WebSocket) send goes through [`to_string`] or [`to_vec`].
 
 use std::io;
 
