@@ -1284,9 +1284,7 @@ async fn headers_from_the_wire_cannot_ask_login_for_cookies() {
         password: PASSWORD.into(),
     });
     for (name, value) in cookie_headers {
-        request
-            .metadata_mut()
-            .insert(name, value.parse().unwrap());
+        request.metadata_mut().insert(name, value.parse().unwrap());
     }
     let grpc_login = client.auth.login(request).await.expect("gRPC login");
     assert!(
