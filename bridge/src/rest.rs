@@ -24,13 +24,23 @@ use tonic_types::StatusExt as _;
 
 use crate::error::ApiError;
 
-/// Request metadata that asks Login to answer with session cookies instead
-/// of tokens in the body; set by `POST /api/v1/auth/login?cookie=true`.
-pub const COOKIE_LOGIN: &str = "x-slop-cookie-login";
+/// The cookie that carries a browser's session (the server's
+/// `identity::caller::SESSION_COOKIE`): a logout sent with it signs the
+/// browser out.
+const SESSION_COOKIE: &str = "slop_session";
 
-/// Request metadata that asks a cookie Login for the access token in the
-/// body too (never the refresh token); set by `&access_token=true`.
-pub const COOKIE_LOGIN_ACCESS_TOKEN: &str = "x-slop-cookie-login-access-token";
+/// Signs browsers in and out with cookies, for the REST login's
+/// `?cookie=true` and the logout after it. The server implements it: the
+/// cookies carry MACs made with its APP_SECRET. Only these two REST
+/// handlers call it, so cookies are a matter of the HTTP side alone: no
+/// gRPC call, and no header a client sends, makes the services set one.
+pub trait SessionCookies: Send + Sync {
+    /// The `Set-Cookie` values that sign a browser in to `session_id`: the
+    /// HttpOnly session cookie and the CSRF cookie the page echoes.
+    fn sign_in(&self, session_id: &str) -> Vec<String>;
+    /// The `Set-Cookie` values that sign a browser out.
+    fn sign_out(&self) -> Vec<String>;
+}
 
 /// The request headers a REST or SSE call hands the service as metadata,
 /// as grpc-gateway forwards only what it maps: the credentials (bearer,
@@ -71,6 +81,9 @@ pub struct Services {
     pub auth: Arc<dyn AuthService>,
     /// `slop.session.v1.SessionService`.
     pub sessions: Arc<dyn SessionService>,
+    /// The cookies of browser sign-in, which the REST login and logout set
+    /// and clear around the service's Login and Logout.
+    pub cookies: Arc<dyn SessionCookies>,
     /// `slop.notification.v1.NotificationService`: its REST routes
     /// ([`crate::notifications`]), Server-Sent Events ([`crate::sse`]) and
     /// the subscriptions of WebSockets ([`crate::ws`]).
@@ -270,18 +283,11 @@ pub(crate) fn json_response<R: Serialize + ?Sized>(status: StatusCode, message: 
     }
 }
 
-/// The JSON answer of a service call; `set-cookie` metadata becomes headers.
+/// The JSON answer of a service call.
 pub(crate) fn answer<R: Serialize>(result: Result<tonic::Response<R>, Status>) -> Response {
     match result {
         Ok(response) => {
-            let (metadata, message, _) = response.into_parts();
-            let mut response = json_response(StatusCode::OK, &message);
-            let headers = metadata.into_headers();
-            for cookie in headers.get_all(header::SET_COOKIE) {
-                response
-                    .headers_mut()
-                    .append(header::SET_COOKIE, cookie.clone());
-            }
+            let mut response = json_response(StatusCode::OK, response.get_ref());
             response.headers_mut().insert(
                 header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-store"),
@@ -308,24 +314,31 @@ struct LoginQuery {
     access_token: bool,
 }
 
-async fn login(
-    State(s): State<Services>,
-    Query(query): Query<LoginQuery>,
-    mut call: Call,
-) -> Response {
-    // Only the query decides, not headers a client sent under these names.
-    call.metadata.remove(COOKIE_LOGIN);
-    call.metadata.remove(COOKIE_LOGIN_ACCESS_TOKEN);
-    if query.cookie {
-        call.metadata
-            .insert(COOKIE_LOGIN, "1".parse().expect("ascii"));
-        if query.access_token {
-            call.metadata
-                .insert(COOKIE_LOGIN_ACCESS_TOKEN, "1".parse().expect("ascii"));
-        }
+async fn login(State(s): State<Services>, Query(query): Query<LoginQuery>, call: Call) -> Response {
+    let message = match call.message::<auth::LoginRequest>() {
+        Ok(message) => message,
+        Err(status) => return ApiError(status).into_response(),
+    };
+    let result = s.auth.login(call.request(message)).await;
+    if !query.cookie {
+        return answer(result);
     }
-    call.body_call(|r| async move { s.auth.login(r).await })
-        .await
+    let mut login = match result {
+        Ok(response) => response.into_inner(),
+        Err(status) => return ApiError(status).into_response(),
+    };
+    let cookies = s.cookies.sign_in(&login.session_id);
+    // The cookies are the session: the refresh token never reaches the
+    // page, whose script could read it from the body.
+    login.tokens = login
+        .tokens
+        .filter(|_| query.access_token)
+        .map(|tokens| auth::TokenPair {
+            refresh_token: String::new(),
+            refresh_token_expires_in: None,
+            ..tokens
+        });
+    with_cookies(answer(Ok(tonic::Response::new(login))), cookies)
 }
 
 async fn refresh(State(s): State<Services>, call: Call) -> Response {
@@ -333,9 +346,53 @@ async fn refresh(State(s): State<Services>, call: Call) -> Response {
         .await
 }
 
+/// Logout; a browser signed in by cookie is signed out of it too. Which
+/// session ends is the service's to say, as for every credential: the
+/// refresh token in the body, else the bearer token, else the session
+/// cookie. The cookies are cleared when the cookie is the credential, or
+/// comes with a refresh token (the page logs out its own session).
 async fn logout(State(s): State<Services>, call: Call) -> Response {
-    call.body_call(|r| async move { s.auth.logout(r).await })
-        .await
+    let message = match call.message::<auth::LogoutRequest>() {
+        Ok(message) => message,
+        Err(status) => return ApiError(status).into_response(),
+    };
+    let by_cookie = has_cookie(&call.metadata, SESSION_COOKIE)
+        && (!message.refresh_token.is_empty()
+            || !call.metadata.contains_key(header::AUTHORIZATION.as_str()));
+    let response = answer(s.auth.logout(call.request(message)).await);
+    if by_cookie && response.status().is_success() {
+        with_cookies(response, s.cookies.sign_out())
+    } else {
+        response
+    }
+}
+
+/// Whether the `cookie` header(s) carry a cookie named `name`.
+fn has_cookie(metadata: &MetadataMap, name: &str) -> bool {
+    metadata
+        .get_all(header::COOKIE.as_str())
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(key, _)| key == name)
+}
+
+/// `response` with `Set-Cookie` headers; 500 if a cookie is not a header
+/// value (it is made of base64url and fixed attributes, so it always is).
+fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
+    for cookie in cookies {
+        match http::HeaderValue::try_from(cookie) {
+            Ok(value) => {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            Err(_) => {
+                return ApiError(Status::internal("a cookie is not a header value"))
+                    .into_response();
+            }
+        }
+    }
+    response
 }
 
 async fn me(State(s): State<Services>, call: Call) -> Response {

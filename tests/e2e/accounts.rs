@@ -1264,6 +1264,100 @@ async fn a_cookie_login_hands_out_an_access_token_only_when_asked() {
     assert!(plain["tokens"]["refreshToken"].is_string(), "{plain}");
 }
 
+/// Cookie login is the REST route's `?cookie=true` and nothing else: a
+/// client that sends the header names the bridge once used to ask the
+/// service for cookies (over native gRPC, grpc-web or REST) gets the
+/// ordinary answer, tokens in the body and no `set-cookie`, and the
+/// logout of such a client clears nothing either.
+#[tokio::test]
+async fn headers_from_the_wire_cannot_ask_login_for_cookies() {
+    let server = TestServer::start().await;
+    let mut client = grpc(&server).await;
+    register(&mut client, "ada@example.com").await;
+    let cookie_headers = [
+        ("x-slop-cookie-login", "1"),
+        ("x-slop-cookie-login-access-token", "1"),
+    ];
+
+    let mut request = tonic::Request::new(auth::LoginRequest {
+        email: "ada@example.com".into(),
+        password: PASSWORD.into(),
+    });
+    for (name, value) in cookie_headers {
+        request.metadata_mut().insert(name, value.parse().unwrap());
+    }
+    let grpc_login = client.auth.login(request).await.expect("gRPC login");
+    assert!(
+        grpc_login.metadata().get("set-cookie").is_none(),
+        "gRPC: {:?}",
+        grpc_login.metadata()
+    );
+    assert!(
+        !grpc_login
+            .into_inner()
+            .tokens
+            .expect("tokens in the body")
+            .refresh_token
+            .is_empty()
+    );
+
+    let web_login = grpc_web_call_with(
+        &server,
+        "/slop.auth.v1.AuthService/Login",
+        &auth::LoginRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+        },
+        &cookie_headers,
+    )
+    .await;
+    assert_eq!(web_login.grpc_status(), Some(0));
+    assert!(
+        web_login.headers.get("set-cookie").is_none(),
+        "grpc-web: {:?}",
+        web_login.headers
+    );
+    let web_login = auth::LoginResponse::decode(web_login.messages[0].clone()).unwrap();
+    assert!(!web_login.tokens.unwrap().refresh_token.is_empty());
+
+    let rest_login = crate::harness::rest_with(
+        &server,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        &cookie_headers,
+        serde_json::json!({"email": "ada@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(rest_login.status, StatusCode::OK);
+    assert!(
+        rest_login.headers.get("set-cookie").is_none(),
+        "REST: {:?}",
+        rest_login.headers
+    );
+    assert!(rest_login.json()["tokens"]["refreshToken"].is_string());
+
+    // Logging out with a refresh token and a session cookie header over
+    // gRPC clears no cookie: gRPC knows none.
+    let mut request = tonic::Request::new(auth::LogoutRequest {
+        refresh_token: web_login_refresh(&mut client).await,
+    });
+    request
+        .metadata_mut()
+        .insert("cookie", "slop_session=whatever".parse().unwrap());
+    let logout = client.auth.logout(request).await.expect("gRPC logout");
+    assert!(logout.metadata().get("set-cookie").is_none());
+}
+
+/// The refresh token of a fresh gRPC login of ada@example.com.
+async fn web_login_refresh(client: &mut Grpc) -> String {
+    login(client, "ada@example.com")
+        .await
+        .tokens
+        .unwrap()
+        .refresh_token
+}
+
 /// A service key written the way SERVICE_KEYS lists it (`name:secret`) is
 /// refused with a message that says what to send, and echoes nothing.
 #[tokio::test]

@@ -432,6 +432,7 @@ impl Harness {
             auth: Arc::new(NoAuth),
             sessions: sessions.clone(),
             notifications: notifications.clone(),
+            cookies: Arc::new(NoAuth),
         };
         Self {
             notifications,
@@ -470,8 +471,18 @@ pub fn peer() -> ConnectInfo<SocketAddr> {
     ConnectInfo(SocketAddr::from(([192, 0, 2, 7], 40000)))
 }
 
-/// AuthService is not under test here.
+/// AuthService (and with it cookie sign-in) is not under test here.
 struct NoAuth;
+
+impl slop_bridge::rest::SessionCookies for NoAuth {
+    fn sign_in(&self, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn sign_out(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
 
 macro_rules! unimplemented_auth {
     ($($method:ident($request:ident) -> $response:ident;)*) => {

@@ -318,7 +318,7 @@ pub fn cookie(metadata: &MetadataMap, name: &str) -> Option<String> {
 /// `Set-Cookie` values that sign a browser in to a session.
 pub fn login_cookies(
     authenticator: &Authenticator,
-    session: &Session,
+    session_id: &str,
     secure: bool,
     max_age: Duration,
 ) -> [String; 2] {
@@ -326,11 +326,11 @@ pub fn login_cookies(
     let max_age = max_age.as_secs();
     let session_cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        authenticator.session_cookie_value(&session.id)
+        authenticator.session_cookie_value(session_id)
     );
     let csrf_cookie = format!(
         "{CSRF_COOKIE}={}; Path=/; SameSite=Lax; Max-Age={max_age}{secure}",
-        authenticator.csrf_token(&session.id)
+        authenticator.csrf_token(session_id)
     );
     [session_cookie, csrf_cookie]
 }

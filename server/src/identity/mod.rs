@@ -1,9 +1,11 @@
 //! Identity: accounts, passwords, tokens and sessions, put together from the
 //! configuration once at start-up and shared by the Auth and Session
-//! services (and, for authentication, by every other service).
+//! services (and, for authentication, by every other service). The sign-in
+//! and password flows over them are [`flows`]: methods of [`Identity`].
 
 pub mod accounts;
 pub mod caller;
+pub mod flows;
 pub mod limits;
 pub mod mail;
 pub mod passwords;

@@ -31,7 +31,7 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::{
-    identity::Identity,
+    identity::{Identity, caller},
     infra::config::{Config, HealthDetails},
     services::{AuthApi, NotificationApi, SessionApi},
     transport::health::{self, Health},
@@ -60,6 +60,28 @@ pub struct Parts {
     pub notifications: NotificationApi,
     /// The WebSocket adapter's view of the server.
     pub bridge: Bridge,
+}
+
+/// The cookies of browser sign-in, for the REST login and logout (the
+/// services know none): the session cookie carries the session id and its
+/// MAC, the CSRF cookie the session's CSRF token, both from APP_SECRET.
+struct BrowserCookies(Arc<Identity>);
+
+impl slop_bridge::rest::SessionCookies for BrowserCookies {
+    fn sign_in(&self, session_id: &str) -> Vec<String> {
+        let settings = &self.0.settings;
+        caller::login_cookies(
+            &self.0.auth,
+            session_id,
+            settings.secure_cookies,
+            settings.session_max_lifetime,
+        )
+        .into()
+    }
+
+    fn sign_out(&self) -> Vec<String> {
+        caller::logout_cookies(self.0.settings.secure_cookies).into()
+    }
 }
 
 /// Builds the router.
@@ -102,6 +124,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         auth: Arc::new(auth.clone()),
         sessions: Arc::new(sessions.clone()),
         notifications: Arc::new(parts.notifications.clone()),
+        cookies: Arc::new(BrowserCookies(parts.identity.clone())),
     };
     let grpc = grpc_service(grpc, AuthServiceServer::new(auth));
     let grpc = grpc_service(grpc, SessionServiceServer::new(sessions));
