@@ -24,11 +24,6 @@ use tonic_types::StatusExt as _;
 
 use crate::error::ApiError;
 
-/// The cookie that carries a browser's session (the server's
-/// `identity::caller::SESSION_COOKIE`): a logout sent with it signs the
-/// browser out.
-const SESSION_COOKIE: &str = "slop_session";
-
 /// Signs browsers in and out with cookies, for the REST login's
 /// `?cookie=true` and the logout after it. The server implements it: the
 /// cookies carry MACs made with its APP_SECRET. Only these two REST
@@ -356,7 +351,13 @@ async fn logout(State(s): State<Services>, call: Call) -> Response {
         Ok(message) => message,
         Err(status) => return ApiError(status).into_response(),
     };
-    let by_cookie = has_cookie(&call.metadata, SESSION_COOKIE)
+    let cookies = call.metadata.get_all(header::COOKIE.as_str());
+    // A logout sent with the session cookie signs the browser out.
+    let by_cookie = slop_context::cookie(
+        cookies.iter().filter_map(|value| value.to_str().ok()),
+        slop_context::SESSION_COOKIE,
+    )
+    .is_some()
         && (!message.refresh_token.is_empty()
             || !call.metadata.contains_key(header::AUTHORIZATION.as_str()));
     let response = answer(s.auth.logout(call.request(message)).await);
@@ -365,17 +366,6 @@ async fn logout(State(s): State<Services>, call: Call) -> Response {
     } else {
         response
     }
-}
-
-/// Whether the `cookie` header(s) carry a cookie named `name`.
-fn has_cookie(metadata: &MetadataMap, name: &str) -> bool {
-    metadata
-        .get_all(header::COOKIE.as_str())
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(key, _)| key == name)
 }
 
 /// `response` with `Set-Cookie` headers; 500 if a cookie is not a header

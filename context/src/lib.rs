@@ -101,6 +101,15 @@ pub trait ConnectionGate: Send + Sync {
 #[derive(Debug, Clone, Copy)]
 pub struct Admitted;
 
+/// The cookie that carries a browser's session (HttpOnly): its session id
+/// and a MAC, made by the server's identity core.
+pub const SESSION_COOKIE: &str = "slop_session";
+/// The CSRF cookie (readable by the page, which echoes it in
+/// [`CSRF_HEADER`]).
+pub const CSRF_COOKIE: &str = "slop_csrf";
+/// The header carrying the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
 /// The value of the cookie `name` in a request's `cookie` header values
 /// (each a `;`-separated list of `name=value` pairs, RFC 6265 §4.2), with
 /// the optional double quotes around it taken off; the first one wins.

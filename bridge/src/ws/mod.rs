@@ -34,7 +34,7 @@ use slop_api::notification::{
 };
 use tonic::{Code, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
 
-use slop_context::{Admitted, ClientAddr, Delivery, DeliveryStream, Notifications};
+use slop_context::{Admitted, ClientAddr, Delivery, DeliveryStream, Notifications, SESSION_COOKIE};
 
 use crate::{
     Bridge,
@@ -84,9 +84,6 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// How long a closing socket waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// The cookie that carries a browser's session.
-const SESSION_COOKIE: &str = "slop_session";
 
 /// The close codes of the protocol: 4000 plus the HTTP status that means
 /// the same, and the standard codes the adapter uses.
