@@ -27,7 +27,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use slop_api::notification::{Event, StreamPosition};
 
-use crate::infra::clock::SharedClock;
+use crate::infra::redis_context::RedisContext;
 
 pub mod hub;
 pub mod memory;
@@ -200,20 +200,12 @@ pub enum StreamBackend {
 }
 
 impl StreamBackend {
-    /// Streams in Redis at `url`, keys under `prefix` (see [`redis`] for
+    /// Streams in Redis on the instance's Redis context (see [`redis`] for
     /// the layout), keeping `history`, delivering live events of watched
-    /// channels to `sink`. Connects on first use; starts the listener task
-    /// (so it must run within a Tokio runtime).
-    pub async fn redis(
-        url: &str,
-        prefix: &str,
-        clock: SharedClock,
-        history: History,
-        sink: Arc<dyn Deliver>,
-    ) -> Result<Self> {
-        Ok(Self::Redis(
-            redis::RedisStreams::connect(url, prefix, clock, history, sink).await?,
-        ))
+    /// channels to `sink`. Starts the listener task (so it must run within
+    /// a Tokio runtime).
+    pub fn redis(context: &RedisContext, history: History, sink: Arc<dyn Deliver>) -> Self {
+        Self::Redis(redis::RedisStreams::new(context, history, sink))
     }
 
     /// Which backend: "memory" or "redis".
@@ -345,11 +337,57 @@ pub(crate) mod conformance {
         time::Duration,
     };
 
+    use std::future::Future;
+
     use slop_api::notification::{Event, Namespace};
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::infra::clock::ManualClock;
+    use crate::infra::{clock::ManualClock, redis_context::testing::PrefixGuard};
+
+    crate::infra::conformance::backend_conformance! {
+        backends: [memory_backend => on_memory, redis_backend => on_redis],
+        cases: [
+            offsets_count_up_from_one_per_channel,
+            a_channel_nobody_published_to_has_no_epoch_yet,
+            reads_return_what_follows_an_offset,
+            history_keeps_the_latest_events_up_to_the_count,
+            events_older_than_the_age_limit_are_gone,
+            watched_channels_deliver_live_events_in_order,
+            publishing_to_many_users_stores_each_channel,
+            stored_events_keep_every_field,
+            an_idempotency_key_publishes_once_per_channel_within_the_window,
+        ],
+    }
+
+    async fn on_memory<F, Fut>(case: F)
+    where
+        F: FnOnce(StreamBackend, Arc<ManualClock>, Arc<Recorder>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let clock = ManualClock::starting_now();
+        let sink = Arc::new(Recorder::default());
+        let streams = StreamBackend::Memory(memory::MemoryStreams::new(
+            clock.clone(),
+            HISTORY,
+            sink.clone(),
+        ));
+        case(streams, clock, sink).await;
+    }
+
+    /// On a Redis context of its own, under a prefix whose keys go when the
+    /// case ends.
+    async fn on_redis<F, Fut>(case: F)
+    where
+        F: FnOnce(StreamBackend, Arc<ManualClock>, Arc<Recorder>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let clock = ManualClock::starting_now();
+        let sink = Arc::new(Recorder::default());
+        let guard = PrefixGuard::new();
+        let streams = StreamBackend::redis(&guard.context(clock.clone()), HISTORY, sink.clone());
+        case(streams, clock, sink).await;
+    }
 
     /// History of the suite's backends.
     pub(crate) const HISTORY: History = History {
@@ -723,36 +761,6 @@ pub(crate) mod conformance {
             .collect();
         assert_eq!(delivered, [1, 2, 3, 4, 5], "a duplicate is not delivered");
     }
-
-    /// Generates one `#[tokio::test]` per conformance case for a backend.
-    /// `$make(clock, sink)` returns the backend and a guard kept to the end.
-    macro_rules! conformance_suite {
-        ($make:path) => {
-            $crate::notifications::conformance::conformance_suite!(@cases $make;
-                offsets_count_up_from_one_per_channel,
-                a_channel_nobody_published_to_has_no_epoch_yet,
-                reads_return_what_follows_an_offset,
-                history_keeps_the_latest_events_up_to_the_count,
-                events_older_than_the_age_limit_are_gone,
-                watched_channels_deliver_live_events_in_order,
-                publishing_to_many_users_stores_each_channel,
-                stored_events_keep_every_field,
-                an_idempotency_key_publishes_once_per_channel_within_the_window,
-            );
-        };
-        (@cases $make:path; $($case:ident),* $(,)?) => {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let clock = $crate::infra::clock::ManualClock::starting_now();
-                    let sink = std::sync::Arc::new($crate::notifications::conformance::Recorder::default());
-                    let (streams, _guard) = $make(clock.clone(), sink.clone()).await;
-                    $crate::notifications::conformance::$case(streams, clock, sink).await;
-                }
-            )*
-        };
-    }
-    pub(crate) use conformance_suite;
 }
 
 #[cfg(test)]

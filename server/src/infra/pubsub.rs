@@ -1,0 +1,548 @@
+//! The one Redis pub/sub connection of an instance, and the one loop that
+//! keeps it: connect, subscribe, pass messages on, and after a drop
+//! reconnect with a capped, jittered backoff and subscribe again.
+//!
+//! Stores do not open pub/sub connections of their own; they add a
+//! [`Route`] with a handler:
+//! - [`Route::Channel`]: one channel, subscribed for as long as the loop
+//!   runs (session revocations);
+//! - [`Route::Prefix`]: every channel under a prefix, each subscribed and
+//!   unsubscribed on demand with [`PubSub::subscribe`] and
+//!   [`PubSub::unsubscribe`] (the channel streams' watched channels).
+//!
+//! A handler hears, in order, the messages of its channels, a
+//! [`Notice::Subscribed`] after every (re)subscription (what was published
+//! while it was not subscribed is lost: catch up), and [`Notice::Lost`]
+//! when the connection drops. It runs on the loop, so it must not block:
+//! hand anything slow to a task of its own.
+//!
+//! [`PubSub::listening`] is true once the connection is subscribed to every
+//! channel and every handler has dropped the [`CaughtUp`] of its last
+//! `Subscribed` (a handler that needs to read what it missed keeps it until
+//! it has). Readiness follows it: no subscription can start without it, and
+//! no revocation reaches this instance.
+
+use std::{collections::HashSet, time::Duration};
+
+use redis::{PushInfo, PushKind, Value, aio::MultiplexedConnection};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::redis_context::TIMEOUT;
+
+/// How often the loop checks its connection still answers.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Most channels per SUBSCRIBE when resubscribing.
+const SUBSCRIBE_BATCH: usize = 256;
+
+/// Which messages a handler gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This one channel, subscribed whenever the connection is up.
+    Channel(String),
+    /// The channels whose names start with this, each subscribed with
+    /// [`PubSub::subscribe`].
+    Prefix(String),
+}
+
+impl Route {
+    fn matches(&self, channel: &str) -> bool {
+        match self {
+            Self::Channel(name) => channel == name,
+            Self::Prefix(prefix) => channel.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// What a handler hears.
+#[derive(Debug)]
+pub enum Notice {
+    /// A message published on one of the route's channels.
+    Message {
+        /// The pub/sub channel it came on.
+        channel: String,
+        /// What was published.
+        payload: Vec<u8>,
+    },
+    /// The connection is (again) subscribed to every channel of the route;
+    /// messages published before may have been missed.
+    Subscribed(CaughtUp),
+    /// The connection dropped; [`Notice::Subscribed`] follows when it is
+    /// back.
+    Lost,
+}
+
+/// Held by a handler until it has caught up after a [`Notice::Subscribed`];
+/// [`PubSub::listening`] waits for every one to be dropped.
+#[derive(Debug)]
+pub struct CaughtUp {
+    _pending: mpsc::Sender<()>,
+}
+
+impl CaughtUp {
+    /// One that nothing waits for (a route added while the connection was
+    /// already up).
+    fn detached() -> Self {
+        Self {
+            _pending: mpsc::channel(1).0,
+        }
+    }
+}
+
+/// Receives a route's notices; false when its receiver is gone, which ends
+/// the route (and unsubscribes its channels).
+pub type Handler = Box<dyn FnMut(Notice) -> bool + Send>;
+
+/// The handle on the loop; the loop ends when every clone is dropped.
+#[derive(Clone)]
+pub struct PubSub {
+    requests: mpsc::UnboundedSender<Request>,
+    listening: watch::Receiver<bool>,
+}
+
+enum Request {
+    Route(Route, Handler),
+    Subscribe {
+        channel: String,
+        reply: oneshot::Sender<redis::RedisResult<()>>,
+    },
+    Unsubscribe(String),
+    Reconnect(&'static str),
+}
+
+impl PubSub {
+    /// Starts the loop on a connection from `client` (which must speak
+    /// RESP3), named `name` in `CLIENT LIST`. Must be called within a Tokio
+    /// runtime.
+    pub fn start(client: redis::Client, name: String) -> Self {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let (up, listening) = watch::channel(false);
+        let connection = Loop {
+            client,
+            name,
+            requests: receiver,
+            routes: Vec::new(),
+            channels: HashSet::new(),
+            up,
+        };
+        tokio::spawn(connection.run());
+        Self {
+            requests,
+            listening,
+        }
+    }
+
+    /// Adds a route; its handler hears [`Notice::Subscribed`] once its
+    /// channel is subscribed (at once when the connection is up).
+    pub fn route(&self, route: Route, handler: Handler) {
+        // Fails only when the loop is gone, at shutdown.
+        let _ = self.requests.send(Request::Route(route, handler));
+    }
+
+    /// Subscribes `channel` (under a [`Route::Prefix`]) and returns once
+    /// Redis confirmed: every message published after that reaches the
+    /// route. Fails at once while the connection is down.
+    pub async fn subscribe(&self, channel: String) -> redis::RedisResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Subscribe { channel, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Unsubscribes `channel`.
+    pub fn unsubscribe(&self, channel: String) {
+        let _ = self.requests.send(Request::Unsubscribe(channel));
+    }
+
+    /// Drops the connection and starts over (after the backoff), so every
+    /// handler hears [`Notice::Subscribed`] again: for a handler that could
+    /// not catch up (Redis failed a read), as a new connection would make it
+    /// try again.
+    pub fn reconnect(&self, why: &'static str) {
+        let _ = self.requests.send(Request::Reconnect(why));
+    }
+
+    /// True while the connection is subscribed to every channel and every
+    /// handler caught up.
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.listening.clone()
+    }
+}
+
+/// The error of a request once the loop has ended (only at shutdown).
+fn stopped() -> redis::RedisError {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "the Redis pub/sub loop has stopped",
+    )
+    .into()
+}
+
+/// The error of a subscription while the connection is down.
+fn not_connected() -> redis::RedisError {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the pub/sub connection to Redis is down",
+    )
+    .into()
+}
+
+/// Why the loop left a connection.
+enum Exit {
+    /// Every [`PubSub`] handle is gone.
+    Shutdown,
+    /// The connection failed, or a handler asked for a new one.
+    Reconnect(redis::RedisError),
+}
+
+/// The task that owns the connection.
+struct Loop {
+    client: redis::Client,
+    name: String,
+    requests: mpsc::UnboundedReceiver<Request>,
+    routes: Vec<(Route, Handler)>,
+    /// Channels subscribed under a [`Route::Prefix`].
+    channels: HashSet<String>,
+    up: watch::Sender<bool>,
+}
+
+impl Loop {
+    async fn run(mut self) {
+        let mut backoff = Backoff::new();
+        let mut was_up = true;
+        loop {
+            match self.connect().await {
+                Ok((connection, pushes)) => {
+                    if !was_up {
+                        tracing::info!("Redis pub/sub connection is back");
+                    }
+                    was_up = true;
+                    let (caught_up, waiting) = mpsc::channel(1);
+                    self.notify(|| {
+                        Notice::Subscribed(CaughtUp {
+                            _pending: caught_up.clone(),
+                        })
+                    });
+                    drop(caught_up);
+                    let since = tokio::time::Instant::now();
+                    let exit = self.serve(connection, pushes, waiting).await;
+                    self.up.send_replace(false);
+                    self.notify(|| Notice::Lost);
+                    if since.elapsed() >= Backoff::STABLE {
+                        backoff.reset();
+                    }
+                    match exit {
+                        Exit::Shutdown => return,
+                        Exit::Reconnect(error) => {
+                            tracing::warn!(%error, "Redis pub/sub connection lost; reconnecting");
+                        }
+                    }
+                }
+                Err(error) => {
+                    if was_up {
+                        tracing::warn!(%error, "cannot connect the pub/sub to Redis; retrying");
+                    } else {
+                        tracing::debug!(%error, "pub/sub still cannot connect to Redis");
+                    }
+                    was_up = false;
+                }
+            }
+            if !self.wait(backoff.next_delay()).await {
+                return;
+            }
+        }
+    }
+
+    /// Gives every route the notice `make` makes, and drops the routes
+    /// whose receivers are gone. Their channels stay subscribed until the
+    /// next connection, their messages going nowhere.
+    fn notify(&mut self, make: impl Fn() -> Notice) {
+        let mut index = 0;
+        while index < self.routes.len() {
+            if (self.routes[index].1)(make()) {
+                index += 1;
+            } else {
+                self.remove_route(index);
+            }
+        }
+    }
+
+    /// Drops a route whose receiver is gone, and returns the channels no
+    /// route needs any more (no longer resubscribed).
+    fn remove_route(&mut self, index: usize) -> Vec<String> {
+        let (route, _) = self.routes.remove(index);
+        let mut orphans: Vec<String> = match &route {
+            Route::Channel(name) => vec![name.clone()],
+            Route::Prefix(_) => self
+                .channels
+                .iter()
+                .filter(|channel| route.matches(channel))
+                .cloned()
+                .collect(),
+        };
+        for channel in &orphans {
+            self.channels.remove(channel);
+        }
+        orphans.retain(|channel| !self.routes.iter().any(|(r, _)| r.matches(channel)));
+        orphans
+    }
+
+    /// A new connection, subscribed to every channel.
+    async fn connect(
+        &mut self,
+    ) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
+        let (mut connection, pushes) = subscriber(&self.client, &self.name).await?;
+        let mut channels: Vec<&str> = self
+            .routes
+            .iter()
+            .filter_map(|(route, _)| match route {
+                Route::Channel(name) => Some(name.as_str()),
+                Route::Prefix(_) => None,
+            })
+            .collect();
+        channels.extend(self.channels.iter().map(String::as_str));
+        for batch in channels.chunks(SUBSCRIBE_BATCH) {
+            connection.subscribe(batch).await?;
+        }
+        Ok((connection, pushes))
+    }
+
+    /// Waits `delay` while disconnected: subscriptions fail at once,
+    /// unsubscriptions and routes count. False when every [`PubSub`] handle
+    /// is gone.
+    async fn wait(&mut self, delay: Duration) -> bool {
+        let until = tokio::time::sleep(delay);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                () = &mut until => return true,
+                request = self.requests.recv() => match request {
+                    None => return false,
+                    Some(Request::Subscribe { reply, .. }) => {
+                        let _ = reply.send(Err(not_connected()));
+                    }
+                    Some(Request::Unsubscribe(channel)) => {
+                        self.channels.remove(&channel);
+                    }
+                    Some(Request::Route(route, handler)) => self.routes.push((route, handler)),
+                    Some(Request::Reconnect(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// Passes messages on and serves requests until the connection fails.
+    async fn serve(
+        &mut self,
+        mut connection: MultiplexedConnection,
+        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        mut waiting: mpsc::Receiver<()>,
+    ) -> Exit {
+        let mut caught_up = false;
+        let mut health = tokio::time::interval_at(
+            tokio::time::Instant::now() + HEALTH_CHECK_EVERY,
+            HEALTH_CHECK_EVERY,
+        );
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Requests first: a handler that asks for a new connection
+            // before dropping its CaughtUp must not look caught up.
+            let outcome = tokio::select! {
+                biased;
+                request = self.requests.recv() => match request {
+                    None => return Exit::Shutdown,
+                    Some(request) => self.on_request(request, &mut connection).await,
+                },
+                push = pushes.recv() => match push {
+                    None => Err(not_connected()),
+                    Some(push) => match push.kind {
+                        PushKind::Disconnection => Err(not_connected()),
+                        PushKind::Message => self.on_message(push.data, &mut connection).await,
+                        _ => Ok(()),
+                    },
+                },
+                _ = waiting.recv(), if !caught_up => {
+                    caught_up = true;
+                    self.up.send_replace(true);
+                    Ok(())
+                }
+                _ = health.tick() => redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map(drop),
+            };
+            if let Err(error) = outcome {
+                return Exit::Reconnect(error);
+            }
+        }
+    }
+
+    async fn on_request(
+        &mut self,
+        request: Request,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        match request {
+            Request::Route(route, mut handler) => {
+                if let Route::Channel(name) = &route {
+                    connection.subscribe(name).await?;
+                }
+                if handler(Notice::Subscribed(CaughtUp::detached())) {
+                    self.routes.push((route, handler));
+                }
+                Ok(())
+            }
+            Request::Subscribe { channel, reply } => match connection.subscribe(&channel).await {
+                Ok(()) => {
+                    self.channels.insert(channel);
+                    let _ = reply.send(Ok(()));
+                    Ok(())
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                    Err(not_connected())
+                }
+            },
+            Request::Unsubscribe(channel) => {
+                if self.channels.remove(&channel) {
+                    connection.unsubscribe(&channel).await?;
+                }
+                Ok(())
+            }
+            Request::Reconnect(why) => Err(std::io::Error::other(why).into()),
+        }
+    }
+
+    /// Hands a message to every route it belongs to.
+    async fn on_message(
+        &mut self,
+        data: Vec<Value>,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        let mut data = data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload)), None) =
+            (data.next(), data.next(), data.next())
+        else {
+            tracing::warn!("ignoring a pub/sub message of an unexpected shape");
+            return Ok(());
+        };
+        let Ok(channel) = String::from_utf8(channel) else {
+            return Ok(());
+        };
+        let mut orphans = Vec::new();
+        let mut index = 0;
+        while index < self.routes.len() {
+            let (route, handler) = &mut self.routes[index];
+            if !route.matches(&channel)
+                || handler(Notice::Message {
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                })
+            {
+                index += 1;
+                continue;
+            }
+            // Its receiver is gone: so are its subscriptions.
+            orphans.extend(self.remove_route(index));
+        }
+        if !orphans.is_empty() {
+            connection.unsubscribe(orphans).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A new pub/sub connection from `client` (RESP3), named `name` in `CLIENT
+/// LIST` (characters other than printable ASCII become `_`). Its messages,
+/// then a [`PushKind::Disconnection`] when it drops, arrive in order on the
+/// returned receiver. It does not reconnect: the loop makes a new one, and
+/// resubscribes.
+async fn subscriber(
+    client: &redis::Client,
+    name: &str,
+) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_push_sender(sender);
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    // The name only helps operators (and tests) find the connection.
+    let named: redis::RedisResult<()> = super::redis_context::set_name(name)
+        .query_async(&mut connection)
+        .await;
+    if let Err(error) = named {
+        tracing::debug!(%error, "could not name the pub/sub connection");
+    }
+    Ok((connection, receiver))
+}
+
+/// Delays between reconnection attempts: 100 ms doubling up to 5 s, each
+/// drawn at random from its upper half so instances that lost Redis together
+/// do not return together. Never zero, so a connection that drops as soon as
+/// it is made does not spin.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The first delay.
+    const BASE: Duration = Duration::from_millis(100);
+    /// The longest delay.
+    const CAP: Duration = Duration::from_secs(5);
+    /// A connection that stayed up this long starts the delays over.
+    const STABLE: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// A connection worked (for [`Self::STABLE`] or more): start over.
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// The delay before the next attempt.
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = Self::BASE
+            .saturating_mul(1 << self.failures.min(16))
+            .min(Self::CAP);
+        self.failures = self.failures.saturating_add(1);
+        let fraction = f64::from(getrandom::u32().unwrap_or(u32::MAX)) / f64::from(u32::MAX);
+        ceiling.mul_f64(0.5 + 0.5 * fraction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_and_starts_over() {
+        let mut backoff = Backoff::new();
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
+        for (i, delay) in delays.iter().enumerate() {
+            let ceiling = (Backoff::BASE * (1 << i)).min(Backoff::CAP);
+            assert!(
+                *delay >= ceiling / 2 && *delay <= ceiling,
+                "delay {i}: {delay:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Backoff::BASE);
+    }
+
+    #[test]
+    fn routes_match_their_channel_or_prefix() {
+        let channel = Route::Channel("p:sessions:revoked".into());
+        assert!(channel.matches("p:sessions:revoked"));
+        assert!(!channel.matches("p:sessions:revoked2"));
+        let prefix = Route::Prefix("p:stream:".into());
+        assert!(prefix.matches("p:stream:topic:a"));
+        assert!(!prefix.matches("q:stream:topic:a"));
+    }
+}
