@@ -90,17 +90,12 @@ pub async fn run_with_clock(
         .as_deref()
         .map(|url| RedisContext::connect(url, &config.redis_key_prefix, clock.clone()))
         .transpose()?;
-    let identity =
-        Arc::new(identity::Identity::from_config(&config, clock, redis.as_ref()).await?);
+    let identity = Arc::new(identity::Identity::from_config(&config, clock, redis.as_ref()).await?);
     let stop = CancellationToken::new();
     let websockets = TaskTracker::new();
     let (notifications, gate) = notifications(&config, &identity, redis.as_ref(), &stop);
-    let health = health::Health::new(
-        reporter,
-        redis.as_ref(),
-        Some(identity.accounts.clone()),
-    )
-    .await;
+    let health =
+        health::Health::new(reporter, redis.as_ref(), Some(identity.accounts.clone())).await;
 
     let router = app::router(
         &config,

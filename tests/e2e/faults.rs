@@ -176,9 +176,12 @@ async fn an_instance_holds_two_redis_connections_whatever_it_does() {
     let (acked, _) = publish_many(&server, &channels, 0, 8, false, 1).await;
     let (delivered, _) = finish_and_check(&server, &channels, vec![follower], &acked).await;
     assert_eq!(delivered, acked.len() + CHANNELS);
-    auth.logout(bearer(auth::LogoutRequest::default(), &signed_in.access_token))
-        .await
-        .expect("logout");
+    auth.logout(bearer(
+        auth::LogoutRequest::default(),
+        &signed_in.access_token,
+    ))
+    .await
+    .expect("logout");
     assert_eq!(get(&server.url("/health/ready")).await.status, 200);
 
     let list = redis.client_list();

@@ -841,8 +841,9 @@ mod tests {
         }
     }
 
-    /// Declares each conformance test once per backend:
-    /// `accounts::tests::sqlite::NAME` and `accounts::tests::postgres::NAME`.
+    // Each conformance test once per backend:
+    // `accounts::tests::sqlite_backend::NAME` and
+    // `accounts::tests::postgres_backend::NAME`.
     crate::infra::conformance::backend_conformance! {
         backends: [sqlite_backend => on_sqlite, postgres_backend => on_postgres],
         cases: [

@@ -345,12 +345,9 @@ mod tests {
         let clock = ManualClock::starting_now();
         // Two instances: a Redis context each.
         let connect = || {
-            let context = crate::infra::redis_context::RedisContext::connect(
-                &url,
-                &prefix,
-                clock.clone(),
-            )
-            .unwrap_or_else(|error| panic!("REDIS_URL {url}: {error}"));
+            let context =
+                crate::infra::redis_context::RedisContext::connect(&url, &prefix, clock.clone())
+                    .unwrap_or_else(|error| panic!("REDIS_URL {url}: {error}"));
             RateLimiter::redis(&context)
         };
         let (first, second) = (outbox(None, connect()), outbox(None, connect()));

@@ -9,8 +9,8 @@
 //!   conformance suite.
 
 pub mod clock;
+pub mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
-pub mod config;
 pub mod pubsub;
 pub mod redis_context;

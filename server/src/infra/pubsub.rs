@@ -520,6 +520,123 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infra::{
+        clock::ManualClock,
+        redis_context::testing::{PrefixGuard, kill_clients_named, redis},
+    };
+
+    /// A route whose notices go to the returned receiver.
+    fn forwarding(pubsub: &PubSub, route: Route) -> mpsc::UnboundedReceiver<Notice> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        pubsub.route(route, Box::new(move |notice| sender.send(notice).is_ok()));
+        receiver
+    }
+
+    async fn next(notices: &mut mpsc::UnboundedReceiver<Notice>) -> Notice {
+        tokio::time::timeout(Duration::from_secs(5), notices.recv())
+            .await
+            .expect("a notice within 5 s")
+            .expect("the route goes on")
+    }
+
+    async fn listening_becomes(pubsub: &PubSub, up: bool) {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            pubsub.listening().wait_for(|now| *now == up),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("listening did not become {up} within 5 s"))
+        .unwrap();
+    }
+
+    fn subscribers(channel: &str) -> i64 {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut redis())
+            .unwrap();
+        count
+    }
+
+    /// Readiness waits for every handler to catch up after a
+    /// (re)subscription, and drops while the connection is away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listening_waits_until_every_route_caught_up() {
+        let guard = PrefixGuard::new();
+        let context = guard.context(ManualClock::starting_now());
+        let pubsub = context.pubsub();
+        let channel = format!("{}fixed", guard.prefix);
+        let mut fixed = forwarding(pubsub, Route::Channel(channel.clone()));
+        let Notice::Subscribed(first) = next(&mut fixed).await else {
+            panic!("subscribed first");
+        };
+        drop(first);
+        listening_becomes(pubsub, true).await;
+
+        kill_clients_named(&format!("{}pubsub", guard.prefix));
+        assert!(matches!(next(&mut fixed).await, Notice::Lost));
+        let Notice::Subscribed(catching_up) = next(&mut fixed).await else {
+            panic!("subscribed again");
+        };
+        assert_eq!(subscribers(&channel), 1, "resubscribed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!*pubsub.listening().borrow(), "not while catching up");
+        drop(catching_up);
+        listening_becomes(pubsub, true).await;
+
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg("hello")
+            .query(&mut redis())
+            .unwrap();
+        match next(&mut fixed).await {
+            Notice::Message {
+                channel: on,
+                payload,
+            } => {
+                assert_eq!((on, payload), (channel, b"hello".to_vec()));
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
+    }
+
+    /// Channels under a prefix are subscribed on demand; a route whose
+    /// receiver is gone takes its subscriptions with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefix_routes_subscribe_on_demand_and_leave_with_their_receiver() {
+        let guard = PrefixGuard::new();
+        let context = guard.context(ManualClock::starting_now());
+        let pubsub = context.pubsub();
+        let prefix = format!("{}on-demand:", guard.prefix);
+        let mut notices = forwarding(pubsub, Route::Prefix(prefix.clone()));
+        assert!(matches!(next(&mut notices).await, Notice::Subscribed(_)));
+        let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
+        pubsub.subscribe(a.clone()).await.unwrap();
+        pubsub.subscribe(b.clone()).await.unwrap();
+        assert_eq!((subscribers(&a), subscribers(&b)), (1, 1));
+        pubsub.unsubscribe(b.clone());
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&a)
+            .arg("x")
+            .query(&mut redis())
+            .unwrap();
+        assert!(matches!(next(&mut notices).await, Notice::Message { .. }));
+        assert_eq!(subscribers(&b), 0);
+
+        drop(notices);
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&a)
+            .arg("y")
+            .query(&mut redis())
+            .unwrap();
+        for _ in 0..500 {
+            if subscribers(&a) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{a} still subscribed after its route's receiver left");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter_and_starts_over() {

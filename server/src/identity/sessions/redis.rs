@@ -444,7 +444,10 @@ pub(crate) mod tests {
     async fn revocations_reach_every_instance_on_the_prefix() {
         let clock = ManualClock::starting_now();
         let guard = PrefixGuard::new();
-        let (a, b) = (instance(&guard, clock.clone()), instance(&guard, clock.clone()));
+        let (a, b) = (
+            instance(&guard, clock.clone()),
+            instance(&guard, clock.clone()),
+        );
         let other_prefix = PrefixGuard::new();
         let elsewhere = instance(&other_prefix, clock.clone());
         let (on_a, on_b, mut on_elsewhere) =
@@ -472,10 +475,7 @@ pub(crate) mod tests {
         let clock = ManualClock::starting_now();
         let guard = PrefixGuard::new();
         let context = guard.context(clock.clone());
-        let (a, b) = (
-            SessionStore::redis(&context),
-            SessionStore::redis(&context),
-        );
+        let (a, b) = (SessionStore::redis(&context), SessionStore::redis(&context));
         let mut on_b = b.revocations();
         subscribed(&guard, 1).await;
         a.create(&session(&clock, "s1", "u1")).await.unwrap();
