@@ -9,6 +9,8 @@
 //! - [`Route::Prefix`]: every channel under a prefix, each subscribed and
 //!   unsubscribed on demand with [`PubSub::subscribe`] and
 //!   [`PubSub::unsubscribe`] (the channel streams' watched channels).
+//!   Subscriptions are counted: a channel stays subscribed until every
+//!   subscribe has had its unsubscribe.
 //!
 //! A handler hears, in order, the messages of its channels, a
 //! [`Notice::Subscribed`] after every (re)subscription (what was published
@@ -22,7 +24,10 @@
 //! it has). Readiness follows it: no subscription can start without it, and
 //! no revocation reaches this instance.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    time::Duration,
+};
 
 use redis::{PushInfo, PushKind, Value, aio::MultiplexedConnection};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -90,7 +95,8 @@ impl CaughtUp {
 }
 
 /// Receives a route's notices; false when its receiver is gone, which ends
-/// the route (and unsubscribes its channels).
+/// the route (a [`Route::Channel`] is unsubscribed with it; the owner of a
+/// [`Route::Prefix`] unsubscribes what it subscribed).
 pub type Handler = Box<dyn FnMut(Notice) -> bool + Send>;
 
 /// The handle on the loop; the loop ends when every clone is dropped.
@@ -122,7 +128,7 @@ impl PubSub {
             name,
             requests: receiver,
             routes: Vec::new(),
-            channels: HashSet::new(),
+            channels: HashMap::new(),
             up,
         };
         tokio::spawn(connection.run());
@@ -202,8 +208,8 @@ struct Loop {
     name: String,
     requests: mpsc::UnboundedReceiver<Request>,
     routes: Vec<(Route, Handler)>,
-    /// Channels subscribed under a [`Route::Prefix`].
-    channels: HashSet<String>,
+    /// Channels subscribed under a [`Route::Prefix`], and how many times.
+    channels: HashMap<String, usize>,
     up: watch::Sender<bool>,
 }
 
@@ -255,8 +261,8 @@ impl Loop {
     }
 
     /// Gives every route the notice `make` makes, and drops the routes
-    /// whose receivers are gone. Their channels stay subscribed until the
-    /// next connection, their messages going nowhere.
+    /// whose receivers are gone. A dropped [`Route::Channel`] stays
+    /// subscribed until the next connection, its messages going nowhere.
     fn notify(&mut self, make: impl Fn() -> Notice) {
         let mut index = 0;
         while index < self.routes.len() {
@@ -268,24 +274,32 @@ impl Loop {
         }
     }
 
-    /// Drops a route whose receiver is gone, and returns the channels no
-    /// route needs any more (no longer resubscribed).
-    fn remove_route(&mut self, index: usize) -> Vec<String> {
+    /// Drops a route whose receiver is gone, and returns the channel no
+    /// route needs any more (no longer resubscribed), if any.
+    fn remove_route(&mut self, index: usize) -> Option<String> {
         let (route, _) = self.routes.remove(index);
-        let mut orphans: Vec<String> = match &route {
-            Route::Channel(name) => vec![name.clone()],
-            Route::Prefix(_) => self
-                .channels
-                .iter()
-                .filter(|channel| route.matches(channel))
-                .cloned()
-                .collect(),
+        let Route::Channel(name) = route else {
+            return None;
         };
-        for channel in &orphans {
-            self.channels.remove(channel);
+        let needed = self.routes.iter().any(|(other, _)| other.matches(&name))
+            || self.channels.contains_key(&name);
+        (!needed).then_some(name)
+    }
+
+    /// One subscription of `channel` fewer; true when that was the last.
+    fn release(&mut self, channel: &str) -> bool {
+        match self.channels.entry(channel.to_owned()) {
+            Entry::Occupied(mut count) => {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                    true
+                } else {
+                    false
+                }
+            }
+            Entry::Vacant(_) => false,
         }
-        orphans.retain(|channel| !self.routes.iter().any(|(r, _)| r.matches(channel)));
-        orphans
     }
 
     /// A new connection, subscribed to every channel.
@@ -301,7 +315,7 @@ impl Loop {
                 Route::Prefix(_) => None,
             })
             .collect();
-        channels.extend(self.channels.iter().map(String::as_str));
+        channels.extend(self.channels.keys().map(String::as_str));
         for batch in channels.chunks(SUBSCRIBE_BATCH) {
             connection.subscribe(batch).await?;
         }
@@ -323,7 +337,7 @@ impl Loop {
                         let _ = reply.send(Err(not_connected()));
                     }
                     Some(Request::Unsubscribe(channel)) => {
-                        self.channels.remove(&channel);
+                        self.release(&channel);
                     }
                     Some(Request::Route(route, handler)) => self.routes.push((route, handler)),
                     Some(Request::Reconnect(_)) => {}
@@ -393,19 +407,26 @@ impl Loop {
                 }
                 Ok(())
             }
-            Request::Subscribe { channel, reply } => match connection.subscribe(&channel).await {
-                Ok(()) => {
-                    self.channels.insert(channel);
+            Request::Subscribe { channel, reply } => {
+                if let Some(count) = self.channels.get_mut(&channel) {
+                    *count += 1;
                     let _ = reply.send(Ok(()));
-                    Ok(())
+                    return Ok(());
                 }
-                Err(error) => {
-                    let _ = reply.send(Err(error));
-                    Err(not_connected())
+                match connection.subscribe(&channel).await {
+                    Ok(()) => {
+                        self.channels.insert(channel, 1);
+                        let _ = reply.send(Ok(()));
+                        Ok(())
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        Err(not_connected())
+                    }
                 }
-            },
+            }
             Request::Unsubscribe(channel) => {
-                if self.channels.remove(&channel) {
+                if self.release(&channel) {
                     connection.unsubscribe(&channel).await?;
                 }
                 Ok(())
@@ -430,7 +451,7 @@ impl Loop {
         let Ok(channel) = String::from_utf8(channel) else {
             return Ok(());
         };
-        let mut orphans = Vec::new();
+        let mut orphans: Vec<String> = Vec::new();
         let mut index = 0;
         while index < self.routes.len() {
             let (route, handler) = &mut self.routes[index];
@@ -600,10 +621,10 @@ mod tests {
         }
     }
 
-    /// Channels under a prefix are subscribed on demand; a route whose
-    /// receiver is gone takes its subscriptions with it.
+    /// Channels under a prefix are subscribed on demand, and stay so until
+    /// every subscribe had its unsubscribe.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn prefix_routes_subscribe_on_demand_and_leave_with_their_receiver() {
+    async fn prefix_routes_subscribe_on_demand_counting_subscriptions() {
         let guard = PrefixGuard::new();
         let context = guard.context(ManualClock::starting_now());
         let pubsub = context.pubsub();
@@ -612,30 +633,29 @@ mod tests {
         assert!(matches!(next(&mut notices).await, Notice::Subscribed(_)));
         let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
         pubsub.subscribe(a.clone()).await.unwrap();
+        pubsub.subscribe(a.clone()).await.unwrap();
         pubsub.subscribe(b.clone()).await.unwrap();
         assert_eq!((subscribers(&a), subscribers(&b)), (1, 1));
+        pubsub.unsubscribe(a.clone());
         pubsub.unsubscribe(b.clone());
         let _: i64 = redis::cmd("PUBLISH")
             .arg(&a)
             .arg("x")
             .query(&mut redis())
             .unwrap();
-        assert!(matches!(next(&mut notices).await, Notice::Message { .. }));
+        match next(&mut notices).await {
+            Notice::Message { channel, .. } => assert_eq!(channel, a, "a is still wanted once"),
+            other => panic!("expected a message, got {other:?}"),
+        }
         assert_eq!(subscribers(&b), 0);
-
-        drop(notices);
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(&a)
-            .arg("y")
-            .query(&mut redis())
-            .unwrap();
+        pubsub.unsubscribe(a.clone());
         for _ in 0..500 {
             if subscribers(&a) == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("{a} still subscribed after its route's receiver left");
+        panic!("{a} still subscribed after its last unsubscribe");
     }
 
     #[test]

@@ -72,19 +72,24 @@ impl Listener {
         }
     }
 
-    /// Serves until every [`super::RedisStreams`] clone is gone.
+    /// Serves until every [`super::RedisStreams`] clone is gone, then
+    /// leaves the channels it subscribed (the pub/sub connection may serve
+    /// others still).
     pub(super) async fn run(mut self) {
         loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    None => return,
+                    None => break,
                     Some(command) => self.on_command(command).await,
                 },
                 notice = self.notices.recv() => match notice {
-                    None => return,
+                    None => break,
                     Some(notice) => self.on_notice(notice).await,
                 },
             }
+        }
+        for channel in self.watched.keys() {
+            self.pubsub.unsubscribe(self.shared.key(channel));
         }
     }
 
