@@ -106,6 +106,7 @@ pub struct PubSub {
     listening: watch::Receiver<bool>,
 }
 
+/// What a [`PubSub`] handle asks of the subscriber task.
 enum Request {
     Route(Route, Handler),
     Subscribe {
@@ -123,7 +124,7 @@ impl PubSub {
     pub fn start(client: redis::Client, name: String) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (up, listening) = watch::channel(false);
-        let connection = Loop {
+        let subscriber = Subscriber {
             client,
             name,
             requests: receiver,
@@ -131,7 +132,7 @@ impl PubSub {
             channels: HashMap::new(),
             up,
         };
-        tokio::spawn(connection.run());
+        tokio::spawn(subscriber.run());
         Self {
             requests,
             listening,
@@ -203,7 +204,7 @@ enum Exit {
 }
 
 /// The task that owns the connection.
-struct Loop {
+struct Subscriber {
     client: redis::Client,
     name: String,
     requests: mpsc::UnboundedReceiver<Request>,
@@ -213,7 +214,7 @@ struct Loop {
     up: watch::Sender<bool>,
 }
 
-impl Loop {
+impl Subscriber {
     async fn run(mut self) {
         let mut backoff = Backoff::new();
         let mut was_up = true;

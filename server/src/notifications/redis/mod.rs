@@ -47,7 +47,7 @@
 //!
 //! Live delivery goes over the instance's one pub/sub connection
 //! ([`crate::infra::pubsub`], on the route `<prefix>stream:`), to a
-//! listener task ([`listener`]) to which `watch` and `unwatch` send
+//! listener task (`listener`) to which `watch` and `unwatch` send
 //! commands. The first watch of a channel subscribes and, once Redis
 //! confirmed, reads where the channel stands; the last unwatch
 //! unsubscribes. The listener hands each message to the sink in order and
@@ -67,8 +67,8 @@
 //! skipped, and the sink then sees the offset jump. While the connection is
 //! down, `watch` fails at once rather than waiting.
 //!
-//! The module's parts: [`scripts`] (the Lua), this file (the store's API),
-//! [`listener`] (live delivery).
+//! The module's parts: `scripts` (the Lua), this file (the store's API),
+//! `listener` (live delivery).
 //!
 //! [`StreamBackend::channel`]: super::StreamBackend::channel
 //! [`StreamBackend::read`]: super::StreamBackend::read
