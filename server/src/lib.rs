@@ -18,7 +18,8 @@
 //!   limits and mail.
 //! - [`notifications`]: channels, their history and this instance's hub
 //!   of subscribers, in memory or in Redis.
-//! - [`infra`]: the configuration, the clock, and the Redis connection.
+//! - [`infra`]: the configuration, the clock, and the one Redis context
+//!   (commands and pub/sub connections) every store shares.
 
 use std::{future::Future, sync::Arc};
 
@@ -27,7 +28,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     identity::limits,
-    infra::clock,
+    infra::{clock, redis_context::RedisContext},
     transport::{app, connections, fd_limit, health, request_body, serve},
 };
 
@@ -57,9 +58,6 @@ pub enum Error {
     /// Accounts, sessions or keys could not be set up.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
-    /// The notification streams could not be set up.
-    #[error("notification streams: {0}")]
-    Streams(#[from] notifications::StreamError),
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down
@@ -86,17 +84,18 @@ pub async fn run_with_clock(
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
     );
-    let identity = Arc::new(identity::Identity::from_config(&config, clock).await?);
+    // One Redis context for every store: two connections per instance.
+    let redis = config
+        .redis_url
+        .as_deref()
+        .map(|url| RedisContext::connect(url, &config.redis_key_prefix, clock.clone()))
+        .transpose()?;
+    let identity = Arc::new(identity::Identity::from_config(&config, clock, redis.as_ref()).await?);
     let stop = CancellationToken::new();
     let websockets = TaskTracker::new();
-    let (notifications, gate, stream_listener) = notifications(&config, &identity, &stop).await?;
-    let health = health::Health::new(
-        reporter,
-        config.redis_url.as_deref(),
-        Some(identity.accounts.clone()),
-        stream_listener,
-    )
-    .await?;
+    let (notifications, gate) = notifications(&config, &identity, redis.as_ref(), &stop);
+    let health =
+        health::Health::new(reporter, redis.as_ref(), Some(identity.accounts.clone())).await;
 
     let router = app::router(
         &config,
@@ -118,7 +117,7 @@ pub async fn run_with_clock(
 
     // Know the dependencies before the first request, so readiness is true
     // from the start (at most CHECK_TIMEOUT, when one does not answer).
-    health.wait_for_stream_listener().await;
+    health.wait_for_pubsub().await;
     health.check_now().await;
     let checks = tokio::spawn(
         health
@@ -189,47 +188,33 @@ fn connection_caps(config: &Config) -> connections::Caps {
     connections::Caps { total, per_address }
 }
 
-/// The notification service: channel streams in Redis when REDIS_URL is set
-/// (else in process), this instance's hub, and the task that ends the
-/// streams of ended sessions until `stop`; its connection throttle, which
-/// the WebSocket adapter shares; and, with Redis, whether its pub/sub
-/// listener is up (for readiness).
-async fn notifications(
+/// The notification service: channel streams in `redis` (the instance's
+/// Redis context, when REDIS_URL is set; else in process), this instance's
+/// hub, and the task that ends the streams of ended sessions until `stop`;
+/// and its connection throttle, which the WebSocket adapter shares.
+fn notifications(
     config: &Config,
     identity: &Arc<identity::Identity>,
+    redis: Option<&RedisContext>,
     stop: &CancellationToken,
-) -> Result<
-    (
-        services::NotificationApi,
-        Arc<services::notification::StreamGate>,
-        Option<tokio::sync::watch::Receiver<bool>>,
-    ),
-    Error,
-> {
+) -> (
+    services::NotificationApi,
+    Arc<services::notification::StreamGate>,
+) {
     let history = notifications::History {
         max_events: config.stream_history_size as usize,
         max_age: config.stream_history_ttl,
         dedup_window: config.stream_dedup_window,
     };
     let registry = Arc::new(notifications::hub::Registry::default());
-    let backend = match &config.redis_url {
-        Some(url) => {
-            notifications::StreamBackend::redis(
-                url,
-                &config.redis_key_prefix,
-                identity.clock.clone(),
-                history,
-                registry.clone(),
-            )
-            .await?
-        }
+    let backend = match redis {
+        Some(redis) => notifications::StreamBackend::redis(redis, history, registry.clone()),
         None => notifications::StreamBackend::Memory(notifications::memory::MemoryStreams::new(
             identity.clock.clone(),
             history,
             registry.clone(),
         )),
     };
-    let listening = backend.listening();
     let hub = notifications::hub::Hub::new(
         backend,
         registry,
@@ -258,7 +243,7 @@ async fn notifications(
         gate.clone(),
         config.stream_heartbeat_interval,
     );
-    Ok((api, gate, listening))
+    (api, gate)
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).

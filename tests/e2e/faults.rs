@@ -119,6 +119,85 @@ impl Drop for RedisProcess {
     }
 }
 
+impl RedisProcess {
+    /// `CLIENT LIST`: one line per connection, the asking one included.
+    /// Spoken in RESP by hand, as this crate has no Redis client.
+    pub fn client_list(&self) -> Vec<String> {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream.write_all(b"CLIENT LIST\r\n").expect("send");
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header).expect("the reply's header");
+        let length: usize = header
+            .trim_end()
+            .strip_prefix('$')
+            .and_then(|length| length.parse().ok())
+            .unwrap_or_else(|| panic!("a bulk string, got {header:?}"));
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("the reply");
+        String::from_utf8(body)
+            .expect("text")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// One instance holds two connections to Redis whatever it does, named
+/// after its key prefix: one for commands (sessions, rate limits, streams,
+/// health) and one for pub/sub (session revocations and live events). It
+/// held up to six before they shared one context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_holds_two_redis_connections_whatever_it_does() {
+    use slop_api::auth::{self, auth_service_client::AuthServiceClient};
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let server = TestServer::start_with(|config| {
+        config.redis_url = Some(url);
+        config.redis_key_prefix = "count:".into();
+    })
+    .await;
+    readiness_becomes(&server, true, PATIENCE).await;
+    // Every store at work: sessions and rate limits (sign-up, login, a
+    // refused login, logout), streams (a subscription and publishes),
+    // health.
+    let signed_in = crate::harness::sign_up(&server, "count@example.com").await;
+    let mut auth = AuthServiceClient::new(server.channel().await);
+    let refused = auth
+        .login(auth::LoginRequest {
+            email: "count@example.com".into(),
+            password: "not the password".into(),
+        })
+        .await;
+    assert!(refused.is_err());
+    let channels = channels("count");
+    let follower = follow(&server, &channels).await;
+    let (acked, _) = publish_many(&server, &channels, 0, 8, false, 1).await;
+    let (delivered, _) = finish_and_check(&server, &channels, vec![follower], &acked).await;
+    assert_eq!(delivered, acked.len() + CHANNELS);
+    auth.logout(bearer(
+        auth::LogoutRequest::default(),
+        &signed_in.access_token,
+    ))
+    .await
+    .expect("logout");
+    assert_eq!(get(&server.url("/health/ready")).await.status, 200);
+
+    let list = redis.client_list();
+    let mut names: Vec<&str> = list
+        .iter()
+        .filter(|line| !line.contains("cmd=client|list"))
+        .map(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("name="))
+                .unwrap_or_default()
+        })
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["count:commands", "count:pubsub"], "{list:#?}");
+}
+
 /// One acknowledged publish: its channel, position and logical number.
 #[derive(Debug, Clone)]
 struct Acked {

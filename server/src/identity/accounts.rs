@@ -841,42 +841,25 @@ mod tests {
         }
     }
 
-    /// Declares each conformance test once per backend:
-    /// `accounts::tests::sqlite::NAME` and `accounts::tests::postgres::NAME`.
-    macro_rules! conformance {
-        ($($test:ident),+ $(,)?) => {
-            mod sqlite {
-                $(
-                    #[tokio::test]
-                    async fn $test() {
-                        super::on_sqlite(super::$test).await;
-                    }
-                )+
-            }
-            mod postgres {
-                $(
-                    #[tokio::test]
-                    async fn $test() {
-                        super::on_postgres(super::$test).await;
-                    }
-                )+
-            }
-        };
+    // Each conformance test once per backend:
+    // `accounts::tests::sqlite_backend::NAME` and
+    // `accounts::tests::postgres_backend::NAME`.
+    crate::infra::conformance::backend_conformance! {
+        backends: [sqlite_backend => on_sqlite, postgres_backend => on_postgres],
+        cases: [
+            create_and_read_back,
+            a_duplicate_email_is_taken,
+            concurrent_creates_of_one_email_have_one_winner,
+            updates_move_updated_at_and_miss_unknown_ids,
+            a_reset_token_is_single_use,
+            concurrent_consumes_of_one_token_have_one_winner,
+            an_expired_reset_token_is_refused,
+            consuming_a_token_invalidates_the_accounts_other_tokens,
+            a_password_change_invalidates_reset_tokens,
+            a_reset_token_needs_an_existing_account,
+            migrations_are_idempotent,
+        ],
     }
-
-    conformance!(
-        create_and_read_back,
-        a_duplicate_email_is_taken,
-        concurrent_creates_of_one_email_have_one_winner,
-        updates_move_updated_at_and_miss_unknown_ids,
-        a_reset_token_is_single_use,
-        concurrent_consumes_of_one_token_have_one_winner,
-        an_expired_reset_token_is_refused,
-        consuming_a_token_invalidates_the_accounts_other_tokens,
-        a_password_change_invalidates_reset_tokens,
-        a_reset_token_needs_an_existing_account,
-        migrations_are_idempotent,
-    );
 
     fn new_account(email: &str) -> NewAccount<'_> {
         NewAccount {

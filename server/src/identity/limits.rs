@@ -46,7 +46,10 @@ use std::{
 
 use redis::{Script, aio::ConnectionManager};
 
-use crate::infra::clock::{SharedClock, to_millis};
+use crate::infra::{
+    clock::{SharedClock, to_millis},
+    redis_context::RedisContext,
+};
 
 /// A rate: at most `limit` events per `window` (bursts up to `limit`).
 ///
@@ -117,15 +120,14 @@ impl RateLimiter {
         })
     }
 
-    /// Limits kept in Redis at `url`, under the keys `<prefix>limit:<key>`
-    /// (connected on first use, see [`crate::infra::redis_connection`]).
-    pub async fn redis(url: &str, prefix: &str, clock: SharedClock) -> Result<Self, LimitError> {
-        let connection = crate::infra::redis_connection::connect(url)?;
-        Ok(Self::Redis(RedisLimiter {
-            connection,
-            prefix: prefix.into(),
-            clock,
-        }))
+    /// Limits kept in Redis, under the keys `<prefix>limit:<key>`, on the
+    /// instance's Redis context (see [`crate::infra::redis_context`]).
+    pub fn redis(context: &RedisContext) -> Self {
+        Self::Redis(RedisLimiter {
+            connection: context.commands(),
+            prefix: context.prefix().into(),
+            clock: context.clock().clone(),
+        })
     }
 
     /// Counts one event for `key` if the rate allows it now (and then returns
@@ -395,7 +397,10 @@ mod tests {
     use std::{collections::BTreeSet, future::Future, sync::Arc};
 
     use super::*;
-    use crate::infra::clock::{Clock, ManualClock};
+    use crate::infra::{
+        clock::{Clock, ManualClock},
+        redis_context::testing::{PrefixGuard, redis_url},
+    };
 
     const TEN_A_MINUTE: Rate = Rate::new(10, Duration::from_secs(60));
     const INTERVAL: Duration = Duration::from_secs(6);
@@ -601,6 +606,20 @@ mod tests {
 
     // ---- running it against each backend ----
 
+    crate::infra::conformance::backend_conformance! {
+        backends: [memory_backend => on_memory, redis_backend => on_redis],
+        cases: [
+            a_burst_of_limit_then_limited_for_one_interval,
+            waiting_retry_after_allows_exactly_one_more,
+            a_whole_window_restores_a_full_burst_and_no_more,
+            peek_never_counts,
+            keys_are_independent_and_reset_forgets_one,
+            concurrent_hits_allow_exactly_limit,
+            hammering_while_limited_does_not_extend_the_wait,
+            uneven_and_degenerate_rates,
+        ],
+    }
+
     async fn on_memory<F, Fut>(test: F)
     where
         F: FnOnce(RateLimiter, Arc<ManualClock>) -> Fut,
@@ -610,94 +629,17 @@ mod tests {
         test(RateLimiter::memory(clock.clone()), clock).await;
     }
 
-    fn redis_url() -> String {
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-    }
-
-    /// Runs `test` against Redis under a fresh prefix, then deletes every
-    /// key under it, whether the test passed or not.
+    /// Runs `test` against Redis under a fresh prefix, whose keys go when
+    /// it ends, whether it passed or not.
     async fn on_redis<F, Fut>(test: F)
     where
         F: FnOnce(RateLimiter, Arc<ManualClock>) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = ()>,
     {
-        let url = redis_url();
-        let prefix = format!("slop-test:{}:", uuid::Uuid::new_v4().simple());
+        let guard = PrefixGuard::new();
         let clock = ManualClock::starting_now();
-        let limiter = RateLimiter::redis(&url, &prefix, clock.clone())
-            .await
-            .unwrap_or_else(|error| {
-                panic!("Redis at {url} is unreachable ({error}); these tests need it")
-            });
-        let RateLimiter::Redis(redis) = &limiter else {
-            unreachable!("RateLimiter::redis builds the Redis backend")
-        };
-        let mut connection = redis.connection.clone();
-
-        let outcome = tokio::spawn(test(limiter, clock)).await;
-        delete_under(&mut connection, &prefix).await;
-        if let Err(error) = outcome {
-            std::panic::resume_unwind(error.into_panic());
-        }
+        test(RateLimiter::redis(&guard.context(clock.clone())), clock).await;
     }
-
-    async fn delete_under(connection: &mut ConnectionManager, prefix: &str) {
-        let mut cursor = 0_u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(connection)
-                .await
-                .expect("SCAN");
-            if !keys.is_empty() {
-                let () = redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async(connection)
-                    .await
-                    .expect("DEL");
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-    }
-
-    macro_rules! conformance {
-        ($($test:ident),* $(,)?) => {
-            mod memory_backend {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $test() {
-                        super::on_memory(super::$test).await;
-                    }
-                )*
-            }
-            mod redis_backend {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $test() {
-                        super::on_redis(super::$test).await;
-                    }
-                )*
-            }
-        };
-    }
-
-    conformance!(
-        a_burst_of_limit_then_limited_for_one_interval,
-        waiting_retry_after_allows_exactly_one_more,
-        a_whole_window_restores_a_full_burst_and_no_more,
-        peek_never_counts,
-        keys_are_independent_and_reset_forgets_one,
-        concurrent_hits_allow_exactly_limit,
-        hammering_while_limited_does_not_extend_the_wait,
-        uneven_and_degenerate_rates,
-    );
 
     // ---- one backend only ----
 
@@ -735,9 +677,10 @@ mod tests {
             let RateLimiter::Redis(redis) = &limiter else {
                 unreachable!()
             };
-            let other = RateLimiter::redis(&redis_url(), &redis.prefix, clock.clone())
-                .await
-                .expect("a second instance");
+            let other = RateLimiter::redis(
+                &RedisContext::connect(&redis_url(), &redis.prefix, clock.clone())
+                    .expect("a second instance"),
+            );
             burst(&limiter, "k", TEN_A_MINUTE).await;
             assert_eq!(hit(&other, "k", TEN_A_MINUTE).await, limited(INTERVAL));
 

@@ -343,14 +343,14 @@ mod tests {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("slop-test:{}:", uuid::Uuid::new_v4().simple());
         let clock = ManualClock::starting_now();
-        let connect = || async {
-            RateLimiter::redis(&url, &prefix, clock.clone())
-                .await
-                .unwrap_or_else(|error| {
-                    panic!("Redis at {url} is unreachable ({error}); this test needs it")
-                })
+        // Two instances: a Redis context each.
+        let connect = || {
+            let context =
+                crate::infra::redis_context::RedisContext::connect(&url, &prefix, clock.clone())
+                    .unwrap_or_else(|error| panic!("REDIS_URL {url}: {error}"));
+            RateLimiter::redis(&context)
         };
-        let (first, second) = (outbox(None, connect().await), outbox(None, connect().await));
+        let (first, second) = (outbox(None, connect()), outbox(None, connect()));
         let outcome = tokio::spawn({
             let (first, second) = (first.clone(), second.clone());
             async move {

@@ -17,13 +17,14 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     identity::accounts::{AccountError, AccountStore},
     identity::caller::Authenticator,
-    identity::limits::{LimitError, Rate, RateLimiter},
+    identity::limits::{Rate, RateLimiter},
     identity::mail::Outbox,
     identity::passwords::PasswordHasher,
-    identity::sessions::{SessionError, SessionStore},
+    identity::sessions::SessionStore,
     identity::tokens::{TokenIssuer, TokenSettings},
     infra::clock::SharedClock,
     infra::config::{AppEnv, Config, Secret},
+    infra::redis_context::RedisContext,
 };
 
 /// How far a token's times may be off before it is refused.
@@ -94,12 +95,6 @@ pub enum IdentityError {
     /// setting to look at).
     #[error(transparent)]
     Accounts(#[from] AccountError),
-    /// REDIS_URL could not be used for sessions.
-    #[error("REDIS_URL: {0}")]
-    Sessions(#[from] SessionError),
-    /// REDIS_URL could not be used for rate limits.
-    #[error("REDIS_URL: {0}")]
-    Limits(#[from] LimitError),
     /// A JWT key file could not be read.
     #[error("{0}")]
     Keys(String),
@@ -107,13 +102,16 @@ pub enum IdentityError {
 
 impl Identity {
     /// Connects the stores and loads the keys the configuration names.
-    pub async fn from_config(config: &Config, clock: SharedClock) -> Result<Self, IdentityError> {
+    /// Sessions and rate limits live in `redis` (the instance's one Redis
+    /// context, when REDIS_URL is set), else in process.
+    pub async fn from_config(
+        config: &Config,
+        clock: SharedClock,
+        redis: Option<&RedisContext>,
+    ) -> Result<Self, IdentityError> {
         let accounts = AccountStore::connect(&config.database_url, config.database_timeout).await?;
-        let (sessions, limits) = match &config.redis_url {
-            Some(url) => (
-                SessionStore::redis(url, &config.redis_key_prefix, clock.clone()).await?,
-                RateLimiter::redis(url, &config.redis_key_prefix, clock.clone()).await?,
-            ),
+        let (sessions, limits) = match redis {
+            Some(redis) => (SessionStore::redis(redis), RateLimiter::redis(redis)),
             None => (
                 SessionStore::memory(clock.clone()),
                 RateLimiter::memory(clock.clone()),

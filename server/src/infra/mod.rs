@@ -1,11 +1,16 @@
-//! What every layer stands on: the configuration, the clock, and the
-//! connection to Redis.
+//! What every layer stands on: the configuration, the clock, and Redis.
 //!
 //! - [`config`]: the typed configuration (flags, environment, `.env`).
 //! - [`clock`]: the time every expiry reads, so tests can move it.
-//! - [`redis_connection`]: connecting to Redis, and the back-off between
-//!   reconnects.
+//! - [`redis_context`]: the one Redis context of an instance (commands
+//!   connection, key prefix, clock), handed to every store.
+//! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
+//! - `conformance` (tests only): the one macro that runs every backend
+//!   conformance suite.
 
 pub mod clock;
 pub mod config;
-pub mod redis_connection;
+#[cfg(test)]
+pub(crate) mod conformance;
+pub mod pubsub;
+pub mod redis_context;

@@ -264,20 +264,8 @@ mod tests {
     use super::*;
     use crate::{
         infra::clock::ManualClock,
-        notifications::{
-            StreamBackend,
-            conformance::{HISTORY, Recorder, event, topic},
-        },
+        notifications::conformance::{HISTORY, Recorder, event, topic},
     };
-
-    async fn streams(clock: Arc<ManualClock>, sink: Arc<Recorder>) -> (StreamBackend, ()) {
-        (
-            StreamBackend::Memory(MemoryStreams::new(clock, HISTORY, sink)),
-            (),
-        )
-    }
-
-    crate::notifications::conformance::conformance_suite!(streams);
 
     #[test]
     fn channels_nobody_uses_are_forgotten_and_come_back_with_a_new_epoch() {

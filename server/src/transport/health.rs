@@ -2,8 +2,10 @@
 //! dependencies.
 //!
 //! Dependencies: the account database (always; SQLite by default), Redis
-//! (when REDIS_URL is set) and the notification streams' Redis pub/sub
-//! connection (`redis_pubsub`: subscribed and caught up after a reconnect). A background task checks each at
+//! (when REDIS_URL is set: `redis`, a PING on the instance's commands
+//! connection) and the instance's Redis pub/sub connection (`redis_pubsub`:
+//! subscribed to session revocations and watched channels, and the streams
+//! caught up after a reconnect). A background task checks each at
 //! HEALTH_CHECK_INTERVAL and publishes the result twice: to the standard
 //! `grpc.health.v1.Health` service (for Kubernetes gRPC probes and service
 //! meshes) and to the HTTP endpoints `/health`, `/health/ready` and
@@ -37,7 +39,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::identity::accounts::AccountStore;
+use crate::{identity::accounts::AccountStore, infra::redis_context::RedisContext};
 
 /// The health service name Kubernetes liveness probes ask for.
 pub const LIVENESS: &str = "liveness";
@@ -54,12 +56,12 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A dependency the server needs, with the means to check it.
 enum Dependency {
-    Redis(Box<RedisCheck>),
+    Redis(RedisContext),
     Database(AccountStore),
-    /// The notification streams' Redis pub/sub connection: subscribed and
-    /// caught up, or not (it reconnects on its own, after Redis answers
-    /// again; until then no subscription can start).
-    StreamListener(watch::Receiver<bool>),
+    /// The instance's Redis pub/sub connection: subscribed and caught up,
+    /// or not (it reconnects on its own, after Redis answers again; until
+    /// then no subscription can start and no revocation arrives).
+    PubSub(watch::Receiver<bool>),
 }
 
 impl Dependency {
@@ -67,53 +69,16 @@ impl Dependency {
         match self {
             Self::Redis(_) => "redis",
             Self::Database(_) => "database",
-            Self::StreamListener(_) => "redis_pubsub",
+            Self::PubSub(_) => "redis_pubsub",
         }
     }
 
     async fn check(&self) -> Result<(), String> {
         match self {
-            Self::Redis(redis) => redis.check().await,
+            Self::Redis(redis) => redis.ping().await.map_err(|error| error.to_string()),
             Self::Database(accounts) => accounts.ping().await.map_err(|error| error.to_string()),
-            Self::StreamListener(up) if *up.borrow() => Ok(()),
-            Self::StreamListener(_) => {
-                Err("the notification streams' pub/sub connection is reconnecting".into())
-            }
-        }
-    }
-}
-
-/// Checks Redis with PING over one kept connection, reconnecting after a
-/// failure.
-struct RedisCheck {
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
-}
-
-impl RedisCheck {
-    async fn check(&self) -> Result<(), String> {
-        let mut slot = self.connection.lock().await;
-        let connection = match slot.as_mut() {
-            Some(connection) => connection,
-            None => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CHECK_TIMEOUT))
-                    .set_response_timeout(Some(CHECK_TIMEOUT));
-                let connection = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(|err| err.to_string())?;
-                slot.insert(connection)
-            }
-        };
-        let pong: Result<String, _> = redis::cmd("PING").query_async(connection).await;
-        match pong {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                *slot = None;
-                Err(err.to_string())
-            }
+            Self::PubSub(up) if *up.borrow() => Ok(()),
+            Self::PubSub(_) => Err("the Redis pub/sub connection is reconnecting".into()),
         }
     }
 }
@@ -162,10 +127,9 @@ impl Health {
     /// there is nothing to check).
     pub async fn new(
         reporter: HealthReporter,
-        redis_url: Option<&str>,
+        redis: Option<&RedisContext>,
         database: Option<AccountStore>,
-        stream_listener: Option<watch::Receiver<bool>>,
-    ) -> Result<Arc<Self>, redis::RedisError> {
+    ) -> Arc<Self> {
         let mut dependencies = Vec::new();
         let mut states = BTreeMap::new();
         match database {
@@ -177,21 +141,16 @@ impl Health {
                 states.insert("database", DependencyState::NotConfigured);
             }
         }
-        match redis_url {
-            Some(url) => {
-                dependencies.push(Dependency::Redis(Box::new(RedisCheck {
-                    client: redis::Client::open(url)?,
-                    connection: tokio::sync::Mutex::new(None),
-                })));
+        match redis {
+            Some(redis) => {
+                dependencies.push(Dependency::Redis(redis.clone()));
                 states.insert("redis", DependencyState::Unknown);
+                dependencies.push(Dependency::PubSub(redis.listening()));
+                states.insert("redis_pubsub", DependencyState::Unknown);
             }
             None => {
                 states.insert("redis", DependencyState::NotConfigured);
             }
-        }
-        if let Some(listener) = stream_listener {
-            dependencies.push(Dependency::StreamListener(listener));
-            states.insert("redis_pubsub", DependencyState::Unknown);
         }
         let health = Arc::new(Self {
             started: Instant::now(),
@@ -206,7 +165,7 @@ impl Health {
             .set_service_status(LIVENESS, ServingStatus::Serving)
             .await;
         health.publish().await;
-        Ok(health)
+        health
     }
 
     /// Whether the server should get new traffic now.
@@ -227,12 +186,12 @@ impl Health {
         self.publish().await;
     }
 
-    /// Waits (at most `CHECK_TIMEOUT`) for the stream listener, if any,
-    /// to be subscribed, so a server that starts with Redis up is ready from
-    /// its first check.
-    pub async fn wait_for_stream_listener(&self) {
+    /// Waits (at most `CHECK_TIMEOUT`) for the Redis pub/sub connection,
+    /// if any, to be subscribed, so a server that starts with Redis up is
+    /// ready from its first check.
+    pub async fn wait_for_pubsub(&self) {
         for dependency in &self.dependencies {
-            if let Dependency::StreamListener(up) = dependency {
+            if let Dependency::PubSub(up) = dependency {
                 let mut up = up.clone();
                 let _ = tokio::time::timeout(CHECK_TIMEOUT, up.wait_for(|up| *up)).await;
             }
@@ -274,13 +233,14 @@ impl Health {
 
     /// Checks the dependencies every `interval` (after the first check,
     /// which start-up makes with [`Health::check_now`]), and at once when the
-    /// stream listener goes down or comes back, until `stop` is cancelled.
+    /// pub/sub connection goes down or comes back, until `stop` is
+    /// cancelled.
     pub async fn run_checks(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
         if self.dependencies.is_empty() {
             return;
         }
         let mut listener = self.dependencies.iter().find_map(|d| match d {
-            Dependency::StreamListener(up) => Some(up.clone()),
+            Dependency::PubSub(up) => Some(up.clone()),
             _ => None,
         });
         loop {

@@ -214,12 +214,6 @@ mod tests {
         infra::clock::{Clock as _, ManualClock},
     };
 
-    async fn store(clock: Arc<ManualClock>) -> (SessionStore, ()) {
-        (SessionStore::memory(clock), ())
-    }
-
-    crate::identity::sessions::conformance::conformance_suite!(store);
-
     #[tokio::test]
     async fn revocations_are_announced() {
         let clock = ManualClock::starting_now();

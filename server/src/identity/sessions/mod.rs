@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::infra::clock::SharedClock;
+use crate::infra::{clock::SharedClock, redis_context::RedisContext};
 
 pub mod memory;
 pub mod redis;
@@ -121,11 +121,10 @@ impl SessionStore {
         Self::Memory(memory::MemorySessions::new(clock))
     }
 
-    /// A Redis store with keys under `prefix`.
-    pub async fn redis(url: &str, prefix: &str, clock: SharedClock) -> Result<Self> {
-        Ok(Self::Redis(
-            redis::RedisSessions::connect(url, prefix, clock).await?,
-        ))
+    /// A Redis store on the instance's Redis context (its key prefix, its
+    /// clock, its connections).
+    pub fn redis(context: &RedisContext) -> Self {
+        Self::Redis(redis::RedisSessions::new(context))
     }
 
     /// "memory" or "redis".
@@ -244,16 +243,55 @@ pub fn duration_millis(duration: Duration) -> i64 {
 /// The conformance suite every backend passes. Each test gets a fresh store
 /// (and for Redis a key prefix of its own) and a manual clock.
 #[cfg(test)]
-mod conformance {
-    use std::{sync::Arc, time::Duration};
+pub(crate) mod conformance {
+    use std::{future::Future, sync::Arc, time::Duration};
 
     use super::*;
-    use crate::infra::clock::{Clock, ManualClock, to_millis};
+    use crate::infra::{
+        clock::{Clock, ManualClock, to_millis},
+        redis_context::testing::PrefixGuard,
+    };
+
+    crate::infra::conformance::backend_conformance! {
+        backends: [memory_backend => on_memory, redis_backend => on_redis],
+        cases: [
+            create_then_get_round_trips,
+            idle_sessions_expire,
+            use_slides_the_idle_timeout_but_never_past_the_cap,
+            refresh_generation_advances_once_per_expected_value,
+            concurrent_advances_let_exactly_one_win,
+            revoked_sessions_are_gone_for_every_operation,
+            users_list_their_own_sessions_most_recent_first,
+            revoking_a_user_spares_the_kept_session_and_other_users,
+            logins_beyond_the_cap_end_the_least_recently_used,
+        ],
+    }
+
+    async fn on_memory<F, Fut>(case: F)
+    where
+        F: FnOnce(SessionStore, Arc<ManualClock>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let clock = ManualClock::starting_now();
+        case(SessionStore::memory(clock.clone()), clock).await;
+    }
+
+    /// On a Redis context of its own, under a prefix whose keys go when the
+    /// case ends.
+    async fn on_redis<F, Fut>(case: F)
+    where
+        F: FnOnce(SessionStore, Arc<ManualClock>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let clock = ManualClock::starting_now();
+        let guard = PrefixGuard::new();
+        case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
+    }
 
     const TTL: Duration = Duration::from_secs(3600);
     const MAX: Duration = Duration::from_secs(3 * 3600);
 
-    pub(super) fn session(clock: &ManualClock, id: &str, user: &str) -> Session {
+    pub(crate) fn session(clock: &ManualClock, id: &str, user: &str) -> Session {
         let now = to_millis(clock.now());
         Session {
             id: id.into(),
@@ -270,14 +308,14 @@ mod conformance {
         }
     }
 
-    pub(super) async fn create_then_get_round_trips(store: SessionStore, clock: Arc<ManualClock>) {
+    pub(crate) async fn create_then_get_round_trips(store: SessionStore, clock: Arc<ManualClock>) {
         let s = session(&clock, "s1", "u1");
         store.create(&s).await.unwrap();
         assert_eq!(store.get("s1").await.unwrap(), Some(s));
         assert_eq!(store.get("nope").await.unwrap(), None);
     }
 
-    pub(super) async fn idle_sessions_expire(store: SessionStore, clock: Arc<ManualClock>) {
+    pub(crate) async fn idle_sessions_expire(store: SessionStore, clock: Arc<ManualClock>) {
         store.create(&session(&clock, "s1", "u1")).await.unwrap();
         clock.advance(TTL - Duration::from_millis(1));
         assert!(store.get("s1").await.unwrap().is_some());
@@ -295,7 +333,7 @@ mod conformance {
         assert!(store.list_user("u1").await.unwrap().is_empty());
     }
 
-    pub(super) async fn use_slides_the_idle_timeout_but_never_past_the_cap(
+    pub(crate) async fn use_slides_the_idle_timeout_but_never_past_the_cap(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
@@ -324,7 +362,7 @@ mod conformance {
         assert_eq!(store.get("s1").await.unwrap(), None);
     }
 
-    pub(super) async fn refresh_generation_advances_once_per_expected_value(
+    pub(crate) async fn refresh_generation_advances_once_per_expected_value(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
@@ -346,7 +384,7 @@ mod conformance {
         );
     }
 
-    pub(super) async fn concurrent_advances_let_exactly_one_win(
+    pub(crate) async fn concurrent_advances_let_exactly_one_win(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
@@ -368,7 +406,7 @@ mod conformance {
         );
     }
 
-    pub(super) async fn revoked_sessions_are_gone_for_every_operation(
+    pub(crate) async fn revoked_sessions_are_gone_for_every_operation(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
@@ -389,7 +427,7 @@ mod conformance {
         assert!(store.list_user("u1").await.unwrap().is_empty());
     }
 
-    pub(super) async fn users_list_their_own_sessions_most_recent_first(
+    pub(crate) async fn users_list_their_own_sessions_most_recent_first(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
@@ -418,7 +456,7 @@ mod conformance {
         assert_eq!(ids, ["other"]);
     }
 
-    pub(super) async fn revoking_a_user_spares_the_kept_session_and_other_users(
+    pub(crate) async fn revoking_a_user_spares_the_kept_session_and_other_users(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
@@ -435,7 +473,7 @@ mod conformance {
         assert!(store.list_user("u1").await.unwrap().is_empty());
     }
 
-    pub(super) async fn logins_beyond_the_cap_end_the_least_recently_used(
+    pub(crate) async fn logins_beyond_the_cap_end_the_least_recently_used(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
@@ -464,7 +502,7 @@ mod conformance {
 
     /// The next session id `revocations` yields (skipping
     /// [`RECHECK_SESSIONS`]), waiting at most 5 s.
-    pub(super) async fn next_revocation(
+    pub(crate) async fn next_revocation(
         revocations: &mut tokio::sync::broadcast::Receiver<String>,
     ) -> String {
         loop {
@@ -479,7 +517,7 @@ mod conformance {
     /// Sessions ended on `store` by revoke, revoke_user (with and without a
     /// kept session) and eviction reach every receiver in `watchers`, in
     /// order; expiry and repeated revocations do not.
-    pub(super) async fn revocations_are_announced(
+    pub(crate) async fn revocations_are_announced(
         store: SessionStore,
         clock: Arc<ManualClock>,
         mut watchers: Vec<tokio::sync::broadcast::Receiver<String>>,
@@ -516,32 +554,4 @@ mod conformance {
             assert_eq!(seen, ["a", "c", "lru", "b", "last"]);
         }
     }
-
-    /// Generates one `#[tokio::test]` per conformance case for a backend.
-    macro_rules! conformance_suite {
-        ($make:path) => {
-            $crate::identity::sessions::conformance::conformance_suite!(@cases $make;
-                create_then_get_round_trips,
-                idle_sessions_expire,
-                use_slides_the_idle_timeout_but_never_past_the_cap,
-                refresh_generation_advances_once_per_expected_value,
-                concurrent_advances_let_exactly_one_win,
-                revoked_sessions_are_gone_for_every_operation,
-                users_list_their_own_sessions_most_recent_first,
-                revoking_a_user_spares_the_kept_session_and_other_users,
-                logins_beyond_the_cap_end_the_least_recently_used,
-            );
-        };
-        (@cases $make:path; $($case:ident),* $(,)?) => {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let clock = $crate::infra::clock::ManualClock::starting_now();
-                    let (store, _guard) = $make(clock.clone()).await;
-                    $crate::identity::sessions::conformance::$case(store, clock).await;
-                }
-            )*
-        };
-    }
-    pub(crate) use conformance_suite;
 }

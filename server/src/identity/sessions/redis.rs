@@ -19,10 +19,9 @@
 //! <session id>` on the pub/sub channel `<prefix>sessions:revoked`, where
 //! `<origin>` is a random id of the publishing store. Each store sends its
 //! own revocations to [`SessionStore::revocations`] directly (so they do not
-//! depend on its subscription) and keeps one subscriber connection (RESP3,
-//! named `<prefix>sessions` in `CLIENT LIST`) for the others' revocations,
-//! skipping its own origin. The subscriber reconnects with a capped,
-//! jittered backoff; after every (re)subscription it sends
+//! depend on its subscription) and hears the others' on the instance's one
+//! pub/sub connection ([`crate::infra::pubsub`]), skipping its own origin.
+//! After every (re)subscription of that connection it sends
 //! [`RECHECK_SESSIONS`], since revocations published while it was not
 //! subscribed are lost.
 //!
@@ -30,18 +29,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{PushKind, Script, Value, aio::ConnectionManager};
+use redis::{Script, aio::ConnectionManager};
 use tokio::sync::broadcast;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Advance, MAX_SESSIONS_PER_USER, RECHECK_SESSIONS, Result, Session, duration_millis};
-use crate::{
-    infra::clock::{SharedClock, to_millis},
-    infra::redis_connection::{self, Backoff},
+use crate::infra::{
+    clock::{SharedClock, to_millis},
+    pubsub::{Notice, PubSub, Route},
+    redis_context::RedisContext,
 };
-
-/// How often the subscriber checks its connection still answers.
-const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Helpers shared by the scripts: key names and liveness.
 const PRELUDE: &str = r#"
@@ -190,41 +186,37 @@ pub struct RedisSessions {
     /// This store's id in revocation messages.
     origin: Arc<str>,
     revoked: broadcast::Sender<String>,
-    /// Stops the subscriber when the last clone is dropped.
-    _subscriber: Arc<DropGuard>,
+    /// Keeps the pub/sub loop, and with it other instances' revocations,
+    /// running while the store lives.
+    _pubsub: PubSub,
 }
 
 impl RedisSessions {
-    /// A store on Redis at `url`, keys under `prefix`. It connects on first
-    /// use and reconnects after failures, so a server can start (not ready)
-    /// while Redis is down and recover when it returns.
-    ///
-    /// It also starts the task that receives other instances' revocations
-    /// (so it must run within a Tokio runtime); the task ends when the last
-    /// clone of the store is dropped.
-    pub async fn connect(url: &str, prefix: &str, clock: SharedClock) -> Result<Self> {
-        let connection = crate::infra::redis_connection::connect(url)?;
-        let client = redis_connection::pubsub_client(url)?;
+    /// A store on the instance's Redis context. It listens for other
+    /// instances' revocations on the context's pub/sub connection.
+    pub fn new(redis: &RedisContext) -> Self {
         let origin: Arc<str> = crate::identity::tokens::random_token(12).into();
         let (revoked, _) = broadcast::channel(super::REVOCATIONS_CAPACITY);
-        let stop = CancellationToken::new();
-        let subscriber = Subscriber {
-            client,
-            name: format!("{prefix}sessions"),
-            channel: revocations_channel(prefix),
+        let listener = Revocations {
             origin: origin.clone(),
             revoked: revoked.clone(),
         };
-        tokio::spawn(subscriber.run(stop.clone()));
-        Ok(Self {
-            connection,
-            prefix: prefix.into(),
-            clock,
+        redis.pubsub().route(
+            Route::Channel(revocations_channel(redis.prefix())),
+            Box::new(move |notice| {
+                listener.on(notice);
+                true
+            }),
+        );
+        Self {
+            connection: redis.commands(),
+            prefix: redis.prefix().into(),
+            clock: redis.clock().clone(),
             scripts: Arc::new(Scripts::new()),
             origin,
             revoked,
-            _subscriber: Arc::new(stop.drop_guard()),
-        })
+            _pubsub: redis.pubsub().clone(),
+        }
     }
 
     fn invocation<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
@@ -361,77 +353,26 @@ fn revocations_channel(prefix: &str) -> String {
     format!("{prefix}sessions:revoked")
 }
 
-/// The task that passes other stores' revocations on.
-struct Subscriber {
-    client: redis::Client,
-    name: String,
-    channel: String,
+/// Passes other stores' revocations on to this store's listeners.
+struct Revocations {
     origin: Arc<str>,
     revoked: broadcast::Sender<String>,
 }
 
-impl Subscriber {
-    async fn run(self, stop: CancellationToken) {
-        let mut backoff = Backoff::new();
-        let mut was_up = true;
-        loop {
-            let since = tokio::time::Instant::now();
-            let outcome = tokio::select! {
-                () = stop.cancelled() => return,
-                outcome = self.subscribe_and_listen() => outcome,
-            };
-            if since.elapsed() >= Backoff::STABLE {
-                backoff.reset();
+impl Revocations {
+    fn on(&self, notice: Notice) {
+        match notice {
+            Notice::Message { payload, .. } => self.on_message(&payload),
+            // Whatever was published while not subscribed is lost. Nothing
+            // to read back: the holders of sessions re-check them.
+            Notice::Subscribed(_) => {
+                let _ = self.revoked.send(RECHECK_SESSIONS.to_owned());
             }
-            match outcome {
-                Ok(()) => tracing::warn!(
-                    "session revocation subscriber lost its Redis connection; reconnecting"
-                ),
-                Err(error) if was_up => {
-                    tracing::warn!(%error, "session revocation subscriber cannot reach Redis; retrying");
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "session revocation subscriber still cannot reach Redis");
-                }
-            }
-            was_up = false;
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-            }
+            Notice::Lost => {}
         }
     }
 
-    /// Subscribes, then passes messages on until the connection fails (an
-    /// error) or ends (Ok: it worked for a while).
-    async fn subscribe_and_listen(&self) -> redis::RedisResult<()> {
-        let (mut connection, mut pushes) =
-            redis_connection::subscriber(&self.client, &self.name).await?;
-        connection.subscribe(&self.channel).await?;
-        // Whatever was published while not subscribed is lost.
-        let _ = self.revoked.send(RECHECK_SESSIONS.to_owned());
-        let mut health = tokio::time::interval_at(
-            tokio::time::Instant::now() + HEALTH_CHECK_EVERY,
-            HEALTH_CHECK_EVERY,
-        );
-        loop {
-            tokio::select! {
-                push = pushes.recv() => match push {
-                    Some(push) if push.kind == PushKind::Message => self.on_message(&push.data),
-                    Some(push) if push.kind != PushKind::Disconnection => {}
-                    _ => return Ok(()),
-                },
-                _ = health.tick() => {
-                    let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-                }
-            }
-        }
-    }
-
-    fn on_message(&self, data: &[Value]) {
-        let [_, Value::BulkString(payload)] = data else {
-            return;
-        };
+    fn on_message(&self, payload: &[u8]) {
         let Some((origin, id)) = std::str::from_utf8(payload)
             .ok()
             .and_then(|payload| payload.split_once(' '))
@@ -448,70 +389,28 @@ impl Subscriber {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::{identity::sessions::SessionStore, infra::clock::ManualClock};
-
-    /// The Redis tests use, failing loudly when it is not running.
-    pub(crate) fn redis_url() -> String {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let reachable = redis::Client::open(url.as_str())
-            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
-            .is_ok();
-        assert!(
-            reachable,
-            "Redis is not reachable at {url}: start it (redis-server --daemonize yes --port 6379) or set REDIS_URL"
-        );
-        url
-    }
-
-    /// Deletes every key under a test's prefix when the test ends.
-    pub(crate) struct PrefixGuard {
-        url: String,
-        pub(crate) prefix: String,
-    }
-
-    impl PrefixGuard {
-        pub(crate) fn new() -> Self {
-            Self {
-                url: redis_url(),
-                prefix: format!("slop-test:{}:", uuid::Uuid::new_v4().simple()),
-            }
-        }
-    }
-
-    impl Drop for PrefixGuard {
-        fn drop(&mut self) {
-            let Ok(mut connection) =
-                redis::Client::open(self.url.as_str()).and_then(|client| client.get_connection())
-            else {
-                return;
-            };
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}*", self.prefix))
-                .query(&mut connection)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
-            }
-        }
-    }
+    use crate::{
+        identity::sessions::{
+            SessionStore,
+            conformance::{next_revocation, revocations_are_announced, session},
+        },
+        infra::{
+            clock::ManualClock,
+            redis_context::testing::{PrefixGuard, kill_clients_named, redis},
+        },
+    };
 
     /// Waits (at most 5 s) until `count` stores listen for revocations on
     /// the guard's prefix. Their first [`RECHECK_SESSIONS`] cannot tell:
     /// it may go out before a test holds a receiver.
     async fn subscribed(guard: &PrefixGuard, count: i64) {
         let channel = revocations_channel(&guard.prefix);
-        let mut connection = redis::Client::open(guard.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let (_, listening): (String, i64) = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
                 .arg(&channel)
-                .query_async(&mut connection)
-                .await
+                .query(&mut redis())
                 .unwrap();
             if listening >= count {
                 return;
@@ -524,135 +423,106 @@ pub(crate) mod tests {
         }
     }
 
-    async fn store(clock: Arc<ManualClock>) -> (SessionStore, PrefixGuard) {
-        let guard = PrefixGuard::new();
-        let store = SessionStore::redis(&guard.url, &guard.prefix, clock)
-            .await
-            .expect("connect to Redis");
-        (store, guard)
+    /// A store on an instance (a Redis context) of its own.
+    fn instance(guard: &PrefixGuard, clock: Arc<ManualClock>) -> SessionStore {
+        SessionStore::redis(&guard.context(clock))
     }
-
-    crate::identity::sessions::conformance::conformance_suite!(store);
 
     #[tokio::test]
     async fn sessions_survive_a_new_connection_as_after_a_restart() {
         let clock = ManualClock::starting_now();
-        let (first, guard) = store(clock.clone()).await;
-        let session = crate::identity::sessions::conformance::session(&clock, "s1", "u1");
-        first.create(&session).await.unwrap();
+        let guard = PrefixGuard::new();
+        let first = instance(&guard, clock.clone());
+        let s1 = session(&clock, "s1", "u1");
+        first.create(&s1).await.unwrap();
         drop(first);
-        let second = SessionStore::redis(&guard.url, &guard.prefix, clock)
-            .await
-            .unwrap();
-        assert_eq!(second.get("s1").await.unwrap(), Some(session));
+        let second = instance(&guard, clock);
+        assert_eq!(second.get("s1").await.unwrap(), Some(s1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn revocations_reach_every_instance_on_the_prefix() {
         let clock = ManualClock::starting_now();
-        let (a, guard) = store(clock.clone()).await;
-        let b = SessionStore::redis(&guard.url, &guard.prefix, clock.clone())
-            .await
-            .unwrap();
+        let guard = PrefixGuard::new();
+        let (a, b) = (
+            instance(&guard, clock.clone()),
+            instance(&guard, clock.clone()),
+        );
         let other_prefix = PrefixGuard::new();
-        let elsewhere = SessionStore::redis(&guard.url, &other_prefix.prefix, clock.clone())
-            .await
-            .unwrap();
+        let elsewhere = instance(&other_prefix, clock.clone());
         let (on_a, on_b, mut on_elsewhere) =
             (a.revocations(), b.revocations(), elsewhere.revocations());
         subscribed(&guard, 2).await;
         subscribed(&other_prefix, 1).await;
-        crate::identity::sessions::conformance::revocations_are_announced(
-            a,
-            clock.clone(),
-            vec![on_a, on_b],
-        )
-        .await;
+        revocations_are_announced(a, clock.clone(), vec![on_a, on_b]).await;
         elsewhere
-            .create(&crate::identity::sessions::conformance::session(
-                &clock, "mine", "u9",
-            ))
+            .create(&session(&clock, "mine", "u9"))
             .await
             .unwrap();
         elsewhere.revoke("mine").await.unwrap();
         assert_eq!(
-            crate::identity::sessions::conformance::next_revocation(&mut on_elsewhere).await,
+            next_revocation(&mut on_elsewhere).await,
             "mine",
             "another prefix hears nothing of the first"
+        );
+    }
+
+    /// Two stores on one context (as the server's sessions are, beside its
+    /// streams) share its one pub/sub connection, and each hears the
+    /// other's revocations once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_on_one_context_share_its_pub_sub_connection() {
+        let clock = ManualClock::starting_now();
+        let guard = PrefixGuard::new();
+        let context = guard.context(clock.clone());
+        let (a, b) = (SessionStore::redis(&context), SessionStore::redis(&context));
+        let mut on_b = b.revocations();
+        subscribed(&guard, 1).await;
+        a.create(&session(&clock, "s1", "u1")).await.unwrap();
+        a.revoke("s1").await.unwrap();
+        assert_eq!(next_revocation(&mut on_b).await, "s1");
+        let name = format!("{}pubsub", guard.prefix);
+        assert_eq!(
+            crate::infra::redis_context::testing::clients_named(&name).len(),
+            1
         );
     }
 
     #[tokio::test]
     async fn the_revocation_subscriber_reconnects_and_asks_for_a_recheck() {
         let clock = ManualClock::starting_now();
-        let (a, guard) = store(clock.clone()).await;
-        let b = SessionStore::redis(&guard.url, &guard.prefix, clock.clone())
-            .await
-            .unwrap();
-        // On this single-threaded runtime b's subscriber has not run yet, so
-        // the receiver hears its first re-check, sent once it is subscribed.
+        let guard = PrefixGuard::new();
+        let a = instance(&guard, clock.clone());
+        let b = instance(&guard, clock.clone());
+        // On this single-threaded runtime b's pub/sub loop has not run yet,
+        // so the receiver hears its first re-check, sent once it is
+        // subscribed.
         let mut on_b = b.revocations();
         let first = tokio::time::timeout(Duration::from_secs(5), on_b.recv())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(first, crate::identity::sessions::RECHECK_SESSIONS);
-        let mut connection = redis::Client::open(guard.url.as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query(&mut connection)
-            .unwrap();
-        let name = format!("name={}sessions", guard.prefix);
-        for line in list.lines().filter(|l| l.split(' ').any(|f| f == name)) {
-            let id = line.split(' ').find_map(|f| f.strip_prefix("id=")).unwrap();
-            let _: i64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("ID")
-                .arg(id)
-                .query(&mut connection)
-                .unwrap();
-        }
+        assert_eq!(first, RECHECK_SESSIONS);
+        kill_clients_named(&format!("{}pubsub", guard.prefix));
         let again = tokio::time::timeout(Duration::from_secs(5), on_b.recv())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            again,
-            crate::identity::sessions::RECHECK_SESSIONS,
-            "told to re-check"
-        );
-        a.create(&crate::identity::sessions::conformance::session(
-            &clock, "s1", "u1",
-        ))
-        .await
-        .unwrap();
+        assert_eq!(again, RECHECK_SESSIONS, "told to re-check");
+        a.create(&session(&clock, "s1", "u1")).await.unwrap();
         a.revoke("s1").await.unwrap();
-        assert_eq!(
-            crate::identity::sessions::conformance::next_revocation(&mut on_b).await,
-            "s1"
-        );
+        assert_eq!(next_revocation(&mut on_b).await, "s1");
     }
 
     #[tokio::test]
     async fn keys_stay_under_the_prefix() {
         let clock = ManualClock::starting_now();
-        let (store, guard) = store(clock.clone()).await;
-        store
-            .create(&crate::identity::sessions::conformance::session(
-                &clock, "s1", "u1",
-            ))
-            .await
-            .unwrap();
-        let mut connection = redis::Client::open(guard.url.as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let guard = PrefixGuard::new();
+        let store = instance(&guard, clock.clone());
+        store.create(&session(&clock, "s1", "u1")).await.unwrap();
         let mut keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", guard.prefix))
-            .query(&mut connection)
+            .query(&mut redis())
             .unwrap();
         keys.sort();
         assert_eq!(

@@ -1,0 +1,686 @@
+//! The one Redis pub/sub connection of an instance, and the one loop that
+//! keeps it: connect, subscribe, pass messages on, and after a drop
+//! reconnect with a capped, jittered backoff and subscribe again.
+//!
+//! Stores do not open pub/sub connections of their own; they add a
+//! [`Route`] with a handler:
+//! - [`Route::Channel`]: one channel, subscribed for as long as the loop
+//!   runs (session revocations);
+//! - [`Route::Prefix`]: every channel under a prefix, each subscribed and
+//!   unsubscribed on demand with [`PubSub::subscribe`] and
+//!   [`PubSub::unsubscribe`] (the channel streams' watched channels).
+//!   Subscriptions are counted: a channel stays subscribed until every
+//!   subscribe has had its unsubscribe.
+//!
+//! A handler hears, in order, the messages of its channels, a
+//! [`Notice::Subscribed`] after every (re)subscription (what was published
+//! while it was not subscribed is lost: catch up), and [`Notice::Lost`]
+//! when the connection drops. It runs on the loop, so it must not block:
+//! hand anything slow to a task of its own.
+//!
+//! [`PubSub::listening`] is true once the connection is subscribed to every
+//! channel and every handler has dropped the [`CaughtUp`] of its last
+//! `Subscribed` (a handler that needs to read what it missed keeps it until
+//! it has). Readiness follows it: no subscription can start without it, and
+//! no revocation reaches this instance.
+
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    time::Duration,
+};
+
+use redis::{PushInfo, PushKind, Value, aio::MultiplexedConnection};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::redis_context::TIMEOUT;
+
+/// How often the loop checks its connection still answers.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Most channels per SUBSCRIBE when resubscribing.
+const SUBSCRIBE_BATCH: usize = 256;
+
+/// Which messages a handler gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This one channel, subscribed whenever the connection is up.
+    Channel(String),
+    /// The channels whose names start with this, each subscribed with
+    /// [`PubSub::subscribe`].
+    Prefix(String),
+}
+
+impl Route {
+    fn matches(&self, channel: &str) -> bool {
+        match self {
+            Self::Channel(name) => channel == name,
+            Self::Prefix(prefix) => channel.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// What a handler hears.
+#[derive(Debug)]
+pub enum Notice {
+    /// A message published on one of the route's channels.
+    Message {
+        /// The pub/sub channel it came on.
+        channel: String,
+        /// What was published.
+        payload: Vec<u8>,
+    },
+    /// The connection is (again) subscribed to every channel of the route;
+    /// messages published before may have been missed.
+    Subscribed(CaughtUp),
+    /// The connection dropped; [`Notice::Subscribed`] follows when it is
+    /// back.
+    Lost,
+}
+
+/// Held by a handler until it has caught up after a [`Notice::Subscribed`];
+/// [`PubSub::listening`] waits for every one to be dropped.
+#[derive(Debug)]
+pub struct CaughtUp {
+    _pending: mpsc::Sender<()>,
+}
+
+impl CaughtUp {
+    /// One that nothing waits for (a route added while the connection was
+    /// already up).
+    fn detached() -> Self {
+        Self {
+            _pending: mpsc::channel(1).0,
+        }
+    }
+}
+
+/// Receives a route's notices; false when its receiver is gone, which ends
+/// the route (a [`Route::Channel`] is unsubscribed with it; the owner of a
+/// [`Route::Prefix`] unsubscribes what it subscribed).
+pub type Handler = Box<dyn FnMut(Notice) -> bool + Send>;
+
+/// The handle on the loop; the loop ends when every clone is dropped.
+#[derive(Clone)]
+pub struct PubSub {
+    requests: mpsc::UnboundedSender<Request>,
+    listening: watch::Receiver<bool>,
+}
+
+/// What a [`PubSub`] handle asks of the subscriber task.
+enum Request {
+    Route(Route, Handler),
+    Subscribe {
+        channel: String,
+        reply: oneshot::Sender<redis::RedisResult<()>>,
+    },
+    Unsubscribe(String),
+    Reconnect(&'static str),
+}
+
+impl PubSub {
+    /// Starts the loop on a connection from `client` (which must speak
+    /// RESP3), named `name` in `CLIENT LIST`. Must be called within a Tokio
+    /// runtime.
+    pub fn start(client: redis::Client, name: String) -> Self {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let (up, listening) = watch::channel(false);
+        let subscriber = Subscriber {
+            client,
+            name,
+            requests: receiver,
+            routes: Vec::new(),
+            channels: HashMap::new(),
+            up,
+        };
+        tokio::spawn(subscriber.run());
+        Self {
+            requests,
+            listening,
+        }
+    }
+
+    /// Adds a route; its handler hears [`Notice::Subscribed`] once its
+    /// channel is subscribed (at once when the connection is up).
+    pub fn route(&self, route: Route, handler: Handler) {
+        // Fails only when the loop is gone, at shutdown.
+        let _ = self.requests.send(Request::Route(route, handler));
+    }
+
+    /// Subscribes `channel` (under a [`Route::Prefix`]) and returns once
+    /// Redis confirmed: every message published after that reaches the
+    /// route. Fails at once while the connection is down.
+    pub async fn subscribe(&self, channel: String) -> redis::RedisResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Subscribe { channel, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Unsubscribes `channel`.
+    pub fn unsubscribe(&self, channel: String) {
+        let _ = self.requests.send(Request::Unsubscribe(channel));
+    }
+
+    /// Drops the connection and starts over (after the backoff), so every
+    /// handler hears [`Notice::Subscribed`] again: for a handler that could
+    /// not catch up (Redis failed a read), as a new connection would make it
+    /// try again.
+    pub fn reconnect(&self, why: &'static str) {
+        let _ = self.requests.send(Request::Reconnect(why));
+    }
+
+    /// True while the connection is subscribed to every channel and every
+    /// handler caught up.
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.listening.clone()
+    }
+}
+
+/// The error of a request once the loop has ended (only at shutdown).
+fn stopped() -> redis::RedisError {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "the Redis pub/sub loop has stopped",
+    )
+    .into()
+}
+
+/// The error of a subscription while the connection is down.
+fn not_connected() -> redis::RedisError {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the pub/sub connection to Redis is down",
+    )
+    .into()
+}
+
+/// Why the loop left a connection.
+enum Exit {
+    /// Every [`PubSub`] handle is gone.
+    Shutdown,
+    /// The connection failed, or a handler asked for a new one.
+    Reconnect(redis::RedisError),
+}
+
+/// The task that owns the connection.
+struct Subscriber {
+    client: redis::Client,
+    name: String,
+    requests: mpsc::UnboundedReceiver<Request>,
+    routes: Vec<(Route, Handler)>,
+    /// Channels subscribed under a [`Route::Prefix`], and how many times.
+    channels: HashMap<String, usize>,
+    up: watch::Sender<bool>,
+}
+
+impl Subscriber {
+    async fn run(mut self) {
+        let mut backoff = Backoff::new();
+        let mut was_up = true;
+        loop {
+            match self.connect().await {
+                Ok((connection, pushes)) => {
+                    if !was_up {
+                        tracing::info!("Redis pub/sub connection is back");
+                    }
+                    was_up = true;
+                    let (caught_up, waiting) = mpsc::channel(1);
+                    self.notify(|| {
+                        Notice::Subscribed(CaughtUp {
+                            _pending: caught_up.clone(),
+                        })
+                    });
+                    drop(caught_up);
+                    let since = tokio::time::Instant::now();
+                    let exit = self.serve(connection, pushes, waiting).await;
+                    self.up.send_replace(false);
+                    self.notify(|| Notice::Lost);
+                    if since.elapsed() >= Backoff::STABLE {
+                        backoff.reset();
+                    }
+                    match exit {
+                        Exit::Shutdown => return,
+                        Exit::Reconnect(error) => {
+                            tracing::warn!(%error, "Redis pub/sub connection lost; reconnecting");
+                        }
+                    }
+                }
+                Err(error) => {
+                    if was_up {
+                        tracing::warn!(%error, "cannot connect the pub/sub to Redis; retrying");
+                    } else {
+                        tracing::debug!(%error, "pub/sub still cannot connect to Redis");
+                    }
+                    was_up = false;
+                }
+            }
+            if !self.wait(backoff.next_delay()).await {
+                return;
+            }
+        }
+    }
+
+    /// Gives every route the notice `make` makes, and drops the routes
+    /// whose receivers are gone. A dropped [`Route::Channel`] stays
+    /// subscribed until the next connection, its messages going nowhere.
+    fn notify(&mut self, make: impl Fn() -> Notice) {
+        let mut index = 0;
+        while index < self.routes.len() {
+            if (self.routes[index].1)(make()) {
+                index += 1;
+            } else {
+                self.remove_route(index);
+            }
+        }
+    }
+
+    /// Drops a route whose receiver is gone, and returns the channel no
+    /// route needs any more (no longer resubscribed), if any.
+    fn remove_route(&mut self, index: usize) -> Option<String> {
+        let (route, _) = self.routes.remove(index);
+        let Route::Channel(name) = route else {
+            return None;
+        };
+        let needed = self.routes.iter().any(|(other, _)| other.matches(&name))
+            || self.channels.contains_key(&name);
+        (!needed).then_some(name)
+    }
+
+    /// One subscription of `channel` fewer; true when that was the last.
+    fn release(&mut self, channel: &str) -> bool {
+        match self.channels.entry(channel.to_owned()) {
+            Entry::Occupied(mut count) => {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                    true
+                } else {
+                    false
+                }
+            }
+            Entry::Vacant(_) => false,
+        }
+    }
+
+    /// A new connection, subscribed to every channel.
+    async fn connect(
+        &mut self,
+    ) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
+        let (mut connection, pushes) = subscriber(&self.client, &self.name).await?;
+        let mut channels: Vec<&str> = self
+            .routes
+            .iter()
+            .filter_map(|(route, _)| match route {
+                Route::Channel(name) => Some(name.as_str()),
+                Route::Prefix(_) => None,
+            })
+            .collect();
+        channels.extend(self.channels.keys().map(String::as_str));
+        for batch in channels.chunks(SUBSCRIBE_BATCH) {
+            connection.subscribe(batch).await?;
+        }
+        Ok((connection, pushes))
+    }
+
+    /// Waits `delay` while disconnected: subscriptions fail at once,
+    /// unsubscriptions and routes count. False when every [`PubSub`] handle
+    /// is gone.
+    async fn wait(&mut self, delay: Duration) -> bool {
+        let until = tokio::time::sleep(delay);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                () = &mut until => return true,
+                request = self.requests.recv() => match request {
+                    None => return false,
+                    Some(Request::Subscribe { reply, .. }) => {
+                        let _ = reply.send(Err(not_connected()));
+                    }
+                    Some(Request::Unsubscribe(channel)) => {
+                        self.release(&channel);
+                    }
+                    Some(Request::Route(route, handler)) => self.routes.push((route, handler)),
+                    Some(Request::Reconnect(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// Passes messages on and serves requests until the connection fails.
+    async fn serve(
+        &mut self,
+        mut connection: MultiplexedConnection,
+        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        mut waiting: mpsc::Receiver<()>,
+    ) -> Exit {
+        let mut caught_up = false;
+        let mut health = tokio::time::interval_at(
+            tokio::time::Instant::now() + HEALTH_CHECK_EVERY,
+            HEALTH_CHECK_EVERY,
+        );
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Requests first: a handler that asks for a new connection
+            // before dropping its CaughtUp must not look caught up.
+            let outcome = tokio::select! {
+                biased;
+                request = self.requests.recv() => match request {
+                    None => return Exit::Shutdown,
+                    Some(request) => self.on_request(request, &mut connection).await,
+                },
+                push = pushes.recv() => match push {
+                    None => Err(not_connected()),
+                    Some(push) => match push.kind {
+                        PushKind::Disconnection => Err(not_connected()),
+                        PushKind::Message => self.on_message(push.data, &mut connection).await,
+                        _ => Ok(()),
+                    },
+                },
+                _ = waiting.recv(), if !caught_up => {
+                    caught_up = true;
+                    self.up.send_replace(true);
+                    Ok(())
+                }
+                _ = health.tick() => redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map(drop),
+            };
+            if let Err(error) = outcome {
+                return Exit::Reconnect(error);
+            }
+        }
+    }
+
+    async fn on_request(
+        &mut self,
+        request: Request,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        match request {
+            Request::Route(route, mut handler) => {
+                if let Route::Channel(name) = &route {
+                    connection.subscribe(name).await?;
+                }
+                if handler(Notice::Subscribed(CaughtUp::detached())) {
+                    self.routes.push((route, handler));
+                }
+                Ok(())
+            }
+            Request::Subscribe { channel, reply } => {
+                if let Some(count) = self.channels.get_mut(&channel) {
+                    *count += 1;
+                    let _ = reply.send(Ok(()));
+                    return Ok(());
+                }
+                match connection.subscribe(&channel).await {
+                    Ok(()) => {
+                        self.channels.insert(channel, 1);
+                        let _ = reply.send(Ok(()));
+                        Ok(())
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        Err(not_connected())
+                    }
+                }
+            }
+            Request::Unsubscribe(channel) => {
+                if self.release(&channel) {
+                    connection.unsubscribe(&channel).await?;
+                }
+                Ok(())
+            }
+            Request::Reconnect(why) => Err(std::io::Error::other(why).into()),
+        }
+    }
+
+    /// Hands a message to every route it belongs to.
+    async fn on_message(
+        &mut self,
+        data: Vec<Value>,
+        connection: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        let mut data = data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload)), None) =
+            (data.next(), data.next(), data.next())
+        else {
+            tracing::warn!("ignoring a pub/sub message of an unexpected shape");
+            return Ok(());
+        };
+        let Ok(channel) = String::from_utf8(channel) else {
+            return Ok(());
+        };
+        let mut orphans: Vec<String> = Vec::new();
+        let mut index = 0;
+        while index < self.routes.len() {
+            let (route, handler) = &mut self.routes[index];
+            if !route.matches(&channel)
+                || handler(Notice::Message {
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                })
+            {
+                index += 1;
+                continue;
+            }
+            // Its receiver is gone: so are its subscriptions.
+            orphans.extend(self.remove_route(index));
+        }
+        if !orphans.is_empty() {
+            connection.unsubscribe(orphans).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A new pub/sub connection from `client` (RESP3), named `name` in `CLIENT
+/// LIST` (characters other than printable ASCII become `_`). Its messages,
+/// then a [`PushKind::Disconnection`] when it drops, arrive in order on the
+/// returned receiver. It does not reconnect: the loop makes a new one, and
+/// resubscribes.
+async fn subscriber(
+    client: &redis::Client,
+    name: &str,
+) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_push_sender(sender);
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    // The name only helps operators (and tests) find the connection.
+    let named: redis::RedisResult<()> = super::redis_context::set_name(name)
+        .query_async(&mut connection)
+        .await;
+    if let Err(error) = named {
+        tracing::debug!(%error, "could not name the pub/sub connection");
+    }
+    Ok((connection, receiver))
+}
+
+/// Delays between reconnection attempts: 100 ms doubling up to 5 s, each
+/// drawn at random from its upper half so instances that lost Redis together
+/// do not return together. Never zero, so a connection that drops as soon as
+/// it is made does not spin.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The first delay.
+    const BASE: Duration = Duration::from_millis(100);
+    /// The longest delay.
+    const CAP: Duration = Duration::from_secs(5);
+    /// A connection that stayed up this long starts the delays over.
+    const STABLE: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// A connection worked (for [`Self::STABLE`] or more): start over.
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// The delay before the next attempt.
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = Self::BASE
+            .saturating_mul(1 << self.failures.min(16))
+            .min(Self::CAP);
+        self.failures = self.failures.saturating_add(1);
+        let fraction = f64::from(getrandom::u32().unwrap_or(u32::MAX)) / f64::from(u32::MAX);
+        ceiling.mul_f64(0.5 + 0.5 * fraction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infra::{
+        clock::ManualClock,
+        redis_context::testing::{PrefixGuard, kill_clients_named, redis},
+    };
+
+    /// A route whose notices go to the returned receiver.
+    fn forwarding(pubsub: &PubSub, route: Route) -> mpsc::UnboundedReceiver<Notice> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        pubsub.route(route, Box::new(move |notice| sender.send(notice).is_ok()));
+        receiver
+    }
+
+    async fn next(notices: &mut mpsc::UnboundedReceiver<Notice>) -> Notice {
+        tokio::time::timeout(Duration::from_secs(5), notices.recv())
+            .await
+            .expect("a notice within 5 s")
+            .expect("the route goes on")
+    }
+
+    async fn listening_becomes(pubsub: &PubSub, up: bool) {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            pubsub.listening().wait_for(|now| *now == up),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("listening did not become {up} within 5 s"))
+        .unwrap();
+    }
+
+    fn subscribers(channel: &str) -> i64 {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut redis())
+            .unwrap();
+        count
+    }
+
+    /// Readiness waits for every handler to catch up after a
+    /// (re)subscription, and drops while the connection is away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listening_waits_until_every_route_caught_up() {
+        let guard = PrefixGuard::new();
+        let context = guard.context(ManualClock::starting_now());
+        let pubsub = context.pubsub();
+        let channel = format!("{}fixed", guard.prefix);
+        let mut fixed = forwarding(pubsub, Route::Channel(channel.clone()));
+        let Notice::Subscribed(first) = next(&mut fixed).await else {
+            panic!("subscribed first");
+        };
+        drop(first);
+        listening_becomes(pubsub, true).await;
+
+        kill_clients_named(&format!("{}pubsub", guard.prefix));
+        assert!(matches!(next(&mut fixed).await, Notice::Lost));
+        let Notice::Subscribed(catching_up) = next(&mut fixed).await else {
+            panic!("subscribed again");
+        };
+        assert_eq!(subscribers(&channel), 1, "resubscribed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!*pubsub.listening().borrow(), "not while catching up");
+        drop(catching_up);
+        listening_becomes(pubsub, true).await;
+
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg("hello")
+            .query(&mut redis())
+            .unwrap();
+        match next(&mut fixed).await {
+            Notice::Message {
+                channel: on,
+                payload,
+            } => {
+                assert_eq!((on, payload), (channel, b"hello".to_vec()));
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
+    }
+
+    /// Channels under a prefix are subscribed on demand, and stay so until
+    /// every subscribe had its unsubscribe.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefix_routes_subscribe_on_demand_counting_subscriptions() {
+        let guard = PrefixGuard::new();
+        let context = guard.context(ManualClock::starting_now());
+        let pubsub = context.pubsub();
+        let prefix = format!("{}on-demand:", guard.prefix);
+        let mut notices = forwarding(pubsub, Route::Prefix(prefix.clone()));
+        assert!(matches!(next(&mut notices).await, Notice::Subscribed(_)));
+        let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
+        pubsub.subscribe(a.clone()).await.unwrap();
+        pubsub.subscribe(a.clone()).await.unwrap();
+        pubsub.subscribe(b.clone()).await.unwrap();
+        assert_eq!((subscribers(&a), subscribers(&b)), (1, 1));
+        pubsub.unsubscribe(a.clone());
+        pubsub.unsubscribe(b.clone());
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&a)
+            .arg("x")
+            .query(&mut redis())
+            .unwrap();
+        match next(&mut notices).await {
+            Notice::Message { channel, .. } => assert_eq!(channel, a, "a is still wanted once"),
+            other => panic!("expected a message, got {other:?}"),
+        }
+        assert_eq!(subscribers(&b), 0);
+        pubsub.unsubscribe(a.clone());
+        for _ in 0..500 {
+            if subscribers(&a) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{a} still subscribed after its last unsubscribe");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_and_starts_over() {
+        let mut backoff = Backoff::new();
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
+        for (i, delay) in delays.iter().enumerate() {
+            let ceiling = (Backoff::BASE * (1 << i)).min(Backoff::CAP);
+            assert!(
+                *delay >= ceiling / 2 && *delay <= ceiling,
+                "delay {i}: {delay:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Backoff::BASE);
+    }
+
+    #[test]
+    fn routes_match_their_channel_or_prefix() {
+        let channel = Route::Channel("p:sessions:revoked".into());
+        assert!(channel.matches("p:sessions:revoked"));
+        assert!(!channel.matches("p:sessions:revoked2"));
+        let prefix = Route::Prefix("p:stream:".into());
+        assert!(prefix.matches("p:stream:topic:a"));
+        assert!(!prefix.matches("q:stream:topic:a"));
+    }
+}

@@ -1,0 +1,408 @@
+//! The Redis channel streams: history in Redis Streams, live events over
+//! Redis pub/sub, shared by every instance.
+//!
+//! Keys, under the configured prefix, per channel `<channel>` (`user:<id>`
+//! or `topic:<name>`, never containing a further `:`):
+//! - `stream:<channel>`: a Redis Stream of the retained events. Entry ids are
+//!   `<offset>-0`, so reading "after offset n" is an `XRANGE`; each entry has
+//!   the fields `t` (publish time, Unix ms from the publisher's clock) and `e`
+//!   (the whole [`Event`], protobuf-encoded, channel, offset, epoch and time
+//!   included);
+//! - `stream:<channel>:meta`: a hash with `epoch` and `offset` (the latest
+//!   offset given);
+//! - `stream:<channel>:dedup:<idempotency key>`: `<offset> <until ms>
+//!   <epoch>` of a publish made with that key, kept for the dedup window. A
+//!   publish with the key that finds it (still within the window by the
+//!   caller's clock, in the channel's current epoch) appends nothing and
+//!   answers that position.
+//!
+//! Both keys expire after the age limit (`PEXPIRE`, refreshed by each
+//! publish, and the meta key by each [`StreamBackend::channel`] call): an
+//! idle channel's history ages out anyway, and once the meta key is gone the
+//! channel starts again with a new epoch and offset 1, which is what an
+//! epoch change tells a resuming client. A script that finds no meta key
+//! deletes any leftover stream key, so a stream never mixes epochs.
+//!
+//! Each operation is one Lua script (atomic in Redis). Publishing runs one
+//! script for all channels of the call: per channel it creates the epoch if
+//! missing (`HSETNX` with a random epoch from the caller), increments the
+//! offset, drops entries older than the age limit, appends the event
+//! (`XADD … MAXLEN <max events>`), sets the TTLs, and `PUBLISH`es the same
+//! bytes on the pub/sub channel `<prefix>stream:<channel>` (pub/sub channels
+//! are a namespace apart from keys). Because the `PUBLISH` is inside the
+//! script, pub/sub order is offset order, even with publishers on several
+//! instances. The event is encoded once by the caller, without channel,
+//! offset and epoch; the script appends those three fields to each copy
+//! (protobuf allows fields in any order).
+//!
+//! Time is always the caller's clock, passed to the scripts, never Redis's.
+//! Entries are dropped by age with a binary search for the first young
+//! entry (times rise with offsets when the instances' clocks agree; with
+//! skewed clocks the boundary is off by at most the events published within
+//! the skew), `O(log n)` lookups per call plus the entries removed, each once.
+//! [`StreamBackend::read`] also filters out old events itself. Requires
+//! Redis 6.2 or later (`XTRIM MINID`, RESP3); the scripts name keys they
+//! derive from their arguments, which standalone Redis allows (not Redis
+//! Cluster).
+//!
+//! Live delivery goes over the instance's one pub/sub connection
+//! ([`crate::infra::pubsub`], on the route `<prefix>stream:`), to a
+//! listener task (`listener`) to which `watch` and `unwatch` send
+//! commands. The first watch of a channel subscribes and, once Redis
+//! confirmed, reads where the channel stands; the last unwatch
+//! unsubscribes. The listener hands each message to the sink in order and
+//! remembers, per watched channel, the last (epoch, offset) given:
+//! - an offset at or below it in the same epoch is dropped (already given,
+//!   or published before the watch);
+//! - an offset more than one above it means messages were lost: the gap is
+//!   read from history first;
+//! - a new epoch starts over: its earlier events still in history are given
+//!   first (they were all published after the watch began).
+//!
+//! When the pub/sub connection drops (or stops answering PING), it
+//! reconnects and resubscribes every watched channel, and the listener
+//! reads each one's history from its last offset (readiness waits for
+//! that), so the sink sees every offset once, in order. Only events that
+//! history no longer holds (more than `max_events` behind, or aged out) are
+//! skipped, and the sink then sees the offset jump. While the connection is
+//! down, `watch` fails at once rather than waiting.
+//!
+//! The module's parts: `scripts` (the Lua), this file (the store's API),
+//! `listener` (live delivery).
+//!
+//! [`StreamBackend::channel`]: super::StreamBackend::channel
+//! [`StreamBackend::read`]: super::StreamBackend::read
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use redis::{Script, aio::ConnectionManager};
+use slop_api::notification::Event;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::{
+    listener::{Command, Listener},
+    scripts::{MAX_OFFSET, Scripts},
+};
+use super::{
+    ChannelName, ChannelState, Deliver, History, Result, Stored, StreamError, new_epoch, within_age,
+};
+use crate::{
+    identity::sessions::duration_millis,
+    infra::{
+        clock::{SharedClock, from_millis, to_millis, to_timestamp},
+        pubsub::{PubSub, Route},
+        redis_context::RedisContext,
+    },
+};
+
+mod listener;
+mod scripts;
+#[cfg(test)]
+mod tests;
+
+/// The channel streams in Redis, shared by every instance.
+#[derive(Clone)]
+pub struct RedisStreams {
+    shared: Arc<Shared>,
+    /// To the listener task, which ends when every clone is dropped.
+    commands: mpsc::UnboundedSender<Command>,
+    /// The instance's pub/sub connection, for [`RedisStreams::listening`].
+    pubsub: PubSub,
+}
+
+/// What the streams and their listener share.
+struct Shared {
+    connection: ConnectionManager,
+    prefix: String,
+    clock: SharedClock,
+    history: History,
+    scripts: Scripts,
+}
+
+/// Where a watched channel stands for the sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
+    /// The channel's epoch; None when the channel did not exist.
+    epoch: Option<String>,
+    /// The last offset given to the sink (or standing when watched).
+    offset: u64,
+}
+
+impl Position {
+    /// Whether `event` comes after this position: later in the same epoch,
+    /// or in another (newer) epoch.
+    fn precedes(&self, event: &Event) -> bool {
+        self.epoch.as_deref() != Some(event.epoch.as_str()) || event.offset > self.offset
+    }
+
+    /// The offset after which `event`'s epoch continues from here.
+    fn after_in(&self, epoch: &str) -> u64 {
+        if self.epoch.as_deref() == Some(epoch) {
+            self.offset
+        } else {
+            0
+        }
+    }
+}
+
+impl RedisStreams {
+    /// Streams on the instance's Redis context, keeping `history`, giving
+    /// live events of watched channels to `sink`. Must be called within a
+    /// Tokio runtime: it starts the listener task, which ends when the last
+    /// clone of the streams is dropped.
+    pub fn new(redis: &RedisContext, history: History, sink: Arc<dyn Deliver>) -> Self {
+        let shared = Arc::new(Shared {
+            connection: redis.commands(),
+            prefix: redis.prefix().to_owned(),
+            clock: redis.clock().clone(),
+            history: History {
+                max_events: history.max_events.max(1),
+                ..history
+            },
+            scripts: Scripts::new(),
+        });
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (notices, inbox) = mpsc::unbounded_channel();
+        let pubsub = redis.pubsub().clone();
+        pubsub.route(
+            Route::Prefix(format!("{}stream:", redis.prefix())),
+            Box::new(move |notice| notices.send(notice).is_ok()),
+        );
+        let listener = Listener::new(shared.clone(), sink, pubsub.clone(), receiver, inbox);
+        tokio::spawn(listener.run());
+        Self {
+            shared,
+            commands,
+            pubsub,
+        }
+    }
+
+    /// True while the instance's pub/sub connection is up, subscribed to
+    /// every watched channel and caught up: only then can a subscription
+    /// start (readiness follows it).
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.pubsub.listening()
+    }
+
+    pub(super) async fn publish(
+        &self,
+        channels: &[ChannelName],
+        event: &Event,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<Stored>> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shared = &self.shared;
+        let now = shared.now();
+        let template = Event {
+            channel: String::new(),
+            offset: 0,
+            epoch: String::new(),
+            time: Some(to_timestamp(from_millis(now))),
+            ..event.clone()
+        };
+        let mut invocation = shared.invocation(&shared.scripts.publish, now);
+        invocation
+            .arg(shared.history.max_events)
+            .arg(shared.ttl_millis());
+        // The event is encoded once; the script appends each channel's
+        // name, offset and epoch to its copy.
+        invocation.arg(template.encode_to_vec());
+        invocation
+            .arg(idempotency_key.unwrap_or_default())
+            .arg(duration_millis(shared.history.dedup_window).max(1));
+        let names: Vec<String> = channels.iter().map(ToString::to_string).collect();
+        for name in &names {
+            invocation.arg(name).arg(new_epoch());
+        }
+        let placed: Vec<(u64, String, u8)> = invocation
+            .invoke_async(&mut shared.connection.clone())
+            .await?;
+        if placed.len() != names.len() {
+            return Err(StreamError::Malformed(format!(
+                "publishing to {} channels placed {} events",
+                names.len(),
+                placed.len()
+            )));
+        }
+        // A duplicate's event is the earlier one; the caller needs its
+        // position, and reads it from history when it needs more.
+        Ok(names
+            .into_iter()
+            .zip(placed)
+            .map(|(channel, (offset, epoch, duplicate))| Stored {
+                event: Arc::new(Event {
+                    channel,
+                    offset,
+                    epoch,
+                    ..template.clone()
+                }),
+                duplicate: duplicate == 1,
+            })
+            .collect())
+    }
+
+    pub(super) async fn channel(&self, channel: &ChannelName) -> Result<ChannelState> {
+        let shared = &self.shared;
+        let mut invocation = shared.invocation(&shared.scripts.channel, shared.now());
+        invocation.arg(shared.ttl_millis()).arg(channel.to_string());
+        let (epoch, offset, earliest, size): (String, u64, u64, usize) = invocation
+            .invoke_async(&mut shared.connection.clone())
+            .await?;
+        Ok(ChannelState {
+            epoch,
+            offset,
+            earliest,
+            size,
+        })
+    }
+
+    pub(super) async fn read(
+        &self,
+        channel: &ChannelName,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>> {
+        Ok(self.shared.read(channel, after, limit).await?.1)
+    }
+
+    pub(super) async fn watch(&self, channel: &ChannelName) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Watch {
+                channel: channel.clone(),
+                reply,
+            })
+            .map_err(|_| listener_gone())?;
+        answer.await.map_err(|_| listener_gone())?
+    }
+
+    pub(super) fn unwatch(&self, channel: &ChannelName) {
+        // Fails only when the listener is gone, and with it every watch.
+        let _ = self.commands.send(Command::Unwatch {
+            channel: channel.clone(),
+        });
+    }
+
+    pub(super) async fn ping(&self) -> Result<()> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.shared.connection.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+/// The error of a watch whose listener task has ended (only at shutdown).
+fn listener_gone() -> StreamError {
+    StreamError::Redis(
+        std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "the stream listener has stopped",
+        )
+        .into(),
+    )
+}
+
+impl Shared {
+    fn now(&self) -> i64 {
+        to_millis(self.clock.now())
+    }
+
+    /// How long keys live without a publish: the age limit (at least 1 ms).
+    fn ttl_millis(&self) -> i64 {
+        duration_millis(self.history.max_age).max(1)
+    }
+
+    /// The stream key of `channel`, also its pub/sub channel.
+    fn key(&self, channel: &ChannelName) -> String {
+        format!("{}stream:{channel}", self.prefix)
+    }
+
+    /// The watched channel a pub/sub channel name stands for.
+    fn channel_of(&self, pubsub: &str) -> Option<ChannelName> {
+        let name = pubsub.strip_prefix(&self.prefix)?.strip_prefix("stream:")?;
+        ChannelName::parse(name).ok()
+    }
+
+    fn invocation<'a>(&self, script: &'a Script, now: i64) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(now)
+            .arg(duration_millis(self.history.max_age));
+        invocation
+    }
+
+    /// The channel's epoch (None when it has none) and its retained,
+    /// young events with offsets above `after`, oldest first, at most
+    /// `limit`.
+    async fn read(
+        &self,
+        channel: &ChannelName,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Option<String>, Vec<Arc<Event>>)> {
+        // History never holds more than max_events, nor offsets this high.
+        let limit = limit.min(self.history.max_events);
+        let after = after.min(MAX_OFFSET);
+        let now = self.now();
+        let mut invocation = self.invocation(&self.scripts.read, now);
+        invocation.arg(channel.to_string()).arg(after).arg(limit);
+        let (epoch, raw): (Option<String>, Vec<Vec<u8>>) = if limit == 0 {
+            (None, Vec::new())
+        } else {
+            invocation
+                .invoke_async(&mut self.connection.clone())
+                .await?
+        };
+        let mut events = Vec::with_capacity(raw.len() / 2);
+        for pair in raw.chunks(2) {
+            let [time, bytes] = pair else {
+                return Err(StreamError::Malformed(
+                    "a read returned an odd number of fields".into(),
+                ));
+            };
+            // An entry that does not decode (written by something else, or
+            // by an older server without the payload depth limit) is left
+            // out rather than making the whole channel unreadable: its
+            // offset is missing, which every reader treats as a gap.
+            let time = std::str::from_utf8(time)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok());
+            let (Some(time), Ok(event)) = (time, decode(bytes)) else {
+                tracing::error!(%channel, "skipping a stored event that does not decode");
+                continue;
+            };
+            if within_age(time, now, self.history.max_age) && event.offset > after {
+                events.push(Arc::new(event));
+            }
+        }
+        Ok((epoch, events))
+    }
+
+    /// Where `channel` stands now, without creating it.
+    async fn position(&self, channel: &ChannelName) -> Result<Position> {
+        let (epoch, offset): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(format!("{}:meta", self.key(channel)))
+            .arg("epoch")
+            .arg("offset")
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(Position {
+            offset: if epoch.is_some() {
+                offset.unwrap_or(0)
+            } else {
+                0
+            },
+            epoch,
+        })
+    }
+}
+
+/// An event as stored and published.
+fn decode(bytes: &[u8]) -> Result<Event> {
+    Event::decode(bytes)
+        .map_err(|error| StreamError::Malformed(format!("an event does not decode: {error}")))
+}

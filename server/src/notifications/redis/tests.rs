@@ -1,0 +1,493 @@
+//! The Redis streams beyond the conformance suite: several instances, lost
+//! messages and connections, what is left in Redis.
+
+use std::time::Duration;
+
+use super::*;
+use crate::{
+    infra::{
+        clock::{Clock as _, ManualClock},
+        redis_context::testing::{PrefixGuard, clients_named, kill_clients_named, redis},
+    },
+    notifications::{
+        ChannelState, StreamBackend,
+        conformance::{HISTORY, Recorder, event, topic},
+    },
+};
+
+async fn streams(clock: Arc<ManualClock>, sink: Arc<Recorder>) -> (StreamBackend, PrefixGuard) {
+    let guard = PrefixGuard::new();
+    let streams = instance(&guard, clock, sink).await;
+    (streams, guard)
+}
+
+/// Another instance (a Redis context of its own) on the guard's prefix.
+async fn instance(
+    guard: &PrefixGuard,
+    clock: Arc<ManualClock>,
+    sink: Arc<Recorder>,
+) -> StreamBackend {
+    StreamBackend::redis(&guard.context(clock), HISTORY, sink)
+}
+
+/// A hub over Redis streams on a prefix of its own.
+async fn hub(clock: Arc<ManualClock>) -> (crate::notifications::hub::Hub, PrefixGuard) {
+    use crate::notifications::hub::{Hub, QueueLimits, Registry};
+    let guard = PrefixGuard::new();
+    let registry = Arc::new(Registry::default());
+    let backend = StreamBackend::redis(&guard.context(clock.clone()), HISTORY, registry.clone());
+    let limits = QueueLimits {
+        max_events: 10,
+        max_bytes: 1 << 20,
+    };
+    (Hub::new(backend, registry, HISTORY, limits, clock), guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_delivers_what_it_watches() {
+    let clock = ManualClock::starting_now();
+    let (a, guard) = streams(clock.clone(), Arc::new(Recorder::default())).await;
+    let b_sink = Arc::new(Recorder::default());
+    let b = instance(&guard, clock, b_sink.clone()).await;
+    let (watched, other) = (topic("watched"), topic("other"));
+    b.watch(&watched).await.unwrap();
+    for _ in 0..3 {
+        a.publish(&[other.clone(), watched.clone()], &event("x"))
+            .await
+            .unwrap();
+    }
+    b_sink.wait_for(3).await;
+    b.unwatch(&watched);
+    // Unwatching is asynchronous: wait until Redis has no subscriber.
+    let key = format!("{}stream:topic:watched", guard.prefix);
+    for _ in 0..100 {
+        let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&key)
+            .query(&mut redis())
+            .unwrap();
+        if counts[0].1 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.publish(std::slice::from_ref(&watched), &event("late"))
+        .await
+        .unwrap();
+    b.watch(&other).await.unwrap();
+    a.publish(std::slice::from_ref(&other), &event("y"))
+        .await
+        .unwrap();
+    b_sink.wait_for(4).await;
+    assert_eq!(
+        b_sink.seen(),
+        [
+            ("topic:watched".into(), 1),
+            ("topic:watched".into(), 2),
+            ("topic:watched".into(), 3),
+            ("topic:other".into(), 4),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_twice_needs_two_unwatches() {
+    let clock = ManualClock::starting_now();
+    let sink = Arc::new(Recorder::default());
+    let (streams, _guard) = streams(clock, sink.clone()).await;
+    let c = topic("twice");
+    streams.watch(&c).await.unwrap();
+    streams.watch(&c).await.unwrap();
+    streams.unwatch(&c);
+    streams
+        .publish(std::slice::from_ref(&c), &event("x"))
+        .await
+        .unwrap();
+    assert_eq!(sink.wait_for(1).await.len(), 1, "still watched once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_history_starts_a_new_epoch_from_offset_one() {
+    let clock = ManualClock::starting_now();
+    let (streams, guard) = streams(clock, Arc::new(Recorder::default())).await;
+    let c = topic("lost");
+    let first = streams
+        .publish(std::slice::from_ref(&c), &event("x"))
+        .await
+        .unwrap();
+    streams
+        .publish(std::slice::from_ref(&c), &event("x"))
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}stream:topic:lost", guard.prefix))
+        .arg(format!("{}stream:topic:lost:meta", guard.prefix))
+        .query(&mut redis())
+        .unwrap();
+    let state = streams.channel(&c).await.unwrap();
+    assert_eq!(state, ChannelState::unpublished());
+    let next = streams
+        .publish(std::slice::from_ref(&c), &event("x"))
+        .await
+        .unwrap();
+    assert_eq!(next[0].offset, 1);
+    assert_ne!(next[0].epoch, first[0].epoch, "a new epoch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_epoch_reaches_a_watcher_from_its_start() {
+    let clock = ManualClock::starting_now();
+    let sink = Arc::new(Recorder::default());
+    let (streams, guard) = streams(clock, sink.clone()).await;
+    let c = topic("reborn");
+    streams.watch(&c).await.unwrap();
+    streams
+        .publish(std::slice::from_ref(&c), &event("x"))
+        .await
+        .unwrap();
+    sink.wait_for(1).await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}stream:topic:reborn:meta", guard.prefix))
+        .query(&mut redis())
+        .unwrap();
+    let reborn = streams
+        .publish(std::slice::from_ref(&c), &event("y"))
+        .await
+        .unwrap();
+    let seen = sink.wait_for(2).await;
+    assert_eq!((seen[1].offset, &seen[1].epoch), (1, &reborn[0].epoch));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_messages_is_filled_from_history() {
+    let clock = ManualClock::starting_now();
+    let sink = Arc::new(Recorder::default());
+    let (streams, guard) = streams(clock.clone(), sink.clone()).await;
+    let c = topic("gap");
+    streams.watch(&c).await.unwrap();
+    streams
+        .publish(std::slice::from_ref(&c), &event("x"))
+        .await
+        .unwrap();
+    sink.wait_for(1).await;
+    // Two events whose messages were lost: what the publish script
+    // stores, without the PUBLISH.
+    let key = format!("{}stream:topic:gap", guard.prefix);
+    let epoch = streams.channel(&c).await.unwrap().epoch;
+    let now = to_millis(clock.now());
+    let mut connection = redis();
+    for offset in [2_u64, 3] {
+        let lost = Event {
+            channel: c.to_string(),
+            offset,
+            epoch: epoch.clone(),
+            time: Some(to_timestamp(from_millis(now))),
+            ..event("lost")
+        };
+        let _: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg(format!("{offset}-0"))
+            .arg("t")
+            .arg(now)
+            .arg("e")
+            .arg(lost.encode_to_vec())
+            .query(&mut connection)
+            .unwrap();
+        let _: i64 = redis::cmd("HINCRBY")
+            .arg(format!("{key}:meta"))
+            .arg("offset")
+            .arg(1)
+            .query(&mut connection)
+            .unwrap();
+    }
+    streams
+        .publish(std::slice::from_ref(&c), &event("after"))
+        .await
+        .unwrap();
+    let seen = sink.wait_for(4).await;
+    let offsets: Vec<u64> = seen.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, [1, 2, 3, 4]);
+    assert_eq!(seen[1].r#type, "lost");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sink.seen().len(), 4, "nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_while_the_connection_is_down_arrive_once_in_order() {
+    let clock = ManualClock::starting_now();
+    let sink = Arc::new(Recorder::default());
+    let (streams, guard) = streams(clock.clone(), sink.clone()).await;
+    let publisher = instance(&guard, clock, Arc::new(Recorder::default())).await;
+    let (a, b) = (topic("kill-a"), topic("kill-b"));
+    streams.watch(&a).await.unwrap();
+    streams.watch(&b).await.unwrap();
+    publisher
+        .publish(&[a.clone(), b.clone()], &event("before"))
+        .await
+        .unwrap();
+    sink.wait_for(2).await;
+    let name = format!("{}pubsub", guard.prefix);
+    let killed = kill_clients_named(&name);
+    assert_eq!(killed.len(), 2, "one pub/sub connection per instance");
+    for _ in 0..5 {
+        publisher
+            .publish(&[a.clone(), b.clone()], &event("meanwhile"))
+            .await
+            .unwrap();
+    }
+    sink.wait_for(12).await;
+    let mut reconnected = Vec::new();
+    for _ in 0..500 {
+        reconnected = clients_named(&name);
+        reconnected.retain(|id| !killed.contains(id));
+        if reconnected.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(reconnected.len(), 2, "both reconnected");
+    publisher
+        .publish(&[a.clone(), b.clone()], &event("after"))
+        .await
+        .unwrap();
+    sink.wait_for(14).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for channel in ["topic:kill-a", "topic:kill-b"] {
+        let offsets: Vec<u64> = sink
+            .seen()
+            .into_iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, offset)| offset)
+            .collect();
+        assert_eq!(offsets, [1, 2, 3, 4, 5, 6, 7], "{channel}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_stay_under_the_prefix_and_expire() {
+    let clock = ManualClock::starting_now();
+    let (streams, guard) = streams(clock, Arc::new(Recorder::default())).await;
+    streams
+        .publish(&[topic("a"), ChannelName::user("u1")], &event("x"))
+        .await
+        .unwrap();
+    streams.channel(&topic("empty")).await.unwrap();
+    let mut connection = redis();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", guard.prefix))
+        .query(&mut connection)
+        .unwrap();
+    keys.sort();
+    let p = &guard.prefix;
+    assert_eq!(
+        keys,
+        [
+            format!("{p}stream:topic:a"),
+            format!("{p}stream:topic:a:meta"),
+            format!("{p}stream:user:u1"),
+            format!("{p}stream:user:u1:meta"),
+        ]
+    );
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut connection).unwrap();
+        let limit = duration_millis(HISTORY.max_age);
+        assert!(
+            ttl > 0 && ttl <= limit,
+            "{key} expires within the age limit: {ttl}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_do_not_decode_are_skipped_not_fatal() {
+    let clock = ManualClock::starting_now();
+    let (streams, guard) = streams(clock.clone(), Arc::new(Recorder::default())).await;
+    let c = topic("bad");
+    streams
+        .publish(std::slice::from_ref(&c), &event("x"))
+        .await
+        .unwrap();
+    let key = format!("{}stream:topic:bad", guard.prefix);
+    let now = to_millis(clock.now());
+    for (id, time, bytes) in [
+        ("2-0", now.to_string(), &[0xff_u8, 0xff, 0xff][..]),
+        ("3-0", "soon".to_owned(), &b""[..]),
+    ] {
+        let _: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg(id)
+            .arg("t")
+            .arg(time)
+            .arg("e")
+            .arg(bytes)
+            .query(&mut redis())
+            .unwrap();
+    }
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("{key}:meta"))
+        .arg("offset")
+        .arg(3)
+        .query(&mut redis())
+        .unwrap();
+    let next = streams
+        .publish(std::slice::from_ref(&c), &event("y"))
+        .await
+        .unwrap();
+    assert_eq!(next[0].offset, 4);
+    let read = streams
+        .read(&c, 0, 10)
+        .await
+        .expect("the channel stays readable");
+    assert_eq!(
+        read.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        [1, 4],
+        "the entries that do not decode are left out; the gap shows"
+    );
+}
+
+/// What a hole in history (an entry that does not decode, its live
+/// message lost) does to the subscribers of a hub over Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_told_of_a_hole_live_and_when_resuming() {
+    use crate::notifications::hub::Item;
+    let clock = ManualClock::starting_now();
+    let (hub, guard) = hub(clock.clone()).await;
+    let backend = hub.backend().clone();
+    let c = topic("holey");
+    let first = backend
+        .publish(std::slice::from_ref(&c), &event("x"))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut live = hub.open(None);
+    live.subscribe(c.clone(), &[], None).await.unwrap();
+    async fn next(feed: &crate::notifications::hub::Feed) -> Item {
+        tokio::time::timeout(Duration::from_secs(5), feed.next())
+            .await
+            .expect("an item within 5 s")
+            .expect("the feed goes on")
+    }
+    assert!(matches!(next(&live).await, Item::Subscribed(_)));
+
+    let key = format!("{}stream:topic:holey", guard.prefix);
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("2-0")
+        .arg("t")
+        .arg(to_millis(clock.now()))
+        .arg("e")
+        .arg(&[0xff_u8, 0xff][..])
+        .query(&mut redis())
+        .unwrap();
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(format!("{key}:meta"))
+        .arg("offset")
+        .arg(1)
+        .query(&mut redis())
+        .unwrap();
+    backend
+        .publish(std::slice::from_ref(&c), &event("after"))
+        .await
+        .unwrap();
+    match next(&live).await {
+        Item::Subscribed(lost) => {
+            assert!(lost.was_recovering && !lost.recovered, "{lost:?}");
+            assert_eq!(lost.position.unwrap().offset, 2);
+        }
+        other => panic!("expected the hole announced, got {other:?}"),
+    }
+    match next(&live).await {
+        Item::Event(event) => assert_eq!(event.offset, 3),
+        other => panic!("expected offset 3, got {other:?}"),
+    }
+
+    let mut resumed = hub.open(None);
+    let from = slop_api::notification::StreamPosition {
+        offset: first.offset,
+        epoch: first.epoch.clone(),
+    };
+    resumed
+        .subscribe(c.clone(), &[], Some(&from))
+        .await
+        .unwrap();
+    match next(&resumed).await {
+        Item::Subscribed(subscribed) => {
+            assert!(!subscribed.recovered, "a hole is not a recovery");
+            assert_eq!(subscribed.position.unwrap().offset, 3);
+        }
+        other => panic!("expected subscribed, got {other:?}"),
+    }
+    backend
+        .publish(std::slice::from_ref(&c), &event("live"))
+        .await
+        .unwrap();
+    match next(&resumed).await {
+        Item::Event(event) => assert_eq!(event.offset, 4, "no replay, then live"),
+        other => panic!("expected offset 4, got {other:?}"),
+    }
+}
+
+/// Subscribing to topics nobody published to must not fill the shared
+/// Redis: one user subscribed to 30,000 in seconds, each leaving a key
+/// for 24 h.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_to_unpublished_topics_leaves_no_key() {
+    let (hub, guard) = hub(ManualClock::starting_now()).await;
+    for i in 0..300 {
+        let mut feed = hub.open(None);
+        feed.subscribe(topic(&format!("nobody-{i}")), &[], None)
+            .await
+            .unwrap();
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", guard.prefix))
+        .query(&mut redis())
+        .unwrap();
+    assert!(keys.is_empty(), "300 subscriptions left {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aged_out_entries_are_trimmed_in_long_histories() {
+    let clock = ManualClock::starting_now();
+    let guard = PrefixGuard::new();
+    let history = History {
+        max_events: 1000,
+        ..HISTORY
+    };
+    let streams = StreamBackend::redis(
+        &guard.context(clock.clone()),
+        history,
+        Arc::new(Recorder::default()),
+    );
+    let c = topic("long");
+    for i in 0..300 {
+        streams
+            .publish(std::slice::from_ref(&c), &event("x"))
+            .await
+            .unwrap();
+        if i == 136 {
+            clock.advance(Duration::from_secs(30));
+        }
+    }
+    clock.advance(Duration::from_secs(45));
+    let state = streams.channel(&c).await.unwrap();
+    assert_eq!((state.offset, state.earliest, state.size), (300, 138, 163));
+    let len: usize = redis::cmd("XLEN")
+        .arg(format!("{}stream:topic:long", guard.prefix))
+        .query(&mut redis())
+        .unwrap();
+    assert_eq!(len, 163, "the old entries are gone");
+    let read = streams.read(&c, 0, 2).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        [138, 139]
+    );
+}
+
+#[tokio::test]
+async fn ping_answers() {
+    let clock = ManualClock::starting_now();
+    let (streams, _guard) = streams(clock, Arc::new(Recorder::default())).await;
+    streams.ping().await.unwrap();
+    assert_eq!(streams.backend(), "redis");
+}
