@@ -79,7 +79,7 @@ impl Core {
         let mut config = Config::embedded_defaults();
         config.database_url = format!("sqlite:{}", database.display());
         config.redis_url = None;
-        let identity = Identity::from_config(&config, clock.clone())
+        let identity = Identity::from_config(&config, clock.clone(), None)
             .await
             .expect("an identity over memory backends");
         Self {
