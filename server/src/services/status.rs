@@ -185,34 +185,39 @@ pub mod by_name {
 
     use crate::identity::sessions::SessionError;
 
-    /// The reason named `name`, which must have `code`.
-    fn named(name: &str, code: Code) -> ErrorReason {
+    /// `code` with the reason named `name`, which must have that code. A
+    /// name outside the contract is not sent: the status goes without
+    /// ErrorInfo.
+    fn named(name: &str, code: Code, message: String) -> Status {
         match ErrorReason::from_str_name(name) {
             Some(reason) => {
                 debug_assert_eq!(reason.code(), code, "the code of reason {name}");
-                reason
+                super::with_reason(reason, message)
             }
             None => {
                 debug_assert!(false, "{name} is not in slop.errors.v1.ErrorReason");
                 tracing::error!(reason = name, "a reason outside the contract");
-                ErrorReason::Unspecified
+                Status::new(code, message)
             }
         }
     }
 
     /// UNAUTHENTICATED with the reason named `reason`.
     pub fn unauthenticated(reason: &str, message: &str) -> Status {
-        super::with_reason(named(reason, Code::Unauthenticated), message)
+        named(reason, Code::Unauthenticated, message.to_owned())
     }
 
     /// PERMISSION_DENIED with the reason named `reason`.
     pub fn permission_denied(reason: &str, message: impl Into<String>) -> Status {
-        super::with_reason(named(reason, Code::PermissionDenied), message)
+        named(reason, Code::PermissionDenied, message.into())
     }
 
     /// RESOURCE_EXHAUSTED with the reason named `reason` and the wait.
     pub fn rate_limited(reason: &str, what: &str, retry_after: Duration) -> Status {
-        super::rate_limited(named(reason, Code::ResourceExhausted), what, retry_after)
+        match ErrorReason::from_str_name(reason) {
+            Some(known) => super::rate_limited(known, what, retry_after),
+            None => named(reason, Code::ResourceExhausted, what.to_owned()),
+        }
     }
 
     /// UNAVAILABLE for a session store that did not answer (`Status::from`).
