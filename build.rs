@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "slop/auth/v1/auth.proto",
     "slop/session/v1/session.proto",
     "slop/notification/v1/notification.proto",
+    "slop/errors/v1/errors.proto",
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",
 ];

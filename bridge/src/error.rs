@@ -1,6 +1,12 @@
 //! gRPC status → HTTP response, as grpc-gateway maps it, with the AIP-193
 //! JSON body: `{"error": {"code", "message", "status", "details"}}`.
 //!
+//! The HTTP status follows from the gRPC code, except for the few reasons
+//! of the contract (`slop.errors.v1.ErrorReason`) that HTTP has a sharper
+//! status for ([`reason_http_status`]); docs/errors.md lists them all, and a
+//! test holds it to this mapping. The bridge's own errors (routes, bodies)
+//! are built here, from reasons of the contract too ([`with_reason`]).
+//!
 //! The conversion has no side effects: logging happens in the server's
 //! request middleware, which sees the status code of every response.
 
@@ -10,8 +16,9 @@ use axum::{
 };
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
+use slop_api::errors::{DOMAIN, ErrorReason};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetail, StatusExt as _};
+use tonic_types::{ErrorDetail, ErrorDetails, StatusExt as _};
 
 /// What callers see instead of the message of an internal error; the real
 /// one is in the server's log under the request id.
@@ -30,8 +37,43 @@ impl From<Status> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        status_response(http_status(self.0.code()), &self.0)
+        status_response(response_status(&self.0), &self.0)
     }
+}
+
+/// The HTTP status a front door answers `status` with: its reason's
+/// ([`reason_http_status`]) when it has one of the contract, else its
+/// code's ([`http_status`]).
+pub fn response_status(status: &Status) -> StatusCode {
+    match reason(status) {
+        Some(reason) => reason_http_status(reason),
+        None => http_status(status.code()),
+    }
+}
+
+/// The HTTP status of an error with `reason`: its code's, but where HTTP
+/// has a status that says more (405, 408, 413).
+pub fn reason_http_status(reason: ErrorReason) -> StatusCode {
+    match reason {
+        ErrorReason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorReason::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorReason::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        other => http_status(other.code()),
+    }
+}
+
+/// An error of the bridge's own with `reason` (whose code it takes) and
+/// `ErrorInfo` `metadata`.
+pub fn with_reason(
+    reason: ErrorReason,
+    message: impl Into<String>,
+    metadata: impl Into<std::collections::HashMap<String, String>>,
+) -> Status {
+    Status::with_error_details(
+        reason.code(),
+        message,
+        ErrorDetails::with_error_info(reason.as_str_name(), DOMAIN, metadata),
+    )
 }
 
 /// The HTTP status for a gRPC code (the grpc-gateway table).
@@ -152,12 +194,14 @@ pub fn retry_after_seconds(status: &Status) -> Option<u64> {
     retry_delay(status).map(|delay| delay.as_secs() + u64::from(delay.subsec_nanos() > 0))
 }
 
-/// The `reason` of the status's `ErrorInfo` detail, if it has one.
-pub fn reason(status: &Status) -> Option<String> {
+/// The reason of the status's `ErrorInfo` detail, if it has one of the
+/// contract's (in the API's domain).
+pub fn reason(status: &Status) -> Option<ErrorReason> {
     status
         .get_error_details()
         .error_info()
-        .map(|info| info.reason.clone())
+        .filter(|info| info.domain == DOMAIN)
+        .and_then(|info| ErrorReason::from_str_name(&info.reason))
 }
 
 /// The proto3 JSON of one google.rpc detail message; DebugInfo and
@@ -222,30 +266,29 @@ fn detail_json(detail: &ErrorDetail) -> Option<Value> {
 
 /// The error every front door gives a path it does not serve.
 pub fn route_not_found(method: &http::Method, path: &str) -> Response {
-    let status = Status::with_error_details(
-        Code::NotFound,
+    ApiError(with_reason(
+        ErrorReason::RouteNotFound,
         format!("no route for {method} {path}; the REST API lives under /api/v1"),
-        tonic_types::ErrorDetails::with_error_info("ROUTE_NOT_FOUND", "slop.api", []),
-    );
-    status_response(StatusCode::NOT_FOUND, &status)
+        [],
+    ))
+    .into_response()
 }
 
 /// The error for a known path called with a method it does not take: 405,
 /// and UNIMPLEMENTED (the path has no such operation; nothing is wrong with
 /// the request's data).
 pub fn method_not_allowed(method: &http::Method, path: &str) -> Response {
-    let status = Status::with_error_details(
-        Code::Unimplemented,
+    ApiError(with_reason(
+        ErrorReason::MethodNotAllowed,
         format!("{path} does not take {method}"),
-        tonic_types::ErrorDetails::with_error_info("METHOD_NOT_ALLOWED", "slop.api", []),
-    );
-    status_response(StatusCode::METHOD_NOT_ALLOWED, &status)
+        [],
+    ))
+    .into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic_types::ErrorDetails;
 
     async fn body_json(response: Response) -> Value {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -256,10 +299,10 @@ mod tests {
 
     #[tokio::test]
     async fn not_found_is_404_with_aip_193_body() {
-        let response = ApiError(Status::with_error_details(
-            Code::NotFound,
+        let response = ApiError(with_reason(
+            ErrorReason::SessionNotFound,
             "session abc not found",
-            ErrorDetails::with_error_info("SESSION_NOT_FOUND", "slop.session", []),
+            [],
         ))
         .into_response();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
@@ -268,10 +311,28 @@ mod tests {
         assert_eq!(body["error"]["status"], "NOT_FOUND");
         assert_eq!(body["error"]["message"], "session abc not found");
         assert_eq!(body["error"]["details"][0]["reason"], "SESSION_NOT_FOUND");
+        assert_eq!(body["error"]["details"][0]["domain"], "slop.studio");
         assert_eq!(
             body["error"]["details"][0]["@type"],
             "type.googleapis.com/google.rpc.ErrorInfo"
         );
+    }
+
+    #[test]
+    fn reasons_http_has_a_sharper_status_for_keep_it_wherever_they_go() {
+        let too_large = with_reason(ErrorReason::RequestTooLarge, "too large", []);
+        assert_eq!(too_large.code(), Code::InvalidArgument);
+        assert_eq!(response_status(&too_large), StatusCode::PAYLOAD_TOO_LARGE);
+        let ended = with_reason(ErrorReason::SessionEnded, "log in again", []);
+        assert_eq!(response_status(&ended), StatusCode::UNAUTHORIZED);
+        // A reason of another domain is not ours to read.
+        let foreign = Status::with_error_details(
+            Code::InvalidArgument,
+            "too large",
+            ErrorDetails::with_error_info("REQUEST_TOO_LARGE", "example.com", []),
+        );
+        assert_eq!(reason(&foreign), None);
+        assert_eq!(response_status(&foreign), StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

@@ -20,7 +20,6 @@ use slop_api::{
     session::{self, session_service_server::SessionService},
 };
 use tonic::{Code, Status, metadata::MetadataMap};
-use tonic_types::StatusExt as _;
 
 use crate::error::ApiError;
 
@@ -159,16 +158,12 @@ async fn read_body(headers: &http::HeaderMap, body: axum::body::Body) -> Result<
 /// 413 with the AIP-193 body: INVALID_ARGUMENT, as for any request the
 /// caller must change before sending it again.
 fn too_large() -> Response {
-    let status = Status::with_error_details(
-        Code::InvalidArgument,
+    ApiError(crate::error::with_reason(
+        slop_api::errors::ErrorReason::RequestTooLarge,
         format!("the request body is larger than {MAX_BODY} bytes"),
-        tonic_types::ErrorDetails::with_error_info(
-            "REQUEST_TOO_LARGE",
-            "slop.api",
-            [("limit_bytes".to_owned(), MAX_BODY.to_string())],
-        ),
-    );
-    crate::error::status_response(StatusCode::PAYLOAD_TOO_LARGE, &status)
+        [("limit_bytes".to_owned(), MAX_BODY.to_string())],
+    ))
+    .into_response()
 }
 
 /// Why a body could not be read: the status the server's transport put in

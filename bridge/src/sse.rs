@@ -41,7 +41,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use slop_context::{Notifications, SubscribeStream};
 
 use crate::{
-    error::{ApiError, error_body, http_status, retry_delay},
+    error::{ApiError, error_body, response_status, retry_delay},
     notifications::{QueryParams, bad_parameter, parse_namespaces},
 };
 
@@ -250,7 +250,7 @@ impl Relay {
 /// The `error` message that ends a stream: the AIP-193 body, and for a
 /// status that says when to retry, that wait as the reconnection time.
 fn final_event(status: &Status) -> SseEvent {
-    let body = error_body(http_status(status.code()), status);
+    let body = error_body(response_status(status), status);
     let event = SseEvent::default().event("error").data(json(&body));
     match retry_delay(status) {
         Some(delay) => event.retry(delay),

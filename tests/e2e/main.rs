@@ -8,6 +8,7 @@ mod accounts;
 mod browser;
 mod connections;
 mod doc_clients;
+mod errors;
 mod faults;
 mod health;
 mod mail;

@@ -29,8 +29,9 @@ use axum::{
 };
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use http::HeaderValue;
-use slop_api::notification::{
-    ChannelSubscription, SubscribeRequest, subscribe_response::Message as Sent,
+use slop_api::{
+    errors::ErrorReason,
+    notification::{ChannelSubscription, SubscribeRequest, subscribe_response::Message as Sent},
 };
 use tonic::{Code, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
 
@@ -360,31 +361,45 @@ impl Ending {
     }
 }
 
+/// The close code of an error that ends a socket, by its reason (of the
+/// contract, `slop.errors.v1.ErrorReason`) where one has its own code, else
+/// by its gRPC code. docs/errors.md lists the code of every reason; a test
+/// holds it to this function.
+pub fn close_code(code: Code, reason: Option<ErrorReason>, shutting_down: bool) -> u16 {
+    match (reason, code) {
+        (Some(ErrorReason::SessionEnded), _) => close::SESSION_ENDED,
+        (Some(ErrorReason::SlowConsumer), _) => close::SLOW_CONSUMER,
+        (_, Code::Unauthenticated) => close::UNAUTHENTICATED,
+        (_, Code::PermissionDenied) => close::PERMISSION_DENIED,
+        (_, Code::ResourceExhausted) => close::RATE_LIMITED,
+        (_, Code::Unavailable) if shutting_down => close::GOING_AWAY,
+        (_, Code::Unavailable) => close::TRY_AGAIN_LATER,
+        _ => close::INTERNAL_ERROR,
+    }
+}
+
 /// The close code and reason for a status that ends a socket.
 fn close_for(status: &Status, shutting_down: bool) -> Ending {
-    let reason = reason(status);
-    match status.code() {
-        Code::Unauthenticated if reason.as_deref() == Some("SESSION_ENDED") => {
-            Ending::close(close::SESSION_ENDED, "session ended")
+    let code = close_code(status.code(), reason(status), shutting_down);
+    let why = match code {
+        close::SESSION_ENDED => "session ended",
+        close::SLOW_CONSUMER => "slow consumer",
+        close::UNAUTHENTICATED => "unauthenticated",
+        close::PERMISSION_DENIED => "permission denied",
+        close::RATE_LIMITED => {
+            return Ending::Close(
+                code,
+                match retry_after_seconds(status) {
+                    Some(seconds) => format!("rate limited; retry in {seconds} s"),
+                    None => "rate limited".to_owned(),
+                },
+            );
         }
-        Code::Unauthenticated => Ending::close(close::UNAUTHENTICATED, "unauthenticated"),
-        Code::PermissionDenied => Ending::close(close::PERMISSION_DENIED, "permission denied"),
-        Code::ResourceExhausted if reason.as_deref() == Some("SLOW_CONSUMER") => {
-            Ending::close(close::SLOW_CONSUMER, "slow consumer")
-        }
-        Code::ResourceExhausted => Ending::Close(
-            close::RATE_LIMITED,
-            match retry_after_seconds(status) {
-                Some(seconds) => format!("rate limited; retry in {seconds} s"),
-                None => "rate limited".to_owned(),
-            },
-        ),
-        Code::Unavailable if shutting_down => {
-            Ending::close(close::GOING_AWAY, "server shutting down")
-        }
-        Code::Unavailable => Ending::close(close::TRY_AGAIN_LATER, "unavailable; try again later"),
-        _ => Ending::close(close::INTERNAL_ERROR, "internal error"),
-    }
+        close::GOING_AWAY => "server shutting down",
+        close::TRY_AGAIN_LATER => "unavailable; try again later",
+        _ => "internal error",
+    };
+    Ending::close(code, why)
 }
 
 /// What handling one thing leaves the socket with.

@@ -74,19 +74,20 @@ fn record<T: serde::Serialize>(method: &'static str, request: &Request<T>) -> Re
     }
 }
 
-/// A status with an ErrorInfo reason.
+/// A status with an ErrorInfo reason, in the API's domain (the adapter reads
+/// only reasons of the contract).
 pub fn status_with_reason(code: Code, message: &str, reason: &str) -> Status {
     Status::with_error_details(
         code,
         message,
-        ErrorDetails::with_error_info(reason, "slop.test", []),
+        ErrorDetails::with_error_info(reason, slop_api::errors::DOMAIN, []),
     )
 }
 
 /// RESOURCE_EXHAUSTED, reason RATE_LIMITED, retry in 30 s.
 pub fn rate_limited() -> Status {
     let mut details = ErrorDetails::with_retry_info(Some(Duration::from_secs(30)));
-    details.set_error_info("RATE_LIMITED", "slop.test", []);
+    details.set_error_info("RATE_LIMITED", slop_api::errors::DOMAIN, []);
     Status::with_error_details(Code::ResourceExhausted, "too many connections", details)
 }
 

@@ -23,13 +23,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tonic::{Code, Status, metadata::MetadataMap};
-use tonic_types::{ErrorDetails, StatusExt as _};
+use tonic::metadata::MetadataMap;
 
 use crate::{
-    identity::sessions::{Session, SessionStore},
+    identity::sessions::{Session, SessionError, SessionStore},
     identity::tokens::{self, TokenError, TokenIssuer},
     infra::config::{Secret, ServiceKeys},
+};
+
+// Kept for services/auth.rs until the merge: it imports these status
+// builders from here; they live in services/status.rs now.
+pub use crate::services::status::by_name::{
+    OrUnavailable, permission_denied, store_unavailable, unauthenticated,
 };
 
 /// The session cookie (HttpOnly).
@@ -38,8 +43,6 @@ pub const SESSION_COOKIE: &str = "slop_session";
 pub const CSRF_COOKIE: &str = "slop_csrf";
 /// The header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// The `ErrorInfo` domain of authentication errors.
-pub const DOMAIN: &str = "auth.slop.studio";
 
 /// Whether a call changes state (and so needs CSRF protection when
 /// authenticated by cookie).
@@ -80,6 +83,68 @@ pub enum Caller {
     Service(String),
 }
 
+/// Why the caller could not be established, or may not do what it asked.
+/// The messages are for the caller: they say what to send instead and echo
+/// no credential. services/status.rs turns each into its status and
+/// `ErrorReason`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallerError {
+    /// No `authorization` header and no session cookie.
+    #[error("this call needs credentials: authorization: Bearer <access token or service key>")]
+    Missing,
+    /// The `authorization` header is not text.
+    #[error("the authorization header is not text")]
+    NotText,
+    /// The `authorization` header is not `Bearer <token>`.
+    #[error("expected authorization: Bearer <token>")]
+    NotBearer,
+    /// The bearer token has a ':', as a whole SERVICE_KEYS entry
+    /// (`name:secret`) has and no access token does.
+    #[error(
+        "a service key is sent as `authorization: Bearer <secret>`, with only the secret part of its SERVICE_KEYS entry (name:secret), not the name"
+    )]
+    ServiceKeyWithName,
+    /// The access token's lifetime has passed.
+    #[error("the access token has expired: refresh it")]
+    Expired,
+    /// The access token does not verify.
+    #[error("the access token is not valid: {0}")]
+    Invalid(TokenError),
+    /// The access token verifies but names another user than its session's.
+    #[error("the access token does not match its session")]
+    SessionMismatch,
+    /// The session cookie's MAC does not verify.
+    #[error("the session cookie is not valid")]
+    CookieInvalid,
+    /// A call that changes state, authenticated by cookie, without the
+    /// matching `x-csrf-token`.
+    #[error(
+        "a request authenticated by cookie that changes state needs the x-csrf-token header (the value of the slop_csrf cookie)"
+    )]
+    CsrfMissing,
+    /// The credentials' session has ended (logged out, revoked, expired).
+    #[error("the session has ended (logged out, revoked or expired): log in again")]
+    SessionEnded,
+    /// A backend service called an operation of signed-in users.
+    #[error("service '{0}' called an operation of signed-in users")]
+    UserRequired(String),
+    /// A user called an operation of backend services.
+    #[error("only backend services (SERVICE_KEYS) may call this")]
+    ServiceRequired,
+    /// The session store did not answer: nothing is known about the caller.
+    #[error("session store: {0}")]
+    Unavailable(#[from] SessionError),
+}
+
+impl From<TokenError> for CallerError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Expired => Self::Expired,
+            other => Self::Invalid(other),
+        }
+    }
+}
+
 /// Checks credentials.
 pub struct Authenticator {
     tokens: Arc<TokenIssuer>,
@@ -108,7 +173,11 @@ impl Authenticator {
     }
 
     /// Identifies the caller: a user or a backend service.
-    pub async fn caller(&self, metadata: &MetadataMap, access: Access) -> Result<Caller, Status> {
+    pub async fn caller(
+        &self,
+        metadata: &MetadataMap,
+        access: Access,
+    ) -> Result<Caller, CallerError> {
         if let Some(bearer) = bearer(metadata)? {
             if let Some(name) = self.service_named_by(bearer) {
                 return Ok(Caller::Service(name));
@@ -117,18 +186,12 @@ impl Authenticator {
                 // No access token has a ':'; a SERVICE_KEYS entry copied
                 // whole (`name:secret`) has. Say what to send, echoing
                 // nothing, whether or not the secret is right.
-                return Err(unauthenticated(
-                    "SERVICE_KEY_WITH_NAME",
-                    "a service key is sent as `authorization: Bearer <secret>`, with only the secret part of its SERVICE_KEYS entry (name:secret), not the name",
-                ));
+                return Err(CallerError::ServiceKeyWithName);
             }
-            let claims = self.tokens.verify_access(bearer).map_err(token_error)?;
+            let claims = self.tokens.verify_access(bearer)?;
             let session = self.live_session(&claims.sid).await?;
             if session.user_id != claims.sub {
-                return Err(unauthenticated(
-                    "TOKEN_INVALID",
-                    "the access token does not match its session",
-                ));
+                return Err(CallerError::SessionMismatch);
             }
             return Ok(Caller::User(UserCaller {
                 user_id: claims.sub,
@@ -137,20 +200,16 @@ impl Authenticator {
             }));
         }
         if let Some(cookie) = cookie(metadata, SESSION_COOKIE) {
-            let session_id = self.session_from_cookie(&cookie).ok_or_else(|| {
-                unauthenticated("COOKIE_INVALID", "the session cookie is not valid")
-            })?;
+            let session_id = self
+                .session_from_cookie(&cookie)
+                .ok_or(CallerError::CookieInvalid)?;
             if access == Access::Write {
                 let sent = metadata
                     .get(CSRF_HEADER)
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or_default();
                 if !tokens::constant_time_eq(sent, &self.csrf_token(&session_id)) {
-                    return Err(Status::with_error_details(
-                        Code::PermissionDenied,
-                        "a request authenticated by cookie that changes state needs the x-csrf-token header (the value of the slop_csrf cookie)",
-                        ErrorDetails::with_error_info("CSRF_TOKEN_INVALID", DOMAIN, []),
-                    ));
+                    return Err(CallerError::CsrfMissing);
                 }
             }
             let session = self.live_session(&session_id).await?;
@@ -160,46 +219,34 @@ impl Authenticator {
                 via: Via::Cookie,
             }));
         }
-        Err(unauthenticated(
-            "CREDENTIALS_MISSING",
-            "this call needs credentials: authorization: Bearer <access token or service key>",
-        ))
+        Err(CallerError::Missing)
     }
 
     /// The caller, who must be a signed-in user.
-    pub async fn user(&self, metadata: &MetadataMap, access: Access) -> Result<UserCaller, Status> {
+    pub async fn user(
+        &self,
+        metadata: &MetadataMap,
+        access: Access,
+    ) -> Result<UserCaller, CallerError> {
         match self.caller(metadata, access).await? {
             Caller::User(user) => Ok(user),
-            Caller::Service(name) => Err(permission_denied(
-                "USER_REQUIRED",
-                format!("service '{name}' called an operation of signed-in users"),
-            )),
+            Caller::Service(name) => Err(CallerError::UserRequired(name)),
         }
     }
 
     /// The caller, who must be a backend service; returns its name.
-    pub async fn service(&self, metadata: &MetadataMap) -> Result<String, Status> {
+    pub async fn service(&self, metadata: &MetadataMap) -> Result<String, CallerError> {
         match self.caller(metadata, Access::Read).await? {
             Caller::Service(name) => Ok(name),
-            Caller::User(_) => Err(permission_denied(
-                "SERVICE_REQUIRED",
-                "only backend services (SERVICE_KEYS) may call this",
-            )),
+            Caller::User(_) => Err(CallerError::ServiceRequired),
         }
     }
 
-    async fn live_session(&self, session_id: &str) -> Result<Session, Status> {
-        let touched = self
-            .sessions
+    async fn live_session(&self, session_id: &str) -> Result<Session, CallerError> {
+        self.sessions
             .touch(session_id, self.session_ttl)
-            .await
-            .or_unavailable()?;
-        touched.ok_or_else(|| {
-            unauthenticated(
-                "SESSION_ENDED",
-                "the session has ended (logged out, revoked or expired): log in again",
-            )
-        })
+            .await?
+            .ok_or(CallerError::SessionEnded)
     }
 
     /// The backend service whose key is the bearer token of `metadata`, if
@@ -283,22 +330,14 @@ pub fn split_refresh_token(token: &str) -> Option<(&str, &str)> {
 }
 
 /// The bearer token, if the call carries an `authorization` header.
-fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
+fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, CallerError> {
     let Some(value) = metadata.get("authorization") else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| {
-        unauthenticated(
-            "CREDENTIALS_INVALID",
-            "the authorization header is not text",
-        )
-    })?;
+    let value = value.to_str().map_err(|_| CallerError::NotText)?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(unauthenticated(
-            "CREDENTIALS_INVALID",
-            "expected authorization: Bearer <token>",
-        ));
+        return Err(CallerError::NotBearer);
     }
     Ok(Some(token.trim()))
 }
@@ -340,52 +379,4 @@ pub fn logout_cookies(secure: bool) -> [String; 2] {
     let secure = if secure { "; Secure" } else { "" };
     [SESSION_COOKIE, CSRF_COOKIE]
         .map(|name| format!("{name}=; Path=/; Max-Age=0; SameSite=Lax{secure}"))
-}
-
-fn token_error(error: TokenError) -> Status {
-    match error {
-        TokenError::Expired => {
-            unauthenticated("TOKEN_EXPIRED", "the access token has expired: refresh it")
-        }
-        other => unauthenticated(
-            "TOKEN_INVALID",
-            &format!("the access token is not valid: {other}"),
-        ),
-    }
-}
-
-/// UNAUTHENTICATED with a stable reason.
-pub fn unauthenticated(reason: &str, message: &str) -> Status {
-    Status::with_error_details(
-        Code::Unauthenticated,
-        message,
-        ErrorDetails::with_error_info(reason, DOMAIN, []),
-    )
-}
-
-/// PERMISSION_DENIED with a stable reason.
-pub fn permission_denied(reason: &str, message: impl Into<String>) -> Status {
-    Status::with_error_details(
-        Code::PermissionDenied,
-        message,
-        ErrorDetails::with_error_info(reason, DOMAIN, []),
-    )
-}
-
-/// UNAVAILABLE for a session store that did not answer; the cause is logged.
-pub fn store_unavailable(error: &crate::identity::sessions::SessionError) -> Status {
-    tracing::error!(%error, "session store failed");
-    Status::unavailable("the session store is unavailable; retry shortly")
-}
-
-/// Turns a session store failure into UNAVAILABLE (see [`store_unavailable`]).
-pub trait OrUnavailable<T> {
-    /// The value, or UNAVAILABLE.
-    fn or_unavailable(self) -> Result<T, Status>;
-}
-
-impl<T> OrUnavailable<T> for Result<T, crate::identity::sessions::SessionError> {
-    fn or_unavailable(self) -> Result<T, Status> {
-        self.map_err(|error| store_unavailable(&error))
-    }
 }

@@ -18,23 +18,28 @@ use std::{
 
 use futures_util::Stream;
 use prost::Message as _;
-use slop_api::notification::{
-    self, Event, JobProgress, JobState, Namespace, PublishedEvent, StreamPosition,
-    SubscribeResponse, notification_service_server::NotificationService, subscribe_response,
+use slop_api::{
+    errors::ErrorReason,
+    notification::{
+        self, Event, JobProgress, JobState, Namespace, PublishedEvent, StreamPosition,
+        SubscribeResponse, notification_service_server::NotificationService, subscribe_response,
+    },
 };
 use slop_context::{Admitted, ClientAddr, ConnectionGate, SubscribeStream};
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt as _};
+use tonic::{Request, Response, Status};
 
-use super::{Answer, invalid, limits_unavailable, rate_limited};
+use super::{
+    Answer,
+    status::{OrInvalid as _, invalid, rate_limited, with_reason},
+};
 use crate::{
     identity::Identity,
-    identity::caller::{Access, Caller, permission_denied, unauthenticated},
+    identity::caller::{Access, Caller},
     identity::limits::{Decision, Rate, RateLimiter},
     infra::clock::{SharedClock, to_timestamp},
     notifications::{
-        ChannelName, StreamError, contiguous_after,
-        hub::{End, Feed, Hub, Item},
+        ChannelName, contiguous_after,
+        hub::{Feed, Hub, Item},
     },
 };
 
@@ -87,7 +92,7 @@ impl NotificationApi {
     }
 
     async fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
-        self.identity.auth.caller(metadata, Access::Read).await
+        Ok(self.identity.auth.caller(metadata, Access::Read).await?)
     }
 }
 
@@ -105,15 +110,10 @@ impl StreamGate {
     }
 
     async fn hit(&self, key: String, what: &str) -> Result<(), Status> {
-        match self
-            .limits
-            .hit(&key, self.rate)
-            .await
-            .map_err(limits_unavailable)?
-        {
+        match self.limits.hit(&key, self.rate).await? {
             Decision::Allowed { .. } => Ok(()),
             Decision::Limited { retry_after } => {
-                Err(rate_limited("RATE_LIMITED", what, retry_after))
+                Err(rate_limited(ErrorReason::RateLimited, what, retry_after))
             }
         }
     }
@@ -145,15 +145,15 @@ fn may_read(caller: &Caller, channel: &ChannelName) -> Result<(), Status> {
     match (caller, channel) {
         (Caller::Service(_), _) | (Caller::User(_), ChannelName::Topic(_)) => Ok(()),
         (Caller::User(user), ChannelName::User(id)) if *id == user.user_id => Ok(()),
-        (Caller::User(_), ChannelName::User(_)) => Err(permission_denied(
-            "CHANNEL_FORBIDDEN",
+        (Caller::User(_), ChannelName::User(_)) => Err(with_reason(
+            ErrorReason::ChannelForbidden,
             "a user may follow only their own channel (user:<your id>) and topics",
         )),
     }
 }
 
 fn channel(field: &str, name: &str) -> Result<ChannelName, Status> {
-    ChannelName::parse(name).map_err(|why| invalid(field, why.to_string()))
+    ChannelName::parse(name).or_invalid(field)
 }
 
 /// A namespace filter: each must be a real namespace.
@@ -172,26 +172,6 @@ fn namespaces(field: &str, namespaces: &[i32]) -> Result<Vec<i32>, Status> {
         }
     }
     Ok(namespaces.to_vec())
-}
-
-fn unavailable(error: StreamError) -> Status {
-    tracing::error!(%error, "notification store failed");
-    Status::unavailable("the notification store is unavailable; retry shortly")
-}
-
-/// The status a stream ends with when its feed ends.
-fn ended(why: End) -> Status {
-    match why {
-        End::SlowConsumer => Status::with_error_details(
-            Code::ResourceExhausted,
-            "the client read events too slowly; reconnect and resume from the last offset it saw",
-            ErrorDetails::with_error_info("SLOW_CONSUMER", crate::identity::caller::DOMAIN, []),
-        ),
-        End::SessionEnded => unauthenticated(
-            "SESSION_ENDED",
-            "the session has ended (logged out, revoked or expired): log in again",
-        ),
-    }
 }
 
 /// The longest idempotency key, in characters.
@@ -258,7 +238,7 @@ fn publication(request: notification::PublishRequest) -> Result<(Vec<ChannelName
         if payload.encoded_len() > MAX_PAYLOAD_BYTES {
             return Err(invalid("payload", "must be at most 64 KiB once encoded"));
         }
-        normalize_payload(payload, MAX_PAYLOAD_DEPTH).map_err(|why| invalid("payload", why))?;
+        normalize_payload(payload, MAX_PAYLOAD_DEPTH).or_invalid("payload")?;
     }
     match (namespace, &request.job) {
         (Namespace::Media, None) => {
@@ -432,7 +412,7 @@ fn feed_stream(feed: Feed, heartbeat: Duration, clock: SharedClock) -> Subscribe
                 Ok(Ok(Item::Event(event))) => {
                     subscribe_response::Message::Event(Arc::unwrap_or_clone(event))
                 }
-                Ok(Err(why)) => return Some((Err(ended(why)), None)),
+                Ok(Err(why)) => return Some((Err(why.into()), None)),
                 Err(_) => subscribe_response::Message::Heartbeat(notification::Heartbeat {
                     time: Some(to_timestamp(clock.now())),
                 }),
@@ -471,8 +451,7 @@ impl NotificationApi {
         let mut feed = self.hub.open(session);
         for (channel, filter, resume_from) in wanted {
             feed.subscribe(channel, &filter, resume_from.as_ref())
-                .await
-                .map_err(unavailable)?;
+                .await?;
         }
         Ok(feed)
     }
@@ -516,7 +495,7 @@ impl Stream for SharedStream {
             Err(why) => {
                 // The end is said once; the feed (and its subscriptions) go.
                 self.0 = None;
-                return Poll::Ready(Some(Err(ended(why))));
+                return Poll::Ready(Some(Err(why.into())));
             }
         };
         Poll::Ready(Some(Ok(delivery)))
@@ -534,8 +513,8 @@ impl NotificationService for NotificationApi {
         match self.caller(request.metadata()).await? {
             Caller::Service(_) => {}
             Caller::User(_) => {
-                return Err(permission_denied(
-                    "SERVICE_REQUIRED",
+                return Err(with_reason(
+                    ErrorReason::ServiceRequired,
                     "only backend services (SERVICE_KEYS) may publish",
                 ));
             }
@@ -548,8 +527,7 @@ impl NotificationService for NotificationApi {
             .hub
             .backend()
             .publish_once(&channels, &event, key)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(Response::new(notification::PublishResponse {
             events: stored
                 .iter()
@@ -584,12 +562,7 @@ impl NotificationService for NotificationApi {
         let caller = self.caller(request.metadata()).await?;
         let name = channel("channel", &request.get_ref().channel)?;
         may_read(&caller, &name)?;
-        let state = self
-            .hub
-            .backend()
-            .channel(&name)
-            .await
-            .map_err(unavailable)?;
+        let state = self.hub.backend().channel(&name).await?;
         Ok(Response::new(notification::GetChannelResponse {
             channel: Some(notification::Channel {
                 name: name.to_string(),
@@ -624,7 +597,7 @@ impl NotificationService for NotificationApi {
         may_read(&caller, &name)?;
 
         let backend = self.hub.backend();
-        let state = backend.channel(&name).await.map_err(unavailable)?;
+        let state = backend.channel(&name).await?;
         let (start, mut recovered) = match &after {
             None => (0, true),
             Some(p) if state.continues_from(p) => (p.offset, true),
@@ -632,8 +605,7 @@ impl NotificationService for NotificationApi {
         };
         let retained = backend
             .read(&name, start, self.hub.history().max_events)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if after.is_some()
             && start < state.offset
             && (retained.is_empty() || !contiguous_after(&retained, start))
@@ -665,6 +637,8 @@ mod props;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+    use tonic_types::StatusExt as _;
 
     fn request(channels: &[&str]) -> notification::PublishRequest {
         notification::PublishRequest {

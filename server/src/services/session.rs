@@ -3,13 +3,19 @@
 
 use std::sync::Arc;
 
-use slop_api::session::{self, session_service_server::SessionService};
+use slop_api::{
+    errors::ErrorReason,
+    session::{self, session_service_server::SessionService},
+};
 use tonic::{Request, Response, Status};
 
-use super::{Answer, invalid, next_page_token, not_found, page};
+use super::{
+    Answer, next_page_token, page,
+    status::{invalid, with_reason},
+};
 use crate::{
     identity::Identity,
-    identity::caller::{Access, Caller, OrUnavailable as _, permission_denied},
+    identity::caller::{Access, Caller},
     identity::sessions::Session,
     infra::clock::{from_millis, to_timestamp},
 };
@@ -49,11 +55,14 @@ impl SessionApi {
             }
             (_, id) => id,
         };
-        let session = self.identity.sessions.get(id).await.or_unavailable()?;
+        let session = self.identity.sessions.get(id).await?;
         match (session, caller) {
             (Some(session), Caller::Service(_)) => Ok(session),
             (Some(session), Caller::User(user)) if session.user_id == user.user_id => Ok(session),
-            _ => Err(not_found("SESSION_NOT_FOUND", format!("no session {id}"))),
+            _ => Err(with_reason(
+                ErrorReason::SessionNotFound,
+                format!("no session {id}"),
+            )),
         }
     }
 }
@@ -90,8 +99,8 @@ impl SessionService for SessionApi {
                 user.user_id.clone()
             }
             Caller::User(_) => {
-                return Err(permission_denied(
-                    "SERVICE_REQUIRED",
+                return Err(with_reason(
+                    ErrorReason::ServiceRequired,
                     "only backend services may list another user's sessions",
                 ));
             }
@@ -104,12 +113,7 @@ impl SessionService for SessionApi {
             Caller::Service(_) => request.user_id,
         };
         let (offset, size) = page(request.page_size, &request.page_token, 50, 100)?;
-        let sessions = self
-            .identity
-            .sessions
-            .list_user(&user_id)
-            .await
-            .or_unavailable()?;
+        let sessions = self.identity.sessions.list_user(&user_id).await?;
         let total = sessions.len();
         Ok(Response::new(session::ListSessionsResponse {
             sessions: sessions
@@ -133,11 +137,7 @@ impl SessionService for SessionApi {
             .caller(request.metadata(), Access::Write)
             .await?;
         let session = self.visible(&caller, &request.get_ref().session_id).await?;
-        self.identity
-            .sessions
-            .revoke(&session.id)
-            .await
-            .or_unavailable()?;
+        self.identity.sessions.revoke(&session.id).await?;
         tracing::info!(session_id = %session.id, user_id = %session.user_id, "session revoked");
         Ok(Response::new(session::RevokeSessionResponse {}))
     }
@@ -155,8 +155,7 @@ impl SessionService for SessionApi {
             .identity
             .sessions
             .revoke_user(&caller.user_id, Some(&caller.session.id))
-            .await
-            .or_unavailable()?;
+            .await?;
         Ok(Response::new(session::RevokeOtherSessionsResponse {
             revoked_session_count: i32::try_from(ended.len()).unwrap_or(i32::MAX),
         }))
@@ -171,12 +170,7 @@ impl SessionService for SessionApi {
         if user_id.is_empty() {
             return Err(invalid("user_id", "must not be empty"));
         }
-        let ended = self
-            .identity
-            .sessions
-            .revoke_user(&user_id, None)
-            .await
-            .or_unavailable()?;
+        let ended = self.identity.sessions.revoke_user(&user_id, None).await?;
         tracing::info!(%service, %user_id, ended_sessions = ended.len(), "user's sessions revoked");
         Ok(Response::new(session::RevokeUserSessionsResponse {
             revoked_session_count: i32::try_from(ended.len()).unwrap_or(i32::MAX),

@@ -197,13 +197,12 @@ fn same_origin<B>(origin: &str, request: &Request<B>) -> bool {
 
 /// 403 for a cookie request from a page outside CORS_ORIGIN.
 fn origin_not_allowed() -> axum::response::Response {
-    use tonic_types::StatusExt as _;
-    let status = tonic::Status::with_error_details(
-        tonic::Code::PermissionDenied,
+    use axum::response::IntoResponse as _;
+    let status = crate::services::status::with_reason(
+        slop_api::errors::ErrorReason::OriginNotAllowed,
         "requests that use the session cookie are accepted only from CORS_ORIGIN's origins (or the API's own)",
-        tonic_types::ErrorDetails::with_error_info("ORIGIN_NOT_ALLOWED", "slop.api", []),
     );
-    slop_bridge::error::status_response(http::StatusCode::FORBIDDEN, &status)
+    slop_bridge::error::ApiError(status).into_response()
 }
 
 /// Whether a request is native gRPC: `application/grpc` or

@@ -23,12 +23,9 @@ use std::{
 };
 
 use http::{HeaderMap, Request, Response, Uri};
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt as _};
+use slop_api::errors::ErrorReason;
+use tonic::Status;
 use tower::{Layer, Service};
-
-/// The `ErrorInfo` reason of a request that does not decode.
-pub const REASON: &str = "MALFORMED_MESSAGE";
 
 /// The request message type of every gRPC method, by path
 /// (`/package.Service/Method` → `package.Request`).
@@ -99,11 +96,7 @@ fn rewrite(headers: &mut HeaderMap, path: &str, types: &RequestTypes) {
     let Some(message) = caller_fault(status.message(), types.get(path)) else {
         return;
     };
-    let fixed = Status::with_error_details(
-        Code::InvalidArgument,
-        message,
-        ErrorDetails::with_error_info(REASON, "slop.api", []),
-    );
+    let fixed = crate::services::status::with_reason(ErrorReason::MalformedMessage, message);
     headers.remove("grpc-status-details-bin");
     if fixed.add_header(headers).is_err() {
         tracing::warn!("cannot write the status of a request that does not decode");
@@ -192,6 +185,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+    use tonic_types::StatusExt as _;
 
     #[test]
     fn decoder_errors_become_the_callers_fault_and_others_stay() {
@@ -212,7 +207,7 @@ mod tests {
         );
         assert_eq!(
             status.get_error_details().error_info().unwrap().reason,
-            REASON
+            "MALFORMED_MESSAGE"
         );
 
         let mut headers = HeaderMap::new();

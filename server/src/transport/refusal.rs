@@ -17,16 +17,17 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::StatusCode;
+use slop_api::errors::ErrorReason;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
     sync::Semaphore,
 };
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt as _};
 
-use crate::transport::connections::{Caps, Refusal};
+use crate::{
+    services::status::with_reason,
+    transport::connections::{Caps, Refusal},
+};
 
 /// How many refused sockets may linger at once.
 const LINGERING_AT_MOST: usize = 16;
@@ -43,22 +44,20 @@ pub struct Refusals {
 impl Refusals {
     /// The answers for `caps`.
     pub fn new(caps: Caps) -> Self {
-        let per_address = Status::with_error_details(
-            Code::ResourceExhausted,
+        let per_address = with_reason(
+            ErrorReason::TooManyConnections,
             format!(
                 "too many connections from your address (at most {}); close some, or reuse them, and retry",
                 caps.per_address.unwrap_or(u32::MAX)
             ),
-            ErrorDetails::with_error_info("TOO_MANY_CONNECTIONS", "slop.api", []),
         );
-        let total = Status::with_error_details(
-            Code::Unavailable,
+        let total = with_reason(
+            ErrorReason::ConnectionLimit,
             "the server has no connection to spare; retry shortly",
-            ErrorDetails::with_error_info("CONNECTION_LIMIT", "slop.api", []),
         );
         Self {
-            per_address: render(StatusCode::TOO_MANY_REQUESTS, &per_address),
-            total: render(StatusCode::SERVICE_UNAVAILABLE, &total),
+            per_address: render(&per_address),
+            total: render(&total),
             lingering: Arc::new(Semaphore::new(LINGERING_AT_MOST)),
         }
     }
@@ -98,8 +97,10 @@ impl Refusals {
     }
 }
 
-/// A whole HTTP/1.1 answer with the JSON error of `status`.
-fn render(http: StatusCode, status: &Status) -> Bytes {
+/// A whole HTTP/1.1 answer with the JSON error of `status`, and the HTTP
+/// status every front door gives it.
+fn render(status: &tonic::Status) -> Bytes {
+    let http = slop_bridge::error::response_status(status);
     let body = slop_bridge::error::error_body(http, status).to_string();
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",

@@ -25,12 +25,9 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use slop_api::errors::ErrorReason;
 use tokio::time::Sleep;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt as _};
-
-/// The `ErrorInfo` reason of a body that did not arrive in time.
-pub const REASON: &str = "REQUEST_BODY_TIMEOUT";
+use tonic::Status;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -79,13 +76,12 @@ impl<B> TimedBody<B> {
 
 /// What a body that did not arrive in time ends with.
 fn timed_out(timeout: Duration) -> Status {
-    Status::with_error_details(
-        Code::DeadlineExceeded,
+    crate::services::status::with_reason(
+        ErrorReason::RequestBodyTimeout,
         format!(
             "the request body did not arrive within {} (HTTP_BODY_TIMEOUT)",
             crate::infra::config::humanize(timeout)
         ),
-        ErrorDetails::with_error_info(REASON, "slop.api", []),
     )
 }
 
@@ -140,6 +136,8 @@ where
 mod tests {
     use super::*;
     use http_body_util::BodyExt as _;
+    use tonic::Code;
+    use tonic_types::StatusExt as _;
 
     /// A body that never sends anything.
     struct Silent;
@@ -164,7 +162,7 @@ mod tests {
         assert_eq!(status.code(), Code::DeadlineExceeded);
         assert_eq!(
             status.get_error_details().error_info().unwrap().reason,
-            REASON
+            "REQUEST_BODY_TIMEOUT"
         );
         assert!(body.frame().await.is_none());
         assert!(body.is_end_stream());

@@ -16,6 +16,7 @@ use pbjson_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use proptest::{prelude::*, test_runner::TestCaseError};
 
 use super::*;
+use tonic::Code;
 
 /// Doubles of every kind: any bit pattern, the edges, and integers.
 fn number() -> impl Strategy<Value = f64> {
