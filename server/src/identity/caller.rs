@@ -31,12 +31,6 @@ use crate::{
     infra::config::{Secret, ServiceKeys},
 };
 
-// Kept for services/auth.rs until the merge: it imports these status
-// builders from here; they live in services/status.rs now.
-pub use crate::services::status::by_name::{
-    OrUnavailable, permission_denied, store_unavailable, unauthenticated,
-};
-
 /// The session cookie (HttpOnly).
 pub const SESSION_COOKIE: &str = "slop_session";
 /// The CSRF cookie (readable by the page, which echoes it in `x-csrf-token`).

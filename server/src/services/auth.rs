@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use slop_api::auth::{self, InactiveReason, TokenPair, User, auth_service_server::AuthService};
 use slop_context::ClientAddr;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{Request, Response, metadata::MetadataMap};
 
-use super::{Answer, internal, invalid, limits_unavailable, rate_limited};
+use super::{
+    Answer,
+    status::{OrInvalid as _, invalid},
+};
 use crate::{
     identity::Identity,
     identity::accounts::Account,
-    identity::caller::{
-        Access, OrUnavailable as _, permission_denied, store_unavailable, unauthenticated,
-    },
+    identity::caller::Access,
     identity::flows::{
         self, FlowError, IssuedTokens, LoginAttempt, PasswordChange, PasswordReset, Registration,
         SignOut,
@@ -38,56 +39,6 @@ impl AuthApi {
     /// The service over this identity.
     pub fn new(identity: std::sync::Arc<Identity>) -> Self {
         Self { identity }
-    }
-}
-
-/// The one place the flows' errors become statuses; the reasons and
-/// messages are the contract's (clients and the WebSocket adapter match on
-/// the reasons). Outages log their cause and show none of it.
-impl From<FlowError> for Status {
-    fn from(error: FlowError) -> Self {
-        match error {
-            FlowError::RateLimited { retry_after } => rate_limited(
-                "RATE_LIMITED",
-                "too many requests from your address",
-                retry_after,
-            ),
-            FlowError::LoginThrottled { retry_after } => rate_limited(
-                "LOGIN_THROTTLED",
-                "too many failed logins for this account from your address",
-                retry_after,
-            ),
-            FlowError::InvalidCredentials => {
-                unauthenticated("INVALID_CREDENTIALS", "wrong email or password")
-            }
-            FlowError::RefreshTokenInvalid => unauthenticated(
-                "REFRESH_TOKEN_INVALID",
-                "the refresh token is not valid: log in again",
-            ),
-            FlowError::RefreshTokenReused => unauthenticated(
-                "REFRESH_TOKEN_REUSED",
-                "this refresh token was already used; the session has been ended for safety: log in again",
-            ),
-            FlowError::SessionEnded => {
-                unauthenticated("SESSION_ENDED", "the session has ended: log in again")
-            }
-            FlowError::AccountGone => {
-                unauthenticated("ACCOUNT_GONE", "the account no longer exists")
-            }
-            FlowError::WrongPassword => permission_denied(
-                "WRONG_PASSWORD",
-                "current_password is not the account's password",
-            ),
-            FlowError::Invalid { field, why } => invalid(field, why),
-            FlowError::ResetTokenInvalid => invalid(
-                "reset_token",
-                "not valid: it is wrong, used, or older than 30 minutes; ask for a new one",
-            ),
-            FlowError::Accounts(error) => error.into(),
-            FlowError::Sessions(error) => store_unavailable(&error),
-            FlowError::Limits(error) => limits_unavailable(error),
-            FlowError::Hashing(error) => internal(error),
-        }
     }
 }
 
@@ -196,8 +147,7 @@ impl AuthService for AuthApi {
             // Nothing to change.
             self.identity.account(&caller.user_id).await?
         } else {
-            let name = flows::display_name(&new.display_name)
-                .map_err(|why| invalid("user.display_name", why))?;
+            let name = flows::display_name(&new.display_name).or_invalid("user.display_name")?;
             self.identity
                 .accounts
                 .set_display_name(&caller.user_id, &name, self.identity.now())
@@ -284,8 +234,7 @@ impl AuthService for AuthApi {
             .identity
             .sessions
             .touch(&claims.sid, self.identity.settings.session_ttl)
-            .await
-            .or_unavailable()?;
+            .await?;
         match session {
             Some(session) if session.user_id == claims.sub => {
                 Ok(Response::new(auth::ValidateTokenResponse {

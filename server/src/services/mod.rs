@@ -20,10 +20,6 @@ pub use notification::NotificationApi;
 pub use session::SessionApi;
 pub use status::{internal, invalid};
 
-// Kept for services/auth.rs until the merge: it imports these two from
-// here, with a reason by name; services take them from `status`.
-pub use status::by_name::{limits_unavailable, rate_limited};
-
 /// What an RPC returns.
 pub type Answer<T> = Result<tonic::Response<T>, Status>;
 

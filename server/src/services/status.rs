@@ -21,7 +21,8 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::{
     identity::{
-        accounts::AccountError, caller::CallerError, limits::LimitError, sessions::SessionError,
+        accounts::AccountError, caller::CallerError, flows::FlowError, limits::LimitError,
+        sessions::SessionError,
     },
     notifications::{StreamError, hub::End},
 };
@@ -173,72 +174,53 @@ impl From<End> for Status {
     }
 }
 
-/// Status builders that take a reason by its name, for services/auth.rs,
-/// which another change rewrites: kept for services/auth.rs until the
-/// merge, then gone. A name outside the contract fails a debug build (every
-/// test) and is logged in a release build.
-pub mod by_name {
-    use std::time::Duration;
-
-    use slop_api::errors::ErrorReason;
-    use tonic::{Code, Status};
-
-    use crate::identity::sessions::SessionError;
-
-    /// `code` with the reason named `name`, which must have that code. A
-    /// name outside the contract is not sent: the status goes without
-    /// ErrorInfo.
-    fn named(name: &str, code: Code, message: String) -> Status {
-        match ErrorReason::from_str_name(name) {
-            Some(reason) => {
-                debug_assert_eq!(reason.code(), code, "the code of reason {name}");
-                super::with_reason(reason, message)
+/// What the identity core's flows (sign-in, refresh, the password flows)
+/// answer, as statuses. The messages say what to do next and never echo
+/// what was sent.
+impl From<FlowError> for Status {
+    fn from(error: FlowError) -> Self {
+        match error {
+            FlowError::RateLimited { retry_after } => rate_limited(
+                ErrorReason::RateLimited,
+                "too many requests from your address",
+                retry_after,
+            ),
+            FlowError::LoginThrottled { retry_after } => rate_limited(
+                ErrorReason::LoginThrottled,
+                "too many failed logins for this account from your address",
+                retry_after,
+            ),
+            FlowError::InvalidCredentials => {
+                with_reason(ErrorReason::InvalidCredentials, "wrong email or password")
             }
-            None => {
-                debug_assert!(false, "{name} is not in slop.errors.v1.ErrorReason");
-                tracing::error!(reason = name, "a reason outside the contract");
-                Status::new(code, message)
+            FlowError::RefreshTokenInvalid => with_reason(
+                ErrorReason::RefreshTokenInvalid,
+                "the refresh token is not valid: log in again",
+            ),
+            FlowError::RefreshTokenReused => with_reason(
+                ErrorReason::RefreshTokenReused,
+                "this refresh token was already used; the session has been ended for safety: log in again",
+            ),
+            FlowError::SessionEnded => with_reason(
+                ErrorReason::SessionEnded,
+                "the session has ended: log in again",
+            ),
+            FlowError::AccountGone => {
+                with_reason(ErrorReason::AccountGone, "the account no longer exists")
             }
-        }
-    }
-
-    /// UNAUTHENTICATED with the reason named `reason`.
-    pub fn unauthenticated(reason: &str, message: &str) -> Status {
-        named(reason, Code::Unauthenticated, message.to_owned())
-    }
-
-    /// PERMISSION_DENIED with the reason named `reason`.
-    pub fn permission_denied(reason: &str, message: impl Into<String>) -> Status {
-        named(reason, Code::PermissionDenied, message.into())
-    }
-
-    /// RESOURCE_EXHAUSTED with the reason named `reason` and the wait.
-    pub fn rate_limited(reason: &str, what: &str, retry_after: Duration) -> Status {
-        match ErrorReason::from_str_name(reason) {
-            Some(known) => super::rate_limited(known, what, retry_after),
-            None => named(reason, Code::ResourceExhausted, what.to_owned()),
-        }
-    }
-
-    /// UNAVAILABLE for a session store that did not answer (`Status::from`).
-    pub fn store_unavailable(error: &SessionError) -> Status {
-        Status::from(error)
-    }
-
-    /// UNAVAILABLE for a rate limiter that did not answer (`Status::from`).
-    pub fn limits_unavailable(error: crate::identity::limits::LimitError) -> Status {
-        Status::from(error)
-    }
-
-    /// Turns a session store failure into UNAVAILABLE; `?` does the same.
-    pub trait OrUnavailable<T> {
-        /// The value, or UNAVAILABLE.
-        fn or_unavailable(self) -> Result<T, Status>;
-    }
-
-    impl<T> OrUnavailable<T> for Result<T, SessionError> {
-        fn or_unavailable(self) -> Result<T, Status> {
-            self.map_err(Status::from)
+            FlowError::WrongPassword => with_reason(
+                ErrorReason::WrongPassword,
+                "current_password is not the account's password",
+            ),
+            FlowError::Invalid { field, why } => invalid(field, why),
+            FlowError::ResetTokenInvalid => invalid(
+                "reset_token",
+                "not valid: it is wrong, used, or older than 30 minutes; ask for a new one",
+            ),
+            FlowError::Accounts(error) => error.into(),
+            FlowError::Sessions(error) => error.into(),
+            FlowError::Limits(error) => error.into(),
+            FlowError::Hashing(error) => internal(error),
         }
     }
 }
@@ -294,19 +276,63 @@ mod tests {
     }
 
     #[test]
-    fn reasons_by_name_are_those_of_the_contract() {
-        let status = by_name::unauthenticated("REFRESH_TOKEN_REUSED", "log in again");
-        assert_eq!(status.code(), tonic::Code::Unauthenticated);
-        assert_eq!(
-            status.get_error_details().error_info().unwrap().reason,
-            "REFRESH_TOKEN_REUSED"
-        );
-    }
-
-    #[test]
-    #[should_panic(expected = "not in slop.errors.v1.ErrorReason")]
-    #[cfg(debug_assertions)]
-    fn a_reason_outside_the_contract_fails_a_debug_build() {
-        let _ = by_name::unauthenticated("NOT_A_REASON", "no");
+    fn the_flows_errors_keep_their_reasons_and_codes() {
+        let wait = Duration::from_secs(2);
+        for (error, code, reason) in [
+            (
+                FlowError::RateLimited { retry_after: wait },
+                tonic::Code::ResourceExhausted,
+                Some("RATE_LIMITED"),
+            ),
+            (
+                FlowError::LoginThrottled { retry_after: wait },
+                tonic::Code::ResourceExhausted,
+                Some("LOGIN_THROTTLED"),
+            ),
+            (
+                FlowError::InvalidCredentials,
+                tonic::Code::Unauthenticated,
+                Some("INVALID_CREDENTIALS"),
+            ),
+            (
+                FlowError::RefreshTokenInvalid,
+                tonic::Code::Unauthenticated,
+                Some("REFRESH_TOKEN_INVALID"),
+            ),
+            (
+                FlowError::RefreshTokenReused,
+                tonic::Code::Unauthenticated,
+                Some("REFRESH_TOKEN_REUSED"),
+            ),
+            (
+                FlowError::SessionEnded,
+                tonic::Code::Unauthenticated,
+                Some("SESSION_ENDED"),
+            ),
+            (
+                FlowError::AccountGone,
+                tonic::Code::Unauthenticated,
+                Some("ACCOUNT_GONE"),
+            ),
+            (
+                FlowError::WrongPassword,
+                tonic::Code::PermissionDenied,
+                Some("WRONG_PASSWORD"),
+            ),
+            (
+                FlowError::ResetTokenInvalid,
+                tonic::Code::InvalidArgument,
+                None,
+            ),
+        ] {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{status:?}");
+            let details = status.get_error_details();
+            assert_eq!(
+                details.error_info().map(|info| info.reason.as_str()),
+                reason,
+                "{status:?}"
+            );
+        }
     }
 }
