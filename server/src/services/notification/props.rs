@@ -15,7 +15,7 @@
 use pbjson_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use proptest::{prelude::*, test_runner::TestCaseError};
 
-use super::*;
+use super::{requests::*, *};
 use tonic::Code;
 
 /// Doubles of every kind: any bit pattern, the edges, and integers.
