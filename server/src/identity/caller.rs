@@ -27,6 +27,7 @@ use tonic::{Code, Status, metadata::MetadataMap};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::{
+    identity::secrets,
     identity::sessions::{Session, SessionStore},
     identity::tokens::{self, TokenError, TokenIssuer},
     infra::config::{Secret, ServiceKeys},
@@ -224,10 +225,7 @@ impl Authenticator {
     }
 
     fn mac(&self, purpose: &str, value: &str) -> String {
-        tokens::hmac_b64(
-            self.app_secret.expose(),
-            format!("{purpose}\0{value}").as_bytes(),
-        )
+        secrets::derive(self.app_secret.expose(), purpose, value)
     }
 
     /// The value of the session cookie for a session: its id and a MAC, so

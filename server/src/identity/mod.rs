@@ -7,6 +7,7 @@ pub mod caller;
 pub mod limits;
 pub mod mail;
 pub mod passwords;
+pub mod secrets;
 pub mod sessions;
 pub mod tokens;
 
