@@ -40,19 +40,19 @@ mod props;
 #[cfg(test)]
 mod tests;
 
+/// The opaque secrets, also here for the callers that found them here
+/// before [`crate::identity::secrets`] held them.
+pub use crate::identity::secrets::{constant_time_eq, hmac_b64, random_token, sha256_hex};
 pub use keys::{
     MIN_HMAC_SECRET_LEN, SigningKey, VerifyingKey, ed25519_signing_key_from_pem,
     ed25519_verifying_key_from_pem, hs256_key,
 };
-/// The opaque secrets, also here for the callers that found them here
-/// before [`crate::identity::secrets`] held them.
-pub use crate::identity::secrets::{constant_time_eq, hmac_b64, random_token, sha256_hex};
 
+#[cfg(test)]
+use crate::identity::secrets::hmac_sha256;
 use keys::Algorithm;
 #[cfg(test)]
 use keys::ed25519_thumbprint;
-#[cfg(test)]
-use crate::identity::secrets::hmac_sha256;
 
 /// The longest token [`TokenIssuer::verify_access`] looks at; ours are well
 /// under 1 KiB, and anything longer is refused before it is decoded.
@@ -275,8 +275,9 @@ impl TokenIssuer {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let verified = jsonwebtoken::decode::<ClaimsObject>(token, &self.decoding[index], &validation)
-            .map_err(|error| token_error(&error))?;
+        let verified =
+            jsonwebtoken::decode::<ClaimsObject>(token, &self.decoding[index], &validation)
+                .map_err(|error| token_error(&error))?;
         self.check_claims(verified.claims.0)
     }
 
@@ -394,7 +395,10 @@ impl<'de> Deserialize<'de> for ClaimsObject {
                 f.write_str("a JSON object of claims")
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
                 ReceivedClaims::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(ClaimsObject)
             }
@@ -443,4 +447,3 @@ fn unix_seconds(time: SystemTime) -> i64 {
 fn whole_seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
-

@@ -205,10 +205,10 @@ impl VerifyingKey {
         match self {
             Self::Hs256 { secret, .. } => jsonwebtoken::DecodingKey::from_secret(secret)
                 .expect("TokenIssuer::new refuses short HMAC secrets"),
-            Self::EdDsa { key, .. } => {
-                jsonwebtoken::DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(key.as_bytes()))
-                    .expect("base64url of 32 bytes decodes")
-            }
+            Self::EdDsa { key, .. } => jsonwebtoken::DecodingKey::from_ed_components(
+                &URL_SAFE_NO_PAD.encode(key.as_bytes()),
+            )
+            .expect("base64url of 32 bytes decodes"),
         }
     }
 
