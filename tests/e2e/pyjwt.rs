@@ -13,7 +13,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use ed25519_dalek::pkcs8::{EncodePrivateKey as _, spki::der::pem::LineEnding};
 use serde_json::{Value, json};
 use slop_server::{
     identity::tokens::{self, AccessClaims, SigningKey, TokenIssuer, TokenSettings},
@@ -34,12 +33,12 @@ except ImportError as error:
     sys.exit(f"PyJWT with cryptography is missing ({error}): run `bash scripts/test.sh`, which installs pyjwt[crypto] into .tools/venv")
 
 job = json.load(sys.stdin)
-key = job["key"]
+key = bytes.fromhex(job["key"])
 if job["alg"] == "HS256":
-    signing = verifying = bytes.fromhex(key)
+    signing = verifying = key
 else:
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    signing = load_pem_private_key(key.encode(), password=None)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    signing = Ed25519PrivateKey.from_private_bytes(key)
     verifying = signing.public_key()
 
 decoded = jwt.decode(
@@ -97,7 +96,8 @@ fn run_pyjwt(job: &Value) -> Value {
 }
 
 /// Issues a token with `signing`, has PyJWT check it and sign claims of its
-/// own with `key` (the same key, as PyJWT takes it), and checks both ways.
+/// own with `key` (the same key in hex: the HMAC secret or the Ed25519 seed),
+/// and checks both ways.
 fn both_ways(signing: SigningKey, alg: &str, key: String) {
     let kid = signing.kid().to_owned();
     // PyJWT reads the system clock, so the issuer does too.
@@ -144,11 +144,14 @@ fn both_ways(signing: SigningKey, alg: &str, key: String) {
     assert_eq!(issuer.verify_access(signed), Ok(theirs));
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 #[test]
 fn hs256_tokens_verify_with_pyjwt_and_pyjwt_tokens_verify_here() {
     let secret = [0x5au8; 32];
-    let key: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
-    both_ways(tokens::hs256_key(&secret).unwrap(), "HS256", key);
+    both_ways(tokens::hs256_key(&secret).unwrap(), "HS256", hex(&secret));
 }
 
 #[test]
@@ -157,6 +160,6 @@ fn eddsa_tokens_verify_with_pyjwt_and_pyjwt_tokens_verify_here() {
     let SigningKey::EdDsa { key, .. } = &signing else {
         unreachable!("generate_ed25519 makes Ed25519 keys")
     };
-    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
-    both_ways(signing, "EdDSA", pem);
+    let seed = hex(&key.to_bytes());
+    both_ways(signing, "EdDSA", seed);
 }
