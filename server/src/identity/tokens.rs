@@ -144,8 +144,9 @@ pub struct TokenIssuer {
     /// The signing key's own verifying half first, then the retired keys in
     /// the order given; each kid once.
     verifying: Vec<VerifyingKey>,
-    /// `verifying`, in the same order, as `jsonwebtoken` takes them.
-    decoding: Vec<jsonwebtoken::DecodingKey>,
+    /// `verifying`, in the same order, as `jsonwebtoken` takes them, each
+    /// with the one algorithm it may verify.
+    decoding: Vec<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
     settings: TokenSettings,
     clock: SharedClock,
 }
@@ -201,7 +202,10 @@ impl TokenIssuer {
         crypto::install();
         Self {
             encoding: signing.encoding_key(),
-            decoding: verifying.iter().map(VerifyingKey::decoding_key).collect(),
+            decoding: verifying
+                .iter()
+                .map(|key| (key.decoding_key(), signature_only(key.algorithm())))
+                .collect(),
             signing,
             verifying,
             settings,
@@ -268,16 +272,11 @@ impl TokenIssuer {
         }
 
         // The signature, then (only with the payload known to be ours) the
-        // claims, which `jsonwebtoken` only decodes: it would read the
-        // system clock, so every claim is checked by `check_claims`.
-        let mut validation = jsonwebtoken::Validation::new(alg.jwt());
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        let verified =
-            jsonwebtoken::decode::<ClaimsObject>(token, &self.decoding[index], &validation)
-                .map_err(|error| token_error(&error))?;
+        // claims, which `jsonwebtoken` only decodes; `check_claims` checks
+        // every one of them.
+        let (key, validation) = &self.decoding[index];
+        let verified = jsonwebtoken::decode::<ClaimsObject>(token, key, validation)
+            .map_err(|error| token_error(&error))?;
         self.check_claims(verified.claims.0)
     }
 
@@ -405,6 +404,19 @@ impl<'de> Deserialize<'de> for ClaimsObject {
         }
         deserializer.deserialize_map(ObjectOnly)
     }
+}
+
+/// What `jsonwebtoken` checks for us: the signature, with `algorithm` only.
+/// None of its claim checks: it would read the system clock for `exp` and
+/// `nbf` (ours is [`SharedClock`]), and `check_claims` names what is wrong
+/// more precisely (a missing claim, an empty one, the wrong `typ`).
+fn signature_only(algorithm: Algorithm) -> jsonwebtoken::Validation {
+    let mut validation = jsonwebtoken::Validation::new(algorithm.jwt());
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation
 }
 
 /// What a refusal by `jsonwebtoken` means here. By then the header has
