@@ -89,23 +89,17 @@ pub fn random_hex(bytes: usize) -> String {
     buffer.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// A duration: whole seconds (`8`) or a number with a unit (`500ms`, `8s`,
-/// `1m`).
+/// A duration: whole seconds (`8`) or what `humantime` reads (`500ms`,
+/// `8s`, `1m`), more than 0 and at most 10 minutes.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{value}' is not a duration such as 8s or 500ms"))?;
-    let duration = match unit {
-        "" | "s" => Duration::from_secs(number),
-        "ms" => Duration::from_millis(number),
-        "m" => Duration::from_secs(number.saturating_mul(60)),
-        _ => return Err(format!("'{unit}' is not a unit: use ms, s or m")),
-    };
+    let duration = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // humantime wants a unit; a bare number means seconds.
+        value.parse().map(Duration::from_secs).ok()
+    } else {
+        humantime::parse_duration(value).ok()
+    }
+    .ok_or_else(|| format!("'{value}' is not a duration such as 8s or 500ms"))?;
     if duration.is_zero() || duration > Duration::from_secs(600) {
         return Err("must be more than 0 and at most 10m".into());
     }

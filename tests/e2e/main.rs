@@ -18,6 +18,7 @@ mod origins;
 mod outside_clients;
 mod postgres_outage;
 mod proxies;
+mod pyjwt;
 mod reflection;
 mod routing;
 mod security_headers;

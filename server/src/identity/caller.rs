@@ -26,6 +26,7 @@ use std::{sync::Arc, time::Duration};
 use tonic::metadata::MetadataMap;
 
 use crate::{
+    identity::secrets,
     identity::sessions::{Session, SessionError, SessionStore},
     identity::tokens::{self, TokenError, TokenIssuer},
     infra::config::{Secret, ServiceKeys},
@@ -265,10 +266,7 @@ impl Authenticator {
     }
 
     fn mac(&self, purpose: &str, value: &str) -> String {
-        tokens::hmac_b64(
-            self.app_secret.expose(),
-            format!("{purpose}\0{value}").as_bytes(),
-        )
+        secrets::derive(self.app_secret.expose(), purpose, value)
     }
 
     /// The value of the session cookie for a session: its id and a MAC, so

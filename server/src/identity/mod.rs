@@ -9,6 +9,7 @@ pub mod flows;
 pub mod limits;
 pub mod mail;
 pub mod passwords;
+pub mod secrets;
 pub mod sessions;
 pub mod tokens;
 

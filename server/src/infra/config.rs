@@ -757,38 +757,23 @@ fn parse_redis_url(value: &str) -> Result<String, String> {
         .map_err(|err| format!("not a Redis URL (redis://host:port/db): {err}"))
 }
 
-/// Parses a duration: a whole number of seconds (`900`), or a number with a
-/// unit: `ms`, `s`, `m`, `h`, `d` (`500ms`, `15m`, `7d`).
+/// Parses a duration: a whole number of seconds (`900`), or what
+/// `humantime` reads: numbers with units (`500ms`, `15m`, `7d`, `1h 30m`,
+/// `1.5s`).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    if number.is_empty() || number.len() > 12 {
-        return Err(format!(
-            "'{value}' is not a duration: expected seconds (900) or a number with a unit (500ms, 10s, 15m, 1h, 7d)"
-        ));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // humantime wants a unit; a bare number has always meant seconds.
+        return value
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("'{value}' is too large"));
     }
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{value}' is too large"))?;
-    let millis_per_unit: u64 = match unit.trim() {
-        "" | "s" => 1_000,
-        "ms" => 1,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "'{other}' is not a duration unit: use ms, s, m, h or d"
-            ));
-        }
-    };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("'{value}' is too large"))
+    humantime::parse_duration(value).map_err(|error| {
+        format!(
+            "'{value}' is not a duration ({error}): expected seconds (900) or a number with a unit (500ms, 10s, 15m, 1h, 7d)"
+        )
+    })
 }
 
 fn parse_bounded_duration(value: &str, min: Duration, max: Duration) -> Result<Duration, String> {
@@ -938,7 +923,11 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("10x").is_err());
         assert!(parse_duration("-5").is_err());
-        assert!(parse_duration("1.5s").is_err());
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(" 24h "), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("15 parsecs").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
         assert!(parse_duration("99999999999999999999").is_err());
     }
 

@@ -128,7 +128,8 @@ impl Registry {
         last
     }
 
-    /// How many channels have subscribers here.
+    /// How many channels have subscribers here (for the tests).
+    #[cfg(test)]
     pub fn channel_count(&self) -> usize {
         lock(&self.channels).len()
     }
