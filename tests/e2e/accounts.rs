@@ -11,6 +11,7 @@ use slop_api::{
     session::{self, session_service_client::SessionServiceClient},
 };
 use slop_server::{
+    identity::secrets,
     identity::tokens::{self, TokenIssuer, TokenSettings},
     infra::clock::ManualClock,
 };
@@ -956,7 +957,7 @@ async fn eddsa_keys_are_published_and_hs256_tokens_made_with_them_are_refused() 
         jwt_part(&serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": header["kid"]}));
     let body = token.split('.').nth(1).unwrap();
     let signing_input = format!("{forged_header}.{body}");
-    let mac = tokens::hmac_b64(&public, signing_input.as_bytes());
+    let mac = secrets::hmac_b64(&public, signing_input.as_bytes());
     let forged = format!("{signing_input}.{mac}");
     assert_eq!(
         me(&mut client, &forged).await.unwrap_err().code(),

@@ -15,6 +15,7 @@ use std::{
 
 use serde_json::{Value, json};
 use slop_server::{
+    identity::secrets,
     identity::tokens::{self, AccessClaims, SigningKey, TokenIssuer, TokenSettings},
     infra::clock::SystemClock,
 };
@@ -125,7 +126,7 @@ fn both_ways(signing: SigningKey, alg: &str, key: String) {
         typ: "access".into(),
         iat: now,
         exp: now + 600,
-        jti: tokens::random_token(16),
+        jti: secrets::random_token(16),
         nbf: None,
     };
 

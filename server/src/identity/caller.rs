@@ -28,7 +28,7 @@ use tonic::metadata::MetadataMap;
 use crate::{
     identity::secrets,
     identity::sessions::{Session, SessionError, SessionStore},
-    identity::tokens::{self, TokenError, TokenIssuer},
+    identity::tokens::{TokenError, TokenIssuer},
     infra::config::{Secret, ServiceKeys},
 };
 
@@ -203,7 +203,7 @@ impl Authenticator {
                     .get(CSRF_HEADER)
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or_default();
-                if !tokens::constant_time_eq(sent, &self.csrf_token(&session_id)) {
+                if !secrets::constant_time_eq(sent, &self.csrf_token(&session_id)) {
                     return Err(CallerError::CsrfMissing);
                 }
             }
@@ -277,7 +277,7 @@ impl Authenticator {
 
     fn session_from_cookie(&self, value: &str) -> Option<String> {
         let (session_id, mac) = value.rsplit_once('.')?;
-        tokens::constant_time_eq(mac, &self.mac("cookie", session_id))
+        secrets::constant_time_eq(mac, &self.mac("cookie", session_id))
             .then(|| session_id.to_owned())
     }
 

@@ -23,7 +23,7 @@ use std::{fmt, path::PathBuf};
 
 use crate::{
     identity::limits::{Decision, Rate, RateLimiter},
-    identity::tokens,
+    identity::secrets,
     infra::config::Secret,
 };
 
@@ -169,7 +169,7 @@ impl Outbox {
 
     /// A keyed hash of a (normalized) address: 96 bits, base64url.
     fn recipient_hash(&self, address: &str) -> String {
-        let mut hash = tokens::hmac_b64(
+        let mut hash = secrets::hmac_b64(
             self.key.expose(),
             format!("mail-recipient\0{address}").as_bytes(),
         );

@@ -294,7 +294,7 @@ impl PasswordHasher {
         let dummy = self
             .dummy
             .get_or_try_init(|| async {
-                let unguessable = crate::identity::tokens::random_token(32);
+                let unguessable = crate::identity::secrets::random_token(32);
                 self.hash(&unguessable).await
             })
             .await;

@@ -87,4 +87,62 @@ mod tests {
         // The separator keeps `purpose` and `value` from sliding into each other.
         assert_ne!(derive(secret, "ab", "c"), derive(secret, "a", "bc"));
     }
+
+    #[test]
+    fn random_tokens_are_url_safe_and_distinct() {
+        let a = random_token(32);
+        let b = random_token(32);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_eq!(random_token(0), "");
+        let many: std::collections::HashSet<_> = (0..1000).map(|_| random_token(16)).collect();
+        assert_eq!(many.len(), 1000);
+    }
+
+    #[test]
+    fn hmac_b64_matches_rfc_4231() {
+        // RFC 4231 test case 2.
+        let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let hex: String = URL_SAFE_NO_PAD
+            .decode(hmac_b64(b"Jefe", b"what do ya want for nothing?"))
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, expected);
+        assert_ne!(
+            hmac_b64(b"key-1", b"message"),
+            hmac_b64(b"key-2", b"message")
+        );
+        assert_ne!(
+            hmac_b64(b"key-1", b"message"),
+            hmac_b64(b"key-1", b"messagf")
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq("", ""));
+        assert!(constant_time_eq("same-token", "same-token"));
+        assert!(!constant_time_eq("same-token", "same-tokeN"));
+        assert!(!constant_time_eq("same-token", "same-token-longer"));
+        assert!(!constant_time_eq("a", ""));
+    }
+
+    #[test]
+    fn sha256_hex_matches_the_fips_example() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            sha256_hex(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 }

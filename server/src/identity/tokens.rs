@@ -42,7 +42,7 @@ mod tests;
 
 /// The opaque secrets, also here for the callers that found them here
 /// before [`crate::identity::secrets`] held them.
-pub use crate::identity::secrets::{constant_time_eq, hmac_b64, random_token, sha256_hex};
+use crate::identity::secrets::random_token;
 pub use keys::{
     MIN_HMAC_SECRET_LEN, SigningKey, VerifyingKey, ed25519_signing_key_from_pem,
     ed25519_verifying_key_from_pem, hs256_key,

@@ -323,7 +323,7 @@ fn within_age(event_millis: i64, now_millis: i64, max_age: Duration) -> bool {
 
 /// A fresh random epoch.
 fn new_epoch() -> String {
-    crate::identity::tokens::random_token(8)
+    crate::identity::secrets::random_token(8)
 }
 
 /// The conformance suite every backend passes.

@@ -15,7 +15,7 @@ use crate::{
     identity::accounts::{AccountError, NewAccount},
     identity::mail::MailKind,
     identity::passwords::{self, Verification},
-    identity::tokens,
+    identity::secrets,
 };
 
 use super::{FlowError, Result, display_name, normalize_email};
@@ -170,11 +170,11 @@ impl Identity {
             let Some(reservation) = outbox.reserve(&email, MailKind::PasswordReset).await else {
                 return;
             };
-            let token = tokens::random_token(32);
+            let token = secrets::random_token(32);
             let now = clock.now();
             let stored = accounts
                 .create_reset_token(
-                    &tokens::sha256_hex(&token),
+                    &secrets::sha256_hex(&token),
                     &account_id,
                     now + RESET_TOKEN_TTL,
                     now,
@@ -208,7 +208,7 @@ impl Identity {
         if reset.reset_token.is_empty() || reset.reset_token.len() > MAX_RESET_TOKEN_LEN {
             return Err(FlowError::ResetTokenInvalid);
         }
-        let token_hash = tokens::sha256_hex(&reset.reset_token);
+        let token_hash = secrets::sha256_hex(&reset.reset_token);
         // Then the account's own rules (its email), before the token is
         // used up: a refused password leaves the link working.
         let account_id = self

@@ -21,8 +21,8 @@ use crate::{
     identity::caller::split_refresh_token,
     identity::limits::Decision,
     identity::passwords::{self, Verification},
+    identity::secrets,
     identity::sessions::{Advance, Session, duration_millis},
-    identity::tokens,
     identity::{LOGIN_FAILURES, REFRESH_REUSE_GRACE},
     infra::clock::to_millis,
 };
@@ -159,7 +159,7 @@ impl Identity {
         let max_expires_at = now.saturating_add(duration_millis(settings.session_max_lifetime));
         let session = Session {
             // 144 random bits, URL-safe.
-            id: tokens::random_token(18),
+            id: secrets::random_token(18),
             user_id: user_id.to_owned(),
             user_agent: bounded_user_agent(user_agent),
             ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
@@ -169,7 +169,7 @@ impl Identity {
                 .saturating_add(duration_millis(settings.session_ttl))
                 .min(max_expires_at),
             max_expires_at,
-            refresh_seed: tokens::random_token(32),
+            refresh_seed: secrets::random_token(32),
             refresh_generation: 0,
             refreshed_at: now,
         };
@@ -256,7 +256,7 @@ impl Identity {
         let generation = (oldest..=newest)
             .rev()
             .find(|generation| {
-                tokens::constant_time_eq(secret, &self.auth.refresh_secret(&session, *generation))
+                secrets::constant_time_eq(secret, &self.auth.refresh_secret(&session, *generation))
             })
             .ok_or(FlowError::RefreshTokenInvalid)?;
         Ok((session, generation))

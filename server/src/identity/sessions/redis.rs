@@ -195,7 +195,7 @@ impl RedisSessions {
     /// A store on the instance's Redis context. It listens for other
     /// instances' revocations on the context's pub/sub connection.
     pub fn new(redis: &RedisContext) -> Self {
-        let origin: Arc<str> = crate::identity::tokens::random_token(12).into();
+        let origin: Arc<str> = crate::identity::secrets::random_token(12).into();
         let (revoked, _) = broadcast::channel(super::REVOCATIONS_CAPACITY);
         let listener = Revocations {
             origin: origin.clone(),

@@ -300,7 +300,11 @@ fn authenticator() -> Authenticator {
 /// generation's (what `refresh_generation` in services/auth.rs checks).
 fn refresh_accepts(auth: &Authenticator, session: &Session, generation: u64, token: &str) -> bool {
     split_refresh_token(token).is_some_and(|(id, secret)| {
-        id == session.id && constant_time_eq(secret, &auth.refresh_secret(session, generation))
+        id == session.id
+            && crate::identity::secrets::constant_time_eq(
+                secret,
+                &auth.refresh_secret(session, generation),
+            )
     })
 }
 
