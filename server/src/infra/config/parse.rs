@@ -1,0 +1,286 @@
+//! Reading each setting's value: every parser names what is wrong, never
+//! echoing a secret, and bounds durations to what the setting can mean.
+
+use std::time::Duration;
+
+use super::*;
+
+pub(super) fn parse_secret(value: &str) -> Result<Secret, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "too short: at least {MIN_SECRET_BYTES} characters of random data (e.g. `openssl rand -base64 48`)"
+        ));
+    }
+    // A long run of few characters ("aaaa…", "changemechangeme…") is not
+    // random data, whatever its length.
+    let distinct = value
+        .bytes()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if distinct < 12 {
+        return Err("not random enough: use e.g. `openssl rand -base64 48`".into());
+    }
+    Ok(Secret::from(value))
+}
+
+pub(super) fn parse_service_keys(value: &str) -> Result<ServiceKeys, String> {
+    if value.len() > 16 * MAX_TEXT {
+        return Err(format!("longer than {} characters", 16 * MAX_TEXT));
+    }
+    let mut keys: Vec<(String, Secret)> = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, secret)) = pair.split_once(':') else {
+            return Err("expected name:secret pairs separated by commas".into());
+        };
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            // Not quoted: a pair written the wrong way round has its secret
+            // here.
+            return Err(format!(
+                "pair {} does not start with a service name: name:secret, the name 1 to 64 letters, digits, '-', '_' or '.'",
+                keys.len() + 1
+            ));
+        }
+        if keys.iter().any(|(existing, _)| existing == name) {
+            return Err(format!("service '{name}' is listed twice"));
+        }
+        let secret =
+            parse_secret(secret.trim()).map_err(|why| format!("secret of '{name}' is {why}"))?;
+        keys.push((name.to_owned(), secret));
+    }
+    Ok(ServiceKeys(keys))
+}
+
+pub(super) fn parse_key_prefix(value: &str) -> Result<String, String> {
+    if value.len() > 128
+        || value
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err("at most 128 characters, no spaces".into());
+    }
+    Ok(value.to_owned())
+}
+
+pub(super) fn parse_claim(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.len() > 256 {
+        return Err("1 to 256 characters".into());
+    }
+    Ok(value.to_owned())
+}
+
+pub(super) fn parse_database_url(value: &str) -> Result<String, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    let supported = ["sqlite:", "postgres://", "postgresql://"];
+    if supported.iter().any(|scheme| value.starts_with(scheme)) && value.len() > "sqlite:".len() {
+        Ok(value.to_owned())
+    } else {
+        Err("expected sqlite:<path> or postgres://user@host:port/database".into())
+    }
+}
+
+pub(super) fn parse_reset_url(value: &str) -> Result<String, String> {
+    let valid = value.len() <= MAX_TEXT
+        && (value.starts_with("https://") || value.starts_with("http://"))
+        && !value.contains(['?', '#', ' ']);
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected an http(s) URL without query or fragment".into())
+    }
+}
+
+pub(super) fn parse_token_ttl(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(10),
+        Duration::from_secs(7 * 86_400),
+    )
+}
+
+pub(super) fn parse_session_duration(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(60),
+        Duration::from_secs(366 * 86_400),
+    )
+}
+
+pub(super) const MAX_TEXT: usize = 2048;
+
+pub(super) fn parse_host(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(value.to_owned());
+    }
+    let valid_name = value.len() <= 253
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid_name {
+        Ok(value.to_owned())
+    } else {
+        Err("expected an IP address (0.0.0.0, ::, 127.0.0.1) or a host name".into())
+    }
+}
+
+pub(super) fn parse_log_filter(value: &str) -> Result<String, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|err| format!("not a log filter: {err}"))
+}
+
+pub(super) fn parse_trusted_proxies(value: &str) -> Result<TrustedProxies, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    TrustedProxies::parse(value)
+}
+
+pub(super) fn parse_cors_origin(value: &str) -> Result<CorsOrigin, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    let value = value.trim();
+    if value == "*" {
+        return Ok(CorsOrigin::Any);
+    }
+    let mut origins = Vec::new();
+    for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let origin = origin.trim_end_matches('/');
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return Err(format!(
+                "'{origin}' is not an origin: expected scheme://host[:port], e.g. https://app.example.com"
+            ));
+        };
+        if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
+            return Err(format!(
+                "'{origin}' is not an origin: expected scheme://host[:port], e.g. https://app.example.com"
+            ));
+        }
+        if http::HeaderValue::from_str(origin).is_err() {
+            return Err(format!("'{origin}' has characters not allowed in a header"));
+        }
+        origins.push(origin.to_owned());
+    }
+    if origins.is_empty() {
+        return Err("expected `*` or a comma-separated list of origins".into());
+    }
+    Ok(CorsOrigin::List(origins))
+}
+
+pub(super) fn parse_redis_url(value: &str) -> Result<String, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    redis::Client::open(value)
+        .map(|_| value.to_owned())
+        .map_err(|err| format!("not a Redis URL (redis://host:port/db): {err}"))
+}
+
+/// Parses a duration: a whole number of seconds (`900`), or what
+/// `humantime` reads: numbers with units (`500ms`, `15m`, `7d`, `1h 30m`,
+/// `1.5s`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // humantime wants a unit; a bare number has always meant seconds.
+        return value
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("'{value}' is too large"));
+    }
+    humantime::parse_duration(value).map_err(|error| {
+        format!(
+            "'{value}' is not a duration ({error}): expected seconds (900) or a number with a unit (500ms, 10s, 15m, 1h, 7d)"
+        )
+    })
+}
+
+pub(super) fn parse_bounded_duration(
+    value: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
+    let duration = parse_duration(value)?;
+    if duration < min || duration > max {
+        return Err(format!(
+            "must be between {} and {}",
+            humanize(min),
+            humanize(max)
+        ));
+    }
+    Ok(duration)
+}
+
+/// `1500ms`, or `3s` when whole seconds: how settings and messages show a
+/// duration.
+pub(crate) fn humanize(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if !millis.is_multiple_of(1000) {
+        format!("{millis}ms")
+    } else {
+        format!("{}s", millis / 1000)
+    }
+}
+
+pub(super) fn parse_shutdown_timeout(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::ZERO, Duration::from_secs(3600))
+}
+
+pub(super) fn parse_database_timeout(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_millis(100), Duration::from_secs(300))
+}
+
+pub(super) fn parse_health_interval(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+pub(super) fn parse_history_ttl(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(1),
+        Duration::from_secs(30 * 86_400),
+    )
+}
+
+pub(super) fn parse_connection_window(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(86_400))
+}
+
+pub(super) fn parse_mail_window(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(
+        value,
+        Duration::from_secs(60),
+        Duration::from_secs(7 * 86_400),
+    )
+}
+
+pub(super) fn parse_ping_interval(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+pub(super) fn parse_idle_timeout(value: &str) -> Result<Duration, String> {
+    parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(3600))
+}
