@@ -14,8 +14,9 @@
 //!   one implementation of each operation; they turn requests into calls on
 //!   the core and the core's errors into statuses.
 //! - [`identity`]: the core of accounts and sign-in: who is calling
-//!   ([`identity::caller`]), accounts, passwords, tokens, sessions, rate
-//!   limits and mail.
+//!   ([`identity::caller`]), the sign-in and password flows
+//!   ([`identity::flows`]), accounts, passwords, tokens, sessions, rate
+//!   limits and mail. docs/architecture.md has the whole map.
 //! - [`notifications`]: channels, their history and this instance's hub
 //!   of subscribers, in memory or in Redis.
 //! - [`infra`]: the configuration, the clock, and the one Redis context
