@@ -470,3 +470,128 @@ async fn a_frame_over_64_kib_closes_the_socket_with_1009() {
         other => panic!("expected close 1009, got {other:?}"),
     }
 }
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every command Redis runs, as `MONITOR` prints them, read on a connection
+/// of its own; tests count the lines that name what they care about (a
+/// session id), so other tests sharing the Redis do not count.
+struct RedisMonitor {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    hostport: String,
+    _reader: AbortOnDrop,
+}
+
+impl RedisMonitor {
+    async fn start(url: &str) -> Self {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let hostport = url
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:6379")
+            .to_owned();
+        let mut connection = tokio::net::TcpStream::connect(&hostport).await.unwrap();
+        connection.write_all(b"MONITOR\r\n").await.unwrap();
+        let mut reader = tokio::io::BufReader::new(connection);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).await.unwrap();
+        assert_eq!(ok.trim_end(), "+OK", "MONITOR started");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let task = tokio::spawn(async move {
+            let mut line = String::new();
+            while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                seen.lock().unwrap().push(std::mem::take(&mut line));
+            }
+        });
+        Self {
+            lines,
+            hostport,
+            _reader: AbortOnDrop(task),
+        }
+    }
+
+    /// How many commands clients sent so far name `needle`: waits until Redis has
+    /// printed a marker command sent after them, so none is still on its way.
+    async fn count(&self, needle: &str) -> usize {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let marker = format!(
+            "monitor-marker-{needle}-{}",
+            self.lines.lock().unwrap().len()
+        );
+        let mut connection = tokio::net::TcpStream::connect(&self.hostport)
+            .await
+            .unwrap();
+        connection
+            .write_all(format!("ECHO {marker}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::io::BufReader::new(connection)
+            .read_line(&mut answer)
+            .await
+            .unwrap();
+        crate::harness::eventually("the marker reaches MONITOR", || async {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains(&marker))
+        })
+        .await;
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            // Commands clients sent, not those their scripts ran.
+            .filter(|line| {
+                line.contains(needle) && !line.contains(" lua]") && !line.contains(&marker)
+            })
+            .inspect(|line| eprintln!("{line}"))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn get_session_current_returns_the_session_its_caller_already_touched() {
+    use slop_api::session::{GetSessionRequest, session_service_client::SessionServiceClient};
+    let redis = crate::harness::require_redis().await;
+    let server = TestServer::start_with(|config| config.redis_url = Some(redis.clone())).await;
+    let ada = sign_up(&server, "current@example.com").await;
+    let mut sessions = SessionServiceClient::new(server.channel().await);
+    let current = || {
+        bearer(
+            GetSessionRequest {
+                session_id: "current".into(),
+            },
+            &ada.access_token,
+        )
+    };
+    let session_id = sessions
+        .get_session(current())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    let monitor = RedisMonitor::start(&redis).await;
+    let session = sessions
+        .get_session(current())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(session.id, session_id);
+    assert!(session.current);
+    assert_eq!(monitor.count(&session_id).await, 1, "one touch, no read");
+}

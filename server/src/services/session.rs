@@ -37,7 +37,8 @@ impl SessionApi {
 
     /// The session `id` names, if the caller may see it: a user only their
     /// own (another user's is NOT_FOUND, as if it did not exist), a service
-    /// any.
+    /// any. A user's `current` is the session authenticating the call has
+    /// just read and touched, not read again.
     async fn visible(&self, caller: &Caller, id: &str) -> Result<Session, Status> {
         if id.is_empty() {
             return Err(invalid(
@@ -46,7 +47,8 @@ impl SessionApi {
             ));
         }
         let id = match (caller, id) {
-            (Caller::User(user), CURRENT) => user.session.id.as_str(),
+            // Just read (and touched) to authenticate the call.
+            (Caller::User(user), CURRENT) => return Ok(user.session.clone()),
             (Caller::Service(_), CURRENT) => {
                 return Err(invalid(
                     "session_id",
