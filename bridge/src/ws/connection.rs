@@ -371,11 +371,12 @@ impl Connection {
                 ..Default::default()
             }],
         };
-        let own = self.call_subscribe(request).await;
+        // Signing in has just established the caller.
+        let own = self.call_subscribe(request, true).await;
         self.welcome(socket).await?;
         match own {
-            Ok(stream) => {
-                self.subscriptions.insert(None, stream);
+            Ok((session, stream)) => {
+                self.subscriptions.insert(None, session, stream);
                 Ok(())
             }
             Err(status) => self.refused(socket, &status, None).await,
@@ -421,30 +422,48 @@ impl Connection {
             .await;
         }
         match self
-            .call_subscribe(SubscribeRequest { subscriptions })
+            .call_subscribe(SubscribeRequest { subscriptions }, false)
             .await
         {
-            Ok(stream) => {
+            Ok((session, stream)) => {
                 if replaces_own {
                     self.subscriptions.remove_automatic();
                 }
-                self.subscriptions.insert(Some(id), stream);
+                self.subscriptions.insert(Some(id), session, stream);
                 Ok(())
             }
             Err(status) => self.refused(socket, &status, Some(id)).await,
         }
     }
 
+    /// One `Subscribe` call in the name of the socket's session; answers
+    /// the session with the stream. It carries the caller signing in
+    /// established (which the server takes instead of authenticating the
+    /// credentials again) when signing in has `just` happened or while a
+    /// subscription of the same session is open, whose end (the server ends
+    /// it when the session ends) would end the socket. Otherwise nothing
+    /// here would notice that the session ended, so the server reads it.
+    /// The credentials always go too: the server falls back on them when
+    /// the established caller cannot vouch for the call any more (an
+    /// expired access token, say).
     async fn call_subscribe(
         &mut self,
         request: SubscribeRequest,
-    ) -> Result<DeliveryStream, Status> {
-        let request = tonic::Request::from_parts(
-            self.credentials.metadata(),
-            self.peer.extensions(true),
-            request,
-        );
-        self.sockets.notifications.subscribe_shared(request).await
+        just: bool,
+    ) -> Result<(Arc<str>, DeliveryStream), Status> {
+        let Some(identity) = &self.identity else {
+            return Err(Status::unauthenticated("sign in first: send an auth frame"));
+        };
+        let mut extensions = self.peer.extensions(true);
+        if let Some(caller) = &identity.caller
+            && (just || self.subscriptions.follow_session(&identity.session_id))
+        {
+            extensions.insert(caller.clone());
+        }
+        let session = identity.session_id.clone();
+        let request = tonic::Request::from_parts(self.credentials.metadata(), extensions, request);
+        let stream = self.sockets.notifications.subscribe_shared(request).await?;
+        Ok((session, stream))
     }
 
     /// A refused `Subscribe` call: an error frame, and the socket stays

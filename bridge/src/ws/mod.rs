@@ -10,6 +10,14 @@
 //! credentials and the [`slop_context::Admitted`] extension, whose messages
 //! become frames.
 //!
+//! Signing in is the one `GetSession("current")` call that authenticates
+//! the socket's credentials; the caller it establishes
+//! ([`slop_context::EstablishedCaller`]) goes with the socket's `Subscribe`
+//! calls, so they touch no session, while one of the socket's subscriptions
+//! is open in that session's name: the server ends those when the session
+//! ends, and with them the socket. With none open, a `Subscribe` call is
+//! authenticated by its credentials again.
+//!
 //! One task serves a socket (`connection`): it reads frames, forwards
 //! subscription messages only as fast as the socket takes them (`subscriptions`),
 //! and sends pings. Keep-alive runs both ways: the server sends WebSocket

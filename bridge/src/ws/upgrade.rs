@@ -11,7 +11,7 @@ use axum::{
 use http::HeaderValue;
 use tonic::{Code, Status, metadata::MetadataMap, transport::server::TcpConnectInfo};
 
-use slop_context::{Admitted, ClientAddr, SESSION_COOKIE};
+use slop_context::{Admitted, ClientAddr, EstablishedCaller, SESSION_COOKIE};
 
 use super::{MAX_CLIENT_FRAME, Sockets, connection::Connection};
 use crate::{
@@ -204,7 +204,12 @@ impl Credentials {
 #[derive(Debug, Clone)]
 pub(super) struct SignedIn {
     pub(super) user_id: String,
-    pub(super) session_id: String,
+    /// Shared with the subscriptions opened in this session's name.
+    pub(super) session_id: Arc<str>,
+    /// The caller as the session service established it, when it hands one
+    /// out (the server in the same process does): later `Subscribe` calls
+    /// carry it instead of being authenticated again.
+    pub(super) caller: Option<EstablishedCaller>,
 }
 
 impl SignedIn {
@@ -229,16 +234,14 @@ pub(super) async fn signed_in(
             session_id: "current".into(),
         },
     );
-    let session = bridge
-        .sessions
-        .get_session(request)
-        .await?
-        .into_inner()
+    let (_, response, extensions) = bridge.sessions.get_session(request).await?.into_parts();
+    let session = response
         .session
         .ok_or_else(|| Status::internal("the session service answered without a session"))?;
     Ok(SignedIn {
         user_id: session.user_id,
-        session_id: session.id,
+        session_id: session.id.into(),
+        caller: extensions.get::<EstablishedCaller>().cloned(),
     })
 }
 

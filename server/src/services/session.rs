@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     identity::Identity,
-    identity::caller::{Access, Caller},
+    identity::caller::{Access, Authenticator, Caller},
     identity::sessions::Session,
     infra::clock::{from_millis, to_timestamp},
 };
@@ -81,9 +81,19 @@ impl SessionService for SessionApi {
             .caller(request.metadata(), Access::Read)
             .await?;
         let session = self.visible(&caller, &request.get_ref().session_id).await?;
-        Ok(Response::new(session::GetSessionResponse {
+        let mut response = Response::new(session::GetSessionResponse {
             session: Some(to_proto(&session, &caller)),
-        }))
+        });
+        // The WebSocket adapter signs a socket in with this call and hands
+        // the caller back with the socket's `Subscribe` calls.
+        if let Caller::User(user) = &caller
+            && request.get_ref().session_id == CURRENT
+        {
+            response
+                .extensions_mut()
+                .insert(Authenticator::establish(user));
+        }
+        Ok(response)
     }
 
     async fn list_sessions(
