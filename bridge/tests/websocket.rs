@@ -514,3 +514,58 @@ async fn a_client_close_is_answered() {
     }
     panic!("the socket's subscriptions outlived it");
 }
+
+#[tokio::test]
+async fn the_caller_signing_in_established_goes_with_subscribe_calls_while_its_session_is_followed()
+{
+    let harness = Harness::new();
+    *harness.sessions.establish.lock().unwrap() = true;
+    let mut socket = signed_in(&harness).await;
+    let own = harness.notifications.stream(0).await;
+    assert_eq!(own.request.established.as_deref(), Some("ada"));
+    // The credentials go too, for the server to fall back on.
+    assert_eq!(
+        own.request.authorization.as_deref(),
+        Some("Bearer token-ada")
+    );
+
+    send(
+        &mut socket,
+        json!({"type": "subscribe", "id": "mine", "channel": "user:ada"}),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["id"], "mine");
+    let mine = harness.notifications.stream(1).await;
+    assert_eq!(mine.request.established.as_deref(), Some("ada"));
+    assert!(own.is_dropped(), "it replaced the automatic subscription");
+
+    // With no subscription open, nothing would see the session end: the
+    // next call is authenticated by its credentials alone.
+    send(&mut socket, json!({"type": "unsubscribe", "id": "mine"})).await;
+    assert_eq!(next(&mut socket).await["type"], "unsubscribed");
+    send(
+        &mut socket,
+        json!({"type": "subscribe", "id": "news", "channel": "topic:news"}),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["id"], "news");
+    let news = harness.notifications.stream(2).await;
+    assert_eq!(news.request.established, None);
+    assert_eq!(
+        news.request.authorization.as_deref(),
+        Some("Bearer token-ada")
+    );
+
+    // A new auth frame replaces the established caller with its own.
+    *harness.sessions.establish.lock().unwrap() = false;
+    send(&mut socket, json!({"type": "auth", "token": "token-ada"})).await;
+    assert_eq!(next(&mut socket).await["type"], "welcome");
+    send(
+        &mut socket,
+        json!({"type": "subscribe", "id": "sport", "channel": "topic:sport"}),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["id"], "sport");
+    let sport = harness.notifications.stream(3).await;
+    assert_eq!(sport.request.established, None);
+}

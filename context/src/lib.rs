@@ -8,8 +8,10 @@
 //!   connections, and the mark of a call already counted by it.
 //! - [`SharedSubscribe`], [`Delivery`]: `Subscribe` with events shared
 //!   between subscribers, for the WebSocket.
+//! - [`EstablishedCaller`]: the caller a WebSocket signed in as, so its
+//!   later `Subscribe` calls are not authenticated again.
 
-use std::{net::IpAddr, pin::Pin, sync::Arc};
+use std::{any::Any, fmt, net::IpAddr, pin::Pin, sync::Arc};
 
 use futures_util::Stream;
 use slop_api::notification::{
@@ -100,6 +102,45 @@ pub trait ConnectionGate: Send + Sync {
 /// from the wire, so clients cannot set it.
 #[derive(Debug, Clone, Copy)]
 pub struct Admitted;
+
+/// The caller the server authenticated for a `GetSession("current")` call,
+/// as an opaque value the server made: a response extension of that call,
+/// and a request extension of the `Subscribe` calls the WebSocket adapter
+/// then makes for the same socket. The server takes the caller from it
+/// instead of reading the credentials in the metadata again, so a socket
+/// costs one session read at sign-in however many subscriptions it opens.
+///
+/// It cannot be forged. Extensions never come from the wire: no header,
+/// cookie or message field of any front door becomes one, so only code in
+/// the server's process can put it on a request. And the bridge cannot make
+/// one that means anything either: the server accepts only a value of its
+/// own private type, which only it constructs; anything else is ignored.
+///
+/// The server still checks what a held caller cannot vouch for: an access
+/// token's expiry, against its clock. A session that ends is not checked
+/// per call: the notification hub ends the streams of sessions that end,
+/// and with them the socket.
+#[derive(Clone)]
+pub struct EstablishedCaller(Arc<dyn Any + Send + Sync>);
+
+impl EstablishedCaller {
+    /// Wraps the server's value of the caller.
+    pub fn new(caller: impl Any + Send + Sync) -> Self {
+        Self(Arc::new(caller))
+    }
+
+    /// The caller, if it is a `T` (the server's type).
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl fmt::Debug for EstablishedCaller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Opaque to all but the server.
+        f.write_str("EstablishedCaller(..)")
+    }
+}
 
 /// The cookie that carries a browser's session (HttpOnly): its session id
 /// and a MAC, made by the server's identity core.

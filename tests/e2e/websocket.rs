@@ -470,3 +470,291 @@ async fn a_frame_over_64_kib_closes_the_socket_with_1009() {
         other => panic!("expected close 1009, got {other:?}"),
     }
 }
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Logs `email` (signed up with [`sign_up`]) in again: a new session.
+async fn log_in(server: &TestServer, email: &str) -> SignedIn {
+    use slop_api::auth::{self, auth_service_client::AuthServiceClient};
+    let login = AuthServiceClient::new(server.channel().await)
+        .login(auth::LoginRequest {
+            email: email.into(),
+            password: crate::harness::PASSWORD.into(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    SignedIn {
+        user_id: login.user.expect("user").id,
+        access_token: login.tokens.expect("tokens").access_token,
+    }
+}
+
+/// Every command Redis runs, as `MONITOR` prints them, read on a connection
+/// of its own; tests count the lines that name what they care about (a
+/// session id), so other tests sharing the Redis do not count.
+struct RedisMonitor {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    hostport: String,
+    _reader: AbortOnDrop,
+}
+
+impl RedisMonitor {
+    async fn start(url: &str) -> Self {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let hostport = url
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:6379")
+            .to_owned();
+        let mut connection = tokio::net::TcpStream::connect(&hostport).await.unwrap();
+        connection.write_all(b"MONITOR\r\n").await.unwrap();
+        let mut reader = tokio::io::BufReader::new(connection);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).await.unwrap();
+        assert_eq!(ok.trim_end(), "+OK", "MONITOR started");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let task = tokio::spawn(async move {
+            let mut line = String::new();
+            while reader.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                seen.lock().unwrap().push(std::mem::take(&mut line));
+            }
+        });
+        Self {
+            lines,
+            hostport,
+            _reader: AbortOnDrop(task),
+        }
+    }
+
+    /// How many commands clients sent so far name `needle`: waits until Redis has
+    /// printed a marker command sent after them, so none is still on its way.
+    async fn count(&self, needle: &str) -> usize {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let marker = format!(
+            "monitor-marker-{needle}-{}",
+            self.lines.lock().unwrap().len()
+        );
+        let mut connection = tokio::net::TcpStream::connect(&self.hostport)
+            .await
+            .unwrap();
+        connection
+            .write_all(format!("ECHO {marker}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::io::BufReader::new(connection)
+            .read_line(&mut answer)
+            .await
+            .unwrap();
+        crate::harness::eventually("the marker reaches MONITOR", || async {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains(&marker))
+        })
+        .await;
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            // Commands clients sent, not those their scripts ran.
+            .filter(|line| {
+                line.contains(needle) && !line.contains(" lua]") && !line.contains(&marker)
+            })
+            .inspect(|line| eprintln!("{line}"))
+            .count()
+    }
+}
+
+/// The session store commands (Redis commands naming the session) that
+/// signing a socket in at the upgrade and then `frames` subscribe frames
+/// cost.
+async fn session_commands_for_subscribe_frames(frames: usize) -> usize {
+    let redis = crate::harness::require_redis().await;
+    let server = TestServer::start_with(|config| config.redis_url = Some(redis.clone())).await;
+    let ada = sign_up(&server, "frames@example.com").await;
+    let monitor = RedisMonitor::start(&redis).await;
+    let mut socket = connect_with(
+        &server,
+        ("authorization", &format!("Bearer {}", ada.access_token)),
+    )
+    .await
+    .expect("upgrade");
+    let welcome = next_json(&mut socket).await;
+    let session_id = welcome["sessionId"].as_str().unwrap().to_owned();
+    assert_eq!(next_json(&mut socket).await["type"], "subscribed");
+    for i in 0..frames {
+        send_json(
+            &mut socket,
+            serde_json::json!({"type": "subscribe", "id": format!("s{i}"), "channel": format!("topic:t{i}")}),
+        )
+        .await;
+        let subscribed = next_json(&mut socket).await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    }
+    monitor.count(&session_id).await
+}
+
+#[tokio::test]
+async fn a_socket_reads_its_session_once_however_many_subscribe_frames_it_sends() {
+    // Signing in is one touch of the session; the own channel and every
+    // subscribe frame reuse the caller it established.
+    assert_eq!(session_commands_for_subscribe_frames(0).await, 1);
+    assert_eq!(session_commands_for_subscribe_frames(5).await, 1);
+}
+
+#[tokio::test]
+async fn get_session_current_returns_the_session_its_caller_already_touched() {
+    use slop_api::session::{GetSessionRequest, session_service_client::SessionServiceClient};
+    let redis = crate::harness::require_redis().await;
+    let server = TestServer::start_with(|config| config.redis_url = Some(redis.clone())).await;
+    let ada = sign_up(&server, "current@example.com").await;
+    let mut sessions = SessionServiceClient::new(server.channel().await);
+    let current = || {
+        bearer(
+            GetSessionRequest {
+                session_id: "current".into(),
+            },
+            &ada.access_token,
+        )
+    };
+    let session_id = sessions
+        .get_session(current())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    let monitor = RedisMonitor::start(&redis).await;
+    let session = sessions
+        .get_session(current())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(session.id, session_id);
+    assert!(session.current);
+    assert_eq!(monitor.count(&session_id).await, 1, "one touch, no read");
+}
+
+#[tokio::test]
+async fn a_subscribe_frame_after_the_access_token_expired_is_refused_and_a_new_token_is_taken() {
+    let server = TestServer::start().await;
+    let (mut socket, ada) = connect_signed_in(&server, "expiry@example.com").await;
+    // Past the access token's lifetime, within the session's.
+    server.clock.advance(Duration::from_secs(60 * 60));
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "subscribe", "id": "late", "channel": "topic:news"}),
+    )
+    .await;
+    let error = next_json(&mut socket).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "late");
+    assert_eq!(error["code"], "UNAUTHENTICATED");
+    assert_eq!(error["details"][0]["reason"], "TOKEN_EXPIRED");
+
+    // The socket stays open, and a fresh token of the same user is taken.
+    let fresh = log_in(&server, "expiry@example.com").await;
+    assert_eq!(fresh.user_id, ada.user_id);
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "auth", "token": fresh.access_token}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "subscribe", "id": "again", "channel": "topic:news"}),
+    )
+    .await;
+    let subscribed = next_json(&mut socket).await;
+    assert_eq!(
+        (&subscribed["type"], &subscribed["id"]),
+        (
+            &serde_json::json!("subscribed"),
+            &serde_json::json!("again")
+        )
+    );
+}
+
+#[tokio::test]
+async fn no_header_stands_in_for_the_caller_a_socket_established() {
+    use slop_api::notification::{
+        ChannelSubscription, SubscribeRequest,
+        notification_service_client::NotificationServiceClient,
+    };
+    let server = TestServer::start().await;
+    let (_socket, _ada) = connect_signed_in(&server, "forger@example.com").await;
+    let mut client = NotificationServiceClient::new(server.channel().await);
+    let mut request = tonic::Request::new(SubscribeRequest {
+        subscriptions: vec![ChannelSubscription {
+            channel: "topic:news".into(),
+            ..Default::default()
+        }],
+    });
+    for name in [
+        "established-caller",
+        "x-established-caller",
+        "slop-context-establishedcaller",
+        "extensions",
+    ] {
+        request
+            .metadata_mut()
+            .insert(name, "user ada; session current".parse().unwrap());
+    }
+    let refused = client.subscribe(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(crate::harness::reason(&refused), "CREDENTIALS_MISSING");
+}
+
+#[tokio::test]
+async fn a_socket_following_nothing_whose_session_ended_is_closed_4410_at_its_next_subscribe_frame()
+{
+    use slop_api::auth::{self, auth_service_client::AuthServiceClient};
+    let server = TestServer::start().await;
+    let (mut socket, ada) = connect_signed_in(&server, "nothing@example.com").await;
+    let own = format!("user:{}", ada.user_id);
+    // Its own subscription replaces the automatic one; then it goes too.
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "subscribe", "id": "mine", "channel": own}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["id"], "mine");
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "unsubscribe", "id": "mine"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["type"], "unsubscribed");
+
+    AuthServiceClient::new(server.channel().await)
+        .logout(bearer(auth::LogoutRequest::default(), &ada.access_token))
+        .await
+        .unwrap();
+    send_json(
+        &mut socket,
+        serde_json::json!({"type": "subscribe", "id": "late", "channel": "topic:news"}),
+    )
+    .await;
+    let error = next_json(&mut socket).await;
+    assert_eq!(error["details"][0]["reason"], "SESSION_ENDED", "{error}");
+    match next_frame(&mut socket).await {
+        Message::Close(Some(close)) => assert_eq!(u16::from(close.code), 4410),
+        other => panic!("expected close 4410, got {other:?}"),
+    }
+}

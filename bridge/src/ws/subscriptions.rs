@@ -6,7 +6,10 @@
 //! the service side, which ends the subscription (SLOW_CONSUMER) rather than
 //! letting memory grow here.
 
-use std::task::{Context, Poll};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use tonic::Status;
 
@@ -17,6 +20,8 @@ struct Subscription {
     /// The id the client chose; None for the automatic subscription to the
     /// user's own channel.
     id: Option<Box<str>>,
+    /// The session it was opened in the name of.
+    session: Arc<str>,
     stream: DeliveryStream,
 }
 
@@ -51,10 +56,18 @@ impl Subscriptions {
         self.list.iter().any(|s| s.id.is_none())
     }
 
-    /// Adds a subscription; `id` None is the automatic one.
-    pub(super) fn insert(&mut self, id: Option<&str>, stream: DeliveryStream) {
+    /// Whether one is open in the name of `session`: its stream ends when
+    /// the session does.
+    pub(super) fn follow_session(&self, session: &str) -> bool {
+        self.list.iter().any(|s| *s.session == *session)
+    }
+
+    /// Adds a subscription, opened in the name of `session`; `id` None is
+    /// the automatic one.
+    pub(super) fn insert(&mut self, id: Option<&str>, session: Arc<str>, stream: DeliveryStream) {
         self.list.push(Subscription {
             id: id.map(Box::from),
+            session,
             stream,
         });
     }
@@ -124,8 +137,8 @@ mod tests {
     #[tokio::test]
     async fn streams_take_turns_and_ended_ones_leave() {
         let mut subscriptions = Subscriptions::default();
-        subscriptions.insert(Some("a"), heartbeats(2));
-        subscriptions.insert(None, heartbeats(2));
+        subscriptions.insert(Some("a"), "s".into(), heartbeats(2));
+        subscriptions.insert(None, "s".into(), heartbeats(2));
         let mut order = Vec::new();
         for _ in 0..4 {
             let produced = subscriptions.next().await;
@@ -144,11 +157,13 @@ mod tests {
     #[test]
     fn subscriptions_are_found_and_dropped_by_id() {
         let mut subscriptions = Subscriptions::default();
-        subscriptions.insert(None, heartbeats(1));
-        subscriptions.insert(Some("a"), heartbeats(1));
+        subscriptions.insert(None, "s1".into(), heartbeats(1));
+        subscriptions.insert(Some("a"), "s2".into(), heartbeats(1));
         assert!(subscriptions.contains("a") && subscriptions.has_automatic());
+        assert!(subscriptions.follow_session("s1") && !subscriptions.follow_session("s"));
         assert!(!subscriptions.remove("b"));
         assert!(subscriptions.remove("a"));
+        assert!(!subscriptions.follow_session("s2"));
         subscriptions.remove_automatic();
         assert_eq!(subscriptions.len(), 0);
     }

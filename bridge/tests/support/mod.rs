@@ -22,7 +22,7 @@ use slop_api::{
     session::{self, session_service_server::SessionService},
 };
 use slop_bridge::Bridge;
-use slop_context::{Admitted, ConnectionGate, SubscribeStream};
+use slop_context::{Admitted, ConnectionGate, EstablishedCaller, SubscribeStream};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
@@ -40,6 +40,9 @@ pub struct Recorded {
     /// The names of every metadata entry the call carried.
     pub metadata_keys: Vec<String>,
     pub admitted: bool,
+    /// The established caller the call carried: the user the fake session
+    /// service put in it.
+    pub established: Option<String>,
     pub peer: Option<SocketAddr>,
     /// The request message as canonical JSON.
     pub message: Value,
@@ -66,6 +69,10 @@ fn record<T: serde::Serialize>(method: &'static str, request: &Request<T>) -> Re
             })
             .collect(),
         admitted: request.extensions().get::<Admitted>().is_some(),
+        established: request
+            .extensions()
+            .get::<EstablishedCaller>()
+            .and_then(|caller| caller.get::<String>().cloned()),
         peer: request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -118,10 +125,13 @@ fn user_of(metadata: &MetadataMap) -> Result<String, Status> {
     }
 }
 
-/// A fake session service: GetSession("current") only.
+/// A fake session service: GetSession("current") only. When told to
+/// `establish`, it answers with an [`EstablishedCaller`] holding the user's
+/// id, as the server's does with its own caller.
 #[derive(Default)]
 pub struct FakeSessions {
     pub calls: Mutex<Vec<Recorded>>,
+    pub establish: Mutex<bool>,
 }
 
 #[tonic::async_trait]
@@ -135,14 +145,19 @@ impl SessionService for FakeSessions {
             .unwrap()
             .push(record("GetSession", &request));
         let user = user_of(request.metadata())?;
-        Ok(Response::new(session::GetSessionResponse {
+        let established = EstablishedCaller::new(user.clone());
+        let mut response = Response::new(session::GetSessionResponse {
             session: Some(session::Session {
                 id: format!("session-{user}"),
                 user_id: user,
                 current: true,
                 ..Default::default()
             }),
-        }))
+        });
+        if *self.establish.lock().unwrap() {
+            response.extensions_mut().insert(established);
+        }
+        Ok(response)
     }
     async fn list_sessions(
         &self,

@@ -17,18 +17,29 @@
 //! slides its idle timeout, so a revoked or expired session fails on the
 //! very next call, on every instance sharing the session store.
 //!
+//! A WebSocket signs in once: the caller its `GetSession("current")`
+//! established comes back with its `Subscribe` calls as an
+//! [`EstablishedCaller`], and [`Authenticator::established`] takes it
+//! instead of the credentials, touching no session (the notification hub
+//! ends the socket's streams when its session ends).
+//!
 //! Secrets derived from APP_SECRET (HMAC-SHA256, domain-separated):
 //! cookie MACs, CSRF tokens, and refresh-token secrets (from each session's
 //! random seed and refresh generation; see [`Authenticator::refresh_secret`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
+use slop_context::EstablishedCaller;
 use tonic::metadata::MetadataMap;
 
 use crate::{
     identity::secrets,
     identity::sessions::{Session, SessionError, SessionStore},
-    identity::tokens::{TokenError, TokenIssuer},
+    identity::tokens::{self, TokenError, TokenIssuer},
+    infra::clock::to_millis,
     infra::config::{Secret, ServiceKeys},
 };
 
@@ -67,7 +78,17 @@ pub struct UserCaller {
     pub session: Session,
     /// How they authenticated.
     pub via: Via,
+    /// The `exp` of their access token (Unix seconds), when they sent one:
+    /// a caller held for later calls ([`Established`]) is good until then.
+    pub token_exp: Option<i64>,
 }
+
+/// A signed-in user as the server hands them out in an
+/// [`EstablishedCaller`] (see [`Authenticator::establish`]). Its field is
+/// private, so this module makes every one: the server accepts no other
+/// value as an established caller.
+#[derive(Debug, Clone)]
+pub struct Established(UserCaller);
 
 /// Whoever is calling.
 #[derive(Debug, Clone)]
@@ -192,6 +213,7 @@ impl Authenticator {
                 user_id: claims.sub,
                 session,
                 via: Via::Bearer,
+                token_exp: Some(claims.exp),
             }));
         }
         if let Some(cookie) = cookie(metadata, SESSION_COOKIE) {
@@ -212,9 +234,39 @@ impl Authenticator {
                 user_id: session.user_id.clone(),
                 session,
                 via: Via::Cookie,
+                token_exp: None,
             }));
         }
         Err(CallerError::Missing)
+    }
+
+    /// The value that stands for `user` in the later calls of a long-lived
+    /// connection (a WebSocket): see [`EstablishedCaller`].
+    pub fn establish(user: &UserCaller) -> EstablishedCaller {
+        EstablishedCaller::new(Established(user.clone()))
+    }
+
+    /// The caller `established` holds, for a call that only reads, when it
+    /// is still good at `now`: None when it is not a value this server made
+    /// (then authenticate the call's credentials as usual), or when it
+    /// cannot vouch for the caller any more: its access token has expired
+    /// (by the rule and leeway tokens are verified with) or its session's
+    /// idle expiry, as held, has passed. Then the call's credentials answer
+    /// as they always do: an expired token fails before any session is
+    /// read, and a session another call kept alive is read afresh.
+    ///
+    /// It reads no session: a session that ends while held is the
+    /// notification hub's to notice (it ends the session's streams, and
+    /// with them the socket that holds the caller).
+    pub fn established(&self, established: &EstablishedCaller, now: SystemTime) -> Option<Caller> {
+        let Established(user) = established.get::<Established>()?;
+        let now_millis = to_millis(now);
+        let leeway = i64::try_from(self.tokens.settings().leeway.as_secs()).unwrap_or(i64::MAX);
+        let token_expired = user
+            .token_exp
+            .is_some_and(|exp| now_millis.div_euclid(1000) >= exp.saturating_add(leeway));
+        let session_expired = user.session.expires_at <= now_millis;
+        (!token_expired && !session_expired).then(|| Caller::User(user.clone()))
     }
 
     /// The caller, who must be a signed-in user.
@@ -371,4 +423,113 @@ pub fn logout_cookies(secure: bool) -> [String; 2] {
     let secure = if secure { "; Secure" } else { "" };
     [SESSION_COOKIE, CSRF_COOKIE]
         .map(|name| format!("{name}=; Path=/; Max-Age=0; SameSite=Lax{secure}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        identity::tokens::{SigningKey, TokenSettings},
+        infra::clock::{Clock as _, ManualClock},
+    };
+
+    const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+    const LEEWAY: Duration = Duration::from_secs(5);
+    const SESSION_TTL: Duration = Duration::from_secs(3600);
+
+    /// An authenticator on a manual clock, and a bearer caller of a live
+    /// session.
+    async fn bearer_caller() -> (Authenticator, Arc<ManualClock>, UserCaller, MetadataMap) {
+        let clock = ManualClock::starting_now();
+        let tokens = Arc::new(TokenIssuer::new(
+            SigningKey::generate_ed25519(),
+            Vec::new(),
+            TokenSettings {
+                issuer: "slop".into(),
+                audience: "slop".into(),
+                access_ttl: TOKEN_TTL,
+                leeway: LEEWAY,
+            },
+            clock.clone(),
+        ));
+        let sessions = SessionStore::memory(clock.clone());
+        let now = to_millis(clock.now());
+        sessions
+            .create(&Session {
+                id: "s1".into(),
+                user_id: "ada".into(),
+                user_agent: String::new(),
+                ip: String::new(),
+                created_at: now,
+                last_seen_at: now,
+                expires_at: now + 3_600_000,
+                max_expires_at: now + 86_400_000,
+                refresh_seed: "seed".into(),
+                refresh_generation: 0,
+                refreshed_at: now,
+            })
+            .await
+            .unwrap();
+        let (token, _) = tokens.issue_access("ada", "s1");
+        let auth = Authenticator::new(
+            tokens,
+            sessions,
+            ServiceKeys::default(),
+            Secret::from("caller-test-app-secret-0123456789abcdef"),
+            SESSION_TTL,
+        );
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let user = auth.user(&metadata, Access::Read).await.unwrap();
+        (auth, clock, user, metadata)
+    }
+
+    fn user_of(caller: Option<Caller>) -> Option<String> {
+        match caller? {
+            Caller::User(user) => Some(user.session.id),
+            Caller::Service(name) => panic!("service {name}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_established_caller_is_good_until_its_access_token_expires() {
+        let (auth, clock, user, _) = bearer_caller().await;
+        let held = Authenticator::establish(&user);
+        assert_eq!(
+            user_of(auth.established(&held, clock.now())),
+            Some("s1".into())
+        );
+        // Refused from the second verify_access refuses the token.
+        clock.advance(TOKEN_TTL + LEEWAY - Duration::from_secs(1));
+        assert!(auth.established(&held, clock.now()).is_some());
+        clock.advance(Duration::from_secs(1));
+        assert!(auth.established(&held, clock.now()).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_established_caller_whose_session_expired_as_held_is_not_taken() {
+        let (auth, clock, mut user, _) = bearer_caller().await;
+        user.token_exp = None;
+        let held = Authenticator::establish(&user);
+        clock.advance(SESSION_TTL - Duration::from_millis(1));
+        assert!(auth.established(&held, clock.now()).is_some());
+        clock.advance(Duration::from_millis(1));
+        assert!(auth.established(&held, clock.now()).is_none());
+    }
+
+    #[tokio::test]
+    async fn only_a_value_the_server_made_passes_for_an_established_caller() {
+        let (auth, clock, user, _) = bearer_caller().await;
+        // What a front door could make: the user's fields, but not the
+        // server's type.
+        for forged in [
+            EstablishedCaller::new(user.clone()),
+            EstablishedCaller::new(Caller::User(user.clone())),
+            EstablishedCaller::new("ada".to_owned()),
+        ] {
+            assert!(auth.established(&forged, clock.now()).is_none());
+        }
+    }
 }

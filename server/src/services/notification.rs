@@ -24,7 +24,7 @@ use slop_api::{
         SubscribeResponse, notification_service_server::NotificationService, subscribe_response,
     },
 };
-use slop_context::{Admitted, ClientAddr, ConnectionGate, SubscribeStream};
+use slop_context::{Admitted, ClientAddr, ConnectionGate, EstablishedCaller, SubscribeStream};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -131,13 +131,26 @@ fn feed_stream(feed: Feed, heartbeat: Duration, clock: SharedClock) -> Subscribe
 
 impl NotificationApi {
     /// The checks and the feed behind `Subscribe`, whichever way it is
-    /// called: the caller, the connection throttle (unless the bridge
-    /// already admitted the connection), and every subscription started.
+    /// called: the caller (the one a WebSocket established when it signed
+    /// in, while it is good, else by the call's credentials), the
+    /// connection throttle (unless the bridge already admitted the
+    /// connection), and every subscription started.
     async fn open_feed(
         &self,
         request: Request<notification::SubscribeRequest>,
     ) -> Result<Feed, Status> {
-        let caller = self.caller(request.metadata()).await?;
+        let established = request
+            .extensions()
+            .get::<EstablishedCaller>()
+            .and_then(|held| {
+                self.identity
+                    .auth
+                    .established(held, self.identity.clock.now())
+            });
+        let caller = match established {
+            Some(caller) => caller,
+            None => self.caller(request.metadata()).await?,
+        };
         let admitted = request.extensions().get::<Admitted>().is_some();
         let peer = ClientAddr::ip(request.extensions().get(), request.extensions().get());
         let wanted = subscriptions(&caller, request.into_inner())?;

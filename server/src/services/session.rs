@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     identity::Identity,
-    identity::caller::{Access, Caller},
+    identity::caller::{Access, Authenticator, Caller},
     identity::sessions::Session,
     infra::clock::{from_millis, to_timestamp},
 };
@@ -37,7 +37,8 @@ impl SessionApi {
 
     /// The session `id` names, if the caller may see it: a user only their
     /// own (another user's is NOT_FOUND, as if it did not exist), a service
-    /// any.
+    /// any. A user's `current` is the session authenticating the call has
+    /// just read and touched, not read again.
     async fn visible(&self, caller: &Caller, id: &str) -> Result<Session, Status> {
         if id.is_empty() {
             return Err(invalid(
@@ -46,7 +47,8 @@ impl SessionApi {
             ));
         }
         let id = match (caller, id) {
-            (Caller::User(user), CURRENT) => user.session.id.as_str(),
+            // Just read (and touched) to authenticate the call.
+            (Caller::User(user), CURRENT) => return Ok(user.session.clone()),
             (Caller::Service(_), CURRENT) => {
                 return Err(invalid(
                     "session_id",
@@ -79,9 +81,19 @@ impl SessionService for SessionApi {
             .caller(request.metadata(), Access::Read)
             .await?;
         let session = self.visible(&caller, &request.get_ref().session_id).await?;
-        Ok(Response::new(session::GetSessionResponse {
+        let mut response = Response::new(session::GetSessionResponse {
             session: Some(to_proto(&session, &caller)),
-        }))
+        });
+        // The WebSocket adapter signs a socket in with this call and hands
+        // the caller back with the socket's `Subscribe` calls.
+        if let Caller::User(user) = &caller
+            && request.get_ref().session_id == CURRENT
+        {
+            response
+                .extensions_mut()
+                .insert(Authenticator::establish(user));
+        }
+        Ok(response)
     }
 
     async fn list_sessions(
