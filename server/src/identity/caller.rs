@@ -38,7 +38,7 @@ use tonic::metadata::MetadataMap;
 use crate::{
     identity::secrets,
     identity::sessions::{Session, SessionError, SessionStore},
-    identity::tokens::{self, TokenError, TokenIssuer},
+    identity::tokens::{TokenError, TokenIssuer},
     infra::clock::to_millis,
     infra::config::{Secret, ServiceKeys},
 };

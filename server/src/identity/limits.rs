@@ -309,7 +309,7 @@ impl MemoryLimiter {
 }
 
 /// Limits in Redis, shared by every instance: the TAT of a key is the string
-/// value of `<prefix>limit:<key>`, expiring [`EXPIRY_MARGIN_MS`] after the
+/// value of `<prefix>limit:<key>`, expiring `EXPIRY_MARGIN_MS` after the
 /// TAT passes (the expiry only collects garbage; the script compares with
 /// our clock, so Redis's clock must never forget a key before ours would).
 #[derive(Debug, Clone)]
@@ -325,9 +325,10 @@ pub struct RedisLimiter {
 const EXPIRY_MARGIN_MS: u64 = 1000;
 
 /// [`Gcra::check`] as one atomic step in Redis. KEYS[1]: the key. ARGV: now,
-/// the interval, the tolerance and [`EXPIRY_MARGIN_MS`], in milliseconds. Returns `{1, remaining}`
-/// or `{0, wait}`. Numbers are Lua doubles, exact below 2^53; they are written
-/// with `%.0f` because Lua's own conversion would use an exponent.
+/// the interval, the tolerance and [`EXPIRY_MARGIN_MS`], in milliseconds.
+/// Returns `{1, remaining}` or `{0, wait}`. Numbers are Lua doubles, exact
+/// below 2^53; they are written with `%.0f` because Lua's own conversion
+/// would use an exponent.
 const HIT_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])

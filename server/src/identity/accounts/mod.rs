@@ -19,7 +19,7 @@
 //! [`AccountError::Unavailable`] (UNAVAILABLE / 503, worth a retry); the
 //! others stay [`AccountError::Database`] (INTERNAL / 500, a bug to fix).
 //!
-//! [`connect`] opens either backend and brings its schema up to date; the
+//! `connect` opens either backend and brings its schema up to date; the
 //! tests are one conformance suite run against both.
 
 use std::{future::Future, time::Duration, time::SystemTime};
