@@ -43,12 +43,7 @@ use crate::{
     infra::config::{Secret, ServiceKeys},
 };
 
-/// The session cookie (HttpOnly).
-pub const SESSION_COOKIE: &str = "slop_session";
-/// The CSRF cookie (readable by the page, which echoes it in `x-csrf-token`).
-pub const CSRF_COOKIE: &str = "slop_csrf";
-/// The header carrying the CSRF token.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub use slop_context::{CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE};
 
 /// Whether a call changes state (and so needs CSRF protection when
 /// authenticated by cookie).
@@ -218,7 +213,7 @@ impl Authenticator {
         }
         if let Some(cookie) = cookie(metadata, SESSION_COOKIE) {
             let session_id = self
-                .session_from_cookie(&cookie)
+                .session_from_cookie(cookie)
                 .ok_or(CallerError::CookieInvalid)?;
             if access == Access::Write {
                 let sent = metadata
@@ -386,16 +381,11 @@ fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, CallerError> {
     Ok(Some(token.trim()))
 }
 
-/// The value of a cookie in the `cookie` header(s).
-pub fn cookie(metadata: &MetadataMap, name: &str) -> Option<String> {
-    metadata
-        .get_all("cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim_matches('"').to_owned())
+/// The value of a cookie in the `cookie` header(s), read by the server's
+/// one cookie reader.
+fn cookie<'a>(metadata: &'a MetadataMap, name: &str) -> Option<&'a str> {
+    let headers = metadata.get_all("cookie");
+    slop_context::cookie(headers.iter().filter_map(|value| value.to_str().ok()), name)
 }
 
 /// `Set-Cookie` values that sign a browser in to a session.
