@@ -418,7 +418,14 @@ pub async fn sign_up(server: &TestServer, email: &str) -> SignedIn {
         })
         .await
         .expect("register");
-    let login = client
+    log_in(server, email).await
+}
+
+/// Logs `email` (signed up with [`sign_up`]) in again over gRPC: a new
+/// session.
+pub async fn log_in(server: &TestServer, email: &str) -> SignedIn {
+    use slop_api::auth::{self, auth_service_client::AuthServiceClient};
+    let login = AuthServiceClient::new(server.channel().await)
         .login(auth::LoginRequest {
             email: email.into(),
             password: PASSWORD.into(),

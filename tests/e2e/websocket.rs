@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 
-use crate::harness::{PATIENCE, SERVICE_KEY, SignedIn, TestServer, bearer, get, sign_up};
+use crate::harness::{PATIENCE, SERVICE_KEY, SignedIn, TestServer, bearer, get, log_in, sign_up};
 
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -477,23 +477,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Logs `email` (signed up with [`sign_up`]) in again: a new session.
-async fn log_in(server: &TestServer, email: &str) -> SignedIn {
-    use slop_api::auth::{self, auth_service_client::AuthServiceClient};
-    let login = AuthServiceClient::new(server.channel().await)
-        .login(auth::LoginRequest {
-            email: email.into(),
-            password: crate::harness::PASSWORD.into(),
-        })
-        .await
-        .expect("login")
-        .into_inner();
-    SignedIn {
-        user_id: login.user.expect("user").id,
-        access_token: login.tokens.expect("tokens").access_token,
     }
 }
 

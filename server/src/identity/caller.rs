@@ -445,21 +445,10 @@ mod tests {
             clock.clone(),
         ));
         let sessions = SessionStore::memory(clock.clone());
-        let now = to_millis(clock.now());
         sessions
-            .create(&Session {
-                id: "s1".into(),
-                user_id: "ada".into(),
-                user_agent: String::new(),
-                ip: String::new(),
-                created_at: now,
-                last_seen_at: now,
-                expires_at: now + 3_600_000,
-                max_expires_at: now + 86_400_000,
-                refresh_seed: "seed".into(),
-                refresh_generation: 0,
-                refreshed_at: now,
-            })
+            .create(&crate::identity::sessions::conformance::session(
+                &clock, "s1", "ada",
+            ))
             .await
             .unwrap();
         let (token, _) = tokens.issue_access("ada", "s1");

@@ -320,20 +320,7 @@ async fn revoked_and_expired_sessions_end_their_feeds_within_a_second() {
     let ttl = Duration::from_secs(60);
     let mut sessions = Vec::new();
     for id in ["revoked", "expiring", "kept"] {
-        let now = crate::infra::clock::to_millis(crate::infra::clock::Clock::now(&*clock));
-        let session = crate::identity::sessions::Session {
-            id: id.into(),
-            user_id: "u1".into(),
-            user_agent: String::new(),
-            ip: String::new(),
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now + 3_600_000,
-            max_expires_at: now + 86_400_000,
-            refresh_seed: String::new(),
-            refresh_generation: 0,
-            refreshed_at: now,
-        };
+        let session = crate::identity::sessions::conformance::session(&clock, id, "u1");
         store.create(&session).await.unwrap();
         sessions.push(session);
     }
