@@ -316,8 +316,8 @@ mod tests {
     }
 }
 
-/// The layers' rule, checked on the source: the core and the services do
-/// not know their HTTP adapter. Only the wiring (`transport/` and this
+/// The layers' rules, checked on the source: the core and the services do
+/// not know their HTTP adapter, and the core does not know gRPC. Only the wiring (`transport/` and this
 /// file) names the bridge, so a service can be called, and the core
 /// tested, without any front door.
 #[cfg(test)]
@@ -356,6 +356,23 @@ mod layers {
         assert!(
             offenders.is_empty(),
             "these files name slop_bridge, which only the wiring may: {offenders:?}"
+        );
+    }
+
+    /// The core and its stores speak in domain types and errors: requests,
+    /// metadata and statuses are the services' to translate.
+    #[test]
+    fn the_core_knows_no_grpc() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let offenders: Vec<String> = ["identity", "notifications", "infra"]
+            .into_iter()
+            .flat_map(|layer| sources(&root.join(layer)))
+            .filter(|(_, text)| text.contains("tonic"))
+            .map(|(path, _)| path)
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "these files name tonic, which only services/ and transport/ may: {offenders:?}"
         );
     }
 }

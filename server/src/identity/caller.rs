@@ -1,7 +1,8 @@
 //! Who is calling: the one authenticate-the-caller function every RPC uses,
 //! whichever front door the call came through.
 //!
-//! Credentials, in request metadata (HTTP headers):
+//! Credentials, as the services read them from request metadata (HTTP
+//! headers) into [`Credentials`]:
 //! - `authorization: Bearer <service key>`: a backend service named in
 //!   SERVICE_KEYS (compared in constant time against every key); only the
 //!   secret is sent, not the `name:` of its SERVICE_KEYS entry;
@@ -33,7 +34,6 @@ use std::{
 };
 
 use slop_context::EstablishedCaller;
-use tonic::metadata::MetadataMap;
 
 use crate::{
     identity::secrets,
@@ -156,6 +156,24 @@ impl From<TokenError> for CallerError {
     }
 }
 
+/// The credentials a call presents, as its front door read them from the
+/// request (`services::credentials` reads request metadata): the core
+/// never sees headers. No `Debug`: every field is a secret.
+#[derive(Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `authorization` header, if sent; [`NotText`] when it is not
+    /// visible ASCII.
+    pub authorization: Option<Result<&'a str, NotText>>,
+    /// The value of the session cookie, if sent.
+    pub session_cookie: Option<&'a str>,
+    /// The CSRF header (double submit); empty when absent or not text.
+    pub csrf_token: &'a str,
+}
+
+/// A header value that is not visible ASCII text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotText;
+
 /// Checks credentials.
 pub struct Authenticator {
     tokens: Arc<TokenIssuer>,
@@ -186,10 +204,10 @@ impl Authenticator {
     /// Identifies the caller: a user or a backend service.
     pub async fn caller(
         &self,
-        metadata: &MetadataMap,
+        credentials: &Credentials<'_>,
         access: Access,
     ) -> Result<Caller, CallerError> {
-        if let Some(bearer) = bearer(metadata)? {
+        if let Some(bearer) = bearer(credentials)? {
             if let Some(name) = self.service_named_by(bearer) {
                 return Ok(Caller::Service(name));
             }
@@ -211,15 +229,12 @@ impl Authenticator {
                 token_exp: Some(claims.exp),
             }));
         }
-        if let Some(cookie) = cookie(metadata, SESSION_COOKIE) {
+        if let Some(cookie) = credentials.session_cookie {
             let session_id = self
                 .session_from_cookie(cookie)
                 .ok_or(CallerError::CookieInvalid)?;
             if access == Access::Write {
-                let sent = metadata
-                    .get(CSRF_HEADER)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or_default();
+                let sent = credentials.csrf_token;
                 if !secrets::constant_time_eq(sent, &self.csrf_token(&session_id)) {
                     return Err(CallerError::CsrfMissing);
                 }
@@ -267,18 +282,18 @@ impl Authenticator {
     /// The caller, who must be a signed-in user.
     pub async fn user(
         &self,
-        metadata: &MetadataMap,
+        credentials: &Credentials<'_>,
         access: Access,
     ) -> Result<UserCaller, CallerError> {
-        match self.caller(metadata, access).await? {
+        match self.caller(credentials, access).await? {
             Caller::User(user) => Ok(user),
             Caller::Service(name) => Err(CallerError::UserRequired(name)),
         }
     }
 
     /// The caller, who must be a backend service; returns its name.
-    pub async fn service(&self, metadata: &MetadataMap) -> Result<String, CallerError> {
-        match self.caller(metadata, Access::Read).await? {
+    pub async fn service(&self, credentials: &Credentials<'_>) -> Result<String, CallerError> {
+        match self.caller(credentials, Access::Read).await? {
             Caller::Service(name) => Ok(name),
             Caller::User(_) => Err(CallerError::ServiceRequired),
         }
@@ -291,12 +306,12 @@ impl Authenticator {
             .ok_or(CallerError::SessionEnded)
     }
 
-    /// The backend service whose key is the bearer token of `metadata`, if
-    /// any. Unlike [`Authenticator::caller`] it checks no user token and
+    /// The backend service whose key is the bearer token of `credentials`,
+    /// if any. Unlike [`Authenticator::caller`] it checks no user token and
     /// touches no session, so public endpoints can show services more
     /// (`/health`) at no cost to anyone else.
-    pub fn service_key_holder(&self, metadata: &MetadataMap) -> Option<String> {
-        self.service_named_by(bearer(metadata).ok()??)
+    pub fn service_key_holder(&self, credentials: &Credentials<'_>) -> Option<String> {
+        self.service_named_by(bearer(credentials).ok()??)
     }
 
     fn service_named_by(&self, bearer: &str) -> Option<String> {
@@ -369,23 +384,17 @@ pub fn split_refresh_token(token: &str) -> Option<(&str, &str)> {
 }
 
 /// The bearer token, if the call carries an `authorization` header.
-fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, CallerError> {
-    let Some(value) = metadata.get("authorization") else {
-        return Ok(None);
+fn bearer<'a>(credentials: &Credentials<'a>) -> Result<Option<&'a str>, CallerError> {
+    let value = match credentials.authorization {
+        None => return Ok(None),
+        Some(Err(NotText)) => return Err(CallerError::NotText),
+        Some(Ok(value)) => value,
     };
-    let value = value.to_str().map_err(|_| CallerError::NotText)?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(CallerError::NotBearer);
     }
     Ok(Some(token.trim()))
-}
-
-/// The value of a cookie in the `cookie` header(s), read by the server's
-/// one cookie reader.
-fn cookie<'a>(metadata: &'a MetadataMap, name: &str) -> Option<&'a str> {
-    let headers = metadata.get_all("cookie");
-    slop_context::cookie(headers.iter().filter_map(|value| value.to_str().ok()), name)
 }
 
 /// `Set-Cookie` values that sign a browser in to a session.
@@ -431,7 +440,7 @@ mod tests {
 
     /// An authenticator on a manual clock, and a bearer caller of a live
     /// session.
-    async fn bearer_caller() -> (Authenticator, Arc<ManualClock>, UserCaller, MetadataMap) {
+    async fn bearer_caller() -> (Authenticator, Arc<ManualClock>, UserCaller) {
         let clock = ManualClock::starting_now();
         let tokens = Arc::new(TokenIssuer::new(
             SigningKey::generate_ed25519(),
@@ -459,10 +468,13 @@ mod tests {
             Secret::from("caller-test-app-secret-0123456789abcdef"),
             SESSION_TTL,
         );
-        let mut metadata = MetadataMap::new();
-        metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let user = auth.user(&metadata, Access::Read).await.unwrap();
-        (auth, clock, user, metadata)
+        let authorization = format!("Bearer {token}");
+        let credentials = Credentials {
+            authorization: Some(Ok(&authorization)),
+            ..Credentials::default()
+        };
+        let user = auth.user(&credentials, Access::Read).await.unwrap();
+        (auth, clock, user)
     }
 
     fn user_of(caller: Option<Caller>) -> Option<String> {
@@ -474,7 +486,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_established_caller_is_good_until_its_access_token_expires() {
-        let (auth, clock, user, _) = bearer_caller().await;
+        let (auth, clock, user) = bearer_caller().await;
         let held = Authenticator::establish(&user);
         assert_eq!(
             user_of(auth.established(&held, clock.now())),
@@ -489,7 +501,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_established_caller_whose_session_expired_as_held_is_not_taken() {
-        let (auth, clock, mut user, _) = bearer_caller().await;
+        let (auth, clock, mut user) = bearer_caller().await;
         user.token_exp = None;
         let held = Authenticator::establish(&user);
         clock.advance(SESSION_TTL - Duration::from_millis(1));
@@ -500,7 +512,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_value_the_server_made_passes_for_an_established_caller() {
-        let (auth, clock, user, _) = bearer_caller().await;
+        let (auth, clock, user) = bearer_caller().await;
         // What a front door could make: the user's fields, but not the
         // server's type.
         for forged in [

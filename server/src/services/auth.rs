@@ -95,7 +95,11 @@ impl AuthService for AuthApi {
     async fn logout(&self, request: Request<auth::LogoutRequest>) -> Answer<auth::LogoutResponse> {
         let (metadata, _, request) = request.into_parts();
         if request.refresh_token.is_empty() {
-            let caller = self.identity.auth.user(&metadata, Access::Write).await?;
+            let caller = self
+                .identity
+                .auth
+                .user(&super::credentials(&metadata), Access::Write)
+                .await?;
             self.identity
                 .log_out(SignOut::Session(&caller.session.id))
                 .await?;
@@ -114,7 +118,7 @@ impl AuthService for AuthApi {
         let caller = self
             .identity
             .auth
-            .user(request.metadata(), Access::Read)
+            .user(&super::credentials(request.metadata()), Access::Read)
             .await?;
         let account = self.identity.account(&caller.user_id).await?;
         Ok(Response::new(auth::GetCurrentUserResponse {
@@ -129,7 +133,7 @@ impl AuthService for AuthApi {
         let caller = self
             .identity
             .auth
-            .user(request.metadata(), Access::Write)
+            .user(&super::credentials(request.metadata()), Access::Write)
             .await?;
         let request = request.into_inner();
         let paths = request
@@ -166,7 +170,7 @@ impl AuthService for AuthApi {
         let caller = self
             .identity
             .auth
-            .user(request.metadata(), Access::Write)
+            .user(&super::credentials(request.metadata()), Access::Write)
             .await?;
         let request = request.into_inner();
         let ended = self
@@ -217,7 +221,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<auth::ValidateTokenRequest>,
     ) -> Answer<auth::ValidateTokenResponse> {
-        self.identity.auth.service(request.metadata()).await?;
+        self.identity
+            .auth
+            .service(&super::credentials(request.metadata()))
+            .await?;
         let token = request.into_inner().access_token;
         let inactive = |reason: InactiveReason| {
             Ok(Response::new(auth::ValidateTokenResponse {

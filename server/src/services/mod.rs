@@ -7,7 +7,9 @@
 //! - [`status`] turns their errors into statuses, in the contract's
 //!   vocabulary (`slop.errors.v1.ErrorReason`).
 
-use slop_context::ClientAddr;
+use slop_context::{CSRF_HEADER, ClientAddr, SESSION_COOKIE};
+
+use crate::identity::caller::{Credentials, NotText};
 use tonic::Status;
 
 pub mod auth;
@@ -22,6 +24,26 @@ pub use status::{internal, invalid};
 
 /// What an RPC returns.
 pub type Answer<T> = Result<tonic::Response<T>, Status>;
+
+/// The credentials in a call's metadata: the `authorization` header, the
+/// session cookie and the CSRF header, for the identity core's caller
+/// authentication.
+pub fn credentials(metadata: &tonic::metadata::MetadataMap) -> Credentials<'_> {
+    let cookies = metadata.get_all("cookie");
+    Credentials {
+        authorization: metadata
+            .get("authorization")
+            .map(|value| value.to_str().map_err(|_| NotText)),
+        session_cookie: slop_context::cookie(
+            cookies.iter().filter_map(|value| value.to_str().ok()),
+            SESSION_COOKIE,
+        ),
+        csrf_token: metadata
+            .get(CSRF_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default(),
+    }
+}
 
 /// The client's IP address: as a trusted proxy forwarded it, else the TCP
 /// peer's ("unknown" when the transport has none).

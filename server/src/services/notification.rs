@@ -96,7 +96,11 @@ impl NotificationApi {
     }
 
     async fn caller(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
-        Ok(self.identity.auth.caller(metadata, Access::Read).await?)
+        Ok(self
+            .identity
+            .auth
+            .caller(&super::credentials(metadata), Access::Read)
+            .await?)
     }
 }
 

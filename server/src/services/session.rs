@@ -78,7 +78,7 @@ impl SessionService for SessionApi {
         let caller = self
             .identity
             .auth
-            .caller(request.metadata(), Access::Read)
+            .caller(&super::credentials(request.metadata()), Access::Read)
             .await?;
         let session = self.visible(&caller, &request.get_ref().session_id).await?;
         let mut response = Response::new(session::GetSessionResponse {
@@ -103,7 +103,7 @@ impl SessionService for SessionApi {
         let caller = self
             .identity
             .auth
-            .caller(request.metadata(), Access::Read)
+            .caller(&super::credentials(request.metadata()), Access::Read)
             .await?;
         let request = request.into_inner();
         let user_id = match &caller {
@@ -146,7 +146,7 @@ impl SessionService for SessionApi {
         let caller = self
             .identity
             .auth
-            .caller(request.metadata(), Access::Write)
+            .caller(&super::credentials(request.metadata()), Access::Write)
             .await?;
         let session = self.visible(&caller, &request.get_ref().session_id).await?;
         self.identity.sessions.revoke(&session.id).await?;
@@ -161,7 +161,7 @@ impl SessionService for SessionApi {
         let caller = self
             .identity
             .auth
-            .user(request.metadata(), Access::Write)
+            .user(&super::credentials(request.metadata()), Access::Write)
             .await?;
         let ended = self
             .identity
@@ -177,7 +177,11 @@ impl SessionService for SessionApi {
         &self,
         request: Request<session::RevokeUserSessionsRequest>,
     ) -> Answer<session::RevokeUserSessionsResponse> {
-        let service = self.identity.auth.service(request.metadata()).await?;
+        let service = self
+            .identity
+            .auth
+            .service(&super::credentials(request.metadata()))
+            .await?;
         let user_id = request.into_inner().user_id;
         if user_id.is_empty() {
             return Err(invalid("user_id", "must not be empty"));

@@ -181,7 +181,10 @@ fn health_details(config: &Config, identity: &Arc<Identity>) -> health::Details 
             let identity = identity.clone();
             health::Details::To(Arc::new(move |headers| {
                 let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
-                identity.auth.service_key_holder(&metadata).is_some()
+                identity
+                    .auth
+                    .service_key_holder(&crate::services::credentials(&metadata))
+                    .is_some()
             }))
         }
     }
