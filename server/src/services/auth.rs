@@ -10,11 +10,10 @@
 use std::time::Duration;
 
 use slop_api::auth::{self, InactiveReason, TokenPair, User, auth_service_server::AuthService};
-use slop_context::ClientAddr;
 use tonic::{Request, Response, metadata::MetadataMap};
 
 use super::{
-    Answer,
+    Answer, client_ip,
     status::{OrInvalid as _, invalid},
 };
 use crate::{
@@ -291,12 +290,6 @@ fn token_pair(tokens: IssuedTokens) -> TokenPair {
 
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// The client's address, as a trusted proxy forwarded it, else the TCP
-/// peer's.
-fn client_ip(extensions: &tonic::Extensions) -> Option<std::net::IpAddr> {
-    ClientAddr::ip(extensions.get(), extensions.get())
 }
 
 /// The User-Agent header, if it is text (the core bounds its length).

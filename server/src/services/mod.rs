@@ -46,10 +46,9 @@ pub fn credentials(metadata: &tonic::metadata::MetadataMap) -> Credentials<'_> {
 }
 
 /// The client's IP address: as a trusted proxy forwarded it, else the TCP
-/// peer's ("unknown" when the transport has none).
-pub fn client_ip(extensions: &tonic::Extensions) -> String {
+/// peer's (None when the transport has none).
+pub fn client_ip(extensions: &tonic::Extensions) -> Option<std::net::IpAddr> {
     ClientAddr::ip(extensions.get(), extensions.get())
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
 }
 
 /// Reads an AIP-158 page request: (offset, size).
