@@ -270,12 +270,10 @@ impl Authenticator {
     /// with them the socket that holds the caller).
     pub fn established(&self, established: &EstablishedCaller, now: SystemTime) -> Option<Caller> {
         let Established(user) = established.get::<Established>()?;
-        let now_millis = to_millis(now);
-        let leeway = i64::try_from(self.tokens.settings().leeway.as_secs()).unwrap_or(i64::MAX);
         let token_expired = user
             .token_exp
-            .is_some_and(|exp| now_millis.div_euclid(1000) >= exp.saturating_add(leeway));
-        let session_expired = user.session.expires_at <= now_millis;
+            .is_some_and(|exp| self.tokens.expired(exp, now));
+        let session_expired = user.session.expires_at <= to_millis(now);
         (!token_expired && !session_expired).then(|| Caller::User(user.clone()))
     }
 

@@ -213,11 +213,6 @@ impl TokenIssuer {
         }
     }
 
-    /// The settings tokens are issued and checked with.
-    pub fn settings(&self) -> &TokenSettings {
-        &self.settings
-    }
-
     /// Signs an access token for (user, session); returns the JWT and its
     /// claims.
     pub fn issue_access(&self, user_id: &str, session_id: &str) -> (String, AccessClaims) {
@@ -280,6 +275,13 @@ impl TokenIssuer {
         self.check_claims(verified.claims.0)
     }
 
+    /// Whether an access token that expires at `exp` (unix seconds) is
+    /// refused at `now`: the one expiry rule, with the leeway, for a token
+    /// verified now and for a caller a connection holds.
+    pub fn expired(&self, exp: i64, now: SystemTime) -> bool {
+        unix_seconds(now) >= exp.saturating_add(whole_seconds(self.settings.leeway))
+    }
+
     fn check_claims(&self, claims: ReceivedClaims) -> Result<AccessClaims, TokenError> {
         let typ = required(claims.typ, "typ")?;
         if typ != ACCESS_TOKEN_TYPE {
@@ -297,10 +299,11 @@ impl TokenIssuer {
             return Err(TokenError::Audience);
         }
 
-        let now = unix_seconds(self.clock.now());
+        let at = self.clock.now();
+        let now = unix_seconds(at);
         let leeway = whole_seconds(self.settings.leeway);
         let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
-        if now >= exp.saturating_add(leeway) {
+        if self.expired(exp, at) {
             return Err(TokenError::Expired);
         }
         if claims
