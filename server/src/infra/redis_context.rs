@@ -36,8 +36,8 @@ pub struct RedisContext {
     /// The commands connection's name in `CLIENT LIST`.
     name: Arc<str>,
     /// What the commands connection is made from, for the start-up check
-    /// of certificates.
-    client: redis::Client,
+    /// of certificates (shared: a client is a few hundred bytes).
+    client: Arc<redis::Client>,
 }
 
 impl RedisContext {
@@ -73,7 +73,7 @@ impl RedisContext {
             prefix: prefix.into(),
             clock,
             name: format!("{prefix}commands").into(),
-            client,
+            client: Arc::new(client),
         })
     }
 
