@@ -36,7 +36,7 @@ const SERVICE_KEY: &str = "tls-test-service-key-0123456789abcdefghij";
 /// The binary, in an empty directory (no developer's .env), with JSON
 /// logs on a free port.
 fn server_command(name: &str, env: &[(&str, String)]) -> Command {
-    let dir = std::env::temp_dir().join(format!("slop-tls-binary-{name}-{}", std::process::id()));
+    let dir = scratch_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
     command
@@ -56,6 +56,11 @@ fn server_command(name: &str, env: &[(&str, String)]) -> Command {
     command
 }
 
+/// The working directory of the server `name`.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("slop-tls-binary-{name}-{}", std::process::id()))
+}
+
 /// Runs the binary until it exits (it must, within PATIENCE) and returns
 /// its exit code and everything it printed.
 async fn start_up_failure(name: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
@@ -63,6 +68,7 @@ async fn start_up_failure(name: &str, env: &[(&str, String)]) -> (Option<i32>, S
         .await
         .expect("the server exits in time")
         .unwrap();
+    let _ = std::fs::remove_dir_all(scratch_dir(name));
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -264,6 +270,7 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
 
     let _ = server.start_kill();
     let _ = server.wait().await;
+    let _ = std::fs::remove_dir_all(scratch_dir("both-over-tls"));
 }
 
 /// Reads the binary's log until "listening", and returns its address.
