@@ -322,9 +322,6 @@ impl TlsPostgres {
             .arg("-l")
             .arg(&log)
             .args(["-o", &options, "-w", "-t", "60", "start"]));
-        postgres.pg(Command::new(Path::new(POSTGRES_BIN).join("createdb"))
-            .args(["-h", &postgres.dir.display().to_string()])
-            .args(["-p", &port.to_string(), "-U", "postgres", "mtls"]));
         postgres
     }
 
@@ -374,9 +371,10 @@ impl Drop for TlsPostgres {
     }
 }
 
-/// The data directory of a fresh cluster (user `postgres`, trust), made
-/// by initdb the first time and then kept: made in a directory of its own
-/// and renamed into place, so concurrent tests never see half of one.
+/// The data directory of a fresh cluster (user `postgres`, trust, and an
+/// empty database `mtls`), made by initdb the first time and then kept:
+/// made in a directory of its own and renamed into place, so concurrent
+/// tests never see half of one.
 fn template_cluster(user: Option<(u32, u32)>) -> PathBuf {
     let initdb = Path::new(POSTGRES_BIN).join("initdb");
     assert!(
@@ -384,7 +382,7 @@ fn template_cluster(user: Option<(u32, u32)>) -> PathBuf {
         "{} is missing: the TLS tests run a PostgreSQL of their own; install postgresql-15. They do not skip.",
         initdb.display()
     );
-    let template = std::env::temp_dir().join("slop-tls-postgres-template-15");
+    let template = std::env::temp_dir().join("slop-tls-postgres-template-15-v2");
     if template.join("PG_VERSION").exists() {
         return template;
     }
@@ -409,6 +407,37 @@ fn template_cluster(user: Option<(u32, u32)>) -> PathBuf {
         }
     }
     run(&mut command);
+    // The database of the client-certificate tests, made here in
+    // single-user mode (no server to start) so that no test waits for
+    // createdb.
+    let mut single = Command::new(Path::new(POSTGRES_BIN).join("postgres"));
+    single
+        .args(["--single", "-F", "-D"])
+        .arg(&data)
+        .arg("postgres")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    {
+        use std::os::unix::process::CommandExt as _;
+        if let Some((uid, gid)) = user {
+            single.uid(uid).gid(gid);
+        }
+    }
+    let mut child = single.spawn().expect("start postgres --single");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("its stdin");
+        stdin
+            .write_all(b"CREATE DATABASE mtls;\n")
+            .expect("write to postgres --single");
+    }
+    let output = child.wait_with_output().expect("postgres --single");
+    assert!(
+        output.status.success(),
+        "postgres --single failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // Another test may have won the race: theirs is as good.
     let _ = std::fs::rename(&data, &template);
     let _ = std::fs::remove_dir_all(&dir);
