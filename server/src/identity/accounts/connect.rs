@@ -34,8 +34,8 @@ impl AccountStore {
     ///   `sslmode` (`disable`, `prefer` (the default), `require`,
     ///   `verify-ca`, `verify-full`), `sslrootcert` (a CA, PEM, trusted
     ///   besides the platform's roots), `sslcert` and `sslkey` (a client
-    ///   certificate). The files must be readable at start-up. To put the tables in a schema
-    ///   other than `public` (tests use one schema each), set the
+    ///   certificate), each file readable at start-up. To put the tables
+    ///   in a schema other than `public` (tests use one schema each), set the
     ///   connection's `search_path` in the URL, either as
     ///   `postgres://user@host/db?options=-c%20search_path%3Dmy_schema` (libpq
     ///   style, percent-encoded) or as
@@ -113,7 +113,10 @@ impl AccountStore {
     /// where and why, rather than starting a server that cannot serve.
     async fn connect_postgres(database_url: &str, timeout: Duration) -> Result<Self, AccountError> {
         crate::infra::tls::install_crypto_provider();
-        let options = PgConnectOptions::from_str(database_url)?;
+        // sqlx's reasons ("unknown value \"sometimes\" for `ssl_mode`")
+        // never repeat the URL.
+        let options = PgConnectOptions::from_str(database_url)
+            .map_err(|error| AccountError::Url(error.to_string()))?;
         check_tls_files(database_url)?;
         let first = first_connection(&options, timeout).await.map_err(|error| {
             if let Some(cause) = tls_failure(&error) {

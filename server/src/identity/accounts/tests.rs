@@ -173,6 +173,25 @@ async fn uses_tls(store: &AccountStore) -> bool {
         .expect("read pg_stat_ssl")
 }
 
+/// An sslmode libpq does not know is a DATABASE_URL error naming it, and
+/// not the password.
+#[tokio::test]
+async fn an_unknown_sslmode_is_named_without_the_password() {
+    let error = AccountStore::connect(
+        &format!("postgres://slop:{PASSWORD}@127.0.0.1:1/accounts?sslmode=sometimes"),
+        TIMEOUT,
+    )
+    .await
+    .expect_err("no such sslmode");
+    let message = error.to_string();
+    assert!(matches!(error, AccountError::Url(_)), "{error:?}");
+    assert!(
+        message.starts_with("DATABASE_URL: ") && message.contains("sometimes"),
+        "{message}"
+    );
+    assert!(!message.contains(PASSWORD), "{message}");
+}
+
 /// TLS is really in use (a connection without it is refused), `require`
 /// encrypts without checking the certificate, and a certificate of an
 /// unrelated CA stops the connect at once with a message that says
