@@ -100,6 +100,13 @@ pub async fn run_with_clock(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
     );
     infra::tls::install_crypto_provider();
+    if config.app_env() == infra::config::AppEnv::Production {
+        for warning in
+            infra::tls::plaintext_store_warnings(config.redis_url.as_deref(), &config.database_url)
+        {
+            tracing::warn!("{warning}");
+        }
+    }
     // One Redis context for every store: two connections per instance.
     let redis = match config.redis_url.as_deref() {
         Some(url) => Some(connect_redis(&config, url, clock.clone()).await?),

@@ -143,6 +143,58 @@ fn is_about_certificates(error: &rustls::Error) -> bool {
     }
 }
 
+/// What production should be told about stores reached without verified
+/// TLS across the network: a `redis://` REDIS_URL, or a PostgreSQL
+/// DATABASE_URL whose sslmode (`prefer` by default) does not verify the
+/// server, to a host other than this one. Warnings, not refusals: a store
+/// on a private network the operator trusts is a choice to make, but not
+/// one to make unknowingly. One line each, naming the variable; never the
+/// URL.
+pub fn plaintext_store_warnings(redis_url: Option<&str>, database_url: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(url) = redis_url.and_then(redis::parse_redis_url)
+        && matches!(url.scheme(), "redis" | "valkey")
+        && !is_loopback(url.host_str())
+    {
+        warnings.push(
+            "REDIS_URL is redis:// (no TLS) to another host: sessions and the tokens that find them cross the network in clear; use rediss:// (REDIS_TLS_CA_FILE for a private CA)".to_owned(),
+        );
+    }
+    if database_url.starts_with("postgres")
+        && let Ok(options) =
+            <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(database_url)
+        && options.get_socket().is_none()
+        && !is_loopback(Some(options.get_host()))
+    {
+        use sqlx::postgres::PgSslMode;
+        let mode = match options.get_ssl_mode() {
+            PgSslMode::Disable => Some("disable"),
+            PgSslMode::Allow => Some("allow"),
+            PgSslMode::Prefer => Some("prefer (the default)"),
+            PgSslMode::Require => Some("require"),
+            PgSslMode::VerifyCa | PgSslMode::VerifyFull => None,
+        };
+        if let Some(mode) = mode {
+            warnings.push(format!(
+                "DATABASE_URL has sslmode={mode}, which does not verify the PostgreSQL server (and below require may not encrypt at all): password hashes cross the network unprotected; use sslmode=verify-full (sslrootcert= for a private CA)"
+            ));
+        }
+    }
+    warnings
+}
+
+/// Whether `host` is this machine (or absent).
+fn is_loopback(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// What the tests of TLS share (tests only).
 #[cfg(test)]
 #[path = "tls_testing.rs"]
@@ -210,6 +262,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(nobody.certificate_problem().await, None);
+    }
+
+    #[test]
+    fn production_hears_of_stores_reached_without_verified_tls() {
+        let local = plaintext_store_warnings(
+            Some("redis://127.0.0.1:6379"),
+            "postgres://slop:pw@localhost/db",
+        );
+        assert!(local.is_empty(), "{local:?}");
+        let verified = plaintext_store_warnings(
+            Some("rediss://redis.example:6380"),
+            "postgres://slop:pw@db.example/db?sslmode=verify-full",
+        );
+        assert!(verified.is_empty(), "{verified:?}");
+        assert!(plaintext_store_warnings(None, "sqlite:slop.db").is_empty());
+
+        let plain = plaintext_store_warnings(
+            Some("redis://:hunter2@redis.example:6379"),
+            "postgres://slop:hunter2@db.example/db",
+        );
+        assert_eq!(plain.len(), 2, "{plain:?}");
+        assert!(plain[0].starts_with("REDIS_URL") && plain[0].contains("rediss://"));
+        assert!(plain[1].starts_with("DATABASE_URL") && plain[1].contains("prefer"));
+        assert!(plain.iter().all(|line| !line.contains("hunter2")));
+        let require = plaintext_store_warnings(None, "postgres://slop@10.0.0.5/db?sslmode=require");
+        assert!(require[0].contains("sslmode=require"), "{require:?}");
     }
 
     #[test]
