@@ -33,6 +33,10 @@ if ! reachable 127.0.0.1 5432; then
     echo "  pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start" >&2
     down=1
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "error: openssl is missing: the TLS tests make their certificates with it (apt-get install openssl)" >&2
+    down=1
+fi
 if [ "$down" -ne 0 ]; then
     exit 1
 fi

@@ -50,6 +50,20 @@ pub enum Error {
     /// REDIS_URL could not be used.
     #[error("REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A REDIS_TLS_* file could not be used (the message names it).
+    #[error("{0}")]
+    RedisTlsFiles(String),
+    /// Redis and this server refused each other's TLS certificates: a
+    /// configuration error that waiting will not mend.
+    #[error(
+        "REDIS_URL: TLS to Redis at {at} failed on a certificate: {cause}; set REDIS_TLS_CA_FILE to the CA that signed the Redis certificate, check that the certificate names the host of REDIS_URL, and REDIS_TLS_CERT_FILE/REDIS_TLS_KEY_FILE if Redis asks for a client certificate"
+    )]
+    RedisCertificate {
+        /// `host:port`.
+        at: String,
+        /// Why, in rustls's words.
+        cause: String,
+    },
     /// The reflection service could not load the contract's descriptors.
     #[error("reflection descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -85,12 +99,19 @@ pub async fn run_with_clock(
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
     );
+    infra::tls::install_crypto_provider();
+    if config.app_env() == infra::config::AppEnv::Production {
+        for warning in
+            infra::tls::plaintext_store_warnings(config.redis_url.as_deref(), &config.database_url)
+        {
+            tracing::warn!("{warning}");
+        }
+    }
     // One Redis context for every store: two connections per instance.
-    let redis = config
-        .redis_url
-        .as_deref()
-        .map(|url| RedisContext::connect(url, &config.redis_key_prefix, clock.clone()))
-        .transpose()?;
+    let redis = match config.redis_url.as_deref() {
+        Some(url) => Some(connect_redis(&config, url, clock.clone()).await?),
+        None => None,
+    };
     let identity = Arc::new(identity::Identity::from_config(&config, clock, redis.as_ref()).await?);
     let stop = CancellationToken::new();
     let websockets = TaskTracker::new();
@@ -157,6 +178,35 @@ pub async fn run_with_clock(
     .await;
     checks.abort();
     Ok(())
+}
+
+/// The instance's Redis context, over TLS with the REDIS_TLS_* files when
+/// REDIS_URL is `rediss://`. Redis may come later (readiness waits for
+/// it), but a certificate either side refuses stops start-up.
+async fn connect_redis(
+    config: &Config,
+    url: &str,
+    clock: clock::SharedClock,
+) -> Result<RedisContext, Error> {
+    let files = config.redis_tls_files();
+    let certificates = if files.is_empty() {
+        None
+    } else {
+        Some(files.load().map_err(Error::RedisTlsFiles)?)
+    };
+    let redis = RedisContext::connect_with_tls(
+        url,
+        certificates.as_ref(),
+        &config.redis_key_prefix,
+        clock,
+    )?;
+    if let Some(cause) = redis.certificate_problem().await {
+        return Err(Error::RedisCertificate {
+            at: redis.address(),
+            cause,
+        });
+    }
+    Ok(redis)
 }
 
 /// HTTP_MAX_CONNECTIONS (by default from the limit on open files) and

@@ -73,11 +73,26 @@ pub struct Config {
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "", value_parser = parse_trusted_proxies)]
     pub trusted_proxies: TrustedProxies,
 
-    /// Redis, e.g. `redis://127.0.0.1:6379/0`. When set it is a required
-    /// dependency: the server is not ready while Redis does not answer.
-    /// Unset: everything is kept in process memory.
+    /// Redis, e.g. `redis://127.0.0.1:6379/0`, or `rediss://host:6380/0` for
+    /// TLS (certificate and host name verified; `#insecure` is refused).
+    /// When set it is a required dependency: the server is not ready while
+    /// Redis does not answer. Unset: everything is kept in process memory.
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
+
+    /// With a `rediss://` REDIS_URL: the CA certificate (PEM) that signed
+    /// Redis's certificate, trusted instead of the platform's roots.
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+
+    /// With a `rediss://` REDIS_URL: a client certificate chain (PEM) for
+    /// Redis servers that ask for one (mutual TLS); needs REDIS_TLS_KEY_FILE.
+    #[arg(long, env = "REDIS_TLS_CERT_FILE")]
+    pub redis_tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of REDIS_TLS_CERT_FILE.
+    #[arg(long, env = "REDIS_TLS_KEY_FILE")]
+    pub redis_tls_key_file: Option<PathBuf>,
 
     /// Key prefix for everything this server keeps in Redis, so several
     /// deployments (or tests) can share one Redis without colliding.
@@ -85,7 +100,10 @@ pub struct Config {
     pub redis_key_prefix: String,
 
     /// Account database: `sqlite:<path>` (a file, created on first run) or a
-    /// PostgreSQL URL (`postgres://user@host:5432/db`).
+    /// PostgreSQL URL (`postgres://user@host:5432/db`). TLS to PostgreSQL
+    /// as libpq spells it: `?sslmode=verify-full&sslrootcert=/path/ca.pem`
+    /// (sslmode disable, prefer (the default), require, verify-ca or
+    /// verify-full; sslcert and sslkey for a client certificate).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite:slop.db", value_parser = parse_database_url)]
     pub database_url: String,
 
@@ -357,6 +375,7 @@ impl Config {
     /// each of its own, and a reset page of its own. Messages name the
     /// variable and the reason, never a secret's value.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_redis_tls()?;
         if self.app_env() == AppEnv::Production {
             if self.jwt_secret.is_none() && self.jwt_private_key_file.is_none() {
                 return Err(
@@ -382,6 +401,39 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The certificate files of TLS to Redis (REDIS_TLS_*).
+    pub fn redis_tls_files(&self) -> crate::infra::tls::RedisTlsFiles {
+        crate::infra::tls::RedisTlsFiles {
+            ca: self.redis_tls_ca_file.clone(),
+            cert: self.redis_tls_cert_file.clone(),
+            key: self.redis_tls_key_file.clone(),
+        }
+    }
+
+    /// REDIS_TLS_* need a `rediss://` REDIS_URL (over plain TCP they would
+    /// be ignored, and the operator believe the link encrypted), and a
+    /// client certificate needs its key.
+    fn check_redis_tls(&self) -> Result<(), String> {
+        let files = self.redis_tls_files();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let tls = self
+            .redis_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("rediss://") || url.starts_with("valkeys://"));
+        if !tls {
+            return Err(
+                "REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL (TLS); with redis:// they would be ignored".into(),
+            );
+        }
+        match (&files.cert, &files.key) {
+            (Some(_), None) => Err("REDIS_TLS_CERT_FILE is set without REDIS_TLS_KEY_FILE: a client certificate needs its key".into()),
+            (None, Some(_)) => Err("REDIS_TLS_KEY_FILE is set without REDIS_TLS_CERT_FILE: a client key needs its certificate".into()),
+            _ => Ok(()),
+        }
     }
 
     /// The page reset mails link to (development's default when unset).

@@ -5,6 +5,8 @@
 //! - [`redis_context`]: the one Redis context of an instance (commands
 //!   connection, key prefix, clock), handed to every store.
 //! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
+//! - [`tls`]: TLS to Redis and PostgreSQL: the ring crypto provider, the
+//!   REDIS_TLS_* files, and a refused certificate told from an outage.
 //! - `conformance` (tests only): the one macro that runs every backend
 //!   conformance suite.
 
@@ -14,3 +16,4 @@ pub mod config;
 pub(crate) mod conformance;
 pub mod pubsub;
 pub mod redis_context;
+pub mod tls;

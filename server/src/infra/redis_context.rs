@@ -10,6 +10,12 @@
 //! down, the server can start before Redis does, and both connections come
 //! back by themselves when Redis returns. In `CLIENT LIST` they are named
 //! `<prefix>commands` and `<prefix>pubsub`.
+//!
+//! With a `rediss://` URL both connections speak TLS (rustls, ring),
+//! trusting the platform's roots or the CA of REDIS_TLS_CA_FILE, with the
+//! client certificate of REDIS_TLS_CERT_FILE when one is set. Since a
+//! refused certificate is a configuration error that waiting will not
+//! mend, [`RedisContext::certificate_problem`] lets start-up find it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,6 +35,9 @@ pub struct RedisContext {
     clock: SharedClock,
     /// The commands connection's name in `CLIENT LIST`.
     name: Arc<str>,
+    /// What the commands connection is made from, for the start-up check
+    /// of certificates (shared: a client is a few hundred bytes).
+    client: Arc<redis::Client>,
 }
 
 impl RedisContext {
@@ -37,20 +46,65 @@ impl RedisContext {
     /// (so it must run within a Tokio runtime), which ends when the last
     /// clone is dropped.
     pub fn connect(url: &str, prefix: &str, clock: SharedClock) -> redis::RedisResult<Self> {
+        Self::connect_with_tls(url, None, prefix, clock)
+    }
+
+    /// [`connect`](Self::connect), over TLS with `certificates` (a private
+    /// CA, a client certificate) when `url` is `rediss://`; `None` trusts
+    /// the platform's roots.
+    pub fn connect_with_tls(
+        url: &str,
+        certificates: Option<&redis::TlsCertificates>,
+        prefix: &str,
+        clock: SharedClock,
+    ) -> redis::RedisResult<Self> {
+        super::tls::install_crypto_provider();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let commands = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
-        let pubsub = PubSub::start(pubsub_client(url)?, format!("{prefix}pubsub"));
+        let client = client(url, certificates)?;
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let pubsub = PubSub::start(pubsub_client(url, certificates)?, format!("{prefix}pubsub"));
         Ok(Self {
             commands,
             pubsub,
             prefix: prefix.into(),
             clock,
             name: format!("{prefix}commands").into(),
+            client: Arc::new(client),
         })
+    }
+
+    /// Over TLS, whether Redis and this server refuse each other's
+    /// certificates: one connection of its own and a PING (a server that
+    /// wants a client certificate says so only after the handshake), within
+    /// [`TIMEOUT`]. `None` when they do not, over plain TCP, and when Redis
+    /// cannot be reached at all: it may come later, and readiness waits.
+    pub async fn certificate_problem(&self) -> Option<String> {
+        if !matches!(
+            self.client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        ) {
+            return None;
+        }
+        let attempt = tokio::time::timeout(TIMEOUT, async {
+            let mut connection = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        })
+        .await;
+        match attempt {
+            Ok(Err(error)) => super::tls::certificate_problem(&error),
+            _ => None,
+        }
+    }
+
+    /// Where Redis is, for messages: `host:port`, never a password.
+    pub fn address(&self) -> String {
+        self.client.get_connection_info().addr().to_string()
     }
 
     /// The shared connection for commands (a cheap clone of one
@@ -107,14 +161,29 @@ pub(super) fn set_name(name: &str) -> redis::Cmd {
 /// A client for pub/sub connections to `url`, speaking RESP3 (Redis 6 or
 /// later), so one connection can subscribe, unsubscribe and run ordinary
 /// commands (PING, CLIENT SETNAME) while messages arrive.
-fn pubsub_client(url: &str) -> redis::RedisResult<redis::Client> {
+fn pubsub_client(
+    url: &str,
+    certificates: Option<&redis::TlsCertificates>,
+) -> redis::RedisResult<redis::Client> {
     use redis::IntoConnectionInfo as _;
     let info = url.into_connection_info()?;
     let settings = info
         .redis_settings()
         .clone()
         .set_protocol(redis::ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(settings))
+    client(info.set_redis_settings(settings), certificates)
+}
+
+/// A client for `info`, with `certificates` when there are some (they need
+/// a `rediss://` URL).
+fn client(
+    info: impl redis::IntoConnectionInfo,
+    certificates: Option<&redis::TlsCertificates>,
+) -> redis::RedisResult<redis::Client> {
+    match certificates {
+        Some(certificates) => redis::Client::build_with_tls(info, certificates.clone()),
+        None => redis::Client::open(info),
+    }
 }
 
 /// What the Redis tests share: the server they use and a key prefix of
@@ -176,6 +245,48 @@ pub(crate) mod testing {
                 .unwrap();
         }
         ids
+    }
+
+    /// A Redis of the test's own that speaks TLS only and wants a client
+    /// certificate of the test CA, so a suite run on [`TlsRedisGuard::context`]
+    /// runs over mutual TLS: the real thing, not a stand-in.
+    pub(crate) struct TlsRedisGuard {
+        // The server goes before its certificate files.
+        pub(crate) redis: crate::infra::tls::testing::TlsRedis,
+        pub(crate) certificates: crate::infra::tls::testing::Certificates,
+    }
+
+    impl TlsRedisGuard {
+        pub(crate) fn start() -> Self {
+            let certificates = crate::infra::tls::testing::Certificates::make();
+            let redis = crate::infra::tls::testing::TlsRedis::start(&certificates, "server", true);
+            Self {
+                redis,
+                certificates,
+            }
+        }
+
+        /// The test CA, and the client certificate.
+        pub(crate) fn client_certificates(&self) -> redis::TlsCertificates {
+            redis::TlsCertificates {
+                client_tls: Some(redis::ClientTlsConfig {
+                    client_cert: self.certificates.read("client.pem"),
+                    client_key: self.certificates.read("client.key"),
+                }),
+                root_cert: Some(self.certificates.read("ca.pem")),
+            }
+        }
+
+        /// A context (one instance) on this Redis, over mutual TLS.
+        pub(crate) fn context(&self, clock: SharedClock) -> RedisContext {
+            RedisContext::connect_with_tls(
+                &self.redis.url(),
+                Some(&self.client_certificates()),
+                "slop-tls-test:",
+                clock,
+            )
+            .expect("a Redis URL")
+        }
     }
 
     /// A key prefix of a test's own; deletes every key under it when the

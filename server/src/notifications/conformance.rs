@@ -13,10 +13,17 @@ use slop_api::notification::{Event, Namespace};
 use tokio::sync::Notify;
 
 use super::*;
-use crate::infra::{clock::ManualClock, redis_context::testing::PrefixGuard};
+use crate::infra::{
+    clock::ManualClock,
+    redis_context::testing::{PrefixGuard, TlsRedisGuard},
+};
 
 crate::infra::conformance::backend_conformance! {
-    backends: [memory_backend => on_memory, redis_backend => on_redis],
+    backends: [
+        memory_backend => on_memory,
+        redis_backend => on_redis,
+        redis_tls_backend => on_redis_tls,
+    ],
     cases: [
         offsets_count_up_from_one_per_channel,
         a_channel_nobody_published_to_has_no_epoch_yet,
@@ -55,6 +62,20 @@ where
     let clock = ManualClock::starting_now();
     let sink = Arc::new(Recorder::default());
     let guard = PrefixGuard::new();
+    let streams = StreamBackend::redis(&guard.context(clock.clone()), HISTORY, sink.clone());
+    case(streams, clock, sink).await;
+}
+
+/// On a Redis of its own that speaks mutual TLS only (both connections,
+/// commands and pub/sub).
+async fn on_redis_tls<F, Fut>(case: F)
+where
+    F: FnOnce(StreamBackend, Arc<ManualClock>, Arc<Recorder>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let clock = ManualClock::starting_now();
+    let sink = Arc::new(Recorder::default());
+    let guard = TlsRedisGuard::start();
     let streams = StreamBackend::redis(&guard.context(clock.clone()), HISTORY, sink.clone());
     case(streams, clock, sink).await;
 }

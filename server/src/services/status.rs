@@ -151,9 +151,10 @@ impl From<AccountError> for Status {
                 tracing::warn!(%error, "account database unavailable");
                 Status::unavailable("the account database is unavailable; retry shortly")
             }
-            AccountError::Database(_) | AccountError::Migrate(_) | AccountError::Url(_) => {
-                internal(error)
-            }
+            AccountError::Database(_)
+            | AccountError::Migrate(_)
+            | AccountError::Url(_)
+            | AccountError::Tls { .. } => internal(error),
         }
     }
 }

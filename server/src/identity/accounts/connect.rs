@@ -30,8 +30,12 @@ impl AccountStore {
     /// - `sqlite:path/to/file.db`, `sqlite://path/to/file.db` (relative) or
     ///   `sqlite:///abs/path.db`: the file is created if missing (its
     ///   directory must exist), with WAL, foreign keys and a busy timeout.
-    /// - `postgres://…` or `postgresql://…`. To put the tables in a schema
-    ///   other than `public` (tests use one schema each), set the
+    /// - `postgres://…` or `postgresql://…`, with TLS as libpq spells it:
+    ///   `sslmode` (`disable`, `prefer` (the default), `require`,
+    ///   `verify-ca`, `verify-full`), `sslrootcert` (a CA, PEM, trusted
+    ///   besides the platform's roots), `sslcert` and `sslkey` (a client
+    ///   certificate), each file readable at start-up. To put the tables
+    ///   in a schema other than `public` (tests use one schema each), set the
     ///   connection's `search_path` in the URL, either as
     ///   `postgres://user@host/db?options=-c%20search_path%3Dmy_schema` (libpq
     ///   style, percent-encoded) or as
@@ -108,9 +112,19 @@ impl AccountStore {
     /// Fails within `timeout` when PostgreSQL cannot be reached, saying
     /// where and why, rather than starting a server that cannot serve.
     async fn connect_postgres(database_url: &str, timeout: Duration) -> Result<Self, AccountError> {
-        let options = PgConnectOptions::from_str(database_url)?;
+        crate::infra::tls::install_crypto_provider();
+        // sqlx's reasons ("unknown value \"sometimes\" for `ssl_mode`")
+        // never repeat the URL.
+        let options = PgConnectOptions::from_str(database_url)
+            .map_err(|error| AccountError::Url(error.to_string()))?;
+        check_tls_files(database_url)?;
         let first = first_connection(&options, timeout).await.map_err(|error| {
-            if means_unavailable(&error) {
+            if let Some(cause) = tls_failure(&error) {
+                AccountError::Tls {
+                    at: without_password(&options),
+                    cause,
+                }
+            } else if means_unavailable(&error) {
                 AccountError::Unreachable {
                     at: without_password(&options),
                     cause: cause(&error),
@@ -182,6 +196,7 @@ async fn first_connection(
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let error = match tokio::time::timeout(left, options.connect()).await {
             Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(error)) if tls_failure(&error).is_some() => return Err(error),
             Ok(Err(error)) if means_unavailable(&error) => error,
             Ok(Err(error)) => return Err(error),
             Err(_) => return Err(timed_out(timeout)),
@@ -192,6 +207,49 @@ async fn first_connection(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_CONNECT_PAUSE);
     }
+}
+
+/// Why TLS failed, when it failed in a way a retry will not mend: a
+/// certificate refused either way, or TLS required of a server without it
+/// (sqlx's `Error::Tls`; a handshake that fails on a certificate comes as
+/// an I/O error with the rustls error inside).
+fn tls_failure(error: &sqlx::Error) -> Option<String> {
+    if let Some(problem) = crate::infra::tls::certificate_problem(error) {
+        return Some(format!("the certificate was refused ({problem})"));
+    }
+    match error {
+        sqlx::Error::Tls(why) => Some(why.to_string()),
+        _ => None,
+    }
+}
+
+/// The certificate files DATABASE_URL names (`sslrootcert`, `sslcert`,
+/// `sslkey` and sqlx's other spellings of them), checked readable now:
+/// sqlx reads them at each connection, and a missing one would read as
+/// an unreachable database. Paths are not secret; the URL is never
+/// repeated.
+fn check_tls_files(database_url: &str) -> Result<(), AccountError> {
+    let Ok(url) = url::Url::parse(database_url) else {
+        return Ok(());
+    };
+    for (key, value) in url.query_pairs() {
+        let named = matches!(
+            &*key,
+            "sslrootcert"
+                | "ssl-root-cert"
+                | "ssl-ca"
+                | "sslcert"
+                | "ssl-cert"
+                | "sslkey"
+                | "ssl-key"
+        );
+        if named && let Err(error) = std::fs::File::open(&*value) {
+            return Err(AccountError::Url(format!(
+                "{key} {value}: cannot read it: {error}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `postgres://user@host:port/database`: where the store connects, for

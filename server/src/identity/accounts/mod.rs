@@ -84,6 +84,19 @@ pub enum AccountError {
         /// Why, in a few words: "connection refused", "no answer within 3s".
         cause: String,
     },
+    /// At start-up, TLS to PostgreSQL failed in a way that waiting will not
+    /// mend: a certificate refused (the server's, or ours by the server),
+    /// or a server without TLS under `sslmode=require` or stricter. `at`
+    /// is the URL without its password.
+    #[error(
+        "DATABASE_URL: TLS to the account database at {at} failed: {cause}; check sslmode, and sslrootcert (the CA that signed the server's certificate; verify-full also checks that the certificate names the host)"
+    )]
+    Tls {
+        /// `postgres://user@host:port/database`, never the password.
+        at: String,
+        /// Why, in a few words.
+        cause: String,
+    },
     /// The database answered with an error that a retry will not fix.
     #[error("account database: {0}")]
     Database(#[source] sqlx::Error),

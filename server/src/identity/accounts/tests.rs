@@ -12,7 +12,10 @@ use super::{
     connect::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, cause, without_password},
     *,
 };
-use crate::infra::clock::{Clock, ManualClock};
+use crate::infra::{
+    clock::{Clock, ManualClock},
+    tls::testing::{Certificates, PASSWORD, TlsPostgres},
+};
 
 const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// DATABASE_TIMEOUT of the stores under test.
@@ -128,11 +131,198 @@ where
     }
 }
 
+/// Runs `test` with the store on a PostgreSQL of its own that accepts TLS
+/// only, connected with `sslmode=verify-full` and the test CA.
+async fn on_postgres_tls<F, Fut>(test: F)
+where
+    F: FnOnce(TestDatabase) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let certificates = Certificates::make();
+    let postgres = TlsPostgres::start(&certificates, "server");
+    let url = postgres.url("postgres", &verify(&certificates, "verify-full", "ca.pem"));
+    let store = AccountStore::connect(&url, TIMEOUT)
+        .await
+        .expect("connect over TLS");
+    assert!(uses_tls(&store).await, "the connection uses TLS");
+    let outcome = tokio::spawn(test(TestDatabase {
+        url,
+        store: store.clone(),
+    }))
+    .await;
+    store.close().await;
+    drop(postgres);
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// `sslmode=MODE&sslrootcert=<the file CA of the set>`.
+fn verify(certificates: &Certificates, mode: &str, ca: &str) -> String {
+    format!("sslmode={mode}&sslrootcert={}", certificates.file(ca))
+}
+
+/// Whether the store's connection is encrypted, as PostgreSQL sees it.
+async fn uses_tls(store: &AccountStore) -> bool {
+    let Pool::Postgres(pool) = &store.pool else {
+        panic!("a PostgreSQL store");
+    };
+    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .expect("read pg_stat_ssl")
+}
+
+/// An sslmode libpq does not know is a DATABASE_URL error naming it, and
+/// not the password.
+#[tokio::test]
+async fn an_unknown_sslmode_is_named_without_the_password() {
+    let error = AccountStore::connect(
+        &format!("postgres://slop:{PASSWORD}@127.0.0.1:1/accounts?sslmode=sometimes"),
+        TIMEOUT,
+    )
+    .await
+    .expect_err("no such sslmode");
+    let message = error.to_string();
+    assert!(matches!(error, AccountError::Url(_)), "{error:?}");
+    assert!(
+        message.starts_with("DATABASE_URL: ") && message.contains("sometimes"),
+        "{message}"
+    );
+    assert!(!message.contains(PASSWORD), "{message}");
+}
+
+/// TLS is really in use (a connection without it is refused), `require`
+/// encrypts without checking the certificate, and a certificate of an
+/// unrelated CA stops the connect at once with a message that says
+/// "certificate", names the host and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_modes_and_a_wrong_ca() {
+    let certificates = Certificates::make();
+    let postgres = TlsPostgres::start(&certificates, "server");
+
+    let error = AccountStore::connect(&postgres.url("postgres", "sslmode=disable"), TIMEOUT)
+        .await
+        .expect_err("pg_hba.conf has hostssl lines only");
+    assert!(error.to_string().contains("no encryption"), "{error}");
+
+    let store = AccountStore::connect(&postgres.url("postgres", "sslmode=require"), TIMEOUT)
+        .await
+        .expect("sslmode=require");
+    assert!(uses_tls(&store).await);
+    store.close().await;
+
+    let started = std::time::Instant::now();
+    let error = AccountStore::connect(
+        &postgres.url(
+            "postgres",
+            &verify(&certificates, "verify-full", "other-ca.pem"),
+        ),
+        TIMEOUT,
+    )
+    .await
+    .expect_err("an unrelated CA");
+    let message = error.to_string();
+    assert!(matches!(error, AccountError::Tls { .. }), "{error:?}");
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "a refused certificate is not retried until DATABASE_TIMEOUT"
+    );
+    for part in ["DATABASE_URL", "certificate", "127.0.0.1", "sslrootcert"] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    assert!(!message.contains(PASSWORD), "{message}");
+
+    // Also with verify-ca: the CA, not only the name, is checked.
+    let error = AccountStore::connect(
+        &postgres.url(
+            "postgres",
+            &verify(&certificates, "verify-ca", "other-ca.pem"),
+        ),
+        TIMEOUT,
+    )
+    .await
+    .expect_err("an unrelated CA under verify-ca");
+    assert!(matches!(error, AccountError::Tls { .. }), "{error:?}");
+
+    let missing = certificates.file("missing-ca.pem");
+    let error = AccountStore::connect(
+        &postgres.url(
+            "postgres",
+            &format!("sslmode=verify-full&sslrootcert={missing}"),
+        ),
+        TIMEOUT,
+    )
+    .await
+    .expect_err("no such file");
+    let message = error.to_string();
+    assert!(matches!(error, AccountError::Url(_)), "{error:?}");
+    assert!(
+        message.contains(&format!("sslrootcert {missing}")),
+        "{message}"
+    );
+    assert!(!message.contains(PASSWORD), "{message}");
+}
+
+/// A server certificate of the right CA for another name: verify-full
+/// refuses it (naming the certificate), verify-ca accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_verify_full_checks_the_name_and_verify_ca_does_not() {
+    let certificates = Certificates::make();
+    let postgres = TlsPostgres::start(&certificates, "elsewhere");
+    let error = AccountStore::connect(
+        &postgres.url("postgres", &verify(&certificates, "verify-full", "ca.pem")),
+        TIMEOUT,
+    )
+    .await
+    .expect_err("the certificate names db.elsewhere.example");
+    assert!(matches!(error, AccountError::Tls { .. }), "{error:?}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+
+    let store = AccountStore::connect(
+        &postgres.url("postgres", &verify(&certificates, "verify-ca", "ca.pem")),
+        TIMEOUT,
+    )
+    .await
+    .expect("verify-ca does not check the name");
+    assert!(uses_tls(&store).await);
+    store.close().await;
+}
+
+/// sslcert and sslkey: a database that wants a client certificate takes
+/// the store's, and refuses the store without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_client_certificates_from_the_url() {
+    let certificates = Certificates::make();
+    let postgres = TlsPostgres::start(&certificates, "server");
+    let base = verify(&certificates, "verify-full", "ca.pem");
+    let with_certificate = format!(
+        "{base}&sslcert={}&sslkey={}",
+        certificates.file("client.pem"),
+        certificates.file("client.key")
+    );
+    let store = AccountStore::connect(&postgres.url("mtls", &with_certificate), TIMEOUT)
+        .await
+        .expect("a client certificate of the test CA");
+    assert!(uses_tls(&store).await);
+    store.close().await;
+
+    let error = AccountStore::connect(&postgres.url("mtls", &base), TIMEOUT)
+        .await
+        .expect_err("no client certificate");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    assert!(!error.to_string().contains(PASSWORD), "{error}");
+}
+
 // Each conformance test once per backend:
 // `accounts::tests::sqlite_backend::NAME` and
 // `accounts::tests::postgres_backend::NAME`.
 crate::infra::conformance::backend_conformance! {
-    backends: [sqlite_backend => on_sqlite, postgres_backend => on_postgres],
+    backends: [
+        sqlite_backend => on_sqlite,
+        postgres_backend => on_postgres,
+        postgres_tls_backend => on_postgres_tls,
+    ],
     cases: [
         create_and_read_back,
         a_duplicate_email_is_taken,

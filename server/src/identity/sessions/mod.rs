@@ -249,11 +249,15 @@ pub(crate) mod conformance {
     use super::*;
     use crate::infra::{
         clock::{Clock, ManualClock, to_millis},
-        redis_context::testing::PrefixGuard,
+        redis_context::testing::{PrefixGuard, TlsRedisGuard},
     };
 
     crate::infra::conformance::backend_conformance! {
-        backends: [memory_backend => on_memory, redis_backend => on_redis],
+        backends: [
+            memory_backend => on_memory,
+            redis_backend => on_redis,
+            redis_tls_backend => on_redis_tls,
+        ],
         cases: [
             create_then_get_round_trips,
             idle_sessions_expire,
@@ -285,6 +289,17 @@ pub(crate) mod conformance {
     {
         let clock = ManualClock::starting_now();
         let guard = PrefixGuard::new();
+        case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
+    }
+
+    /// On a Redis of its own that speaks mutual TLS only.
+    async fn on_redis_tls<F, Fut>(case: F)
+    where
+        F: FnOnce(SessionStore, Arc<ManualClock>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let clock = ManualClock::starting_now();
+        let guard = TlsRedisGuard::start();
         case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
     }
 

@@ -194,9 +194,19 @@ pub(super) fn parse_redis_url(value: &str) -> Result<String, String> {
     if value.len() > MAX_TEXT {
         return Err(format!("longer than {MAX_TEXT} characters"));
     }
+    // Verification off would make `rediss://` look safe while anyone on
+    // the path could read and change every session: a private CA goes in
+    // REDIS_TLS_CA_FILE instead.
+    if redis::parse_redis_url(value).is_some_and(|url| url.fragment() == Some("insecure")) {
+        return Err(
+            "#insecure (TLS without certificate verification) is refused: put the CA that signed the Redis certificate in REDIS_TLS_CA_FILE".into(),
+        );
+    }
     redis::Client::open(value)
         .map(|_| value.to_owned())
-        .map_err(|err| format!("not a Redis URL (redis://host:port/db): {err}"))
+        .map_err(|err| {
+            format!("not a Redis URL (redis://host:port/db or rediss:// for TLS): {err}")
+        })
 }
 
 /// Parses a duration: a whole number of seconds (`900`), or what

@@ -400,3 +400,65 @@ fn cors_origins_are_a_list_or_any() {
     assert!(parse_cors_origin("https://a.example/path").is_err());
     assert!(parse_cors_origin(",").is_err());
 }
+
+#[test]
+fn redis_tls_is_rediss_with_its_files_and_never_insecure() {
+    let config = parse(&["--redis-url", "rediss://:pw@redis.example:6380/0"]).unwrap();
+    assert!(config.validate().is_ok());
+    assert!(config.redis_tls_files().is_empty());
+
+    // #insecure would turn verification off: refused, saying what to do.
+    let err = parse(&[
+        "--redis-url",
+        "rediss://:hunter3-do-not-print@redis.example:6380/#insecure",
+    ])
+    .unwrap_err();
+    let shown = without_values(&err);
+    assert!(
+        shown.contains("REDIS_URL") && shown.contains("REDIS_TLS_CA_FILE"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter3"), "{shown}");
+
+    let both = parse(&[
+        "--redis-url",
+        "rediss://redis.example:6380",
+        "--redis-tls-ca-file",
+        "/etc/slop/ca.pem",
+        "--redis-tls-cert-file",
+        "/etc/slop/client.pem",
+        "--redis-tls-key-file",
+        "/etc/slop/client.key",
+    ])
+    .unwrap();
+    assert!(both.validate().is_ok());
+    assert_eq!(
+        both.redis_tls_files().ca.as_deref(),
+        Some(std::path::Path::new("/etc/slop/ca.pem"))
+    );
+
+    // Files with plain redis:// would be ignored: refused.
+    let plain = parse(&[
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--redis-tls-ca-file",
+        "/etc/slop/ca.pem",
+    ])
+    .unwrap();
+    let why = plain.validate().unwrap_err();
+    assert!(
+        why.contains("REDIS_TLS_CA_FILE") && why.contains("rediss://"),
+        "{why}"
+    );
+
+    // A certificate without its key.
+    let half = parse(&[
+        "--redis-url",
+        "rediss://redis.example:6380",
+        "--redis-tls-cert-file",
+        "/etc/slop/client.pem",
+    ])
+    .unwrap();
+    let why = half.validate().unwrap_err();
+    assert!(why.contains("REDIS_TLS_KEY_FILE"), "{why}");
+}
