@@ -180,7 +180,7 @@ fn classify(error: &lettre::transport::smtp::Error) -> Failure {
         ("deferred", None, true)
     } else if error.is_timeout() {
         ("timeout", None, true)
-    } else if error.is_tls() {
+    } else if error.is_tls() || tls_handshake_failed(error) {
         ("tls", beneath(), true)
     } else if error.is_response() {
         ("protocol", None, true)
@@ -195,6 +195,23 @@ fn classify(error: &lettre::transport::smtp::Error) -> Failure {
         detail,
         retry,
     }
+}
+
+/// Whether a connection failed in the TLS handshake (an unknown issuer,
+/// a name mismatch): lettre reports it as a connection error, over the
+/// `InvalidData` I/O error that tokio-rustls makes of a rustls error.
+fn tls_handshake_failed(error: &lettre::transport::smtp::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Writes `text` as a new `.eml` file in `dir` (created 0700 if missing),
