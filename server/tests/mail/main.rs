@@ -183,7 +183,6 @@ async fn reset_and_log_in(server: &Server, email: &str, token: &str) {
         .login(auth::LoginRequest {
             email: email.into(),
             password: NEW_PASSWORD.into(),
-            ..Default::default()
         })
         .await
         .expect("the new password logs in");
@@ -191,7 +190,6 @@ async fn reset_and_log_in(server: &Server, email: &str, token: &str) {
         .login(auth::LoginRequest {
             email: email.into(),
             password: PASSWORD.into(),
-            ..Default::default()
         })
         .await
         .expect_err("the old password no longer does");
