@@ -306,20 +306,21 @@ impl Worker {
             metrics::counter!("slop_mail_failures_total", "kind" => kind, "reason" => why)
                 .increment(1);
         }
-        tracing::error!(
-            kind,
-            %recipient,
-            attempt,
-            reason,
-            code,
-            detail,
-            "mail not sent: {}",
-            match why {
-                "shutdown" => "the server is stopping",
-                "gave_up" => "every attempt failed",
-                _ => "the relay refused it for good",
-            }
-        );
+        // At shutdown the count that follows is what matters.
+        if draining {
+            tracing::warn!(kind, %recipient, attempt, reason, code, detail, "mail not sent: the server is stopping");
+        } else {
+            tracing::error!(
+                kind,
+                %recipient,
+                attempt,
+                reason,
+                code,
+                detail,
+                "mail not sent: {}",
+                if *retry { "every attempt failed" } else { "the relay refused it for good" }
+            );
+        }
     }
 
     /// A mail of `kind` is done with, sent or not.

@@ -95,6 +95,7 @@ impl Transport {
                     builder = builder.tls(match url.security {
                         SmtpSecurity::StartTlsRequired => Tls::Required(tls),
                         SmtpSecurity::StartTlsOpportunistic => Tls::Opportunistic(tls),
+                        // Plain never gets here (`uses_tls` is false).
                         SmtpSecurity::Implicit | SmtpSecurity::Plain => Tls::Wrapper(tls),
                     });
                 }
