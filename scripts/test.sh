@@ -3,7 +3,8 @@
 #
 # Needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432 running, and
 # Rust with cargo-nextest, node/npm and python3 with pip installed. Installs the
-# outside test clients (buf from npm, grpcio in a Python venv) into .tools/ on
+# outside test clients (buf from npm, grpcio in a Python venv, aiosmtpd as the
+# SMTP server of the mail tests) into .tools/ on
 # first use, and Debian's chromium for the browser test when it is missing
 # (as root; otherwise it says how), then runs `cargo nextest`. Extra arguments
 # go to nextest, e.g.
@@ -50,13 +51,13 @@ else
     npm install --no-audit --no-fund --prefix .tools "@bufbuild/buf@$BUF_VERSION"
 fi
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1, grpc_tools, jwt, cryptography" 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1, grpc_tools, jwt, cryptography, aiosmtpd" 2>/dev/null; then
     echo "==> python gRPC clients already installed"
 else
     echo "==> installing python gRPC clients into $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -r clients/python/requirements.txt "pyjwt[crypto]==2.15.1"
+        -r clients/python/requirements.txt "pyjwt[crypto]==2.15.1" "aiosmtpd==1.4.6"
 fi
 # Always, so the client follows proto/.
 rm -rf .tools/python-client

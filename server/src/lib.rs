@@ -147,6 +147,17 @@ pub async fn run_with_clock(
             .run_checks(config.health_check_interval, stop.clone()),
     );
 
+    // When the signal came: the mail queue's drain gets what is left of
+    // SHUTDOWN_TIMEOUT once the connections are closed.
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let shutdown = {
+        let signalled = signalled.clone();
+        async move {
+            shutdown.await;
+            let _ = signalled.set(std::time::Instant::now());
+        }
+    };
+
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -177,6 +188,20 @@ pub async fn run_with_clock(
     )
     .await;
     checks.abort();
+    let spent = signalled
+        .get()
+        .map_or(std::time::Duration::ZERO, |at: &std::time::Instant| {
+            at.elapsed()
+        });
+    identity
+        .outbox
+        .drain(
+            config
+                .shutdown_timeout
+                .saturating_sub(spent)
+                .min(MAIL_DRAIN),
+        )
+        .await;
     Ok(())
 }
 
@@ -208,6 +233,10 @@ async fn connect_redis(
     }
     Ok(redis)
 }
+
+/// The longest the mail queue is drained at shutdown (within what is left
+/// of SHUTDOWN_TIMEOUT): mail still waiting gets one more attempt.
+const MAIL_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// HTTP_MAX_CONNECTIONS (by default from the limit on open files) and
 /// HTTP_MAX_CONNECTIONS_PER_IP.

@@ -560,7 +560,11 @@ async fn password_reset_end_to_end() {
         .unwrap();
     let mail = wait_for_mail(&server, 1).await;
     assert_eq!(mail.len(), 1);
-    assert!(mail[0].starts_with("To: ada@example.com"));
+    assert!(
+        mail[0].contains("\r\nTo: ada@example.com\r\n"),
+        "{}",
+        mail[0]
+    );
     let token = reset_token(&mail[0]);
 
     let weak = client

@@ -19,7 +19,7 @@ use crate::{
     identity::accounts::{AccountError, AccountStore},
     identity::caller::Authenticator,
     identity::limits::{Rate, RateLimiter},
-    identity::mail::Outbox,
+    identity::mail::{Delivery, Outbox, Transport},
     identity::passwords::PasswordHasher,
     identity::sessions::SessionStore,
     identity::tokens::{TokenIssuer, TokenSettings},
@@ -99,6 +99,9 @@ pub enum IdentityError {
     /// A JWT key file could not be read.
     #[error("{0}")]
     Keys(String),
+    /// The mail settings could not be used (the message names them).
+    #[error("{0}")]
+    Mail(String),
 }
 
 impl Identity {
@@ -170,7 +173,7 @@ impl Identity {
             }
         };
         let outbox = Outbox::new(
-            config.mail_outbox_dir.clone(),
+            mail_delivery(config)?,
             limits.clone(),
             Rate {
                 limit: config.mail_per_recipient_limit,
@@ -217,6 +220,39 @@ impl Identity {
             },
         })
     }
+}
+
+/// The mail transport the configuration chose, said at start-up: loudly
+/// when there is none.
+fn mail_delivery(config: &Config) -> Result<Delivery, IdentityError> {
+    use crate::infra::config::MailTransportChoice;
+    let choice = config.mail_transport().map_err(IdentityError::Mail)?;
+    match &choice {
+        MailTransportChoice::None { explicit: true } => tracing::error!(
+            "MAIL_TRANSPORT=none: no mail is sent, so password reset cannot work (nobody gets a reset link) and nobody is told of registrations with their address"
+        ),
+        MailTransportChoice::None { explicit: false } => tracing::warn!(
+            "no mail transport: mail is not sent, so password reset cannot work; set SMTP_URL, or MAIL_OUTBOX_DIR to keep mail as .eml files (development only)"
+        ),
+        MailTransportChoice::Smtp { url, .. }
+            if !url.security.always_encrypted() && !url.is_loopback() =>
+        {
+            tracing::warn!(
+                smtp = %url,
+                "SMTP_URL is not always encrypted: reset links may cross the network in clear; use smtps:// or ?tls=required unless the network to the relay is trusted"
+            )
+        }
+        _ => {}
+    }
+    let transport = Transport::from_choice(choice).map_err(IdentityError::Mail)?;
+    if let Some(transport) = &transport {
+        tracing::info!(transport = %transport.describe(), "mail transport");
+    }
+    Ok(Delivery {
+        transport,
+        from: config.mail_from(),
+        retry_delay: config.mail_retry_delay,
+    })
 }
 
 fn read_key(path: &std::path::Path, variable: &str) -> Result<String, IdentityError> {

@@ -16,12 +16,14 @@ use clap::{Parser, ValueEnum};
 
 use crate::transport::proxy::TrustedProxies;
 
+mod mail;
 mod parse;
 mod secret_strength;
 #[cfg(test)]
 mod tests;
 mod values;
 
+pub use mail::*;
 pub(crate) use parse::humanize;
 use parse::*;
 pub use values::*;
@@ -197,13 +199,61 @@ pub struct Config {
     #[arg(long, env = "PASSWORD_RESET_URL", value_parser = parse_reset_url)]
     pub password_reset_url: Option<String>,
 
-    /// Where outgoing mail (password reset links, account notices) is
-    /// written, one .eml file each, readable by the server's user only. No
-    /// mail transport is built in yet: unset, mail is not sent. In
-    /// development this is how to read reset links; the log never shows a
-    /// mail's address, body, link or token.
+    /// A directory where outgoing mail (password reset links, account
+    /// notices) is written instead of sent, one .eml file each (the very
+    /// message SMTP would send), readable by the server's user only: for
+    /// development, to follow reset links without a relay. Use SMTP_URL to
+    /// send mail. The log never shows a mail's address, body, link or
+    /// token.
     #[arg(long, env = "MAIL_OUTBOX_DIR")]
     pub mail_outbox_dir: Option<PathBuf>,
+
+    // Mail delivery (issue #11), kept together so the settings of other
+    // work merge cleanly.
+    /// Where mail goes: `smtp` (SMTP_URL), `directory` (MAIL_OUTBOX_DIR) or
+    /// `none`. Default: the one of SMTP_URL and MAIL_OUTBOX_DIR that is
+    /// set. Production refuses to start with neither, since password
+    /// reset could not work; `none` runs without mail on purpose, with a
+    /// warning at start.
+    #[arg(long, env = "MAIL_TRANSPORT", value_enum)]
+    pub mail_transport: Option<MailTransportKind>,
+
+    /// The SMTP relay: `smtp://host[:port]` (plain, port 25),
+    /// `smtp://host[:port]?tls=required` (STARTTLS, 587),
+    /// `?tls=opportunistic` (STARTTLS when offered), or
+    /// `smtps://host[:port]` (implicit TLS, 465), with
+    /// `user:password@` (percent-encoded) for credentials and a path for
+    /// the EHLO name, as lettre reads it. Mail is queued and retried: a
+    /// request never waits for the relay.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true, value_parser = parse_smtp_url)]
+    pub smtp_url: Option<SmtpUrl>,
+
+    /// SMTP user name, when the credentials are not in SMTP_URL.
+    #[arg(long, env = "SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+
+    /// SMTP password, when the credentials are not in SMTP_URL. Sent only
+    /// over TLS (or to a relay on this machine).
+    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true, value_parser = parse_smtp_password)]
+    pub smtp_password: Option<Secret>,
+
+    /// A PEM file of the CA certificates that sign the relay's
+    /// certificate (a private relay). When set, only these are trusted;
+    /// unset, the Mozilla roots (webpki-roots) are.
+    #[arg(long, env = "SMTP_TLS_CA_FILE")]
+    pub smtp_tls_ca_file: Option<PathBuf>,
+
+    /// The sender of every mail: `no-reply@example.com` or
+    /// `Name <no-reply@example.com>`. Required with SMTP_URL; otherwise
+    /// `Slop Studios <no-reply@localhost>`.
+    #[arg(long, env = "MAIL_FROM", value_parser = parse_mail_from)]
+    pub mail_from: Option<lettre::message::Mailbox>,
+
+    /// How long after a failed delivery the first retry waits; each next
+    /// waits twice as long (with jitter), for 5 attempts in all (about 10
+    /// minutes at the default). Seconds, or a number with a unit.
+    #[arg(long, env = "MAIL_RETRY_DELAY", default_value = "30s", value_parser = parse_mail_retry_delay)]
+    pub mail_retry_delay: Duration,
 
     /// How many mails one address may receive per MAIL_PER_RECIPIENT_WINDOW:
     /// password reset links and notices of a registration with a taken
@@ -400,6 +450,7 @@ impl Config {
                 Some(_) => {}
             }
         }
+        self.mail_transport()?;
         Ok(())
     }
 
@@ -488,6 +539,8 @@ const SECRET_SETTINGS: &[&str] = &[
     "--service-keys",
     "--database-url",
     "--redis-url",
+    "--smtp-url",
+    "--smtp-password",
 ];
 
 /// A command-line or environment error as printed: clap's message, except

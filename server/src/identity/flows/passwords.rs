@@ -111,15 +111,13 @@ impl Identity {
             else {
                 return;
             };
-            outbox
-                .send(
-                    reservation,
-                    "Someone tried to register with your address",
-                    &format!(
-                        "Someone (perhaps you) tried to create a Slop Studios account with this address, which already has one. If it was you, log in, or reset your password at {reset_url}. If not, you can ignore this message."
-                    ),
-                )
-                .await;
+            outbox.send(
+                reservation,
+                "Someone tried to register with your address",
+                &format!(
+                    "Someone (perhaps you) tried to create a Slop Studios account with this address, which already has one. If it was you, log in, or reset your password at {reset_url}. If not, you can ignore this message."
+                ),
+            );
         });
     }
 
@@ -185,15 +183,14 @@ impl Identity {
                 return;
             }
             let link = format!("{reset_url}?token={token}");
-            outbox
-                .send(
-                    reservation,
-                    "Reset your Slop Studios password",
-                    &format!(
-                        "To choose a new password, open {link} within 30 minutes. If you did not ask for this, ignore this message: your password stays as it is."
-                    ),
-                )
-                .await;
+            // The link on a line of its own, so mail clients show it whole.
+            outbox.send(
+                reservation,
+                "Reset your Slop Studios password",
+                &format!(
+                    "To choose a new password, open this link within 30 minutes:\n\n{link}\n\nIf you did not ask for this, ignore this message: your password stays as it is."
+                ),
+            );
         });
     }
 

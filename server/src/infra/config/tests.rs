@@ -103,6 +103,10 @@ fn production(extra: &[&str]) -> Config {
         APP,
         "--password-reset-url",
         RESET_URL,
+        "--smtp-url",
+        "smtps://relay.example.com",
+        "--mail-from",
+        "no-reply@example.com",
     ];
     for pair in extra.chunks(2) {
         match args.iter().position(|arg| *arg == pair[0]) {
