@@ -591,3 +591,44 @@ async fn bad_otel_settings_stop_start_up_naming_the_variable() {
         assert!(!stderr.contains("sekrit"), "{stderr}");
     }
 }
+
+/// A collector that is down costs the spans, never the start nor a
+/// request, and the failed export is logged.
+#[tokio::test]
+async fn a_collector_that_is_down_is_logged_and_costs_no_request() {
+    // A port nothing listens on.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let (mut child, addr, mut logs) = start(
+        "collector-down",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{closed}")),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+        ],
+    )
+    .await;
+    let head = request_head(&addr, "GET /health HTTP/1.1\r\nhost: x\r\n\r\n", b"").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let failure = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let line = logs.recv().await.expect("logs");
+            if line["level"] == "ERROR" {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the failed export is logged");
+    assert!(failure.to_string().contains("Export"), "{failure}");
+    let head = request_head(&addr, "GET /health HTTP/1.1\r\nhost: x\r\n\r\n", b"").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    sigterm(&child);
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("exits in time, flush or no flush")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
