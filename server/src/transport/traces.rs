@@ -57,9 +57,11 @@ use crate::infra::config::{Config, OtlpEndpoint, TracesSampler};
 /// resource attribute gives one.
 pub const DEFAULT_SERVICE_NAME: &str = "slop-server";
 
-/// How long a graceful shutdown waits for the last spans to reach the
-/// collector.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a graceful shutdown waits, after SHUTDOWN_TIMEOUT's drain, for
+/// the last spans to reach the collector. A collector that answers takes
+/// milliseconds; short, so a pod's grace period (SHUTDOWN_TIMEOUT + the
+/// preStop sleep + a few seconds) still covers a collector that does not.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether the OpenTelemetry layer is installed in this process.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
