@@ -1,5 +1,6 @@
 //! `slop-server`: reads the configuration, binds HOST:PORT and serves until
-//! SIGTERM or SIGINT, then shuts down gracefully and exits 0.
+//! SIGTERM or SIGINT, then shuts down gracefully (the last spans sent to
+//! the trace collector, when there is one) and exits 0.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,14 @@ use slop_server::{Config, run, termination_signal, transport::telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::load();
-    telemetry::init_logging(&config);
+    let traces = match telemetry::init(&config) {
+        Ok(traces) => traces,
+        Err(error) => {
+            // As a bad setting is reported: no log subscriber yet.
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
 
     let listener = match tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await {
         Ok(listener) => listener,
@@ -22,11 +30,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match run(config, listener, termination_signal()).await {
+    let outcome = run(config, listener, termination_signal()).await;
+    let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "cannot start");
             ExitCode::from(1)
         }
-    }
+    };
+    traces.shutdown().await;
+    code
 }

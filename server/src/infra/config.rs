@@ -17,6 +17,7 @@ use clap::{Parser, ValueEnum};
 use crate::transport::proxy::TrustedProxies;
 
 mod mail;
+mod otel;
 mod parse;
 mod secret_strength;
 #[cfg(test)]
@@ -24,6 +25,7 @@ mod tests;
 mod values;
 
 pub use mail::*;
+pub use otel::{OtlpEndpoint, OtlpHeaders, OtlpProtocol, ResourceAttributes, TracesSampler};
 pub(crate) use parse::humanize;
 use parse::*;
 pub use values::*;
@@ -377,6 +379,56 @@ pub struct Config {
     /// the proxy.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub http_max_connections_per_ip: u32,
+
+    // Traces (issue #11): the standard OTEL_* variables, kept together so
+    // the settings of other work merge cleanly. Read from the environment
+    // as every OpenTelemetry SDK reads them, and checked at start-up.
+    /// OTLP/gRPC collector that traces are sent to, e.g.
+    /// `http://otel-collector:4317`. Unset: no traces are exported (log
+    /// lines still carry each request's trace id). Plain `http://` only:
+    /// this build has no TLS to the collector.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otel::parse_endpoint)]
+    pub otel_exporter_otlp_endpoint: Option<OtlpEndpoint>,
+
+    /// The OTLP transport: only `grpc` is built in. Read so that a
+    /// deployment set up for OTLP over HTTP is refused with a reason.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum)]
+    pub otel_exporter_otlp_protocol: Option<OtlpProtocol>,
+
+    /// Headers sent with every export, `name=value,…` with percent-encoded
+    /// values, e.g. a vendor's API key. Never logged.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true, default_value = "", value_parser = otel::parse_headers)]
+    pub otel_exporter_otlp_headers: OtlpHeaders,
+
+    /// The service name traces are filed under. Default: `service.name`
+    /// from OTEL_RESOURCE_ATTRIBUTES, else `slop-server`.
+    #[arg(long, env = "OTEL_SERVICE_NAME", value_parser = otel::parse_service_name)]
+    pub otel_service_name: Option<String>,
+
+    /// Attributes of every exported span's resource, `key=value,…` with
+    /// percent-encoded values, e.g. `deployment.environment=prod`.
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", default_value = "", value_parser = otel::parse_resource_attributes)]
+    pub otel_resource_attributes: ResourceAttributes,
+
+    /// Which traces are kept: `always_on`, `always_off`, `traceidratio`,
+    /// or `parentbased_` one of these (follow the caller's sampled flag,
+    /// decide only for traces that start here).
+    #[arg(
+        long,
+        env = "OTEL_TRACES_SAMPLER",
+        value_enum,
+        default_value = "parentbased_always_on"
+    )]
+    pub otel_traces_sampler: TracesSampler,
+
+    /// The share of traces a `traceidratio` sampler keeps, 0 to 1
+    /// (default 1). Ignored by the other samplers.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_parser = otel::parse_sampler_ratio)]
+    pub otel_traces_sampler_arg: Option<f64>,
+
+    /// Milliseconds between two exports of a batch of spans.
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value = "5000", value_parser = otel::parse_schedule_delay)]
+    pub otel_bsp_schedule_delay: Duration,
 }
 
 impl Config {
@@ -541,6 +593,8 @@ const SECRET_SETTINGS: &[&str] = &[
     "--redis-url",
     "--smtp-url",
     "--smtp-password",
+    "--otel-exporter-otlp-endpoint",
+    "--otel-exporter-otlp-headers",
 ];
 
 /// A command-line or environment error as printed: clap's message, except

@@ -15,7 +15,8 @@
 //! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
 //!   [`decode_errors`]: a request message that does not decode is the
 //!   caller's fault.
-//! - [`telemetry`]: logs and request ids.
+//! - [`telemetry`]: logs and request ids; [`traces`]: the caller's trace
+//!   context on every door, and OpenTelemetry export.
 
 pub mod app;
 pub mod connections;
@@ -31,3 +32,4 @@ pub mod security_headers;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod traces;

@@ -1,10 +1,12 @@
-//! Logs and request ids.
+//! Logs, request ids and trace ids.
 //!
 //! Every request gets an `x-request-id`: the caller's, when it sent a sane
 //! one, or a fresh random one. It is put back on the request (so the handlers
 //! and the gRPC services see it as metadata), on the response, and on the
 //! tracing span the request runs in, so every log line written while serving
-//! it carries the id.
+//! it carries the id. The span carries the request's trace id too (the
+//! caller's `traceparent`, or a fresh one: [`super::traces`]), and when
+//! traces are exported it is the server span of the caller's trace.
 
 use std::{
     io::IsTerminal as _,
@@ -13,10 +15,15 @@ use std::{
 
 use axum::{extract::Request, middleware::Next, response::Response};
 use http::{HeaderName, HeaderValue};
-use tracing::{Instrument, Span};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing::{Instrument, Span, field::Empty};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::LevelFilter, fmt, prelude::*, registry::LookupSpan,
+};
 
-use crate::infra::config::{Config, LogFormat};
+use crate::{
+    infra::config::{Config, LogFormat},
+    transport::traces::{self, Traces, TracesError},
+};
 
 /// The request id header.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -24,40 +31,67 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest caller-supplied request id we keep; a longer one is replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Installs the global log subscriber: readable lines or JSON, filtered by
-/// LOG_LEVEL. Does nothing if one is installed already (tests start several
-/// servers in one process).
-pub fn init_logging(config: &Config) {
+/// Installs the global log subscriber (readable lines or JSON, filtered by
+/// LOG_LEVEL) and, when OTEL_EXPORTER_OTLP_ENDPOINT is set, the
+/// OpenTelemetry layer that exports spans. Answers the trace export, to be
+/// shut down (flushed) at exit. Installs nothing if a subscriber is
+/// installed already (tests start several servers in one process).
+pub fn init(config: &Config) -> Result<Traces, TracesError> {
     let filter = EnvFilter::builder()
         .parse(&config.log_level)
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match config.log_format() {
-        LogFormat::Pretty => registry
-            .with(
-                fmt::layer()
-                    .with_target(false)
-                    .with_ansi(std::io::stdout().is_terminal())
-                    .with_writer(std::io::stdout),
-            )
+    let traces = Traces::from_config(config)?;
+    let installed = match traces.tracer() {
+        // No OpenTelemetry layer at all: requests pay nothing for it.
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(logs(config.log_format()))
             .try_init(),
-        LogFormat::Json => registry
+        // Each layer its own filter: LOG_LEVEL=warn must not stop the
+        // request spans from being exported. Info and above is what is
+        // exported, whatever the logs show.
+        Some(tracer) => tracing_subscriber::registry()
+            .with(logs(config.log_format()).with_filter(filter))
             .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stdout),
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_tracked_inactivity(false)
+                    .with_filter(LevelFilter::INFO),
             )
             .try_init(),
     };
-    // Already installed: keep the first one.
-    drop(result);
+    // Already installed: keep the first one (and export nothing from here).
+    if installed.is_ok() {
+        traces.mark_installed();
+    }
+    Ok(traces)
 }
 
-/// Middleware: gives the request its id, runs it in a span carrying the id,
-/// and logs its outcome once the response head is ready.
+/// The log lines, readable or JSON.
+fn logs<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    match format {
+        LogFormat::Pretty => fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(std::io::stdout)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stdout)
+            .boxed(),
+    }
+}
+
+/// Middleware: gives the request its id and its trace id, runs it in a span
+/// carrying both, and logs its outcome once the response head is ready.
 pub async fn request_context(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -67,15 +101,36 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(new_request_id);
     request.headers_mut().insert(X_REQUEST_ID, id.clone());
 
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.to_str().unwrap_or_default(),
-        method = %request.method(),
-        path = request.uri().path(),
-    );
+    let exporting = traces::exporting();
+    let span = if exporting {
+        let span = tracing::info_span!(
+            "request",
+            request_id = id.to_str().unwrap_or_default(),
+            trace_id = Empty,
+            method = %request.method(),
+            path = request.uri().path(),
+            otel.name = Empty,
+            otel.kind = Empty,
+        );
+        let trace_id = traces::continue_trace(&span, &request);
+        span.record("trace_id", trace_id.as_str());
+        span
+    } else {
+        let trace_id = traces::trace_id_of(request.headers());
+        tracing::info_span!(
+            "request",
+            request_id = id.to_str().unwrap_or_default(),
+            trace_id = trace_id.as_str(),
+            method = %request.method(),
+            path = request.uri().path(),
+        )
+    };
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     log_response(&span, &response, started.elapsed());
+    if exporting {
+        traces::finish_trace(&span, &response);
+    }
     response.headers_mut().insert(X_REQUEST_ID, id);
     response
 }
