@@ -5,6 +5,8 @@
 //! - [`redis_context`]: the one Redis context of an instance (commands
 //!   connection, key prefix, clock), handed to every store.
 //! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
+//! - [`observe`]: the time, failures and span of every store call and
+//!   password hash (metrics and traces).
 //! - `conformance` (tests only): the one macro that runs every backend
 //!   conformance suite.
 
@@ -12,5 +14,6 @@ pub mod clock;
 pub mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod observe;
 pub mod pubsub;
 pub mod redis_context;

@@ -15,7 +15,8 @@
 //! - [`shutdown`]: ending long-lived gRPC streams when shutdown begins;
 //!   [`decode_errors`]: a request message that does not decode is the
 //!   caller's fault.
-//! - [`telemetry`]: logs and request ids.
+//! - [`telemetry`]: logs and request ids; [`metrics`]: Prometheus metrics
+//!   of every request, and the `/metrics` listener of their own.
 
 pub mod app;
 pub mod connections;
@@ -24,6 +25,7 @@ pub mod decode_errors;
 pub mod fd_limit;
 pub mod grpc_methods;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod refusal;
 pub mod request_body;

@@ -284,3 +284,15 @@ pub(super) fn parse_ping_interval(value: &str) -> Result<Duration, String> {
 pub(super) fn parse_idle_timeout(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::from_secs(1), Duration::from_secs(3600))
 }
+
+pub(super) fn parse_metrics_addr(value: &str) -> Result<MetricsAddr, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr::Off);
+    }
+    value.parse().map(MetricsAddr::At).map_err(|_| {
+        format!(
+            "'{value}' is not an address to listen on: expected IP:PORT (0.0.0.0:9090, [::]:9090, 127.0.0.1:0) or off"
+        )
+    })
+}
