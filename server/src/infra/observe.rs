@@ -226,6 +226,87 @@ impl Drop for HashTimer {
 mod tests {
     use super::*;
 
+    /// What `calls` record, rendered as Prometheus would scrape it while
+    /// what they answer is still alive.
+    fn recorded<T>(calls: impl Future<Output = T>) -> String {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let _alive = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(calls);
+            handle.render()
+        })
+    }
+
+    #[test]
+    fn store_calls_are_timed_and_failures_counted_by_store_and_operation() {
+        let text = recorded(async {
+            let down: Result<(), &str> = store_call(
+                Store::Postgres,
+                "account_by_id",
+                async { Err("down") },
+                |_| true,
+            )
+            .await;
+            assert_eq!(down, Err("down"));
+            let fine: Result<u8, &str> =
+                store_call(Store::Postgres, "account_by_id", async { Ok(7) }, |_| true).await;
+            assert_eq!(fine, Ok(7));
+            // An error the caller says is an answer, not a failure.
+            let taken: Result<(), &str> = store_call(
+                Store::Sqlite,
+                "create_account",
+                async { Err("taken") },
+                |_| false,
+            )
+            .await;
+            assert_eq!(taken, Err("taken"));
+        });
+        assert!(
+            text.contains(
+                r#"slop_store_errors_total{store="postgresql",operation="account_by_id"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"slop_store_duration_seconds_count{store="postgresql",operation="account_by_id"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"slop_store_duration_seconds_count{store="sqlite",operation="create_account"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains(r#"errors_total{store="sqlite""#), "{text}");
+    }
+
+    #[test]
+    fn the_hash_queue_counts_waiting_hashes_and_times_started_ones() {
+        let text = recorded(async {
+            let waiting = HashQueue::join();
+            let skipped = HashQueue::join();
+            let started = HashQueue::join().started();
+            drop(skipped);
+            drop(started);
+            drop(waiting);
+            (HashQueue::join(), HashQueue::join().started())
+        });
+        assert!(
+            text.contains("slop_password_hash_queue_depth 1\n"),
+            "{text}"
+        );
+        // Only the one started and ended is timed.
+        assert!(
+            text.contains("slop_password_hash_duration_seconds_count 1\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn redis_operations_are_command_names_from_a_closed_set() {
         assert_eq!(redis_operation(redis::cmd("evalsha").arg("abc")), "EVALSHA");
