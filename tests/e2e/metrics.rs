@@ -6,7 +6,6 @@
 use std::{net::SocketAddr, path::PathBuf, process::Stdio};
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
