@@ -7,7 +7,7 @@
 //!
 //! The layers, in the order a request travels through them:
 //! - [`transport`]: the HTTP side. One port, its connections and their
-//!   caps, CORS and security headers, health, logs. It hands gRPC calls to
+//!   caps, CORS and security headers, health, logs, metrics. It hands gRPC calls to
 //!   the services and everything else to the bridge (`slop_bridge`: REST,
 //!   WebSocket, SSE), which calls the very same services.
 //! - [`services`]: the tonic implementations of the three services, the
