@@ -32,14 +32,15 @@ struct Sample {
 }
 
 /// A scrape, parsed by `prometheus_client`.
-struct Scrape {
-    text: String,
+pub struct Scrape {
+    /// The scrape as served.
+    pub text: String,
     samples: Vec<Sample>,
 }
 
 impl Scrape {
     /// The sum of the samples named `name` whose labels include `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|sample| {
@@ -76,7 +77,7 @@ fn python() -> PathBuf {
 }
 
 /// Scrapes `/metrics` at `addr` and parses it with `prometheus_client`.
-async fn scrape(addr: SocketAddr) -> Scrape {
+pub async fn scrape(addr: SocketAddr) -> Scrape {
     let answer = get(&format!("http://{addr}/metrics")).await;
     assert_eq!(answer.status, 200);
     assert!(
