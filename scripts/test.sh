@@ -51,13 +51,14 @@ else
     npm install --no-audit --no-fund --prefix .tools "@bufbuild/buf@$BUF_VERSION"
 fi
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1, grpc_tools, jwt, cryptography, aiosmtpd" 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1, grpc_tools, jwt, cryptography, aiosmtpd, prometheus_client" 2>/dev/null; then
     echo "==> python gRPC clients already installed"
 else
     echo "==> installing python gRPC clients into $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -r clients/python/requirements.txt "pyjwt[crypto]==2.15.1" "aiosmtpd==1.4.6"
+        -r clients/python/requirements.txt "pyjwt[crypto]==2.15.1" \
+        "aiosmtpd==1.4.6" "prometheus-client==0.26.0"
 fi
 # Always, so the client follows proto/.
 rm -rf .tools/python-client

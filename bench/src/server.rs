@@ -151,6 +151,9 @@ impl ServerProcess {
             .current_dir(dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
+            // Metrics on, as deployed (their cost is part of the figures),
+            // on a free port so several servers can run at once.
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "json")
             .env("LOG_LEVEL", LOG_LEVEL)
             .env("DATABASE_URL", format!("sqlite:{}", database.display()))

@@ -7,7 +7,7 @@
 //!
 //! The layers, in the order a request travels through them:
 //! - [`transport`]: the HTTP side. One port, its connections and their
-//!   caps, CORS and security headers, health, logs. It hands gRPC calls to
+//!   caps, CORS and security headers, health, logs, metrics. It hands gRPC calls to
 //!   the services and everything else to the bridge (`slop_bridge`: REST,
 //!   WebSocket, SSE), which calls the very same services.
 //! - [`services`]: the tonic implementations of the three services, the
@@ -29,7 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     identity::limits,
-    infra::{clock, redis_context::RedisContext},
+    infra::{clock, config::MetricsAddr, redis_context::RedisContext},
     transport::{app, connections, fd_limit, health, request_body, serve},
 };
 
@@ -73,6 +73,22 @@ pub enum Error {
     /// Accounts, sessions or keys could not be set up.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    /// METRICS_ADDR could not be listened on.
+    #[error("METRICS_ADDR: cannot listen on {addr}: {source}")]
+    MetricsListener {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why (in use, not an address of this host, ...).
+        source: std::io::Error,
+    },
+}
+
+/// The listeners a server serves on.
+pub struct Listeners {
+    /// Every front door (HOST:PORT).
+    pub public: TcpListener,
+    /// `/metrics` (METRICS_ADDR); none when metrics are off.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down
@@ -93,6 +109,46 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send,
     clock: clock::SharedClock,
 ) -> Result<(), Error> {
+    let metrics = match config.metrics_addr {
+        MetricsAddr::Off => None,
+        MetricsAddr::At(addr) => Some(
+            transport::metrics::bind(addr)
+                .await
+                .map_err(|source| Error::MetricsListener { addr, source })?,
+        ),
+    };
+    let listeners = Listeners {
+        public: listener,
+        metrics,
+    };
+    serve_on(config, listeners, shutdown, clock).await
+}
+
+/// [`run_with_clock`] on listeners bound already: `listeners.metrics`
+/// serves `/metrics` in place of METRICS_ADDR (which then only says
+/// whether requests are measured: not when it is `off`).
+pub async fn serve_on(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: clock::SharedClock,
+) -> Result<(), Error> {
+    let Listeners {
+        public: listener,
+        metrics,
+    } = listeners;
+    // Before anything is measured: until then every metric is a no-op.
+    let metrics = match metrics {
+        Some(metrics) => {
+            let handle = transport::metrics::install();
+            tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+            let stop = CancellationToken::new();
+            let served = tokio::spawn(transport::metrics::serve(metrics, handle, stop.clone()));
+            // Stops the listener however this function returns.
+            Some((served, stop.drop_guard()))
+        }
+        None => None,
+    };
     // Before anything opens files.
     fd_limit::raise_open_files_limit();
     let reporter = tonic_health::server::HealthReporter::new();
@@ -202,6 +258,11 @@ pub async fn run_with_clock(
                 .min(MAIL_DRAIN),
         )
         .await;
+    // Scrapes are answered until the drain is over.
+    if let Some((served, stop)) = metrics {
+        drop(stop);
+        let _ = served.await;
+    }
     Ok(())
 }
 

@@ -31,6 +31,8 @@ fn server_command(name: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
     command
         .env_clear()
+        // Not the default 0.0.0.0:9090, which parallel servers would share.
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .current_dir(scratch_dir(name))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -819,6 +821,8 @@ fn under_open_files_limit(name: &str, soft: u32, hard: u32) -> Command {
         ))
         .arg(env!("CARGO_BIN_EXE_slop-server"))
         .env_clear()
+        // Not the default 0.0.0.0:9090, which parallel servers would share.
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .current_dir(scratch_dir(name))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -946,5 +950,132 @@ async fn out_of_file_descriptors_the_accept_loop_makes_room_and_health_live_answ
     assert!(
         (1..=5).contains(&exhausted),
         "{exhausted} lines about running out of descriptors"
+    );
+}
+
+/// `GET path` over a fresh connection: the status line and the body.
+async fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+/// The TCP ports process `pid` listens on, read from /proc: its socket
+/// inodes, matched against the kernel's tables of listening sockets.
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+        for row in text.lines().skip(1) {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            // local_address is HEXIP:HEXPORT; state 0A is LISTEN.
+            if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
+                let port = fields[1].rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// METRICS_ADDR opens a listener of its own (logged, so port 0 can be
+/// found), which answers `/metrics` in the Prometheus text format; the
+/// public port does not serve it; `off` opens no second listener at all.
+#[tokio::test]
+async fn metrics_have_a_listener_of_their_own_and_off_opens_none() {
+    let (mut child, addr, _logs, before) = start_command(server_command("metrics-on"), &[]).await;
+    let metrics_addr = before
+        .iter()
+        .find(|line| line["message"] == "metrics listening")
+        .and_then(|line| line["addr"].as_str())
+        .unwrap_or_else(|| panic!("no 'metrics listening' line: {before:?}"))
+        .to_owned();
+    let mut expected = vec![port_of(&addr), port_of(&metrics_addr)];
+    expected.sort_unstable();
+    assert_eq!(listening_ports(child.id().unwrap()), expected);
+
+    let (status, body) = http_get(&metrics_addr, "/metrics").await;
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        body.contains(&format!(
+            "slop_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE slop_uptime_seconds gauge"), "{body}");
+    let (status, _) = http_get(&addr, "/metrics").await;
+    assert!(
+        status.contains(" 404 "),
+        "the public port serves /metrics: {status}"
+    );
+    sigterm(&child);
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+
+    let (mut child, addr, _logs, before) =
+        start_command(server_command("metrics-off"), &[("METRICS_ADDR", "off")]).await;
+    assert!(
+        !before
+            .iter()
+            .any(|line| line["message"] == "metrics listening"),
+        "{before:?}"
+    );
+    assert_eq!(listening_ports(child.id().unwrap()), vec![port_of(&addr)]);
+    sigterm(&child);
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+}
+
+/// A METRICS_ADDR that cannot be listened on stops start-up, naming it.
+#[tokio::test]
+async fn a_metrics_address_in_use_stops_start_up_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = tokio::time::timeout(
+        PATIENCE,
+        server_command("metrics-taken")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .env("METRICS_ADDR", &addr)
+            .output(),
+    )
+    .await
+    .expect("the server exits in time")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("METRICS_ADDR: cannot listen on {addr}")),
+        "{stdout}"
     );
 }

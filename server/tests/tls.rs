@@ -41,6 +41,8 @@ fn server_command(name: &str, env: &[(&str, String)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
     command
         .env_clear()
+        // Tests run in parallel: never the default metrics port.
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .current_dir(&dir)
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")

@@ -167,6 +167,8 @@ async fn start(
     let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
     command
         .env_clear()
+        // Tests run in parallel: never the default metrics port.
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .current_dir(&scratch)
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
@@ -576,6 +578,8 @@ async fn bad_otel_settings_stop_start_up_naming_the_variable() {
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_slop-server"))
             .env_clear()
+            // Tests run in parallel: never the default metrics port.
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .current_dir(scratch_dir("bad-otel"))
             .env("PORT", "0")
             .env(variable, value)

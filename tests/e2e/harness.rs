@@ -8,7 +8,10 @@ use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use slop_server::{Config, infra::clock::ManualClock};
+use slop_server::{
+    Config,
+    infra::{clock::ManualClock, config::MetricsAddr},
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 
@@ -26,6 +29,8 @@ pub const APP_SECRET: &str = "test-app-secret-0123456789abcdefghijklmnopq";
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves `/metrics` (none with METRICS_ADDR=off).
+    pub metrics_addr: Option<SocketAddr>,
     /// Where its mail goes.
     pub outbox: PathBuf,
     /// The clock of its accounts, sessions and tokens: tests move it.
@@ -71,6 +76,8 @@ pub fn test_config(scratch: &std::path::Path) -> Config {
     config.app_secret = Some(Secret::from(APP_SECRET));
     config.service_keys = ServiceKeys(vec![("test-service".into(), Secret::from(SERVICE_KEY))]);
     config.redis_key_prefix = format!("slop-e2e:{}:", uuid_like());
+    // Not the default 0.0.0.0:9090, which parallel servers would share.
+    config.metrics_addr = MetricsAddr::At(([127, 0, 0, 1], 0).into());
     config
 }
 
@@ -90,11 +97,27 @@ impl TestServer {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
+        // A metrics port of its own, as METRICS_ADDR=127.0.0.1:0 would give
+        // (unless the test turned metrics off).
+        let metrics = match config.metrics_addr {
+            MetricsAddr::Off => None,
+            MetricsAddr::At(_) => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind 127.0.0.1:0"),
+            ),
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("local address"));
         let (stop, stopped) = oneshot::channel();
         let clock = ManualClock::starting_now();
-        let task = tokio::spawn(slop_server::run_with_clock(
+        let task = tokio::spawn(slop_server::serve_on(
             config,
-            listener,
+            slop_server::Listeners {
+                public: listener,
+                metrics,
+            },
             async move {
                 let _ = stopped.await;
             },
@@ -102,6 +125,7 @@ impl TestServer {
         ));
         Self {
             addr,
+            metrics_addr,
             outbox,
             clock,
             stop: Some(stop),

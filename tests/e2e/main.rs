@@ -13,6 +13,7 @@ mod faults;
 mod health;
 mod mail;
 mod malformed;
+mod metrics;
 mod notifications;
 mod origins;
 mod outside_clients;

@@ -582,6 +582,24 @@ async fn a_slow_consumer_is_disconnected_while_a_fast_one_gets_every_event() {
     assert!(received < EVENTS, "it was cut off ({received} received)");
     assert_eq!(ended.code(), Code::ResourceExhausted);
     assert_eq!(reason(&ended), "SLOW_CONSUMER");
+
+    // Operators see it: the disconnect, and the stream's end by its status.
+    let metrics = server.metrics_addr.expect("a metrics listener");
+    crate::harness::eventually("the slow consumer in the metrics", || async {
+        let scraped = crate::metrics::scrape(metrics).await;
+        scraped.value("slop_slow_consumer_disconnects_total", &[]) == 1.0
+            && scraped.value(
+                "slop_requests_total",
+                &[
+                    (
+                        "route",
+                        "/slop.notification.v1.NotificationService/Subscribe",
+                    ),
+                    ("code", "RESOURCE_EXHAUSTED"),
+                ],
+            ) == 1.0
+    })
+    .await;
 }
 
 #[tokio::test]

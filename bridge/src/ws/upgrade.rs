@@ -94,10 +94,30 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| async move {
+            let _counted = OpenSocket::new();
             connection.serve(socket).await;
             drop(open);
         })
         .into_response()
+}
+
+/// An open WebSocket, counted in the server's `slop_open_streams` gauge
+/// (door `websocket`) while this lives; the other doors' streams are
+/// counted by the server's metrics middleware, which cannot see an
+/// upgraded connection end.
+struct OpenSocket;
+
+impl OpenSocket {
+    fn new() -> Self {
+        metrics::gauge!("slop_open_streams", "door" => "websocket").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        metrics::gauge!("slop_open_streams", "door" => "websocket").decrement(1.0);
+    }
 }
 
 /// Where the socket's client is: the connection information of the upgrade

@@ -44,10 +44,11 @@ use std::{
     time::Duration,
 };
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
 use crate::infra::{
     clock::{SharedClock, to_millis},
+    observe::ObservedRedis,
     redis_context::RedisContext,
 };
 
@@ -137,25 +138,26 @@ impl RateLimiter {
     /// and returns Limited with the exact wait until one more event fits.
     pub async fn hit(&self, key: &str, rate: Rate) -> Result<Decision, LimitError> {
         let Some(gcra) = Gcra::of(rate) else {
-            return Ok(refused(rate));
+            return Ok(counted(key, refused(rate)));
         };
-        match self {
-            Self::Memory(memory) => Ok(memory.hit(key, gcra)),
-            Self::Redis(redis) => redis.hit(key, gcra).await,
-        }
+        let decision = match self {
+            Self::Memory(memory) => memory.hit(key, gcra),
+            Self::Redis(redis) => redis.hit(key, gcra).await?,
+        };
+        Ok(counted(key, decision))
     }
 
     /// Like `hit` but counts nothing: would one more event be allowed now?
     /// The answer is the one `hit` would give at this moment.
     pub async fn peek(&self, key: &str, rate: Rate) -> Result<Decision, LimitError> {
         let Some(gcra) = Gcra::of(rate) else {
-            return Ok(refused(rate));
+            return Ok(counted(key, refused(rate)));
         };
         let (tat, now) = match self {
             Self::Memory(memory) => memory.tat(key),
             Self::Redis(redis) => redis.tat(key).await?,
         };
-        Ok(gcra.check(tat, now).decision)
+        Ok(counted(key, gcra.check(tat, now).decision))
     }
 
     /// Forgets `key` (e.g. failures of an account+IP after a successful
@@ -169,6 +171,33 @@ impl RateLimiter {
             Self::Redis(redis) => redis.reset(key).await,
         }
     }
+}
+
+/// Events a rate limit refused, by `limiter` (counter).
+pub const RATE_LIMITED: &str = "slop_rate_limited_total";
+
+/// Counts `decision` in [`RATE_LIMITED`] when it refuses.
+fn counted(key: &str, decision: Decision) -> Decision {
+    if let Decision::Limited { .. } = decision {
+        metrics::counter!(RATE_LIMITED, "limiter" => limiter(key)).increment(1);
+    }
+    decision
+}
+
+/// Which limit a key belongs to, from its first parts (never the address,
+/// account or recipient that follows).
+fn limiter(key: &str) -> &'static str {
+    const LIMITERS: [(&str, &str); 5] = [
+        ("anonymous:", "anonymous_requests"),
+        ("login-failures:", "login_failures"),
+        ("mail-recipient:", "mail_per_recipient"),
+        ("streams:ip:", "stream_connections_per_ip"),
+        ("streams:user:", "stream_connections_per_user"),
+    ];
+    LIMITERS
+        .into_iter()
+        .find(|(prefix, _)| key.starts_with(prefix))
+        .map_or("other", |(_, name)| name)
 }
 
 /// What a rate of zero answers: never, and ask again after a window.
@@ -314,7 +343,7 @@ impl MemoryLimiter {
 /// our clock, so Redis's clock must never forget a key before ours would).
 #[derive(Debug, Clone)]
 pub struct RedisLimiter {
-    connection: ConnectionManager,
+    connection: ObservedRedis,
     prefix: Arc<str>,
     clock: SharedClock,
 }

@@ -53,6 +53,8 @@ use argon2::{
 use subtle::ConstantTimeEq as _;
 use tokio::sync::{OnceCell, oneshot};
 
+use crate::infra::observe;
+
 /// The shortest password we accept, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// The longest password we accept, in characters.
@@ -316,14 +318,20 @@ impl PasswordHasher {
         job: impl FnOnce(&mut [Block]) -> T + Send + 'static,
     ) -> Result<T, PasswordHashError> {
         let (reply, result) = oneshot::channel();
+        // Counted as waiting until a thread takes it, then timed.
+        let queued = observe::HashQueue::join();
         self.jobs
             .send(Box::new(move |memory| {
-                if !reply.is_closed() {
-                    let _ = reply.send(job(memory));
+                if reply.is_closed() {
+                    return;
                 }
+                let _timer = queued.started();
+                let _ = reply.send(job(memory));
             }))
             .map_err(|_| PasswordHashError::Worker)?;
-        result.await.map_err(|_| PasswordHashError::Worker)
+        observe::password_hash(result)
+            .await
+            .map_err(|_| PasswordHashError::Worker)
     }
 }
 

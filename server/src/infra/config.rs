@@ -380,6 +380,12 @@ pub struct Config {
     #[arg(long, env = "HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub http_max_connections_per_ip: u32,
 
+    /// Where Prometheus scrapes `/metrics`: an `IP:PORT` of its own, never
+    /// the public port, or `off` for no metrics listener. Port 0 picks a
+    /// free port (the address is logged as "metrics listening").
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+
     // Traces (issue #11): the standard OTEL_* variables, kept together so
     // the settings of other work merge cleanly. Read from the environment
     // as every OpenTelemetry SDK reads them, and checked at start-up.

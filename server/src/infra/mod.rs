@@ -7,6 +7,8 @@
 //! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
 //! - [`tls`]: TLS to Redis and PostgreSQL: the ring crypto provider, the
 //!   REDIS_TLS_* files, and a refused certificate told from an outage.
+//! - [`observe`]: the time, failures and span of every store call and
+//!   password hash (metrics and traces).
 //! - `conformance` (tests only): the one macro that runs every backend
 //!   conformance suite.
 
@@ -14,6 +16,7 @@ pub mod clock;
 pub mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod observe;
 pub mod pubsub;
 pub mod redis_context;
 pub mod tls;

@@ -21,6 +21,8 @@ use std::{sync::Arc, time::Duration};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::infra::observe::ObservedRedis;
+
 use super::{clock::SharedClock, pubsub::PubSub};
 
 /// How long connecting, or one command, may take.
@@ -108,9 +110,10 @@ impl RedisContext {
     }
 
     /// The shared connection for commands (a cheap clone of one
-    /// multiplexed connection).
-    pub fn commands(&self) -> ConnectionManager {
-        self.commands.clone()
+    /// multiplexed connection), every call on it timed and traced
+    /// ([`crate::infra::observe`]).
+    pub fn commands(&self) -> ObservedRedis {
+        ObservedRedis::new(self.commands.clone())
     }
 
     /// The instance's pub/sub connection.

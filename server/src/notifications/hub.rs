@@ -48,6 +48,12 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// How often each tracked session is re-read from the store at least.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Events handed to a subscriber's connection, live or from history
+/// (counter).
+pub const EVENTS_DELIVERED: &str = "slop_events_delivered_total";
+/// Feeds ended because their reader fell behind (counter).
+pub const SLOW_CONSUMERS: &str = "slop_slow_consumer_disconnects_total";
+
 /// Bounds of each feed's outbound queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
@@ -236,6 +242,7 @@ impl Shared {
                 || queue.live_bytes + size > self.limits.max_bytes
             {
                 drop(queue);
+                metrics::counter!(SLOW_CONSUMERS).increment(1);
                 self.end(End::SlowConsumer);
                 return;
             }
@@ -563,7 +570,11 @@ impl Feed {
 
     /// [`Feed::next`], polled: pending until there is an item or the end.
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Item, End>> {
-        self.shared.poll_pop(cx)
+        let next = self.shared.poll_pop(cx);
+        if let Poll::Ready(Ok(Item::Event(_))) = next {
+            metrics::counter!(EVENTS_DELIVERED).increment(1);
+        }
+        next
     }
 }
 

@@ -131,6 +131,9 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
+/// Events appended to a channel's stream, one per channel (counter).
+pub const EVENTS_PUBLISHED: &str = "slop_events_published_total";
+
 /// Where a channel stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelState {
@@ -241,10 +244,13 @@ impl StreamBackend {
         event: &Event,
         idempotency_key: Option<&str>,
     ) -> Result<Vec<Stored>> {
-        match self {
-            Self::Memory(streams) => Ok(streams.publish(channels, event, idempotency_key)),
-            Self::Redis(streams) => streams.publish(channels, event, idempotency_key).await,
-        }
+        let stored = match self {
+            Self::Memory(streams) => streams.publish(channels, event, idempotency_key),
+            Self::Redis(streams) => streams.publish(channels, event, idempotency_key).await?,
+        };
+        let appended = stored.iter().filter(|stored| !stored.duplicate).count();
+        metrics::counter!(EVENTS_PUBLISHED).increment(appended as u64);
+        Ok(stored)
     }
 
     /// Where `channel` stands. A channel nobody published to has no epoch

@@ -2,11 +2,13 @@
 //! WebSocket adapter and the health endpoints, with the layers they share.
 //!
 //! ```text
-//! request-id + log span ─ CORS and security headers (not native gRPC) ─┐
+//! metrics (unless METRICS_ADDR=off) ─ request-id + log span ─
+//! CORS and security headers (not native gRPC) ─┐
 //!   ├─ /health, /health/ready, /health/live
 //!   ├─ /api/v1/...            (bridge: REST, WebSocket)
 //!   ├─ /.well-known/jwks.json (public keys of access tokens)
-//!   ├─ /<package.Service>/... ─ grpc-web ─ decode errors ─ stream cut-off ─ tonic
+//!   ├─ /<package.Service>/... ─ grpc-web ─ grpc-status for metrics ─ decode errors
+//!   │                           ─ stream cut-off ─ tonic
 //!   └─ anything else: gRPC UNIMPLEMENTED for gRPC content types,
 //!                     404 with a JSON error for the rest
 //! ```
@@ -32,9 +34,10 @@ use tower::Service;
 
 use crate::{
     identity::{Identity, caller},
-    infra::config::{Config, HealthDetails},
+    infra::config::{Config, HealthDetails, MetricsAddr},
     services::{AuthApi, NotificationApi, SessionApi},
     transport::health::{self, Health},
+    transport::metrics,
     transport::shutdown::{StreamCutoff, StreamingMethods, end_streams_on_shutdown},
     transport::telemetry,
 };
@@ -138,6 +141,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         .layer(crate::transport::decode_errors::DecodeErrorsLayer::new(
             request_types,
         ))
+        .layer(middleware::from_fn(metrics::grpc_status))
         .layer(tonic_web::GrpcWebLayer::new());
 
     let tokens = parts.identity.tokens.clone();
@@ -169,7 +173,16 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
             ),
         ))
         .layer(middleware::from_fn(telemetry::request_context));
-    Ok(router)
+    if config.metrics_addr == MetricsAddr::Off {
+        return Ok(router);
+    }
+    let request_metrics = Arc::new(metrics::RequestMetrics::from_descriptor_sets(
+        &DESCRIPTOR_SETS,
+    )?);
+    Ok(router.layer(middleware::from_fn_with_state(
+        request_metrics,
+        metrics::record,
+    )))
 }
 
 /// Who sees the detail of `/health`, as HEALTH_DETAILS says.

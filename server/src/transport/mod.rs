@@ -16,7 +16,9 @@
 //!   [`decode_errors`]: a request message that does not decode is the
 //!   caller's fault.
 //! - [`telemetry`]: logs and request ids; [`traces`]: the caller's trace
-//!   context on every door, and OpenTelemetry export.
+//!   context on every door, and OpenTelemetry export; [`metrics`]:
+//!   Prometheus metrics of every request, and the `/metrics` listener of
+//!   their own.
 
 pub mod app;
 pub mod connections;
@@ -25,6 +27,7 @@ pub mod decode_errors;
 pub mod fd_limit;
 pub mod grpc_methods;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod refusal;
 pub mod request_body;

@@ -37,6 +37,8 @@ impl Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
         command
             .env_clear()
+            // Tests run in parallel: never the default metrics port.
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .current_dir(dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
@@ -483,6 +485,8 @@ async fn production_without_mail_refuses_to_start_unless_told_so() {
         PATIENCE,
         Command::new(env!("CARGO_BIN_EXE_slop-server"))
             .env_clear()
+            // Tests run in parallel: never the default metrics port.
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .current_dir(&scratch.0)
             .envs(production)
             .output(),
@@ -505,6 +509,8 @@ async fn production_without_mail_refuses_to_start_unless_told_so() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
     command
         .env_clear()
+        // Tests run in parallel: never the default metrics port.
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .current_dir(&scratch.0)
         .envs(env.iter().copied())
         .env("LOG_FORMAT", "json")

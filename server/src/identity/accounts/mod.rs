@@ -31,7 +31,10 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::infra::clock::{from_millis, to_millis};
+use crate::infra::{
+    clock::{from_millis, to_millis},
+    observe::{Store, store_call},
+};
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,19 +225,35 @@ impl From<AccountRow> for Account {
 impl AccountStore {
     /// Runs one operation within DATABASE_TIMEOUT: a database that does not
     /// answer in time is unavailable, like one that refuses.
+    /// Observed as `operation` (metrics and a `sql` span, see
+    /// [`crate::infra::observe`]).
     async fn bounded<T>(
         &self,
-        operation: impl Future<Output = Result<T, AccountError>>,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, AccountError>>,
     ) -> Result<T, AccountError> {
-        tokio::time::timeout(self.timeout, operation)
-            .await
-            .unwrap_or_else(|_| Err(AccountError::Unavailable(timed_out(self.timeout))))
+        let store = match self.pool {
+            Pool::Sqlite(_) => Store::Sqlite,
+            Pool::Postgres(_) => Store::Postgres,
+        };
+        let bounded = async {
+            tokio::time::timeout(self.timeout, call)
+                .await
+                .unwrap_or_else(|_| Err(AccountError::Unavailable(timed_out(self.timeout))))
+        };
+        store_call(store, operation, bounded, |error| {
+            matches!(
+                error,
+                AccountError::Unavailable(_) | AccountError::Database(_)
+            )
+        })
+        .await
     }
 
     /// Cheap round trip for readiness (`SELECT 1`): proves a connection can
     /// be had and the server answers, without touching the tables.
     pub async fn ping(&self) -> Result<(), AccountError> {
-        self.bounded(async {
+        self.bounded("ping", async {
             on_pool!(self, |pool| {
                 sqlx::query("SELECT 1").execute(pool).await.map(drop)
             })
@@ -281,7 +300,7 @@ impl AccountStore {
             created_at: from_millis(millis),
             updated_at: from_millis(millis),
         };
-        self.bounded(async {
+        self.bounded("create_account", async {
             on_pool!(self, |pool| {
                 sqlx::query(
                     "INSERT INTO accounts \
@@ -312,7 +331,7 @@ impl AccountStore {
     /// and password-reset requests.
     pub async fn by_email(&self, email: &str) -> Result<Option<Account>, AccountError> {
         let row = self
-            .bounded(async {
+            .bounded("account_by_email", async {
                 on_pool!(self, |pool| {
                     sqlx::query_as::<_, AccountRow>(
                         "SELECT id, email, display_name, password_hash, created_at, updated_at \
@@ -331,7 +350,7 @@ impl AccountStore {
     /// The account `id` names, for authenticated requests.
     pub async fn by_id(&self, id: &str) -> Result<Option<Account>, AccountError> {
         let row = self
-            .bounded(async {
+            .bounded("account_by_id", async {
                 on_pool!(self, |pool| {
                     sqlx::query_as::<_, AccountRow>(
                         "SELECT id, email, display_name, password_hash, created_at, updated_at \
@@ -356,7 +375,7 @@ impl AccountStore {
         now: SystemTime,
     ) -> Result<Option<Account>, AccountError> {
         let row = self
-            .bounded(async {
+            .bounded("set_display_name", async {
                 on_pool!(self, |pool| {
                     sqlx::query_as::<_, AccountRow>(
                         "UPDATE accounts SET display_name = $1, updated_at = $2 WHERE id = $3 \
@@ -387,7 +406,7 @@ impl AccountStore {
         now: SystemTime,
     ) -> Result<bool, AccountError> {
         let millis = to_millis(now);
-        self.bounded(async {
+        self.bounded("set_password_hash", async {
             on_pool!(self, |pool| {
                 let mut tx = pool.begin().await?;
                 let existed = sqlx::query(
@@ -428,7 +447,7 @@ impl AccountStore {
         expires_at: SystemTime,
         now: SystemTime,
     ) -> Result<(), AccountError> {
-        self.bounded(async {
+        self.bounded("create_reset_token", async {
             on_pool!(self, |pool| {
                 sqlx::query(
                     "INSERT INTO password_reset_tokens \
@@ -457,7 +476,7 @@ impl AccountStore {
         token_hash: &str,
         now: SystemTime,
     ) -> Result<Option<String>, AccountError> {
-        self.bounded(async {
+        self.bounded("reset_token_account", async {
             on_pool!(self, |pool| {
                 sqlx::query_scalar::<_, String>(
                     "SELECT account_id FROM password_reset_tokens \
@@ -488,7 +507,7 @@ impl AccountStore {
         now: SystemTime,
     ) -> Result<Option<String>, AccountError> {
         let millis = to_millis(now);
-        self.bounded(async {
+        self.bounded("consume_reset_token", async {
             on_pool!(self, |pool| {
                 let mut tx = pool.begin().await?;
                 let account_id: Option<String> = sqlx::query_scalar(

@@ -340,3 +340,19 @@ async fn redis_instances_share_counters_under_the_prefix() {
     })
     .await;
 }
+
+#[test]
+fn refusals_are_counted_by_limit_never_by_key() {
+    assert_eq!(limiter("anonymous:203.0.113.9"), "anonymous_requests");
+    assert_eq!(
+        limiter("login-failures:someone@example.com:203.0.113.9"),
+        "login_failures"
+    );
+    assert_eq!(limiter("mail-recipient:0f3a"), "mail_per_recipient");
+    assert_eq!(
+        limiter("streams:ip:2001:db8::1"),
+        "stream_connections_per_ip"
+    );
+    assert_eq!(limiter("streams:user:u-1"), "stream_connections_per_user");
+    assert_eq!(limiter("someone@example.com"), "other");
+}

@@ -29,12 +29,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use tokio::sync::broadcast;
 
 use super::{Advance, MAX_SESSIONS_PER_USER, RECHECK_SESSIONS, Result, Session, duration_millis};
 use crate::infra::{
     clock::{SharedClock, to_millis},
+    observe::ObservedRedis,
     pubsub::{Notice, PubSub, Route},
     redis_context::RedisContext,
 };
@@ -179,7 +180,7 @@ impl Scripts {
 /// Sessions in Redis.
 #[derive(Clone)]
 pub struct RedisSessions {
-    connection: ConnectionManager,
+    connection: ObservedRedis,
     prefix: Arc<str>,
     clock: SharedClock,
     scripts: Arc<Scripts>,

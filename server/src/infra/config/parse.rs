@@ -305,3 +305,15 @@ pub(super) fn parse_smtp_password(value: &str) -> Result<Secret, String> {
     }
     Ok(Secret::from(value))
 }
+
+pub(super) fn parse_metrics_addr(value: &str) -> Result<MetricsAddr, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr::Off);
+    }
+    value.parse().map(MetricsAddr::At).map_err(|_| {
+        format!(
+            "'{value}' is not an address to listen on: expected IP:PORT (0.0.0.0:9090, [::]:9090, 127.0.0.1:0) or off"
+        )
+    })
+}

@@ -466,3 +466,25 @@ fn redis_tls_is_rediss_with_its_files_and_never_insecure() {
     let why = half.validate().unwrap_err();
     assert!(why.contains("REDIS_TLS_KEY_FILE"), "{why}");
 }
+
+#[test]
+fn the_metrics_listener_is_an_address_of_its_own_or_off() {
+    assert_eq!(
+        Config::embedded_defaults().metrics_addr,
+        MetricsAddr::At("0.0.0.0:9090".parse().unwrap())
+    );
+    let config = parse(&["--metrics-addr", "OFF"]).unwrap();
+    assert_eq!(config.metrics_addr, MetricsAddr::Off);
+    let config = parse(&["--metrics-addr", "[::1]:0"]).unwrap();
+    assert_eq!(
+        config.metrics_addr,
+        MetricsAddr::At("[::1]:0".parse().unwrap())
+    );
+    for bad in ["9090", "localhost:9090", "0.0.0.0", "0.0.0.0:99999", ""] {
+        let err = parse(&["--metrics-addr", bad]).unwrap_err().to_string();
+        assert!(
+            err.contains("METRICS_ADDR") && err.contains("IP:PORT"),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -103,3 +103,12 @@ pub enum Switch {
     /// Not served.
     Off,
 }
+
+/// Where `/metrics` is served (METRICS_ADDR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// No metrics listener at all.
+    Off,
+    /// A listener of its own at this address.
+    At(std::net::SocketAddr),
+}

@@ -76,7 +76,7 @@
 use std::sync::Arc;
 
 use prost::Message as _;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use slop_api::notification::Event;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -91,6 +91,7 @@ use crate::{
     identity::sessions::duration_millis,
     infra::{
         clock::{SharedClock, from_millis, to_millis, to_timestamp},
+        observe::ObservedRedis,
         pubsub::{PubSub, Route},
         redis_context::RedisContext,
     },
@@ -113,7 +114,7 @@ pub struct RedisStreams {
 
 /// What the streams and their listener share.
 struct Shared {
-    connection: ConnectionManager,
+    connection: ObservedRedis,
     prefix: String,
     clock: SharedClock,
     history: History,

@@ -1,0 +1,319 @@
+//! What a store call costs: one place that times every Redis command and
+//! SQL statement, counts the ones that fail, and runs each in a `tracing`
+//! span (`redis` or `sql`, with `db.system` and `db.operation`), so the
+//! metrics and the traces of store calls come from the same choke points:
+//! [`ObservedRedis`] (the commands connection every Redis store is handed)
+//! and [`store_call`] (the account store's one bounded-operation helper).
+//! The password hash, the other costly step, is observed here too
+//! ([`password_hash`], [`HashQueue`]).
+//!
+//! Metric names are in docs/metrics.md; labels are static strings from a
+//! closed set, so a scrape's size does not grow with the traffic.
+
+use std::time::Instant;
+
+use redis::{
+    Cmd, Pipeline, RedisFuture, Value,
+    aio::{ConnectionLike, ConnectionManager},
+};
+use tracing::Instrument as _;
+
+/// Latency of store calls, by `store` and `operation` (histogram, seconds).
+pub const STORE_DURATION: &str = "slop_store_duration_seconds";
+/// Store calls that failed, by `store` and `operation` (counter).
+pub const STORE_ERRORS: &str = "slop_store_errors_total";
+/// Time one argon2 hash or verification took on its thread (histogram,
+/// seconds).
+pub const PASSWORD_HASH_DURATION: &str = "slop_password_hash_duration_seconds";
+/// Hashes and verifications waiting for a hashing thread (gauge).
+pub const PASSWORD_HASH_QUEUE: &str = "slop_password_hash_queue_depth";
+
+/// The stores whose calls are observed (the `store` label, and the span's
+/// `db.system`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Sessions, limits and channel streams in Redis.
+    Redis,
+    /// Accounts in SQLite.
+    Sqlite,
+    /// Accounts in PostgreSQL.
+    Postgres,
+}
+
+impl Store {
+    /// The label value, as OpenTelemetry spells `db.system`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgresql",
+        }
+    }
+}
+
+/// Runs one store call: in a span named after the kind of store, timed into
+/// [`STORE_DURATION`], and counted in [`STORE_ERRORS`] when `failed` says its
+/// error is one.
+pub async fn store_call<T, E>(
+    store: Store,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, E>>,
+    failed: impl FnOnce(&E) -> bool,
+) -> Result<T, E> {
+    // The span name must be a literal: one per kind of store.
+    let span = match store {
+        Store::Redis => {
+            tracing::info_span!(
+                "redis",
+                db.system = store.as_str(),
+                db.operation = operation
+            )
+        }
+        Store::Sqlite | Store::Postgres => {
+            tracing::info_span!("sql", db.system = store.as_str(), db.operation = operation)
+        }
+    };
+    let started = Instant::now();
+    let result = call.instrument(span).await;
+    let labels = [("store", store.as_str()), ("operation", operation)];
+    metrics::histogram!(STORE_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    if let Err(error) = &result
+        && failed(error)
+    {
+        metrics::counter!(STORE_ERRORS, &labels).increment(1);
+    }
+    result
+}
+
+/// The instance's Redis commands connection, with every command and
+/// pipeline observed by [`store_call`]. A cheap clone, like the
+/// connection manager it wraps.
+#[derive(Debug, Clone)]
+pub struct ObservedRedis(ConnectionManager);
+
+impl ObservedRedis {
+    /// Observes the calls made on `connection`.
+    pub fn new(connection: ConnectionManager) -> Self {
+        Self(connection)
+    }
+}
+
+impl ConnectionLike for ObservedRedis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let operation = redis_operation(cmd);
+        Box::pin(store_call(
+            Store::Redis,
+            operation,
+            self.0.req_packed_command(cmd),
+            is_redis_failure,
+        ))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(store_call(
+            Store::Redis,
+            "PIPELINE",
+            self.0.req_packed_commands(pipeline, offset, count),
+            is_redis_failure,
+        ))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+/// NOSCRIPT is how a script is loaded the first time (redis-rs then sends
+/// it whole), not a failure of Redis.
+fn is_redis_failure(error: &redis::RedisError) -> bool {
+    !matches!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+    )
+}
+
+/// The command's name as a label: the ones the stores send, by name, any
+/// other as `OTHER` (so a label never carries a key or an argument).
+fn redis_operation(cmd: &Cmd) -> &'static str {
+    const KNOWN: [&str; 22] = [
+        "EVALSHA",
+        "EVAL",
+        "GET",
+        "SET",
+        "DEL",
+        "EXISTS",
+        "EXPIRE",
+        "PEXPIRE",
+        "PING",
+        "SCRIPT",
+        "XADD",
+        "XRANGE",
+        "XREVRANGE",
+        "HGET",
+        "HSET",
+        "HGETALL",
+        "PUBLISH",
+        "SCAN",
+        "MGET",
+        "CLIENT",
+        "ZRANGE",
+        "SMEMBERS",
+    ];
+    let Some(redis::Arg::Simple(name)) = cmd.args_iter().next() else {
+        return "OTHER";
+    };
+    KNOWN
+        .into_iter()
+        .find(|known| known.as_bytes().eq_ignore_ascii_case(name))
+        .unwrap_or("OTHER")
+}
+
+/// Runs a password hash or verification (`job`, already queued) in a
+/// `password_hash` span.
+pub async fn password_hash<T>(job: impl Future<Output = T>) -> T {
+    job.instrument(tracing::info_span!("password_hash")).await
+}
+
+/// One hash waiting in the hashing queue, counted in
+/// [`PASSWORD_HASH_QUEUE`] from when it is queued until a thread takes it
+/// (or it is dropped untaken). [`HashQueue::started`] then times the hash.
+pub struct HashQueue {
+    waiting: bool,
+}
+
+impl HashQueue {
+    /// A hash joins the queue.
+    pub fn join() -> Self {
+        metrics::gauge!(PASSWORD_HASH_QUEUE).increment(1.0);
+        Self { waiting: true }
+    }
+
+    /// A thread took it: it leaves the queue; the returned guard records
+    /// the hash's time into [`PASSWORD_HASH_DURATION`] when dropped.
+    pub fn started(mut self) -> HashTimer {
+        self.leave();
+        HashTimer(Instant::now())
+    }
+
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            metrics::gauge!(PASSWORD_HASH_QUEUE).decrement(1.0);
+        }
+    }
+}
+
+impl Drop for HashQueue {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// Times one hash, from its start on a hashing thread to its drop.
+pub struct HashTimer(Instant);
+
+impl Drop for HashTimer {
+    fn drop(&mut self) {
+        metrics::histogram!(PASSWORD_HASH_DURATION).record(self.0.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `calls` record, rendered as Prometheus would scrape it while
+    /// what they answer is still alive.
+    fn recorded<T>(calls: impl Future<Output = T>) -> String {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let _alive = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(calls);
+            handle.render()
+        })
+    }
+
+    #[test]
+    fn store_calls_are_timed_and_failures_counted_by_store_and_operation() {
+        let text = recorded(async {
+            let down: Result<(), &str> = store_call(
+                Store::Postgres,
+                "account_by_id",
+                async { Err("down") },
+                |_| true,
+            )
+            .await;
+            assert_eq!(down, Err("down"));
+            let fine: Result<u8, &str> =
+                store_call(Store::Postgres, "account_by_id", async { Ok(7) }, |_| true).await;
+            assert_eq!(fine, Ok(7));
+            // An error the caller says is an answer, not a failure.
+            let taken: Result<(), &str> = store_call(
+                Store::Sqlite,
+                "create_account",
+                async { Err("taken") },
+                |_| false,
+            )
+            .await;
+            assert_eq!(taken, Err("taken"));
+        });
+        assert!(
+            text.contains(
+                r#"slop_store_errors_total{store="postgresql",operation="account_by_id"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"slop_store_duration_seconds_count{store="postgresql",operation="account_by_id"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"slop_store_duration_seconds_count{store="sqlite",operation="create_account"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains(r#"errors_total{store="sqlite""#), "{text}");
+    }
+
+    #[test]
+    fn the_hash_queue_counts_waiting_hashes_and_times_started_ones() {
+        let text = recorded(async {
+            let waiting = HashQueue::join();
+            let skipped = HashQueue::join();
+            let started = HashQueue::join().started();
+            drop(skipped);
+            drop(started);
+            drop(waiting);
+            (HashQueue::join(), HashQueue::join().started())
+        });
+        assert!(
+            text.contains("slop_password_hash_queue_depth 1\n"),
+            "{text}"
+        );
+        // Only the one started and ended is timed.
+        assert!(
+            text.contains("slop_password_hash_duration_seconds_count 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn redis_operations_are_command_names_from_a_closed_set() {
+        assert_eq!(redis_operation(redis::cmd("evalsha").arg("abc")), "EVALSHA");
+        assert_eq!(redis_operation(&redis::cmd("GET")), "GET");
+        // A command nobody listed, or one whose name is a user's data,
+        // never becomes a label of its own.
+        assert_eq!(redis_operation(redis::cmd("SETRANGE").arg("k")), "OTHER");
+        assert_eq!(redis_operation(&redis::cmd("user@example.com")), "OTHER");
+    }
+}
