@@ -163,22 +163,31 @@ fn is_acceptable_request_id(value: &HeaderValue) -> bool {
 /// counter. Unique without a system call per request (ids need not be
 /// secret, only distinct across requests and instances).
 fn new_request_id() -> HeaderValue {
-    static PREFIX: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
-        let mut bytes = [0u8; 8];
-        // The OS RNG failing is no reason to fail requests: fall back to time.
-        if getrandom::fill(&mut bytes).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            bytes = (nanos as u64).to_le_bytes();
-        }
-        u64::from_le_bytes(bytes)
-    });
+    static PREFIX: std::sync::LazyLock<u64> =
+        std::sync::LazyLock::new(|| u64::from_le_bytes(process_seed()));
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     HeaderValue::from_str(&format!("{:016x}{count:016x}", *PREFIX))
         .expect("hex is a valid header value")
+}
+
+/// Random bytes drawn once per use at start-up, for ids that need only be
+/// distinct across processes (request and trace ids), not secret. The OS
+/// RNG failing is no reason to fail requests: the time and the process id,
+/// which still differ between processes, stand in.
+pub(crate) fn process_seed<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let fallback = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+        for (byte, from) in bytes.iter_mut().zip(fallback.iter().cycle()) {
+            *byte = *from;
+        }
+    }
+    bytes
 }
 
 #[cfg(test)]

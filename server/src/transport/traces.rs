@@ -294,16 +294,7 @@ pub fn parent_trace_id(traceparent: &[u8]) -> Option<&[u8]> {
 /// across processes. Never all zero.
 fn fresh_trace_id() -> TraceIdText {
     static KEY: LazyLock<[u64; 2]> = LazyLock::new(|| {
-        let mut bytes = [0u8; 16];
-        // The OS RNG failing is no reason to fail requests: fall back to
-        // the time, which still differs between processes.
-        if getrandom::fill(&mut bytes).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
-        }
+        let bytes: [u8; 16] = super::telemetry::process_seed();
         let [a, b] = [&bytes[..8], &bytes[8..]]
             .map(|half| u64::from_le_bytes(half.try_into().unwrap_or_default()));
         [a, b]
