@@ -8,7 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use support::{BINARY, PATIENCE, Server, command, listen_on_a_free_port, prepare, scratch_dir};
+use support::{
+    BINARY, PATIENCE, Server, auth_client, bearer, command, listen_on_a_free_port, prepare,
+    scratch_dir,
+};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     process::Command,
@@ -149,14 +152,8 @@ async fn a_reset_token_is_in_no_log_line_at_any_level() {
         .await
         .expect("the token from the mail works");
 
-    server.stop().await;
-    let stderr = server.stderr().await;
-    let lines: Vec<String> = server
-        .rest_of_log()
-        .await
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let stopped = server.stop_and_read().await;
+    let (lines, stderr) = (stopped.lines, stopped.stderr);
     assert!(lines.len() > 20, "trace logs are on: {lines:?}");
     assert!(
         lines
@@ -442,25 +439,6 @@ impl SharedStores {
         .await
         .unwrap();
     }
-}
-
-async fn auth_client(
-    addr: &str,
-) -> slop_api::auth::auth_service_client::AuthServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("gRPC connect");
-    slop_api::auth::auth_service_client::AuthServiceClient::new(channel)
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 #[tokio::test]

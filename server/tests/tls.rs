@@ -17,7 +17,7 @@ use slop_api::{
         subscribe_response::Message,
     },
 };
-use support::{PATIENCE, Server, command, listen_on_a_free_port, scratch_dir};
+use support::{PATIENCE, Server, bearer, command, listen_on_a_free_port, scratch_dir};
 use tokio::process::Command;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -267,12 +267,4 @@ async fn next_message(stream: &mut tonic::Streaming<notification::SubscribeRespo
             return message;
         }
     }
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }

@@ -157,6 +157,24 @@ impl Server {
         .expect("the log ends once the server has exited")
     }
 
+    /// SIGTERM; once it has exited (within [`PATIENCE`]), its exit status,
+    /// the log lines not yet taken (as text) and its stderr.
+    pub async fn stop_and_read(&mut self) -> Stopped {
+        let status = self.stop().await;
+        let stderr = self.stderr().await;
+        let lines = self
+            .rest_of_log()
+            .await
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        Stopped {
+            status,
+            lines,
+            stderr,
+        }
+    }
+
     /// Everything it wrote to stderr; call it once the process has exited.
     pub async fn stderr(&mut self) -> String {
         let mut stderr = String::new();
@@ -183,6 +201,40 @@ impl Server {
         .await
         .unwrap_or_else(|_| panic!("no {message:?} logged in time"))
     }
+}
+
+/// What a server left when it stopped: see [`Server::stop_and_read`].
+pub struct Stopped {
+    /// How it exited.
+    pub status: ExitStatus,
+    /// Its log lines from where the test stopped reading, as JSON text.
+    pub lines: Vec<String>,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+/// A gRPC client of the Auth service at `addr` (plain HTTP/2).
+pub async fn auth_client(
+    addr: &str,
+) -> slop_api::auth::auth_service_client::AuthServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid address")
+        .connect()
+        .await
+        .expect("gRPC connect");
+    slop_api::auth::auth_service_client::AuthServiceClient::new(channel)
+}
+
+/// `message` as a request with `token` as its bearer credential.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .expect("a valid header value"),
+    );
+    request
 }
 
 /// Sends SIGTERM to `child`, by its pid.
