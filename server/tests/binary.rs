@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use support::{
-    BINARY, PATIENCE, Server, auth_client, bearer, command, listen_on_a_free_port, prepare,
-    scratch_dir,
+    BINARY, PATIENCE, Server, auth_client, bearer, command, listen_on_a_free_port, log_in,
+    next_message, prepare, run_to_exit, scratch_dir, sign_up,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -182,16 +182,12 @@ async fn an_unreachable_database_stops_start_up_within_the_timeout_naming_it() {
     let password = "hunter2-do-not-print";
     let url = format!("postgres://slop:{password}@127.0.0.1:{closed_port}/accounts");
     let started = Instant::now();
-    let output = tokio::time::timeout(
-        PATIENCE,
+    let output = run_to_exit(
         listen_on_a_free_port(&mut command(&scratch_dir("unreachable-database")))
             .env("DATABASE_URL", &url)
-            .env("DATABASE_TIMEOUT", "2s")
-            .output(),
+            .env("DATABASE_TIMEOUT", "2s"),
     )
-    .await
-    .expect("the server exits in time")
-    .unwrap();
+    .await;
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -231,21 +227,14 @@ async fn malformed_configuration_stops_start_up_naming_the_variable() {
         ("NODE_ENV", "staging"),
         ("LOG_FORMAT", "xml"),
     ] {
-        let output = command(&scratch_dir("config"))
-            .env(variable, value)
-            .output()
-            .await
-            .unwrap();
+        let output = run_to_exit(command(&scratch_dir("config")).env(variable, value)).await;
         assert_eq!(output.status.code(), Some(2), "{variable}={value}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
     }
     let oversized = "9".repeat(5000);
-    let output = command(&scratch_dir("config"))
-        .env("SHUTDOWN_TIMEOUT", &oversized)
-        .output()
-        .await
-        .unwrap();
+    let output =
+        run_to_exit(command(&scratch_dir("config")).env("SHUTDOWN_TIMEOUT", &oversized)).await;
     assert_eq!(output.status.code(), Some(2));
 }
 
@@ -320,10 +309,7 @@ async fn start_up_errors_never_print_a_secret() {
     for (env, variable, secret) in cases {
         let mut refused = command(&scratch_dir("secret-errors"));
         refused.env("LOG_FORMAT", "json").envs(env.iter().copied());
-        let output = tokio::time::timeout(PATIENCE, refused.output())
-            .await
-            .expect("refused at once")
-            .unwrap();
+        let output = run_to_exit(&mut refused).await;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{env:?}: {stdout}{stderr}");
@@ -337,11 +323,7 @@ async fn start_up_errors_never_print_a_secret() {
 
 #[tokio::test]
 async fn help_lists_every_setting_with_its_variable() {
-    let output = command(&scratch_dir("help"))
-        .arg("--help")
-        .output()
-        .await
-        .unwrap();
+    let output = run_to_exit(command(&scratch_dir("help")).arg("--help")).await;
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example"))
@@ -450,22 +432,7 @@ async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
     let mut client_a = auth_client(&a.addr).await;
     let mut client_b = auth_client(&b.addr).await;
 
-    client_a
-        .register(auth::RegisterRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-            display_name: "Ada".into(),
-        })
-        .await
-        .unwrap();
-    let login = client_a
-        .login(auth::LoginRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let login = sign_up(&mut client_a, "ada@example.com").await;
     let token = login.tokens.unwrap().access_token;
 
     // Created through A, it works through B.
@@ -516,24 +483,6 @@ async fn notification_client(
     slop_api::notification::notification_service_client::NotificationServiceClient::new(channel)
 }
 
-/// The next event of a Subscribe stream (heartbeats skipped).
-async fn next_message(
-    stream: &mut tonic::Streaming<slop_api::notification::SubscribeResponse>,
-) -> Result<slop_api::notification::subscribe_response::Message, tonic::Status> {
-    use slop_api::notification::subscribe_response::Message;
-    loop {
-        let message = tokio::time::timeout(PATIENCE, stream.message())
-            .await
-            .expect("a stream message in time")?
-            .expect("the stream goes on")
-            .message
-            .expect("a message");
-        if !matches!(message, Message::Heartbeat(_)) {
-            return Ok(message);
-        }
-    }
-}
-
 #[tokio::test]
 async fn two_servers_share_notification_streams_and_a_client_that_loses_one_loses_nothing() {
     use slop_api::{
@@ -550,26 +499,8 @@ async fn two_servers_share_notification_streams_and_a_client_that_loses_one_lose
     let (addr_a, addr_b) = (a.addr.clone(), b.addr.clone());
 
     let mut auth_a = auth_client(&addr_a).await;
-    auth_a
-        .register(auth::RegisterRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-            display_name: "Ada".into(),
-        })
-        .await
-        .unwrap();
-    let mut login = async || {
-        auth_a
-            .login(auth::LoginRequest {
-                email: "ada@example.com".into(),
-                password: "correct horse battery staple".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-    };
-    let first = login().await;
-    let second = login().await;
+    let first = sign_up(&mut auth_a, "ada@example.com").await;
+    let second = log_in(&mut auth_a, "ada@example.com").await;
     let token = first.tokens.unwrap().access_token;
     let other_token = second.tokens.unwrap().access_token;
     let channel = format!("user:{}", first.user.unwrap().id);
@@ -911,15 +842,11 @@ async fn metrics_have_a_listener_of_their_own_and_off_opens_none() {
 async fn a_metrics_address_in_use_stops_start_up_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = tokio::time::timeout(
-        PATIENCE,
+    let output = run_to_exit(
         listen_on_a_free_port(&mut command(&scratch_dir("metrics-taken")))
-            .env("METRICS_ADDR", &addr)
-            .output(),
+            .env("METRICS_ADDR", &addr),
     )
-    .await
-    .expect("the server exits in time")
-    .unwrap();
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(

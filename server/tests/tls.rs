@@ -17,7 +17,9 @@ use slop_api::{
         subscribe_response::Message,
     },
 };
-use support::{PATIENCE, Server, bearer, command, listen_on_a_free_port, scratch_dir};
+use support::{
+    Server, bearer, command, listen_on_a_free_port, next_message, run_to_exit, scratch_dir, sign_up,
+};
 use tokio::process::Command;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -43,10 +45,7 @@ fn server_command(name: &str, env: &[(&str, String)]) -> Command {
 /// Runs the binary until it exits (it must, within PATIENCE) and returns
 /// its exit code and everything it printed.
 async fn start_up_failure(name: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
-    let output = tokio::time::timeout(PATIENCE, server_command(name, env).output())
-        .await
-        .expect("the server exits in time")
-        .unwrap();
+    let output = run_to_exit(&mut server_command(name, env)).await;
     let _ = std::fs::remove_dir_all(scratch_dir(name));
     let printed = format!(
         "{}{}",
@@ -187,22 +186,7 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
 
     // An account (PostgreSQL) and a session (Redis).
     let mut accounts = AuthServiceClient::new(channel.clone());
-    accounts
-        .register(auth::RegisterRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-            display_name: "Ada".into(),
-        })
-        .await
-        .expect("register");
-    let login = accounts
-        .login(auth::LoginRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-        })
-        .await
-        .expect("login")
-        .into_inner();
+    let login = sign_up(&mut accounts, "ada@example.com").await;
     let token = login.tokens.unwrap().access_token;
     let me = accounts
         .get_current_user(bearer(auth::GetCurrentUserRequest {}, &token))
@@ -229,7 +213,7 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
         .expect("subscribe")
         .into_inner();
     assert!(matches!(
-        next_message(&mut stream).await,
+        next_message(&mut stream).await.expect("no error"),
         Message::Subscribed(_)
     ));
     notifications
@@ -243,7 +227,7 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
         ))
         .await
         .expect("publish");
-    let Message::Event(event) = next_message(&mut stream).await else {
+    let Message::Event(event) = next_message(&mut stream).await.expect("no error") else {
         panic!("expected the event");
     };
     assert_eq!(event.r#type, "over-tls");
@@ -251,20 +235,4 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
     let _ = server.child.start_kill();
     let _ = server.child.wait().await;
     let _ = std::fs::remove_dir_all(scratch_dir("both-over-tls"));
-}
-
-/// The next message of a Subscribe stream, heartbeats skipped.
-async fn next_message(stream: &mut tonic::Streaming<notification::SubscribeResponse>) -> Message {
-    loop {
-        let message = tokio::time::timeout(PATIENCE, stream.message())
-            .await
-            .expect("a stream message in time")
-            .expect("no error")
-            .expect("the stream goes on")
-            .message
-            .expect("a message");
-        if !matches!(message, Message::Heartbeat(_)) {
-            return message;
-        }
-    }
 }

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::span::SpanKind,
 };
 use slop_api::auth::{self, auth_service_client::AuthServiceClient};
-use support::{PATIENCE, Server, command, scratch_dir};
+use support::{PATIENCE, Server, auth_client, command, run_to_exit, scratch_dir};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -204,28 +204,7 @@ async fn request_head(addr: &str, head: &str, body: &[u8]) -> String {
 /// Signs a new user up over gRPC (no trace context): answers their user
 /// id and an access token.
 async fn sign_up(addr: &str) -> (String, String) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = AuthServiceClient::new(channel);
-    client
-        .register(auth::RegisterRequest {
-            email: "trace@example.com".into(),
-            password: "correct horse battery staple".into(),
-            display_name: "Trace".into(),
-        })
-        .await
-        .expect("register");
-    let login = client
-        .login(auth::LoginRequest {
-            email: "trace@example.com".into(),
-            password: "correct horse battery staple".into(),
-        })
-        .await
-        .expect("login")
-        .into_inner();
+    let login = support::sign_up(&mut auth_client(addr).await, "trace@example.com").await;
     (
         login.user.expect("user").id,
         login.tokens.expect("tokens").access_token,
@@ -512,16 +491,12 @@ async fn bad_otel_settings_stop_start_up_naming_the_variable() {
             "OTEL_EXPORTER_OTLP_HEADERS",
         ),
     ] {
-        let output = tokio::time::timeout(
-            PATIENCE,
+        let output = run_to_exit(
             command(&scratch_dir("bad-otel"))
                 .env("PORT", "0")
-                .env(variable, value)
-                .output(),
+                .env(variable, value),
         )
-        .await
-        .expect("refused at once")
-        .expect("run slop-server");
+        .await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(
             output.status.code(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use slop_api::auth;
 use smtp::{Certificates, Scratch, Security, SmtpServer, free_port};
-use support::{PATIENCE, Server, auth_client, command};
+use support::{PATIENCE, Server, auth_client, command, run_to_exit};
 const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "another fine passphrase";
 const SMTP_PASSWORD: &str = "smtp-password-never-logged";
@@ -382,10 +382,7 @@ async fn production_without_mail_refuses_to_start_unless_told_so() {
         ("HOST", "127.0.0.1"),
         ("PORT", "0"),
     ];
-    let output = tokio::time::timeout(PATIENCE, command(&scratch.0).envs(production).output())
-        .await
-        .expect("refused at once")
-        .unwrap();
+    let output = run_to_exit(command(&scratch.0).envs(production)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(

@@ -10,8 +10,13 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    process::{ExitStatus, Output, Stdio},
     time::Duration,
+};
+
+use slop_api::{
+    auth::{self, auth_service_client::AuthServiceClient},
+    notification::{self, subscribe_response::Message},
 };
 
 use tokio::{
@@ -22,6 +27,12 @@ use tokio::{
 
 /// How long a test waits for the server to listen, answer, or exit.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The password of every account [`sign_up`] makes.
+pub const ACCOUNT_PASSWORD: &str = "correct horse battery staple";
+
+/// A gRPC client of the Auth service.
+pub type AuthClient = AuthServiceClient<tonic::transport::Channel>;
 
 /// The path of the built binary.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_slop-server");
@@ -63,6 +74,15 @@ pub fn listen_on_a_free_port(command: &mut Command) -> &mut Command {
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("LOG_FORMAT", "json")
+}
+
+/// Runs `command` until it exits (it must, within [`PATIENCE`]): for a
+/// start-up that must fail, or `--help`.
+pub async fn run_to_exit(command: &mut Command) -> Output {
+    tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("the server did not exit within {PATIENCE:?}"))
+        .expect("run slop-server")
 }
 
 /// A running binary, killed when dropped.
@@ -214,15 +234,57 @@ pub struct Stopped {
 }
 
 /// A gRPC client of the Auth service at `addr` (plain HTTP/2).
-pub async fn auth_client(
-    addr: &str,
-) -> slop_api::auth::auth_service_client::AuthServiceClient<tonic::transport::Channel> {
+pub async fn auth_client(addr: &str) -> AuthClient {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("a valid address")
         .connect()
         .await
         .expect("gRPC connect");
-    slop_api::auth::auth_service_client::AuthServiceClient::new(channel)
+    AuthServiceClient::new(channel)
+}
+
+/// Registers `email` with [`ACCOUNT_PASSWORD`] through `client`, then
+/// logs in.
+pub async fn sign_up(client: &mut AuthClient, email: &str) -> auth::LoginResponse {
+    client
+        .register(auth::RegisterRequest {
+            email: email.into(),
+            password: ACCOUNT_PASSWORD.into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .expect("register");
+    log_in(client, email).await
+}
+
+/// Logs `email` in with [`ACCOUNT_PASSWORD`]: a new session.
+pub async fn log_in(client: &mut AuthClient, email: &str) -> auth::LoginResponse {
+    client
+        .login(auth::LoginRequest {
+            email: email.into(),
+            password: ACCOUNT_PASSWORD.into(),
+        })
+        .await
+        .expect("login")
+        .into_inner()
+}
+
+/// The next message of a Subscribe stream (within [`PATIENCE`]),
+/// heartbeats skipped; the stream's error if it ends with one.
+pub async fn next_message(
+    stream: &mut tonic::Streaming<notification::SubscribeResponse>,
+) -> Result<Message, tonic::Status> {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("a stream message in time")?
+            .expect("the stream goes on")
+            .message
+            .expect("a message");
+        if !matches!(message, Message::Heartbeat(_)) {
+            return Ok(message);
+        }
+    }
 }
 
 /// `message` as a request with `token` as its bearer credential.
