@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use slop_api::auth;
 use smtp::{Certificates, Scratch, Security, SmtpServer, free_port};
-use support::{PATIENCE, Server, auth_client, command, run_to_exit};
-const PASSWORD: &str = "correct horse battery staple";
+use support::{ACCOUNT_PASSWORD, PATIENCE, Server, auth_client, command, register, run_to_exit};
 const NEW_PASSWORD: &str = "another fine passphrase";
 const SMTP_PASSWORD: &str = "smtp-password-never-logged";
 
@@ -43,14 +42,7 @@ async fn stop(mut server: Server) -> (Vec<String>, String) {
 /// reset request took.
 async fn register_and_request_reset(server: &Server, email: &str) -> Duration {
     let mut client = auth_client(&server.addr).await;
-    client
-        .register(auth::RegisterRequest {
-            email: email.into(),
-            password: PASSWORD.into(),
-            display_name: "Ada".into(),
-        })
-        .await
-        .expect("register");
+    register(&mut client, email).await;
     let started = Instant::now();
     client
         .request_password_reset(auth::RequestPasswordResetRequest {
@@ -92,7 +84,7 @@ async fn reset_and_log_in(server: &Server, email: &str, token: &str) {
     let old = client
         .login(auth::LoginRequest {
             email: email.into(),
-            password: PASSWORD.into(),
+            password: ACCOUNT_PASSWORD.into(),
         })
         .await
         .expect_err("the old password no longer does");

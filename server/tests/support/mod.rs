@@ -28,7 +28,7 @@ use tokio::{
 /// How long a test waits for the server to listen, answer, or exit.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The password of every account [`sign_up`] makes.
+/// The password of every account [`register`] makes.
 pub const ACCOUNT_PASSWORD: &str = "correct horse battery staple";
 
 /// A gRPC client of the Auth service.
@@ -243,9 +243,8 @@ pub async fn auth_client(addr: &str) -> AuthClient {
     AuthServiceClient::new(channel)
 }
 
-/// Registers `email` with [`ACCOUNT_PASSWORD`] through `client`, then
-/// logs in.
-pub async fn sign_up(client: &mut AuthClient, email: &str) -> auth::LoginResponse {
+/// Registers `email` with [`ACCOUNT_PASSWORD`] through `client`.
+pub async fn register(client: &mut AuthClient, email: &str) {
     client
         .register(auth::RegisterRequest {
             email: email.into(),
@@ -254,6 +253,11 @@ pub async fn sign_up(client: &mut AuthClient, email: &str) -> auth::LoginRespons
         })
         .await
         .expect("register");
+}
+
+/// [`register`]s `email`, then logs in.
+pub async fn sign_up(client: &mut AuthClient, email: &str) -> auth::LoginResponse {
+    register(client, email).await;
     log_in(client, email).await
 }
 
