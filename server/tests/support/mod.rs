@@ -18,7 +18,6 @@ use slop_api::{
     auth::{self, auth_service_client::AuthServiceClient},
     notification::{self, subscribe_response::Message},
 };
-
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader},
     process::{Child, Command},
@@ -41,7 +40,7 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_slop-server");
 /// developer's .env is read; per process, as each test is one under nextest.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("slop-binary-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("make {}: {err}", dir.display()));
     dir
 }
 
