@@ -2,116 +2,29 @@
 //! Kubernetes runs it: configuration from the environment, logs on stdout,
 //! SIGTERM to stop.
 
-use std::{
-    path::PathBuf,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+#[allow(dead_code)] // Each test binary uses its own part of it.
+mod support;
+
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
+use support::{
+    BINARY, PATIENCE, Server, auth_client, bearer, command, listen_on_a_free_port, log_in,
+    next_message, prepare, run_to_exit, scratch_dir, sign_up,
+};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    process::{Child, Command},
-    sync::mpsc,
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    process::Command,
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// An empty working directory, so no developer's .env is read.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("slop-binary-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn server_command(name: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
-    command
-        .env_clear()
-        // Not the default 0.0.0.0:9090, which parallel servers would share.
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .current_dir(scratch_dir(name))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-/// Starts the binary with JSON logs on a free port; returns the process,
-/// its address, and its log lines as they come.
-async fn start(
-    name: &str,
-    env: &[(&str, &str)],
-) -> (Child, String, mpsc::UnboundedReceiver<serde_json::Value>) {
-    let (child, addr, lines, _) = start_command(server_command(name), env).await;
-    (child, addr, lines)
-}
-
-/// [`start`] with `command`; also answers the lines logged before
-/// "listening".
-async fn start_command(
-    mut command: Command,
-    env: &[(&str, &str)],
-) -> (
-    Child,
-    String,
-    mpsc::UnboundedReceiver<serde_json::Value>,
-    Vec<serde_json::Value>,
-) {
-    command
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("LOG_FORMAT", "json");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("spawn slop-server");
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, mut lines) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            let value = serde_json::from_str(&line)
-                .unwrap_or_else(|err| panic!("log line is not JSON ({err}): {line}"));
-            if lines_tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    let mut before = Vec::new();
-    let addr = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let line: serde_json::Value =
-                lines.recv().await.expect("the server logs before exiting");
-            if line["message"] == "listening" {
-                return line["addr"].as_str().expect("listening addr").to_owned();
-            }
-            before.push(line);
-        }
-    })
-    .await
-    .expect("the server listens in time");
-    (child, addr, lines, before)
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn sigterm_with_an_open_stream_exits_0_within_the_shutdown_timeout() {
-    let (mut child, addr, mut logs) = start("sigterm", &[("SHUTDOWN_TIMEOUT", "5s")]).await;
+    let mut server = Server::start_in("sigterm", &[("SHUTDOWN_TIMEOUT", "5s")]).await;
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .connect()
         .await
@@ -129,11 +42,8 @@ async fn sigterm_with_an_open_stream_exits_0_within_the_shutdown_timeout() {
     );
 
     let signalled = Instant::now();
-    sigterm(&child);
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("exited within SHUTDOWN_TIMEOUT")
-        .unwrap();
+    // Within SHUTDOWN_TIMEOUT.
+    let status = server.stop_within(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
     assert!(signalled.elapsed() < Duration::from_secs(5));
 
@@ -145,15 +55,12 @@ async fn sigterm_with_an_open_stream_exits_0_within_the_shutdown_timeout() {
 
     // Everything it logged: the log ends when its stdout does (the lines
     // may still be on their way when the exit is seen).
-    let messages = tokio::time::timeout(PATIENCE, async {
-        let mut messages = Vec::new();
-        while let Some(line) = logs.recv().await {
-            messages.push(line["message"].as_str().unwrap_or_default().to_owned());
-        }
-        messages
-    })
-    .await
-    .expect("the log ends once the server has exited");
+    let messages: Vec<String> = server
+        .rest_of_log()
+        .await
+        .iter()
+        .map(|line| line["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
     for expected in ["signal received", "shutting down", "shutdown complete"] {
         assert!(
             messages.iter().any(|m| m == expected),
@@ -164,8 +71,8 @@ async fn sigterm_with_an_open_stream_exits_0_within_the_shutdown_timeout() {
 
 #[tokio::test]
 async fn every_log_line_of_a_request_carries_its_request_id() {
-    let (mut child, addr, mut logs) = start("request-id", &[]).await;
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut server = Server::start_in("request-id", &[]).await;
+    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
     stream
         .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nx-request-id: find-me-in-the-log\r\nconnection: close\r\n\r\n")
         .await
@@ -177,21 +84,11 @@ async fn every_log_line_of_a_request_carries_its_request_id() {
         "{answer}"
     );
 
-    let line = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let line = logs.recv().await.expect("logs");
-            if line["message"] == "response" {
-                return line;
-            }
-        }
-    })
-    .await
-    .expect("a response log line");
+    let line = server.wait_for("response", PATIENCE).await;
     assert_eq!(line["span"]["request_id"], "find-me-in-the-log", "{line}");
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["span"]["path"], "/health", "{line}");
-    sigterm(&child);
-    child.wait().await.unwrap();
+    server.stop().await;
 }
 
 /// A reset link is a password for whoever reads it: with every log level
@@ -203,7 +100,7 @@ async fn a_reset_token_is_in_no_log_line_at_any_level() {
     use slop_api::auth;
     let mail_dir = scratch_dir("reset-log-mail");
     let _ = std::fs::remove_dir_all(&mail_dir);
-    let (mut child, addr, mut logs) = start(
+    let mut server = Server::start_in(
         "reset-log",
         &[
             ("LOG_LEVEL", "trace"),
@@ -211,7 +108,7 @@ async fn a_reset_token_is_in_no_log_line_at_any_level() {
         ],
     )
     .await;
-    let mut client = auth_client(&addr).await;
+    let mut client = auth_client(&server.addr).await;
     let email = "log-reader@example.com";
     client
         .register(auth::RegisterRequest {
@@ -255,25 +152,8 @@ async fn a_reset_token_is_in_no_log_line_at_any_level() {
         .await
         .expect("the token from the mail works");
 
-    sigterm(&child);
-    child.wait().await.unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
-    let lines = tokio::time::timeout(PATIENCE, async {
-        let mut lines = Vec::new();
-        while let Some(line) = logs.recv().await {
-            lines.push(line.to_string());
-        }
-        lines
-    })
-    .await
-    .expect("the log ends once the server has exited");
+    let stopped = server.stop_and_read().await;
+    let (lines, stderr) = (stopped.lines, stopped.stderr);
     assert!(lines.len() > 20, "trace logs are on: {lines:?}");
     assert!(
         lines
@@ -302,19 +182,12 @@ async fn an_unreachable_database_stops_start_up_within_the_timeout_naming_it() {
     let password = "hunter2-do-not-print";
     let url = format!("postgres://slop:{password}@127.0.0.1:{closed_port}/accounts");
     let started = Instant::now();
-    let output = tokio::time::timeout(
-        PATIENCE,
-        server_command("unreachable-database")
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("LOG_FORMAT", "json")
+    let output = run_to_exit(
+        listen_on_a_free_port(&mut command(&scratch_dir("unreachable-database")))
             .env("DATABASE_URL", &url)
-            .env("DATABASE_TIMEOUT", "2s")
-            .output(),
+            .env("DATABASE_TIMEOUT", "2s"),
     )
-    .await
-    .expect("the server exits in time")
-    .unwrap();
+    .await;
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -354,21 +227,14 @@ async fn malformed_configuration_stops_start_up_naming_the_variable() {
         ("NODE_ENV", "staging"),
         ("LOG_FORMAT", "xml"),
     ] {
-        let output = server_command("config")
-            .env(variable, value)
-            .output()
-            .await
-            .unwrap();
+        let output = run_to_exit(command(&scratch_dir("config")).env(variable, value)).await;
         assert_eq!(output.status.code(), Some(2), "{variable}={value}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
     }
     let oversized = "9".repeat(5000);
-    let output = server_command("config")
-        .env("SHUTDOWN_TIMEOUT", &oversized)
-        .output()
-        .await
-        .unwrap();
+    let output =
+        run_to_exit(command(&scratch_dir("config")).env("SHUTDOWN_TIMEOUT", &oversized)).await;
     assert_eq!(output.status.code(), Some(2));
 }
 
@@ -441,12 +307,9 @@ async fn start_up_errors_never_print_a_secret() {
         ),
     ];
     for (env, variable, secret) in cases {
-        let mut command = server_command("secret-errors");
-        command.env("LOG_FORMAT", "json").envs(env.iter().copied());
-        let output = tokio::time::timeout(PATIENCE, command.output())
-            .await
-            .expect("refused at once")
-            .unwrap();
+        let mut refused = command(&scratch_dir("secret-errors"));
+        refused.env("LOG_FORMAT", "json").envs(env.iter().copied());
+        let output = run_to_exit(&mut refused).await;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{env:?}: {stdout}{stderr}");
@@ -460,7 +323,7 @@ async fn start_up_errors_never_print_a_secret() {
 
 #[tokio::test]
 async fn help_lists_every_setting_with_its_variable() {
-    let output = server_command("help").arg("--help").output().await.unwrap();
+    let output = run_to_exit(command(&scratch_dir("help")).arg("--help")).await;
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example"))
@@ -560,50 +423,16 @@ impl SharedStores {
     }
 }
 
-async fn auth_client(
-    addr: &str,
-) -> slop_api::auth::auth_service_client::AuthServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("gRPC connect");
-    slop_api::auth::auth_service_client::AuthServiceClient::new(channel)
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 #[tokio::test]
 async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
     use slop_api::auth;
     let stores = SharedStores::new().await;
-    let (mut a, addr_a, _) = start("shared-a", &stores.env()).await;
-    let (mut b, addr_b, _) = start("shared-b", &stores.env()).await;
-    let mut client_a = auth_client(&addr_a).await;
-    let mut client_b = auth_client(&addr_b).await;
+    let mut a = Server::start_in("shared-a", &stores.env()).await;
+    let mut b = Server::start_in("shared-b", &stores.env()).await;
+    let mut client_a = auth_client(&a.addr).await;
+    let mut client_b = auth_client(&b.addr).await;
 
-    client_a
-        .register(auth::RegisterRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-            display_name: "Ada".into(),
-        })
-        .await
-        .unwrap();
-    let login = client_a
-        .login(auth::LoginRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let login = sign_up(&mut client_a, "ada@example.com").await;
     let token = login.tokens.unwrap().access_token;
 
     // Created through A, it works through B.
@@ -615,10 +444,9 @@ async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
 
     // A restarts: the session (in Redis) and the account (in PostgreSQL)
     // outlive it.
-    sigterm(&a);
-    assert_eq!(a.wait().await.unwrap().code(), Some(0));
-    let (mut a2, addr_a2, _) = start("shared-a2", &stores.env()).await;
-    let mut client_a2 = auth_client(&addr_a2).await;
+    assert_eq!(a.stop().await.code(), Some(0));
+    let mut a2 = Server::start_in("shared-a2", &stores.env()).await;
+    let mut client_a2 = auth_client(&a2.addr).await;
     client_a2
         .get_current_user(bearer(auth::GetCurrentUserRequest {}, &token))
         .await
@@ -635,10 +463,10 @@ async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
-    sigterm(&b);
-    sigterm(&a2);
-    b.wait().await.unwrap();
-    a2.wait().await.unwrap();
+    b.sigterm();
+    a2.sigterm();
+    b.child.wait().await.unwrap();
+    a2.child.wait().await.unwrap();
     stores.drop_schema().await;
 }
 
@@ -655,24 +483,6 @@ async fn notification_client(
     slop_api::notification::notification_service_client::NotificationServiceClient::new(channel)
 }
 
-/// The next event of a Subscribe stream (heartbeats skipped).
-async fn next_message(
-    stream: &mut tonic::Streaming<slop_api::notification::SubscribeResponse>,
-) -> Result<slop_api::notification::subscribe_response::Message, tonic::Status> {
-    use slop_api::notification::subscribe_response::Message;
-    loop {
-        let message = tokio::time::timeout(PATIENCE, stream.message())
-            .await
-            .expect("a stream message in time")?
-            .expect("the stream goes on")
-            .message
-            .expect("a message");
-        if !matches!(message, Message::Heartbeat(_)) {
-            return Ok(message);
-        }
-    }
-}
-
 #[tokio::test]
 async fn two_servers_share_notification_streams_and_a_client_that_loses_one_loses_nothing() {
     use slop_api::{
@@ -684,30 +494,13 @@ async fn two_servers_share_notification_streams_and_a_client_that_loses_one_lose
     let mut env = stores.env();
     let keys = format!("tests:{SERVICE_KEY}");
     env.push(("SERVICE_KEYS", &keys));
-    let (a, addr_a, _) = start("streams-a", &env).await;
-    let (mut b, addr_b, _) = start("streams-b", &env).await;
+    let mut a = Server::start_in("streams-a", &env).await;
+    let mut b = Server::start_in("streams-b", &env).await;
+    let (addr_a, addr_b) = (a.addr.clone(), b.addr.clone());
 
     let mut auth_a = auth_client(&addr_a).await;
-    auth_a
-        .register(auth::RegisterRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-            display_name: "Ada".into(),
-        })
-        .await
-        .unwrap();
-    let mut login = async || {
-        auth_a
-            .login(auth::LoginRequest {
-                email: "ada@example.com".into(),
-                password: "correct horse battery staple".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-    };
-    let first = login().await;
-    let second = login().await;
+    let first = sign_up(&mut auth_a, "ada@example.com").await;
+    let second = log_in(&mut auth_a, "ada@example.com").await;
     let token = first.tokens.unwrap().access_token;
     let other_token = second.tokens.unwrap().access_token;
     let channel = format!("user:{}", first.user.unwrap().id);
@@ -779,7 +572,7 @@ async fn two_servers_share_notification_streams_and_a_client_that_loses_one_lose
 
     // B dies mid-stream; meanwhile more is published through A. The client
     // reconnects to A with its last position and loses nothing.
-    b.kill().await.unwrap();
+    b.child.kill().await.unwrap();
     let broken = tokio::time::timeout(PATIENCE, through_b.message()).await;
     assert!(
         !matches!(broken, Ok(Ok(Some(_)))),
@@ -804,9 +597,8 @@ async fn two_servers_share_notification_streams_and_a_client_that_loses_one_lose
         assert_eq!(event.r#type, kind);
     }
 
-    sigterm(&a);
-    let mut a = a;
-    a.wait().await.unwrap();
+    a.sigterm();
+    a.child.wait().await.unwrap();
     stores.drop_schema().await;
 }
 
@@ -819,15 +611,8 @@ fn under_open_files_limit(name: &str, soft: u32, hard: u32) -> Command {
         .arg(format!(
             "ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\""
         ))
-        .arg(env!("CARGO_BIN_EXE_slop-server"))
-        .env_clear()
-        // Not the default 0.0.0.0:9090, which parallel servers would share.
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .current_dir(scratch_dir(name))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .arg(BINARY);
+    prepare(&mut command, &scratch_dir(name));
     command
 }
 
@@ -884,12 +669,13 @@ async fn idle_sockets(addr: &str, count: usize) -> Vec<tokio::net::TcpStream> {
 /// is fine once they close.
 #[tokio::test]
 async fn idle_sockets_past_the_open_files_limit_leave_health_live_answering() {
-    let (mut child, addr, _logs, before) =
-        start_command(under_open_files_limit("idle-flood", 128, 256), &[]).await;
-    let raised = before
+    let mut server = Server::start(under_open_files_limit("idle-flood", 128, 256), &[]).await;
+    let addr = server.addr.clone();
+    let raised = server
+        .before
         .iter()
         .find(|line| line["message"] == "open files limit raised")
-        .unwrap_or_else(|| panic!("no line says the limit was raised: {before:?}"));
+        .unwrap_or_else(|| panic!("no line says the limit was raised: {:?}", server.before));
     assert_eq!(raised["from"], 128, "{raised}");
     assert_eq!(raised["to"], 256, "{raised}");
 
@@ -902,12 +688,7 @@ async fn idle_sockets_past_the_open_files_limit_leave_health_live_answering() {
         "answers once they close"
     );
 
-    sigterm(&child);
-    let status = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .expect("exits in time")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.stop().await.code(), Some(0));
 }
 
 /// Connections allowed past the limit on open files (HTTP_MAX_CONNECTIONS
@@ -916,7 +697,7 @@ async fn idle_sockets_past_the_open_files_limit_leave_health_live_answering() {
 /// logs that rarely; /health/live still answers.
 #[tokio::test]
 async fn out_of_file_descriptors_the_accept_loop_makes_room_and_health_live_answers() {
-    let (mut child, addr, mut logs, _) = start_command(
+    let mut server = Server::start(
         under_open_files_limit("emfile", 256, 256),
         &[
             ("HTTP_MAX_CONNECTIONS", "100000"),
@@ -924,6 +705,7 @@ async fn out_of_file_descriptors_the_accept_loop_makes_room_and_health_live_answ
         ],
     )
     .await;
+    let addr = server.addr.clone();
     let flood = idle_sockets(&addr, 400).await;
     live_eventually(&addr, "127.0.0.2").await;
     drop(flood);
@@ -932,13 +714,9 @@ async fn out_of_file_descriptors_the_accept_loop_makes_room_and_health_live_answ
         "answers once they close"
     );
 
-    sigterm(&child);
-    tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .expect("exits in time")
-        .unwrap();
+    server.stop().await;
     let mut exhausted = 0;
-    while let Ok(line) = logs.try_recv() {
+    while let Ok(line) = server.logs.try_recv() {
         if line["message"]
             .as_str()
             .is_some_and(|message| message.starts_with("out of file descriptors"))
@@ -1013,16 +791,18 @@ fn port_of(addr: &str) -> u16 {
 /// public port does not serve it; `off` opens no second listener at all.
 #[tokio::test]
 async fn metrics_have_a_listener_of_their_own_and_off_opens_none() {
-    let (mut child, addr, _logs, before) = start_command(server_command("metrics-on"), &[]).await;
-    let metrics_addr = before
+    let mut server = Server::start_in("metrics-on", &[]).await;
+    let addr = server.addr.clone();
+    let metrics_addr = server
+        .before
         .iter()
         .find(|line| line["message"] == "metrics listening")
         .and_then(|line| line["addr"].as_str())
-        .unwrap_or_else(|| panic!("no 'metrics listening' line: {before:?}"))
+        .unwrap_or_else(|| panic!("no 'metrics listening' line: {:?}", server.before))
         .to_owned();
     let mut expected = vec![port_of(&addr), port_of(&metrics_addr)];
     expected.sort_unstable();
-    assert_eq!(listening_ports(child.id().unwrap()), expected);
+    assert_eq!(listening_ports(server.child.id().unwrap()), expected);
 
     let (status, body) = http_get(&metrics_addr, "/metrics").await;
     assert!(status.contains(" 200 "), "{status}");
@@ -1039,20 +819,22 @@ async fn metrics_have_a_listener_of_their_own_and_off_opens_none() {
         status.contains(" 404 "),
         "the public port serves /metrics: {status}"
     );
-    sigterm(&child);
-    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+    assert_eq!(server.stop().await.code(), Some(0));
 
-    let (mut child, addr, _logs, before) =
-        start_command(server_command("metrics-off"), &[("METRICS_ADDR", "off")]).await;
+    let mut server = Server::start_in("metrics-off", &[("METRICS_ADDR", "off")]).await;
     assert!(
-        !before
+        !server
+            .before
             .iter()
             .any(|line| line["message"] == "metrics listening"),
-        "{before:?}"
+        "{:?}",
+        server.before
     );
-    assert_eq!(listening_ports(child.id().unwrap()), vec![port_of(&addr)]);
-    sigterm(&child);
-    assert_eq!(child.wait().await.unwrap().code(), Some(0));
+    assert_eq!(
+        listening_ports(server.child.id().unwrap()),
+        vec![port_of(&server.addr)]
+    );
+    assert_eq!(server.stop().await.code(), Some(0));
 }
 
 /// A METRICS_ADDR that cannot be listened on stops start-up, naming it.
@@ -1060,18 +842,11 @@ async fn metrics_have_a_listener_of_their_own_and_off_opens_none() {
 async fn a_metrics_address_in_use_stops_start_up_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = tokio::time::timeout(
-        PATIENCE,
-        server_command("metrics-taken")
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("LOG_FORMAT", "json")
-            .env("METRICS_ADDR", &addr)
-            .output(),
+    let output = run_to_exit(
+        listen_on_a_free_port(&mut command(&scratch_dir("metrics-taken")))
+            .env("METRICS_ADDR", &addr),
     )
-    .await
-    .expect("the server exits in time")
-    .unwrap();
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(

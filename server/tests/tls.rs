@@ -5,10 +5,10 @@
 //! unrelated CA it does not start, and says which variable to fix, that a
 //! certificate was refused, and never a password.
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+#[allow(dead_code)] // Each test binary uses its own part of it.
+mod support;
+
+use std::time::{Duration, Instant};
 
 use slop_api::{
     auth::{self, auth_service_client::AuthServiceClient},
@@ -17,10 +17,10 @@ use slop_api::{
         subscribe_response::Message,
     },
 };
-use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
-    process::{Child, Command},
+use support::{
+    Server, bearer, command, listen_on_a_free_port, next_message, run_to_exit, scratch_dir, sign_up,
 };
+use tokio::process::Command;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -30,46 +30,22 @@ mod tls_testing;
 
 use tls_testing::{Certificates, PASSWORD, TlsPostgres, TlsRedis};
 
-const PATIENCE: Duration = Duration::from_secs(20);
 const SERVICE_KEY: &str = "tls-test-service-key-0123456789abcdefghij";
 
-/// The binary, in an empty directory (no developer's .env), with JSON
-/// logs on a free port.
+/// The binary in the scratch directory `name`, with JSON logs on a free
+/// port, a store that does not answer given up after 3 s, and `env`.
 fn server_command(name: &str, env: &[(&str, String)]) -> Command {
-    let dir = scratch_dir(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
-    command
-        .env_clear()
-        // Tests run in parallel: never the default metrics port.
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .current_dir(&dir)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("LOG_FORMAT", "json")
+    let mut command = command(&scratch_dir(name));
+    listen_on_a_free_port(&mut command)
         .env("DATABASE_TIMEOUT", "3s")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
+        .envs(env.iter().map(|(key, value)| (key, value)));
     command
-}
-
-/// The working directory of the server `name`.
-fn scratch_dir(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("slop-tls-binary-{name}-{}", std::process::id()))
 }
 
 /// Runs the binary until it exits (it must, within PATIENCE) and returns
 /// its exit code and everything it printed.
 async fn start_up_failure(name: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
-    let output = tokio::time::timeout(PATIENCE, server_command(name, env).output())
-        .await
-        .expect("the server exits in time")
-        .unwrap();
+    let output = run_to_exit(&mut server_command(name, env)).await;
     let _ = std::fs::remove_dir_all(scratch_dir(name));
     let printed = format!(
         "{}{}",
@@ -168,30 +144,31 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
     let certificates = Certificates::make();
     let redis = TlsRedis::start(&certificates, "server", true);
     let postgres = TlsPostgres::start(&certificates, "server");
-    let mut server = server_command(
-        "both-over-tls",
-        &[
-            ("REDIS_URL", redis.url()),
-            ("REDIS_TLS_CA_FILE", certificates.file("ca.pem")),
-            ("REDIS_TLS_CERT_FILE", certificates.file("client.pem")),
-            ("REDIS_TLS_KEY_FILE", certificates.file("client.key")),
-            (
-                "DATABASE_URL",
-                postgres.url(
-                    "postgres",
-                    &format!(
-                        "sslmode=verify-full&sslrootcert={}",
-                        certificates.file("ca.pem")
+    let mut server = Server::start(
+        server_command(
+            "both-over-tls",
+            &[
+                ("REDIS_URL", redis.url()),
+                ("REDIS_TLS_CA_FILE", certificates.file("ca.pem")),
+                ("REDIS_TLS_CERT_FILE", certificates.file("client.pem")),
+                ("REDIS_TLS_KEY_FILE", certificates.file("client.key")),
+                (
+                    "DATABASE_URL",
+                    postgres.url(
+                        "postgres",
+                        &format!(
+                            "sslmode=verify-full&sslrootcert={}",
+                            certificates.file("ca.pem")
+                        ),
                     ),
                 ),
-            ),
-            ("SERVICE_KEYS", format!("tests:{SERVICE_KEY}")),
-        ],
+                ("SERVICE_KEYS", format!("tests:{SERVICE_KEY}")),
+            ],
+        ),
+        &[],
     )
-    .spawn()
-    .expect("spawn slop-server");
-    let addr = listening_address(&mut server).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .connect()
         .await
@@ -209,22 +186,7 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
 
     // An account (PostgreSQL) and a session (Redis).
     let mut accounts = AuthServiceClient::new(channel.clone());
-    accounts
-        .register(auth::RegisterRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-            display_name: "Ada".into(),
-        })
-        .await
-        .expect("register");
-    let login = accounts
-        .login(auth::LoginRequest {
-            email: "ada@example.com".into(),
-            password: "correct horse battery staple".into(),
-        })
-        .await
-        .expect("login")
-        .into_inner();
+    let login = sign_up(&mut accounts, "ada@example.com").await;
     let token = login.tokens.unwrap().access_token;
     let me = accounts
         .get_current_user(bearer(auth::GetCurrentUserRequest {}, &token))
@@ -251,7 +213,7 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
         .expect("subscribe")
         .into_inner();
     assert!(matches!(
-        next_message(&mut stream).await,
+        next_message(&mut stream).await.expect("no error"),
         Message::Subscribed(_)
     ));
     notifications
@@ -265,59 +227,12 @@ async fn over_tls_to_both_stores_the_server_serves_sessions_and_streams() {
         ))
         .await
         .expect("publish");
-    let Message::Event(event) = next_message(&mut stream).await else {
+    let Message::Event(event) = next_message(&mut stream).await.expect("no error") else {
         panic!("expected the event");
     };
     assert_eq!(event.r#type, "over-tls");
 
-    let _ = server.start_kill();
-    let _ = server.wait().await;
+    let _ = server.child.start_kill();
+    let _ = server.child.wait().await;
     let _ = std::fs::remove_dir_all(scratch_dir("both-over-tls"));
-}
-
-/// Reads the binary's log until "listening", and returns its address.
-async fn listening_address(server: &mut Child) -> String {
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(PATIENCE, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if value["message"] == "listening" {
-                return value["addr"].as_str().map(str::to_owned);
-            }
-            seen.push(line);
-        }
-        None
-    })
-    .await;
-    // Keep draining the log, so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    match found {
-        Ok(Some(addr)) => addr,
-        _ => panic!("the server did not listen: {}", seen.join("\n")),
-    }
-}
-
-/// The next message of a Subscribe stream, heartbeats skipped.
-async fn next_message(stream: &mut tonic::Streaming<notification::SubscribeResponse>) -> Message {
-    loop {
-        let message = tokio::time::timeout(PATIENCE, stream.message())
-            .await
-            .expect("a stream message in time")
-            .expect("no error")
-            .expect("the stream goes on")
-            .message
-            .expect("a message");
-        if !matches!(message, Message::Heartbeat(_)) {
-            return message;
-        }
-    }
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }

@@ -3,10 +3,11 @@
 //! (a TraceService server built from the OpenTelemetry protos, started
 //! here), and every door continues the caller's W3C trace.
 
+#[allow(dead_code)] // Each test binary uses its own part of it.
+mod support;
+
 use std::{
     collections::HashMap,
-    path::PathBuf,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -20,14 +21,12 @@ use opentelemetry_proto::tonic::{
     trace::v1::span::SpanKind,
 };
 use slop_api::auth::{self, auth_service_client::AuthServiceClient};
+use support::{PATIENCE, Server, auth_client, command, run_to_exit, scratch_dir};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
-    process::{Child, Command},
     sync::mpsc,
 };
-
-const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One exported span, as the receiver got it.
 #[derive(Debug, Clone)]
@@ -150,74 +149,16 @@ impl Receiver {
     }
 }
 
-/// An empty working directory, so no developer's .env is read.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("slop-traces-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Starts the binary with JSON logs on a free port and `env`; answers the
-/// process, its address and its log lines as they come.
-async fn start(
-    name: &str,
-    env: &[(&str, &str)],
-) -> (Child, String, mpsc::UnboundedReceiver<serde_json::Value>) {
+/// Starts the binary with `env`, its accounts in SQLite in its scratch
+/// directory `name`.
+async fn start(name: &str, env: &[(&str, &str)]) -> Server {
     let scratch = scratch_dir(name);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
-    command
-        .env_clear()
-        // Tests run in parallel: never the default metrics port.
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .current_dir(&scratch)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("LOG_FORMAT", "json")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite:{}", scratch.join("accounts.db").display()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("spawn slop-server");
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, mut lines) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            let value = serde_json::from_str(&line)
-                .unwrap_or_else(|err| panic!("log line is not JSON ({err}): {line}"));
-            if lines_tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let line: serde_json::Value =
-                lines.recv().await.expect("the server logs before exiting");
-            if line["message"] == "listening" {
-                return line["addr"].as_str().expect("listening addr").to_owned();
-            }
-        }
-    })
-    .await
-    .expect("the server listens in time");
-    (child, addr, lines)
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    let mut command = command(&scratch);
+    command.env(
+        "DATABASE_URL",
+        format!("sqlite:{}", scratch.join("accounts.db").display()),
+    );
+    Server::start(command, env).await
 }
 
 /// A caller's trace: a trace id and the span id of the caller's span.
@@ -263,28 +204,7 @@ async fn request_head(addr: &str, head: &str, body: &[u8]) -> String {
 /// Signs a new user up over gRPC (no trace context): answers their user
 /// id and an access token.
 async fn sign_up(addr: &str) -> (String, String) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = AuthServiceClient::new(channel);
-    client
-        .register(auth::RegisterRequest {
-            email: "trace@example.com".into(),
-            password: "correct horse battery staple".into(),
-            display_name: "Trace".into(),
-        })
-        .await
-        .expect("register");
-    let login = client
-        .login(auth::LoginRequest {
-            email: "trace@example.com".into(),
-            password: "correct horse battery staple".into(),
-        })
-        .await
-        .expect("login")
-        .into_inner();
+    let login = support::sign_up(&mut auth_client(addr).await, "trace@example.com").await;
     (
         login.user.expect("user").id,
         login.tokens.expect("tokens").access_token,
@@ -312,7 +232,7 @@ async fn response_line(
 async fn every_door_continues_the_callers_trace_in_exported_spans() {
     let receiver = Receiver::default();
     let endpoint = receiver.start().await;
-    let (mut child, addr, mut logs) = start(
+    let mut server = start(
         "doors",
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -326,6 +246,7 @@ async fn every_door_continues_the_callers_trace_in_exported_spans() {
         ],
     )
     .await;
+    let addr = server.addr.clone();
     let (user_id, token) = sign_up(&addr).await;
 
     // Native gRPC.
@@ -435,7 +356,7 @@ async fn every_door_continues_the_callers_trace_in_exported_spans() {
     let mut seen = Vec::new();
     let malformed = tokio::time::timeout(PATIENCE, async {
         loop {
-            let line = logs.recv().await.expect("logs");
+            let line = server.logs.recv().await.expect("logs");
             if line["message"] != "response" {
                 continue;
             }
@@ -475,9 +396,8 @@ async fn every_door_continues_the_callers_trace_in_exported_spans() {
             .all(|key| key == "find-me==")
     );
     assert!(!receiver.api_keys.lock().unwrap().is_empty());
-    sigterm(&child);
-    child.wait().await.unwrap();
-    while let Some(line) = logs.recv().await {
+    server.stop().await;
+    for line in server.rest_of_log().await {
         assert!(!line.to_string().contains("find-me"), "{line}");
     }
 }
@@ -488,7 +408,7 @@ async fn every_door_continues_the_callers_trace_in_exported_spans() {
 async fn graceful_shutdown_flushes_the_last_spans() {
     let receiver = Receiver::default();
     let endpoint = receiver.start().await;
-    let (mut child, addr, _logs) = start(
+    let mut server = start(
         "flush",
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -498,7 +418,7 @@ async fn graceful_shutdown_flushes_the_last_spans() {
     .await;
     let caller = Caller::new(9);
     let head = request_head(
-        &addr,
+        &server.addr,
         &format!(
             "GET /health HTTP/1.1\r\nhost: x\r\ntraceparent: {}\r\n\r\n",
             caller.traceparent()
@@ -512,12 +432,7 @@ async fn graceful_shutdown_flushes_the_last_spans() {
         receiver.spans.lock().unwrap().is_empty(),
         "exported before the batch delay"
     );
-    sigterm(&child);
-    let status = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .expect("exits in time")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.stop().await.code(), Some(0));
     let span = receiver.server_span(&caller.trace_id).await;
     assert_eq!(span.parent_span_id, caller.span_id);
     assert_eq!(span.service_name, "slop-server");
@@ -527,7 +442,8 @@ async fn graceful_shutdown_flushes_the_last_spans() {
 /// a request still carries the caller's trace id (or a fresh one).
 #[tokio::test]
 async fn without_export_the_log_line_carries_the_callers_trace_id() {
-    let (mut child, addr, mut logs) = start("no-export", &[]).await;
+    let mut server = start("no-export", &[]).await;
+    let addr = server.addr.clone();
     let caller = Caller::new(7);
     let head = request_head(
         &addr,
@@ -539,17 +455,16 @@ async fn without_export_the_log_line_carries_the_callers_trace_id() {
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let line = response_line(&mut logs, "/health").await;
+    let line = response_line(&mut server.logs, "/health").await;
     assert_eq!(line["span"]["request_id"], "with-trace", "{line}");
     assert_eq!(line["span"]["trace_id"], caller.trace_id.as_str(), "{line}");
 
     request_head(&addr, "GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n", b"").await;
-    let line = response_line(&mut logs, "/health/live").await;
+    let line = response_line(&mut server.logs, "/health/live").await;
     let fresh = line["span"]["trace_id"].as_str().expect("a trace id");
     assert_eq!(fresh.len(), 32, "{line}");
     assert_ne!(fresh, caller.trace_id, "{line}");
-    sigterm(&child);
-    child.wait().await.unwrap();
+    server.stop().await;
 }
 
 /// A bad OTEL_* value stops start-up with exit 2, naming the variable,
@@ -576,15 +491,12 @@ async fn bad_otel_settings_stop_start_up_naming_the_variable() {
             "OTEL_EXPORTER_OTLP_HEADERS",
         ),
     ] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_slop-server"))
-            .env_clear()
-            // Tests run in parallel: never the default metrics port.
-            .env("METRICS_ADDR", "127.0.0.1:0")
-            .current_dir(scratch_dir("bad-otel"))
-            .env("PORT", "0")
-            .env(variable, value)
-            .output()
-            .expect("run slop-server");
+        let output = run_to_exit(
+            command(&scratch_dir("bad-otel"))
+                .env("PORT", "0")
+                .env(variable, value),
+        )
+        .await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(
             output.status.code(),
@@ -605,7 +517,7 @@ async fn a_collector_that_is_down_is_logged_and_costs_no_request() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let (mut child, addr, mut logs) = start(
+    let mut server = start(
         "collector-down",
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{closed}")),
@@ -613,11 +525,12 @@ async fn a_collector_that_is_down_is_logged_and_costs_no_request() {
         ],
     )
     .await;
+    let addr = server.addr.clone();
     let head = request_head(&addr, "GET /health HTTP/1.1\r\nhost: x\r\n\r\n", b"").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let failure = tokio::time::timeout(PATIENCE, async {
         loop {
-            let line = logs.recv().await.expect("logs");
+            let line = server.logs.recv().await.expect("logs");
             if line["level"] == "ERROR" {
                 return line;
             }
@@ -633,12 +546,8 @@ async fn a_collector_that_is_down_is_logged_and_costs_no_request() {
     let head = request_head(&addr, "GET /health HTTP/1.1\r\nhost: x\r\n\r\n", b"").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let signalled = std::time::Instant::now();
-    sigterm(&child);
-    let status = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .expect("exits in time, flush or no flush")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    // In time, flush or no flush.
+    assert_eq!(server.stop().await.code(), Some(0));
     let took = signalled.elapsed();
     assert!(took < Duration::from_secs(5), "exit took {took:?}");
 }

@@ -6,150 +6,43 @@
 //! body, the address or the SMTP password.
 
 mod smtp;
+#[allow(dead_code)] // Each test binary uses its own part of it.
+#[path = "../support/mod.rs"]
+mod support;
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use slop_api::auth;
 use smtp::{Certificates, Scratch, Security, SmtpServer, free_port};
-use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader},
-    process::{Child, Command},
-    sync::mpsc,
-};
-
-const PATIENCE: Duration = Duration::from_secs(20);
-const PASSWORD: &str = "correct horse battery staple";
+use support::{ACCOUNT_PASSWORD, PATIENCE, Server, auth_client, command, register, run_to_exit};
 const NEW_PASSWORD: &str = "another fine passphrase";
 const SMTP_PASSWORD: &str = "smtp-password-never-logged";
 
-/// The binary, started in `dir` with JSON logs on a free port and `env`.
-struct Server {
-    child: Child,
-    addr: String,
-    logs: mpsc::UnboundedReceiver<serde_json::Value>,
+/// Starts the binary in `dir` with a sender address and `env`.
+async fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let mut command = command(dir);
+    command.env("MAIL_FROM", "Slop Studios <no-reply@slop.example>");
+    Server::start(command, env).await
 }
 
-impl Server {
-    async fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
-        command
-            .env_clear()
-            // Tests run in parallel: never the default metrics port.
-            .env("METRICS_ADDR", "127.0.0.1:0")
-            .current_dir(dir)
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("LOG_FORMAT", "json")
-            .env("MAIL_FROM", "Slop Studios <no-reply@slop.example>")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("spawn slop-server");
-        let stdout = child.stdout.take().unwrap();
-        let (lines_tx, mut logs) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                let value: serde_json::Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|err| panic!("log line is not JSON ({err}): {line}"));
-                if lines_tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut before = Vec::new();
-        let addr = tokio::time::timeout(PATIENCE, async {
-            loop {
-                let Some(line) = logs.recv().await else {
-                    panic!("the server exited before listening: {before:#?}");
-                };
-                if line["message"] == "listening" {
-                    return line["addr"].as_str().expect("listening addr").to_owned();
-                }
-                before.push(line);
-            }
-        })
-        .await
-        .expect("the server listens in time");
-        Self { child, addr, logs }
-    }
-
-    async fn auth(
-        &self,
-    ) -> auth::auth_service_client::AuthServiceClient<tonic::transport::Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("gRPC connect");
-        auth::auth_service_client::AuthServiceClient::new(channel)
-    }
-
-    /// Log lines until one says `message` (within `limit`).
-    async fn wait_for(&mut self, message: &str, limit: Duration) -> serde_json::Value {
-        tokio::time::timeout(limit, async {
-            loop {
-                let line = self.logs.recv().await.expect("the server logs");
-                if line["message"] == message {
-                    return line;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {message:?} logged in time"))
-    }
-
-    /// SIGTERM, then every line it logged from now on, and its stderr.
-    async fn stop(mut self) -> (Vec<String>, String) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let exit = tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("the server exits")
-            .unwrap();
-        assert_eq!(exit.code(), Some(0), "exit status {exit}");
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .await
-            .unwrap();
-        let lines = tokio::time::timeout(PATIENCE, async {
-            let mut lines = Vec::new();
-            while let Some(line) = self.logs.recv().await {
-                lines.push(line.to_string());
-            }
-            lines
-        })
-        .await
-        .expect("the log ends once the server has exited");
-        (lines, stderr)
-    }
+/// SIGTERM; it exits 0, then every line it logged from now on, and its
+/// stderr.
+async fn stop(mut server: Server) -> (Vec<String>, String) {
+    let stopped = server.stop_and_read().await;
+    assert_eq!(
+        stopped.status.code(),
+        Some(0),
+        "exit status {}",
+        stopped.status
+    );
+    (stopped.lines, stopped.stderr)
 }
 
 /// Registers `email` and asks for a reset link; answers how long the
 /// reset request took.
 async fn register_and_request_reset(server: &Server, email: &str) -> Duration {
-    let mut client = server.auth().await;
-    client
-        .register(auth::RegisterRequest {
-            email: email.into(),
-            password: PASSWORD.into(),
-            display_name: "Ada".into(),
-        })
-        .await
-        .expect("register");
+    let mut client = auth_client(&server.addr).await;
+    register(&mut client, email).await;
     let started = Instant::now();
     client
         .request_password_reset(auth::RequestPasswordResetRequest {
@@ -173,7 +66,7 @@ fn token_in(body: &str) -> String {
 
 /// Resets the password with `token`, then logs in with the new one.
 async fn reset_and_log_in(server: &Server, email: &str, token: &str) {
-    let mut client = server.auth().await;
+    let mut client = auth_client(&server.addr).await;
     client
         .reset_password(auth::ResetPasswordRequest {
             reset_token: token.to_owned(),
@@ -191,7 +84,7 @@ async fn reset_and_log_in(server: &Server, email: &str, token: &str) {
     let old = client
         .login(auth::LoginRequest {
             email: email.into(),
-            password: PASSWORD.into(),
+            password: ACCOUNT_PASSWORD.into(),
         })
         .await
         .expect_err("the old password no longer does");
@@ -223,7 +116,7 @@ async fn a_reset_link_mailed_over_smtp_resets_the_password_and_is_in_no_log_line
         None,
     )
     .await;
-    let server = Server::start(
+    let server = start(
         &scratch.0,
         &[
             ("LOG_LEVEL", "trace"),
@@ -261,7 +154,7 @@ async fn a_reset_link_mailed_over_smtp_resets_the_password_and_is_in_no_log_line
     );
     reset_and_log_in(&server, email, &token).await;
 
-    let (lines, stderr) = server.stop().await;
+    let (lines, stderr) = stop(server).await;
     assert!(lines.len() > 50, "trace logs are on: {lines:?}");
     assert!(
         lines
@@ -307,7 +200,7 @@ async fn starttls_and_smtps_with_a_private_ca_send_the_credentials_and_verify_th
     )
     .await;
     let url = format!("smtp://127.0.0.1:{port}?tls=required");
-    let server = Server::start(
+    let server = start(
         &scratch.0,
         &[
             ("LOG_LEVEL", "trace"),
@@ -325,7 +218,7 @@ async fn starttls_and_smtps_with_a_private_ca_send_the_credentials_and_verify_th
     assert_eq!(mail.login.as_deref(), Some("mailer"));
     let token = token_in(&mail.body);
     reset_and_log_in(&server, "ada@example.com", &token).await;
-    let (lines, stderr) = server.stop().await;
+    let (lines, stderr) = stop(server).await;
     assert_not_logged(&lines, &stderr, &[SMTP_PASSWORD, &token, "ada@example.com"]);
 
     // Implicit TLS, credentials in the URL (percent-encoded).
@@ -342,7 +235,7 @@ async fn starttls_and_smtps_with_a_private_ca_send_the_credentials_and_verify_th
         "smtps://mailer:{}@127.0.0.1:{port}",
         SMTP_PASSWORD.replace('-', "%2D")
     );
-    let server = Server::start(
+    let server = start(
         &scratch.0,
         &[
             ("SMTP_URL", &url),
@@ -356,13 +249,13 @@ async fn starttls_and_smtps_with_a_private_ca_send_the_credentials_and_verify_th
     assert!(mail.tls);
     assert_eq!(mail.login.as_deref(), Some("mailer"));
     reset_and_log_in(&server, "grace@example.com", &token_in(&mail.body)).await;
-    let (lines, stderr) = server.stop().await;
+    let (lines, stderr) = stop(server).await;
     assert_not_logged(&lines, &stderr, &[SMTP_PASSWORD]);
 
     // Without SMTP_TLS_CA_FILE the Mozilla roots do not know the private
     // CA: the relay is refused, and nothing is sent.
     let url = format!("smtps://mailer:x@127.0.0.1:{port}");
-    let mut server = Server::start(
+    let mut server = start(
         &scratch.0,
         &[
             ("SMTP_URL", &url),
@@ -388,7 +281,7 @@ async fn starttls_and_smtps_with_a_private_ca_send_the_credentials_and_verify_th
         1,
         "only the mail of the trusted run"
     );
-    let (lines, _) = server.stop().await;
+    let (lines, _) = stop(server).await;
     assert!(
         lines.iter().any(
             |line| line.contains("the server stopped before it could be delivered")
@@ -418,7 +311,7 @@ async fn a_relay_that_hangs_or_is_down_delays_the_mail_but_never_the_request() {
             }
         }
     });
-    let mut server = Server::start(
+    let mut server = start(
         &scratch.0,
         &[
             ("SMTP_URL", &format!("smtp://127.0.0.1:{port}")),
@@ -455,7 +348,7 @@ async fn a_relay_that_hangs_or_is_down_delays_the_mail_but_never_the_request() {
     let sent = server.wait_for("mail sent", PATIENCE).await;
     assert!(sent["attempt"].as_u64().unwrap() >= 2, "{sent}");
     reset_and_log_in(&server, "ada@example.com", &token_in(&mail.body)).await;
-    let (lines, stderr) = server.stop().await;
+    let (lines, stderr) = stop(server).await;
     assert_not_logged(&lines, &stderr, &["ada@example.com", "?token="]);
 }
 
@@ -481,19 +374,7 @@ async fn production_without_mail_refuses_to_start_unless_told_so() {
         ("HOST", "127.0.0.1"),
         ("PORT", "0"),
     ];
-    let output = tokio::time::timeout(
-        PATIENCE,
-        Command::new(env!("CARGO_BIN_EXE_slop-server"))
-            .env_clear()
-            // Tests run in parallel: never the default metrics port.
-            .env("METRICS_ADDR", "127.0.0.1:0")
-            .current_dir(&scratch.0)
-            .envs(production)
-            .output(),
-    )
-    .await
-    .expect("refused at once")
-    .unwrap();
+    let output = run_to_exit(command(&scratch.0).envs(production)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -506,32 +387,13 @@ async fn production_without_mail_refuses_to_start_unless_told_so() {
     let mut env = production.to_vec();
     env.push(("MAIL_TRANSPORT", "none"));
     // The warning comes before "listening".
-    let mut command = Command::new(env!("CARGO_BIN_EXE_slop-server"));
-    command
-        .env_clear()
-        // Tests run in parallel: never the default metrics port.
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .current_dir(&scratch.0)
-        .envs(env.iter().copied())
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap()).lines();
-    let warning = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = reader.next_line().await.unwrap() {
-            if line.contains("MAIL_TRANSPORT=none") {
-                return line;
-            }
-            assert!(
-                !line.contains("\"listening\""),
-                "no warning before listening"
-            );
-        }
-        panic!("the server exited");
-    })
-    .await
-    .expect("the warning is logged at start");
+    let server = Server::start(command(&scratch.0), &env).await;
+    let warning = server
+        .before
+        .iter()
+        .map(ToString::to_string)
+        .find(|line| line.contains("MAIL_TRANSPORT=none"))
+        .unwrap_or_else(|| panic!("no warning before listening: {:#?}", server.before));
     assert!(
         warning.contains("\"ERROR\"") && warning.contains("password reset cannot work"),
         "{warning}"

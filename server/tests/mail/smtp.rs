@@ -14,7 +14,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-const PATIENCE: Duration = Duration::from_secs(20);
+use crate::support::PATIENCE;
 
 /// A directory of the test's own, removed on drop.
 pub struct Scratch(pub PathBuf);
