@@ -334,6 +334,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::production_without_mail as production;
     use super::*;
 
     fn parse(args: &[&str]) -> Config {
@@ -457,24 +458,6 @@ mod tests {
             Config::embedded_defaults().mail_from().email.to_string(),
             "no-reply@localhost"
         );
-    }
-
-    const JWT: &str = "rbnJ//z/YXw6VFvWEp4oCC0xPX1dFFyu1jYnacwxRIiw4RefN0WHlLUal5Hgy24b";
-    const APP: &str = "4a68814fc804a3cba8811a2023503868ff994c3fb6557daa66ba48fc3375ecee";
-
-    fn production(extra: &[&str]) -> Config {
-        let mut args = vec![
-            "--app-env",
-            "production",
-            "--jwt-secret",
-            JWT,
-            "--app-secret",
-            APP,
-            "--password-reset-url",
-            "https://app.example.com/reset-password",
-        ];
-        args.extend_from_slice(extra);
-        parse(&args)
     }
 
     #[test]

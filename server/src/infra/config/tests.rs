@@ -92,8 +92,27 @@ const APP: &str = "4a68814fc804a3cba8811a2023503868ff994c3fb6557daa66ba48fc3375e
 const SERVICE: &str = "uJLJ60tdrhBniapIy9oOEtM3Fu/RwwaGyRiI5CaXrYA=";
 const RESET_URL: &str = "https://app.example.com/reset-password";
 
-/// Production with good secrets and a reset page, then `extra`.
+/// Production with good secrets, a reset page and an SMTP relay, then
+/// `extra` (a flag given again replaces its value).
 fn production(extra: &[&str]) -> Config {
+    production_with(
+        &[
+            "--smtp-url",
+            "smtps://relay.example.com",
+            "--mail-from",
+            "no-reply@example.com",
+        ],
+        extra,
+    )
+}
+
+/// [`production`] without a mail transport, for the tests of that refusal
+/// (`config/mail.rs`).
+pub(super) fn production_without_mail(extra: &[&str]) -> Config {
+    production_with(&[], extra)
+}
+
+fn production_with(mail: &[&str], extra: &[&str]) -> Config {
     let mut args = vec![
         "--app-env",
         "production",
@@ -103,11 +122,8 @@ fn production(extra: &[&str]) -> Config {
         APP,
         "--password-reset-url",
         RESET_URL,
-        "--smtp-url",
-        "smtps://relay.example.com",
-        "--mail-from",
-        "no-reply@example.com",
     ];
+    args.extend_from_slice(mail);
     for pair in extra.chunks(2) {
         match args.iter().position(|arg| *arg == pair[0]) {
             Some(at) => args[at + 1] = pair[1],
