@@ -92,7 +92,7 @@ use crate::{
     infra::{
         clock::{SharedClock, from_millis, to_millis, to_timestamp},
         observe::ObservedRedis,
-        pubsub::{PubSub, Route},
+        pubsub::{Handler, Notice, PubSub, Route},
         redis_context::RedisContext,
     },
 };
@@ -153,6 +153,25 @@ impl RedisStreams {
     /// Tokio runtime: it starts the listener task, which ends when the last
     /// clone of the streams is dropped.
     pub fn new(redis: &RedisContext, history: History, sink: Arc<dyn Deliver>) -> Self {
+        let (notices, inbox) = mpsc::unbounded_channel();
+        Self::start(
+            redis,
+            history,
+            sink,
+            Box::new(move |notice| notices.send(notice).is_ok()),
+            inbox,
+        )
+    }
+
+    /// [`Self::new`], with the pub/sub route's handler and the listener's
+    /// inbox given (a test holds notices back between the two).
+    fn start(
+        redis: &RedisContext,
+        history: History,
+        sink: Arc<dyn Deliver>,
+        handler: Handler,
+        inbox: mpsc::UnboundedReceiver<Notice>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             connection: redis.commands(),
             prefix: redis.prefix().to_owned(),
@@ -164,12 +183,8 @@ impl RedisStreams {
             scripts: Scripts::new(),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
-        let (notices, inbox) = mpsc::unbounded_channel();
         let pubsub = redis.pubsub().clone();
-        pubsub.route(
-            Route::Prefix(format!("{}stream:", redis.prefix())),
-            Box::new(move |notice| notices.send(notice).is_ok()),
-        );
+        pubsub.route(Route::Prefix(format!("{}stream:", redis.prefix())), handler);
         let listener = Listener::new(shared.clone(), sink, pubsub.clone(), receiver, inbox);
         tokio::spawn(listener.run());
         Self {

@@ -491,3 +491,48 @@ async fn ping_answers() {
     streams.ping().await.unwrap();
     assert_eq!(streams.backend(), "redis");
 }
+
+/// A watch made on a connection that was already subscribed has nothing to
+/// catch up: its position was read after its subscription. When the
+/// listener heard that connection's `Subscribed` late (after the watch and
+/// after more events than history keeps), it caught the channel up anyway
+/// from a history that had dropped the first events, and then skipped their
+/// messages, still queued, as already given (a flaky TLS conformance case,
+/// where subscribing is slower).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscribed_notice_does_not_skip_queued_messages() {
+    let guard = PrefixGuard::new();
+    let sink = Arc::new(Recorder::default());
+    // The route's notices wait in `held` until `open` fires.
+    let (held, mut holding) = mpsc::unbounded_channel();
+    let (release, inbox) = mpsc::unbounded_channel();
+    let (open, opened) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = opened.await;
+        while let Some(notice) = holding.recv().await {
+            if release.send(notice).is_err() {
+                break;
+            }
+        }
+    });
+    let streams = RedisStreams::start(
+        &guard.context(ManualClock::starting_now()),
+        HISTORY,
+        sink.clone(),
+        Box::new(move |notice| held.send(notice).is_ok()),
+        inbox,
+    );
+    let channel = topic("late");
+    streams.watch(&channel).await.unwrap();
+    let published = HISTORY.max_events * 2;
+    for _ in 0..published {
+        streams
+            .publish(std::slice::from_ref(&channel), &event("x"), None)
+            .await
+            .unwrap();
+    }
+    open.send(()).unwrap();
+    let offsets: Vec<u64> = sink.wait_for(published).await.iter().map(|e| e.offset).collect();
+    let expected: Vec<u64> = (1..=published as u64).collect();
+    assert_eq!(offsets, expected);
+}
