@@ -18,6 +18,13 @@
 //! when the connection drops. It runs on the loop, so it must not block:
 //! hand anything slow to a task of its own.
 //!
+//! Connections are numbered ([`Connection`]): `Subscribed` says which one
+//! it is about, and [`PubSub::subscribe`] which one the channel was
+//! subscribed on. A channel subscribed on the connection a `Subscribed`
+//! names (or a later one) missed nothing before it, even when its owner
+//! hears that notice only after subscribing: catching it up from history
+//! then could skip messages still queued behind the notice.
+//!
 //! [`PubSub::listening`] is true once the connection is subscribed to every
 //! channel and every handler has dropped the [`CaughtUp`] of its last
 //! `Subscribed` (a handler that needs to read what it missed keeps it until
@@ -70,12 +77,23 @@ pub enum Notice {
         payload: Vec<u8>,
     },
     /// The connection is (again) subscribed to every channel of the route;
-    /// messages published before may have been missed.
-    Subscribed(CaughtUp),
+    /// messages published before may have been missed by the channels
+    /// subscribed on an earlier connection.
+    Subscribed {
+        /// The connection now subscribed.
+        connection: Connection,
+        /// Dropped once the handler caught up.
+        caught_up: CaughtUp,
+    },
     /// The connection dropped; [`Notice::Subscribed`] follows when it is
     /// back.
     Lost,
 }
+
+/// Which connection of the loop, counting from 1: a later one has a
+/// greater number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Connection(u64);
 
 /// Held by a handler until it has caught up after a [`Notice::Subscribed`];
 /// [`PubSub::listening`] waits for every one to be dropped.
@@ -111,7 +129,7 @@ enum Request {
     Route(Route, Handler),
     Subscribe {
         channel: String,
-        reply: oneshot::Sender<redis::RedisResult<()>>,
+        reply: oneshot::Sender<redis::RedisResult<Connection>>,
     },
     Unsubscribe(String),
     Reconnect(&'static str),
@@ -126,6 +144,7 @@ impl PubSub {
         let (up, listening) = watch::channel(false);
         let subscriber = Subscriber {
             client,
+            connection: Connection(0),
             name,
             requests: receiver,
             routes: Vec::new(),
@@ -146,10 +165,11 @@ impl PubSub {
         let _ = self.requests.send(Request::Route(route, handler));
     }
 
-    /// Subscribes `channel` (under a [`Route::Prefix`]) and returns once
-    /// Redis confirmed: every message published after that reaches the
-    /// route. Fails at once while the connection is down.
-    pub async fn subscribe(&self, channel: String) -> redis::RedisResult<()> {
+    /// Subscribes `channel` (under a [`Route::Prefix`]) and returns, once
+    /// Redis confirmed, the connection it is subscribed on: every message
+    /// published after that reaches the route. Fails at once while the
+    /// connection is down.
+    pub async fn subscribe(&self, channel: String) -> redis::RedisResult<Connection> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Subscribe { channel, reply })
@@ -206,6 +226,8 @@ enum Exit {
 /// The task that owns the connection.
 struct Subscriber {
     client: redis::Client,
+    /// The current (or last) connection.
+    connection: Connection,
     name: String,
     requests: mpsc::UnboundedReceiver<Request>,
     routes: Vec<(Route, Handler)>,
@@ -225,11 +247,14 @@ impl Subscriber {
                         tracing::info!("Redis pub/sub connection is back");
                     }
                     was_up = true;
+                    self.connection.0 += 1;
+                    let connection_number = self.connection;
                     let (caught_up, waiting) = mpsc::channel(1);
-                    self.notify(|| {
-                        Notice::Subscribed(CaughtUp {
+                    self.notify(|| Notice::Subscribed {
+                        connection: connection_number,
+                        caught_up: CaughtUp {
                             _pending: caught_up.clone(),
-                        })
+                        },
                     });
                     drop(caught_up);
                     let since = tokio::time::Instant::now();
@@ -403,7 +428,11 @@ impl Subscriber {
                 if let Route::Channel(name) = &route {
                     connection.subscribe(name).await?;
                 }
-                if handler(Notice::Subscribed(CaughtUp::detached())) {
+                let subscribed = Notice::Subscribed {
+                    connection: self.connection,
+                    caught_up: CaughtUp::detached(),
+                };
+                if handler(subscribed) {
                     self.routes.push((route, handler));
                 }
                 Ok(())
@@ -411,13 +440,13 @@ impl Subscriber {
             Request::Subscribe { channel, reply } => {
                 if let Some(count) = self.channels.get_mut(&channel) {
                     *count += 1;
-                    let _ = reply.send(Ok(()));
+                    let _ = reply.send(Ok(self.connection));
                     return Ok(());
                 }
                 match connection.subscribe(&channel).await {
                     Ok(()) => {
                         self.channels.insert(channel, 1);
-                        let _ = reply.send(Ok(()));
+                        let _ = reply.send(Ok(self.connection));
                         Ok(())
                     }
                     Err(error) => {
@@ -589,7 +618,11 @@ mod tests {
         let pubsub = context.pubsub();
         let channel = format!("{}fixed", guard.prefix);
         let mut fixed = forwarding(pubsub, Route::Channel(channel.clone()));
-        let Notice::Subscribed(first) = next(&mut fixed).await else {
+        let Notice::Subscribed {
+            connection: first_connection,
+            caught_up: first,
+        } = next(&mut fixed).await
+        else {
             panic!("subscribed first");
         };
         drop(first);
@@ -597,9 +630,14 @@ mod tests {
 
         kill_clients_named(&format!("{}pubsub", guard.prefix));
         assert!(matches!(next(&mut fixed).await, Notice::Lost));
-        let Notice::Subscribed(catching_up) = next(&mut fixed).await else {
+        let Notice::Subscribed {
+            connection,
+            caught_up: catching_up,
+        } = next(&mut fixed).await
+        else {
             panic!("subscribed again");
         };
+        assert!(connection > first_connection, "a new connection's number");
         assert_eq!(subscribers(&channel), 1, "resubscribed");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!*pubsub.listening().borrow(), "not while catching up");
@@ -631,9 +669,11 @@ mod tests {
         let pubsub = context.pubsub();
         let prefix = format!("{}on-demand:", guard.prefix);
         let mut notices = forwarding(pubsub, Route::Prefix(prefix.clone()));
-        assert!(matches!(next(&mut notices).await, Notice::Subscribed(_)));
+        let Notice::Subscribed { connection, .. } = next(&mut notices).await else {
+            panic!("subscribed first");
+        };
         let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
-        pubsub.subscribe(a.clone()).await.unwrap();
+        assert_eq!(pubsub.subscribe(a.clone()).await.unwrap(), connection);
         pubsub.subscribe(a.clone()).await.unwrap();
         pubsub.subscribe(b.clone()).await.unwrap();
         assert_eq!((subscribers(&a), subscribers(&b)), (1, 1));

@@ -366,7 +366,7 @@ impl Revocations {
             Notice::Message { payload, .. } => self.on_message(&payload),
             // Whatever was published while not subscribed is lost. Nothing
             // to read back: the holders of sessions re-check them.
-            Notice::Subscribed(_) => {
+            Notice::Subscribed { .. } => {
                 let _ = self.revoked.send(RECHECK_SESSIONS.to_owned());
             }
             Notice::Lost => {}

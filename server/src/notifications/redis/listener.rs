@@ -4,7 +4,7 @@
 //! ([`crate::infra::pubsub`]), which reconnects and resubscribes; this task
 //! hears its messages (the route `<prefix>stream:`), subscribes the
 //! channels `watch` asks for, and catches up from history after every
-//! (re)subscription.
+//! (re)subscription of the channels subscribed on an earlier connection.
 
 use std::{
     collections::{HashMap, hash_map::Entry},
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Position, Shared, decode};
 use crate::{
-    infra::pubsub::{Notice, PubSub},
+    infra::pubsub::{Connection, Notice, PubSub},
     notifications::{ChannelName, Deliver, Result, StreamError},
 };
 
@@ -38,6 +38,9 @@ struct Watched {
     /// What the sink was given last (where the channel stood when watched,
     /// before any event).
     last: Position,
+    /// The pub/sub connection since which nothing was missed: the one it
+    /// was subscribed on, then the one it last caught up on.
+    since: Connection,
 }
 
 /// The listener task's state.
@@ -103,13 +106,27 @@ impl Listener {
                     self.resync(error);
                 }
             }
-            Notice::Subscribed(caught_up) => {
+            Notice::Subscribed {
+                connection,
+                caught_up,
+            } => {
                 self.resyncing = false;
-                let channels: Vec<ChannelName> = self.watched.keys().cloned().collect();
+                // A channel subscribed on this connection (heard of before
+                // this notice) missed nothing, and its messages may be
+                // queued behind it: history could no longer hold them.
+                let channels: Vec<ChannelName> = self
+                    .watched
+                    .iter()
+                    .filter(|(_, watched)| watched.since < connection)
+                    .map(|(channel, _)| channel.clone())
+                    .collect();
                 for channel in &channels {
                     if let Err(error) = self.catch_up(channel).await {
                         self.resync(error);
                         break;
+                    }
+                    if let Some(watched) = self.watched.get_mut(channel) {
+                        watched.since = connection;
                     }
                 }
                 // Readiness waits for this.
@@ -225,14 +242,21 @@ impl Listener {
                 let key = self.shared.key(&channel);
                 // Once Redis confirmed, every later message reaches this
                 // task, after the watch is counted.
-                if let Err(error) = self.pubsub.subscribe(key.clone()).await {
-                    let _ = reply.send(Err(error.into()));
-                    return;
-                }
+                let since = match self.pubsub.subscribe(key.clone()).await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        let _ = reply.send(Err(error.into()));
+                        return;
+                    }
+                };
                 match self.shared.position(&channel).await {
                     Ok(last) => {
-                        self.watched
-                            .insert(channel.clone(), Watched { count: 1, last });
+                        let watched = Watched {
+                            count: 1,
+                            last,
+                            since,
+                        };
+                        self.watched.insert(channel.clone(), watched);
                         self.answer(&channel, reply);
                     }
                     Err(error) => {

@@ -532,7 +532,12 @@ async fn a_late_subscribed_notice_does_not_skip_queued_messages() {
             .unwrap();
     }
     open.send(()).unwrap();
-    let offsets: Vec<u64> = sink.wait_for(published).await.iter().map(|e| e.offset).collect();
+    let offsets: Vec<u64> = sink
+        .wait_for(published)
+        .await
+        .iter()
+        .map(|e| e.offset)
+        .collect();
     let expected: Vec<u64> = (1..=published as u64).collect();
     assert_eq!(offsets, expected);
 }
