@@ -47,8 +47,8 @@ pub enum Error {
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
-    /// REDIS_URL could not be used.
-    #[error("REDIS_URL: {0}")]
+    /// REDIS_URL or REDIS_CLUSTER_NODES could not be used.
+    #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// A REDIS_TLS_* file could not be used (the message names it).
     #[error("{0}")]
@@ -56,7 +56,7 @@ pub enum Error {
     /// Redis and this server refused each other's TLS certificates: a
     /// configuration error that waiting will not mend.
     #[error(
-        "REDIS_URL: TLS to Redis at {at} failed on a certificate: {cause}; set REDIS_TLS_CA_FILE to the CA that signed the Redis certificate, check that the certificate names the host of REDIS_URL, and REDIS_TLS_CERT_FILE/REDIS_TLS_KEY_FILE if Redis asks for a client certificate"
+        "TLS to Redis at {at} failed on a certificate: {cause}; set REDIS_TLS_CA_FILE to the CA that signed the Redis certificate, check that the certificate names the host of REDIS_URL (or of each REDIS_CLUSTER_NODES node), and REDIS_TLS_CERT_FILE/REDIS_TLS_KEY_FILE if Redis asks for a client certificate"
     )]
     RedisCertificate {
         /// `host:port`.
@@ -156,16 +156,16 @@ pub async fn serve_on(
         tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
     );
     infra::tls::install_crypto_provider();
+    let topology = config.redis_topology();
     if config.app_env() == infra::config::AppEnv::Production {
-        for warning in
-            infra::tls::plaintext_store_warnings(config.redis_url.as_deref(), &config.database_url)
+        for warning in infra::tls::plaintext_store_warnings(topology.as_ref(), &config.database_url)
         {
             tracing::warn!("{warning}");
         }
     }
     // One Redis context for every store: two connections per instance.
-    let redis = match config.redis_url.as_deref() {
-        Some(url) => Some(connect_redis(&config, url, clock.clone()).await?),
+    let redis = match &topology {
+        Some(topology) => Some(connect_redis(&config, topology, clock.clone()).await?),
         None => None,
     };
     let identity = Arc::new(identity::Identity::from_config(&config, clock, redis.as_ref()).await?);
@@ -219,7 +219,7 @@ pub async fn serve_on(
         %addr,
         version = env!("CARGO_PKG_VERSION"),
         env = ?config.app_env(),
-        redis = config.redis_url.is_some(),
+        redis = topology.as_ref().map_or("none", |topology| topology.mode()),
         "listening"
     );
     serve::serve(
@@ -267,11 +267,11 @@ pub async fn serve_on(
 }
 
 /// The instance's Redis context, over TLS with the REDIS_TLS_* files when
-/// REDIS_URL is `rediss://`. Redis may come later (readiness waits for
+/// its URLs are `rediss://`. Redis may come later (readiness waits for
 /// it), but a certificate either side refuses stops start-up.
 async fn connect_redis(
     config: &Config,
-    url: &str,
+    topology: &infra::redis_topology::Topology,
     clock: clock::SharedClock,
 ) -> Result<RedisContext, Error> {
     let files = config.redis_tls_files();
@@ -280,8 +280,8 @@ async fn connect_redis(
     } else {
         Some(files.load().map_err(Error::RedisTlsFiles)?)
     };
-    let redis = RedisContext::connect_with_tls(
-        url,
+    let redis = RedisContext::open(
+        topology,
         certificates.as_ref(),
         &config.redis_key_prefix,
         clock,
@@ -330,7 +330,7 @@ fn connection_caps(config: &Config) -> connections::Caps {
 }
 
 /// The notification service: channel streams in `redis` (the instance's
-/// Redis context, when REDIS_URL is set; else in process), this instance's
+/// Redis context, when there is one; else in process), this instance's
 /// hub, and the task that ends the streams of ended sessions until `stop`;
 /// and its connection throttle, which the WebSocket adapter shares.
 fn notifications(

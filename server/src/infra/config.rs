@@ -84,6 +84,13 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
+    /// Redis Cluster instead of REDIS_URL: the URLs of some of its nodes,
+    /// comma-separated (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`, or
+    /// all `rediss://` for TLS); the other nodes are found from them.
+    /// Needs Redis 7.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_parser = parse_redis_cluster_nodes)]
+    pub redis_cluster_nodes: Option<RedisNodes>,
+
     /// With a `rediss://` REDIS_URL: the CA certificate (PEM) that signed
     /// Redis's certificate, trusted instead of the platform's roots.
     #[arg(long, env = "REDIS_TLS_CA_FILE")]
@@ -483,6 +490,7 @@ impl Config {
     /// each of its own, and a reset page of its own. Messages name the
     /// variable and the reason, never a secret's value.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_redis_topology()?;
         self.check_redis_tls()?;
         if self.app_env() == AppEnv::Production {
             if self.jwt_secret.is_none() && self.jwt_private_key_file.is_none() {
@@ -512,6 +520,25 @@ impl Config {
         Ok(())
     }
 
+    /// Where Redis is (REDIS_URL or REDIS_CLUSTER_NODES); None keeps
+    /// everything in process memory.
+    pub fn redis_topology(&self) -> Option<crate::infra::redis_topology::Topology> {
+        use crate::infra::redis_topology::Topology;
+        match (&self.redis_url, &self.redis_cluster_nodes) {
+            (Some(url), _) => Some(Topology::Standalone(url.clone())),
+            (None, Some(nodes)) => Some(Topology::Cluster(nodes.0.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// One way to reach Redis at a time.
+    fn check_redis_topology(&self) -> Result<(), String> {
+        if self.redis_url.is_some() && self.redis_cluster_nodes.is_some() {
+            return Err("REDIS_URL and REDIS_CLUSTER_NODES are both set: set REDIS_URL for one Redis server, or REDIS_CLUSTER_NODES for a Redis Cluster".into());
+        }
+        Ok(())
+    }
+
     /// The certificate files of TLS to Redis (REDIS_TLS_*).
     pub fn redis_tls_files(&self) -> crate::infra::tls::RedisTlsFiles {
         crate::infra::tls::RedisTlsFiles {
@@ -521,7 +548,7 @@ impl Config {
         }
     }
 
-    /// REDIS_TLS_* need a `rediss://` REDIS_URL (over plain TCP they would
+    /// REDIS_TLS_* need `rediss://` URLs (over plain TCP they would
     /// be ignored, and the operator believe the link encrypted), and a
     /// client certificate needs its key.
     fn check_redis_tls(&self) -> Result<(), String> {
@@ -529,13 +556,15 @@ impl Config {
         if files.is_empty() {
             return Ok(());
         }
-        let tls = self
-            .redis_url
-            .as_deref()
-            .is_some_and(|url| url.starts_with("rediss://") || url.starts_with("valkeys://"));
+        let tls = self.redis_topology().is_some_and(|topology| {
+            topology
+                .urls()
+                .iter()
+                .all(|url| url.starts_with("rediss://") || url.starts_with("valkeys://"))
+        });
         if !tls {
             return Err(
-                "REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL (TLS); with redis:// they would be ignored".into(),
+                "REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL or REDIS_CLUSTER_NODES (TLS); with redis:// they would be ignored".into(),
             );
         }
         match (&files.cert, &files.key) {
@@ -597,6 +626,7 @@ const SECRET_SETTINGS: &[&str] = &[
     "--service-keys",
     "--database-url",
     "--redis-url",
+    "--redis-cluster-nodes",
     "--smtp-url",
     "--smtp-password",
     "--otel-exporter-otlp-endpoint",

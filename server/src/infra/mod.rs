@@ -4,6 +4,8 @@
 //! - [`clock`]: the time every expiry reads, so tests can move it.
 //! - [`redis_context`]: the one Redis context of an instance (commands
 //!   connection, key prefix, clock), handed to every store.
+//! - [`redis_topology`]: where Redis is (one server or a cluster) and the
+//!   commands connection to it.
 //! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
 //! - [`tls`]: TLS to Redis and PostgreSQL: the ring crypto provider, the
 //!   REDIS_TLS_* files, and a refused certificate told from an outage.
@@ -11,12 +13,16 @@
 //!   password hash (metrics and traces).
 //! - `conformance` (tests only): the one macro that runs every backend
 //!   conformance suite.
+//! - `cluster_testing` (tests only): a Redis Cluster of a test's own.
 
 pub mod clock;
+#[cfg(test)]
+pub(crate) mod cluster_testing;
 pub mod config;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod observe;
 pub mod pubsub;
 pub mod redis_context;
+pub mod redis_topology;
 pub mod tls;

@@ -12,11 +12,10 @@
 
 use std::time::Instant;
 
-use redis::{
-    Cmd, Pipeline, RedisFuture, Value,
-    aio::{ConnectionLike, ConnectionManager},
-};
+use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
 use tracing::Instrument as _;
+
+use super::redis_topology::Commands;
 
 /// Latency of store calls, by `store` and `operation` (histogram, seconds).
 pub const STORE_DURATION: &str = "slop_store_duration_seconds";
@@ -87,13 +86,13 @@ pub async fn store_call<T, E>(
 
 /// The instance's Redis commands connection, with every command and
 /// pipeline observed by [`store_call`]. A cheap clone, like the
-/// connection manager it wraps.
+/// connection it wraps.
 #[derive(Debug, Clone)]
-pub struct ObservedRedis(ConnectionManager);
+pub struct ObservedRedis(Commands);
 
 impl ObservedRedis {
     /// Observes the calls made on `connection`.
-    pub fn new(connection: ConnectionManager) -> Self {
+    pub fn new(connection: Commands) -> Self {
         Self(connection)
     }
 }

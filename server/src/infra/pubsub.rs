@@ -136,14 +136,16 @@ enum Request {
 }
 
 impl PubSub {
-    /// Starts the loop on a connection from `client` (which must speak
-    /// RESP3), named `name` in `CLIENT LIST`. Must be called within a Tokio
-    /// runtime.
-    pub fn start(client: redis::Client, name: String) -> Self {
+    /// Starts the loop on a connection from the first of `clients` (which
+    /// must speak RESP3; the next one after each drop or failure, for the
+    /// nodes of a cluster), named `name` in `CLIENT LIST`. Must be called
+    /// within a Tokio runtime.
+    pub fn start(clients: Vec<redis::Client>, name: String) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (up, listening) = watch::channel(false);
         let subscriber = Subscriber {
-            client,
+            clients,
+            turn: 0,
             connection: Connection(0),
             name,
             requests: receiver,
@@ -225,7 +227,10 @@ enum Exit {
 
 /// The task that owns the connection.
 struct Subscriber {
-    client: redis::Client,
+    /// Where to connect: one server, or the nodes of a cluster in turn.
+    clients: Vec<redis::Client>,
+    /// Which of `clients` the next connection is to (modulo their number).
+    turn: usize,
     /// The current (or last) connection.
     connection: Connection,
     name: String,
@@ -332,7 +337,16 @@ impl Subscriber {
     async fn connect(
         &mut self,
     ) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
-        let (mut connection, pushes) = subscriber(&self.client, &self.name).await?;
+        let Some(client) = self.clients.get(self.turn % self.clients.len().max(1)) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no Redis to subscribe on",
+            )
+            .into());
+        };
+        // A failure or a drop moves on to the next node.
+        self.turn = self.turn.wrapping_add(1);
+        let (mut connection, pushes) = subscriber(client, &self.name).await?;
         let mut channels: Vec<&str> = self
             .routes
             .iter()

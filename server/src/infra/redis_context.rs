@@ -3,7 +3,12 @@
 //! streams) and to health: one multiplexed connection for commands, one
 //! pub/sub connection ([`PubSub`]) for everything that listens, the key
 //! prefix and the clock. So an instance holds two connections to Redis
-//! whatever it does, and TLS or Redis Cluster would be added here alone.
+//! whatever it does.
+//!
+//! On a Redis Cluster ([`Topology::Cluster`]) the commands go through the
+//! cluster client, one connection per node ([`Commands`]), and the pub/sub
+//! connection is to one node at a time, the next seed node after each
+//! drop: classic pub/sub reaches every node of a cluster.
 //!
 //! Connections are made lazily, with short timeouts and few retries: a
 //! request fails fast (and the server reports not ready) while Redis is
@@ -23,7 +28,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::infra::observe::ObservedRedis;
 
-use super::{clock::SharedClock, pubsub::PubSub};
+pub use super::redis_topology::Topology;
+use super::{
+    clock::SharedClock,
+    pubsub::PubSub,
+    redis_topology::{Commands, LazyCluster},
+};
 
 /// How long connecting, or one command, may take.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,14 +41,16 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Redis as every store of one instance sees it.
 #[derive(Clone)]
 pub struct RedisContext {
-    commands: ConnectionManager,
+    commands: Commands,
+    topology: Arc<Topology>,
     pubsub: PubSub,
     prefix: Arc<str>,
     clock: SharedClock,
     /// The commands connection's name in `CLIENT LIST`.
     name: Arc<str>,
-    /// What the commands connection is made from, for the start-up check
-    /// of certificates (shared: a client is a few hundred bytes).
+    /// A client of the server (the first seed node of a cluster), for the
+    /// start-up check of certificates (shared: a client is a few hundred
+    /// bytes).
     client: Arc<redis::Client>,
 }
 
@@ -60,17 +72,55 @@ impl RedisContext {
         prefix: &str,
         clock: SharedClock,
     ) -> redis::RedisResult<Self> {
+        Self::open(
+            &Topology::Standalone(url.to_owned()),
+            certificates,
+            prefix,
+            clock,
+        )
+    }
+
+    /// The context of Redis where `topology` says, over TLS with
+    /// `certificates` (a private CA, a client certificate) for `rediss://`
+    /// URLs; `None` trusts the platform's roots. Connects on first use.
+    pub fn open(
+        topology: &Topology,
+        certificates: Option<&redis::TlsCertificates>,
+        prefix: &str,
+        clock: SharedClock,
+    ) -> redis::RedisResult<Self> {
         super::tls::install_crypto_provider();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let client = client(url, certificates)?;
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let pubsub = PubSub::start(pubsub_client(url, certificates)?, format!("{prefix}pubsub"));
+        let urls = topology.urls();
+        let Some(first) = urls.first() else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a Redis Cluster needs at least one node URL",
+            )
+            .into());
+        };
+        let client = client(first.as_str(), certificates)?;
+        let commands = match topology {
+            Topology::Standalone(_) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(TIMEOUT))
+                    .set_response_timeout(Some(TIMEOUT))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                Commands::Standalone(ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    config,
+                )?)
+            }
+            Topology::Cluster(nodes) => Commands::Cluster(LazyCluster::new(nodes, certificates)?),
+        };
+        let pubsub_clients = urls
+            .iter()
+            .map(|url| pubsub_client(url, certificates))
+            .collect::<redis::RedisResult<Vec<_>>>()?;
+        let pubsub = PubSub::start(pubsub_clients, format!("{prefix}pubsub"));
         Ok(Self {
             commands,
+            topology: Arc::new(topology.clone()),
             pubsub,
             prefix: prefix.into(),
             clock,
@@ -104,9 +154,20 @@ impl RedisContext {
         }
     }
 
-    /// Where Redis is, for messages: `host:port`, never a password.
+    /// Where Redis is, for messages: `host:port` (the first seed node of
+    /// a cluster), never a password.
     pub fn address(&self) -> String {
         self.client.get_connection_info().addr().to_string()
+    }
+
+    /// Where Redis is: one server or a cluster.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// True on a Redis Cluster: each script call then touches one slot.
+    pub fn cluster(&self) -> bool {
+        matches!(*self.topology, Topology::Cluster(_))
     }
 
     /// The shared connection for commands (a cheap clone of one
@@ -134,8 +195,24 @@ impl RedisContext {
 
     /// A round trip on the commands connection, for readiness. It names
     /// the connection again each time, since the connection manager
-    /// reconnects without the name.
+    /// reconnects without the name. On a cluster: every primary answers
+    /// PING, and a node reports `cluster_state:ok` (every slot served).
     pub async fn ping(&self) -> redis::RedisResult<()> {
+        if self.cluster() {
+            let () = redis::cmd("PING").query_async(&mut self.commands()).await?;
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut self.commands())
+                .await?;
+            return match info_field(&info, "cluster_state") {
+                Some("ok") => Ok(()),
+                state => Err(std::io::Error::other(format!(
+                    "the Redis Cluster reports cluster_state:{}",
+                    state.unwrap_or("unknown")
+                ))
+                .into()),
+            };
+        }
         let (_, _pong): ((), String) = redis::pipe()
             .add_command(set_name(&self.name))
             .cmd("PING")
@@ -149,6 +226,13 @@ impl RedisContext {
     pub fn listening(&self) -> tokio::sync::watch::Receiver<bool> {
         self.pubsub.listening()
     }
+}
+
+/// The value of `name:value` in an INFO-style reply.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 /// `CLIENT SETNAME name`, with characters other than printable ASCII
@@ -292,6 +376,27 @@ pub(crate) mod testing {
         }
     }
 
+    /// A Redis Cluster of the test's own (3 primaries, 3 replicas), so a
+    /// suite run on [`ClusterGuard::context`] runs on the real thing.
+    pub(crate) struct ClusterGuard {
+        pub(crate) cluster: crate::infra::cluster_testing::RedisCluster,
+    }
+
+    impl ClusterGuard {
+        pub(crate) fn start() -> Self {
+            Self {
+                cluster: crate::infra::cluster_testing::RedisCluster::start(),
+            }
+        }
+
+        /// A context (one instance) on this cluster, given every node.
+        pub(crate) fn context(&self, clock: SharedClock) -> RedisContext {
+            let topology = super::Topology::Cluster(self.cluster.urls());
+            RedisContext::open(&topology, None, "slop-cluster-test:", clock)
+                .expect("cluster node URLs")
+        }
+    }
+
     /// A key prefix of a test's own; deletes every key under it when the
     /// test ends.
     pub(crate) struct PrefixGuard {
@@ -333,8 +438,114 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::testing::*;
-    use crate::infra::clock::ManualClock;
+    use crate::infra::{
+        clock::ManualClock,
+        pubsub::{Notice, Route},
+    };
+
+    /// Waits for the route's next `Subscribed`, skipping `Lost`.
+    async fn subscribed(notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>) {
+        loop {
+            let notice = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+                .await
+                .expect("subscribed within 10 s")
+                .unwrap();
+            match notice {
+                Notice::Subscribed { .. } => return,
+                Notice::Lost => {}
+                Notice::Message { .. } => panic!("a message before the subscription"),
+            }
+        }
+    }
+
+    /// Waits for the next message of `notices`, which must be `expected`.
+    async fn heard(notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>, expected: &str) {
+        loop {
+            let notice = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+                .await
+                .expect("a notice within 10 s")
+                .unwrap();
+            if let Notice::Message { payload, .. } = notice {
+                assert_eq!(payload, expected.as_bytes());
+                return;
+            }
+        }
+    }
+
+    /// On a cluster, commands reach the node of each key's slot, readiness
+    /// asks every primary, and a message published on any node reaches the
+    /// pub/sub connection, which moves to another node when its own dies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_context_routes_commands_and_hears_every_node() {
+        let mut guard = ClusterGuard::start();
+        let context = guard.context(ManualClock::starting_now());
+        assert!(context.cluster());
+        context.ping().await.unwrap();
+        let keys: Vec<String> = (0..30).map(|i| format!("key-{i}")).collect();
+        for key in &keys {
+            let () = redis::cmd("SET")
+                .arg(key)
+                .arg(key)
+                .query_async(&mut context.commands())
+                .await
+                .unwrap();
+        }
+        let owners: std::collections::HashSet<u16> = keys
+            .iter()
+            .map(|key| guard.cluster.primary_for(key))
+            .collect();
+        assert_eq!(owners.len(), 3, "the keys spread over every primary");
+        for key in &keys {
+            let value: String = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut context.commands())
+                .await
+                .unwrap();
+            assert_eq!(&value, key);
+        }
+
+        let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
+        context.pubsub().route(
+            Route::Channel("news".into()),
+            Box::new(move |notice| sender.send(notice).is_ok()),
+        );
+        subscribed(&mut notices).await;
+        // Published on each primary in turn (PUBLISH goes to any node).
+        for port in guard.cluster.primaries() {
+            let mut node = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("news")
+                .arg("hello")
+                .query(&mut node)
+                .unwrap();
+            heard(&mut notices, "hello").await;
+        }
+
+        // The pub/sub connection is to the first node; kill it.
+        let first = guard.cluster.urls()[0]
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        guard.cluster.kill(first);
+        subscribed(&mut notices).await;
+        guard.cluster.wait_until_healthy();
+        context.ping().await.unwrap();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg("again")
+            .query_async(&mut context.commands())
+            .await
+            .unwrap();
+        heard(&mut notices, "again").await;
+    }
 
     /// One context is two connections, named after the prefix, whatever
     /// the stores on it do.

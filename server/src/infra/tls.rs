@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::redis_topology::Topology;
+
 /// Makes rustls's `ring` provider the process default, once; later calls
 /// (and tests, each of which starts a server) change nothing. Both store
 /// clients build their TLS configurations on the process default when
@@ -144,21 +146,30 @@ fn is_about_certificates(error: &rustls::Error) -> bool {
 }
 
 /// What production should be told about stores reached without verified
-/// TLS across the network: a `redis://` REDIS_URL, or a PostgreSQL
+/// TLS across the network: `redis://` in REDIS_URL (or REDIS_CLUSTER_NODES),
+/// or a PostgreSQL
 /// DATABASE_URL whose sslmode (`prefer` by default) does not verify the
 /// server, to a host other than this one. Warnings, not refusals: a store
 /// on a private network the operator trusts is a choice to make, but not
 /// one to make unknowingly. One line each, naming the variable; never the
 /// URL.
-pub fn plaintext_store_warnings(redis_url: Option<&str>, database_url: &str) -> Vec<String> {
+pub fn plaintext_store_warnings(redis: Option<&Topology>, database_url: &str) -> Vec<String> {
     let mut warnings = Vec::new();
-    if let Some(url) = redis_url.and_then(redis::parse_redis_url)
-        && matches!(url.scheme(), "redis" | "valkey")
-        && !is_loopback(url.host_str())
+    let plain_remote = |url: &String| {
+        redis::parse_redis_url(url).is_some_and(|url| {
+            matches!(url.scheme(), "redis" | "valkey") && !is_loopback(url.host_str())
+        })
+    };
+    if let Some(topology) = redis
+        && topology.urls().iter().any(plain_remote)
     {
-        warnings.push(
-            "REDIS_URL is redis:// (no TLS) to another host: sessions and the tokens that find them cross the network in clear; use rediss:// (REDIS_TLS_CA_FILE for a private CA)".to_owned(),
-        );
+        let variable = match topology {
+            Topology::Standalone(_) => "REDIS_URL",
+            Topology::Cluster(_) => "REDIS_CLUSTER_NODES",
+        };
+        warnings.push(format!(
+            "{variable} is redis:// (no TLS) to another host: sessions and the tokens that find them cross the network in clear; use rediss:// (REDIS_TLS_CA_FILE for a private CA)"
+        ));
     }
     if database_url.starts_with("postgres")
         && let Ok(options) =
@@ -266,20 +277,21 @@ mod tests {
 
     #[test]
     fn production_hears_of_stores_reached_without_verified_tls() {
+        let standalone = |url: &str| Topology::Standalone(url.to_owned());
         let local = plaintext_store_warnings(
-            Some("redis://127.0.0.1:6379"),
+            Some(&standalone("redis://127.0.0.1:6379")),
             "postgres://slop:pw@localhost/db",
         );
         assert!(local.is_empty(), "{local:?}");
         let verified = plaintext_store_warnings(
-            Some("rediss://redis.example:6380"),
+            Some(&standalone("rediss://redis.example:6380")),
             "postgres://slop:pw@db.example/db?sslmode=verify-full",
         );
         assert!(verified.is_empty(), "{verified:?}");
         assert!(plaintext_store_warnings(None, "sqlite:slop.db").is_empty());
 
         let plain = plaintext_store_warnings(
-            Some("redis://:hunter2@redis.example:6379"),
+            Some(&standalone("redis://:hunter2@redis.example:6379")),
             "postgres://slop:hunter2@db.example/db",
         );
         assert_eq!(plain.len(), 2, "{plain:?}");
@@ -288,6 +300,13 @@ mod tests {
         assert!(plain.iter().all(|line| !line.contains("hunter2")));
         let require = plaintext_store_warnings(None, "postgres://slop@10.0.0.5/db?sslmode=require");
         assert!(require[0].contains("sslmode=require"), "{require:?}");
+        let cluster = Topology::Cluster(vec![
+            "redis://127.0.0.1:7000".into(),
+            "redis://:hunter2@10.0.0.7:7000".into(),
+        ]);
+        let plain = plaintext_store_warnings(Some(&cluster), "sqlite:slop.db");
+        assert!(plain[0].starts_with("REDIS_CLUSTER_NODES"), "{plain:?}");
+        assert!(!plain[0].contains("hunter2"));
     }
 
     #[test]

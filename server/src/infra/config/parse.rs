@@ -209,6 +209,36 @@ pub(super) fn parse_redis_url(value: &str) -> Result<String, String> {
         })
 }
 
+/// REDIS_CLUSTER_NODES: one or more Redis URLs, comma-separated, all
+/// `rediss://` or all `redis://`, database 0 (the only one a cluster has).
+pub(super) fn parse_redis_cluster_nodes(value: &str) -> Result<RedisNodes, String> {
+    if value.trim().is_empty() {
+        return Err("expected at least one node URL (redis://host:port), comma-separated".into());
+    }
+    let mut nodes = Vec::new();
+    for node in value.split(',').map(str::trim) {
+        if node.is_empty() {
+            return Err("an empty node URL between commas".into());
+        }
+        let url = parse_redis_url(node)?;
+        let database = redis::parse_redis_url(&url)
+            .map(|parsed| parsed.path().trim_matches('/').to_owned())
+            .unwrap_or_default();
+        if !database.is_empty() && database != "0" {
+            return Err(
+                "a Redis Cluster has database 0 only: leave the database out of the node URLs"
+                    .into(),
+            );
+        }
+        nodes.push(url);
+    }
+    let tls = |url: &String| url.starts_with("rediss://") || url.starts_with("valkeys://");
+    if nodes.iter().any(tls) && !nodes.iter().all(tls) {
+        return Err("the node URLs must be all rediss:// or all redis://: one cluster speaks TLS or does not".into());
+    }
+    Ok(RedisNodes(nodes))
+}
+
 /// Parses a duration: a whole number of seconds (`900`), or what
 /// `humantime` reads: numbers with units (`500ms`, `15m`, `7d`, `1h 30m`,
 /// `1.5s`).

@@ -504,3 +504,84 @@ fn the_metrics_listener_is_an_address_of_its_own_or_off() {
         );
     }
 }
+
+#[test]
+fn redis_cluster_nodes_select_cluster_mode() {
+    use crate::infra::redis_topology::Topology;
+
+    let none = parse(&[]).unwrap();
+    assert_eq!(none.redis_topology(), None, "no Redis: memory");
+    let single = parse(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap();
+    assert_eq!(
+        single.redis_topology(),
+        Some(Topology::Standalone("redis://127.0.0.1:6379".into()))
+    );
+
+    let cluster = parse(&[
+        "--redis-cluster-nodes",
+        "redis://10.0.0.1:6379, redis://10.0.0.2:6379",
+    ])
+    .unwrap();
+    assert!(cluster.validate().is_ok());
+    assert_eq!(
+        cluster.redis_topology(),
+        Some(Topology::Cluster(vec![
+            "redis://10.0.0.1:6379".into(),
+            "redis://10.0.0.2:6379".into()
+        ]))
+    );
+
+    // rediss:// nodes take the TLS files; plain ones do not.
+    let tls = parse(&[
+        "--redis-cluster-nodes",
+        "rediss://10.0.0.1:6380,rediss://10.0.0.2:6380",
+        "--redis-tls-ca-file",
+        "/etc/slop/ca.pem",
+    ])
+    .unwrap();
+    assert!(tls.validate().is_ok());
+    let plain = parse(&[
+        "--redis-cluster-nodes",
+        "redis://10.0.0.1:6379",
+        "--redis-tls-ca-file",
+        "/etc/slop/ca.pem",
+    ])
+    .unwrap();
+    let why = plain.validate().unwrap_err();
+    assert!(why.contains("REDIS_CLUSTER_NODES"), "{why}");
+
+    // One way to reach Redis at a time.
+    let both = parse(&[
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--redis-cluster-nodes",
+        "redis://10.0.0.1:6379",
+    ])
+    .unwrap();
+    let why = both.validate().unwrap_err();
+    assert!(
+        why.contains("REDIS_URL") && why.contains("REDIS_CLUSTER_NODES"),
+        "{why}"
+    );
+
+    // Each refusal names what is wrong, never a password.
+    for (value, expected) in [
+        ("", "at least one"),
+        ("redis://a:6379,,redis://b:6379", "empty"),
+        ("http://a:6379", "not a Redis URL"),
+        (
+            "redis://a:6379,rediss://b:6380",
+            "all rediss:// or all redis://",
+        ),
+        ("redis://:hunter3-do-not-print@a:6379/2", "database 0"),
+        ("rediss://a:6380/#insecure", "#insecure"),
+    ] {
+        let err = parse(&["--redis-cluster-nodes", value]).unwrap_err();
+        let shown = without_values(&err);
+        assert!(
+            shown.contains("REDIS_CLUSTER_NODES") && shown.contains(expected),
+            "{value}: {shown}"
+        );
+        assert!(!shown.contains("hunter3"), "{shown}");
+    }
+}

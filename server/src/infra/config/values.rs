@@ -112,3 +112,7 @@ pub enum MetricsAddr {
     /// A listener of its own at this address.
     At(std::net::SocketAddr),
 }
+
+/// The node URLs of REDIS_CLUSTER_NODES, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisNodes(pub Vec<String>);

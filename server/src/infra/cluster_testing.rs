@@ -1,0 +1,383 @@
+//! Redis Cluster for tests: six `redis-server` processes on loopback ports
+//! of their own, three primaries (the 16384 slots in three even ranges)
+//! each with one replica, made into a cluster with `CLUSTER` commands and
+//! ready (`cluster_state:ok` on every node, every replica in sync) when
+//! [`RedisCluster::start`] returns, about 2 s later (a primary reports `ok`
+//! no sooner than 2 s after it started). A node can be killed (SIGKILL) to see
+//! its replica take over. Every process is stopped by its id, and the
+//! directory removed, when the cluster is dropped.
+//!
+//! A node's cluster bus listens on its port + 10000, so ports are drawn
+//! from 20000..45000 (the bus from 30000..55000) and a node that cannot
+//! bind is started again on others.
+//!
+//! Written with `std` and the `redis` crate only, so that the binary's
+//! tests (`server/tests/`) include this very file (`#[path]`) too.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// How long forming the cluster, or a failover, may take.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One `redis-server` of the cluster.
+struct Node {
+    child: Child,
+    port: u16,
+    /// Its cluster node id (40 hex digits).
+    id: String,
+}
+
+/// A 3-primary, 3-replica Redis Cluster of the test's own.
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts the six nodes and forms the cluster; panics (the test
+    /// fails, it never skips) when `redis-server` cannot, saying why.
+    pub fn start() -> Self {
+        let dir = scratch();
+        let mut nodes = Vec::new();
+        let mut taken = HashSet::new();
+        for _ in 0..6 {
+            nodes.push(start_node(&dir, &mut taken));
+        }
+        let mut cluster = Self { nodes, dir };
+        cluster.form();
+        cluster
+    }
+
+    /// The nodes as `redis://127.0.0.1:PORT` URLs, primaries first.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .collect()
+    }
+
+    /// The value of REDIS_CLUSTER_NODES for this cluster: every node.
+    pub fn nodes_variable(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// The ports of the live nodes that are primaries serving slots now,
+    /// as `CLUSTER NODES` of a live node says.
+    pub fn primaries(&self) -> Vec<u16> {
+        let live: HashSet<u16> = self.live_nodes().map(|node| node.port).collect();
+        let mut primaries = Vec::new();
+        for line in self.cluster_nodes().lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() > 8
+                && fields[2].contains("master")
+                && !fields[2].contains("fail")
+                && let Some(port) = port_of(fields[1]).filter(|port| live.contains(port))
+            {
+                primaries.push(port);
+            }
+        }
+        primaries.sort_unstable();
+        primaries
+    }
+
+    /// The port of the primary that serves `key`'s slot now.
+    pub fn primary_for(&self, key: &str) -> u16 {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.any_connection())
+            .expect("CLUSTER KEYSLOT");
+        for line in self.cluster_nodes().lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() <= 8 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if (low..=high).contains(&slot))
+            });
+            if serves {
+                return port_of(fields[1]).expect("a node address");
+            }
+        }
+        panic!("no live primary serves slot {slot} of {key}");
+    }
+
+    /// Kills the node on `port` with SIGKILL (no goodbye to the cluster),
+    /// as a crash would.
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"));
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
+
+    /// Waits until every live node sees the cluster as `ok` with three
+    /// live primaries (after a kill: its replica promoted).
+    pub fn wait_until_healthy(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let healthy = self.live_nodes().all(|node| {
+                connect(node.port).is_some_and(|mut connection| {
+                    info_field(&mut connection, "CLUSTER", "cluster_state").as_deref() == Some("ok")
+                })
+            }) && self.primaries().len() == 3;
+            if healthy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster is not healthy after {PATIENCE:?}:\n{}",
+                self.cluster_nodes()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Assigns the slots, introduces the nodes, attaches the replicas, and
+    /// waits for all of it.
+    fn form(&mut self) {
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        for (node, (low, high)) in self.nodes.iter().zip(ranges) {
+            let () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(low)
+                .arg(high)
+                .query(&mut node_connection(node.port))
+                .expect("CLUSTER ADDSLOTSRANGE");
+        }
+        // Every pair directly: quicker than waiting for gossip.
+        for (index, node) in self.nodes.iter().enumerate() {
+            let mut connection = node_connection(node.port);
+            for other in &self.nodes[index + 1..] {
+                let () = redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(other.port)
+                    .query(&mut connection)
+                    .expect("CLUSTER MEET");
+            }
+        }
+        // Every node must know every other before a replica can attach.
+        self.wait_for("every node to know the others", |cluster| {
+            cluster.nodes.iter().all(|node| {
+                let known: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut node_connection(node.port))
+                    .unwrap_or_default();
+                known
+                    .lines()
+                    .filter(|line| !line.contains("handshake"))
+                    .count()
+                    == 6
+            })
+        });
+        for index in 0..3 {
+            let primary = self.nodes[index].id.clone();
+            let () = redis::cmd("CLUSTER")
+                .arg("REPLICATE")
+                .arg(&primary)
+                .query(&mut node_connection(self.nodes[index + 3].port))
+                .expect("CLUSTER REPLICATE");
+        }
+        self.wait_for("cluster_state:ok and replicas in sync", |cluster| {
+            cluster.nodes.iter().enumerate().all(|(index, node)| {
+                let mut connection = node_connection(node.port);
+                let ok = info_field(&mut connection, "CLUSTER", "cluster_state").as_deref()
+                    == Some("ok");
+                let synced = index < 3
+                    || info_field(&mut connection, "INFO", "master_link_status").as_deref()
+                        == Some("up");
+                ok && synced
+            })
+        });
+    }
+
+    fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "waited {PATIENCE:?} for {what}:\n{}",
+                self.cluster_nodes()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn live_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .iter()
+            .filter(|node| std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok())
+    }
+
+    fn any_connection(&self) -> redis::Connection {
+        self.live_nodes()
+            .find_map(|node| connect(node.port))
+            .expect("a live node")
+    }
+
+    /// `CLUSTER NODES` as a live node sees it.
+    fn cluster_nodes(&self) -> String {
+        self.live_nodes()
+            .find_map(|node| {
+                let mut connection = connect(node.port)?;
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut connection)
+                    .ok()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts one node on ports not in `taken`, trying others when the port
+/// or its bus port turns out to be in use.
+fn start_node(dir: &std::path::Path, taken: &mut HashSet<u16>) -> Node {
+    for _ in 0..20 {
+        let port = random_port(taken);
+        taken.insert(port);
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).expect("a node directory");
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            // Failovers within seconds, by any replica however stale.
+            .args(["--cluster-node-timeout", "1000"])
+            .args(["--cluster-replica-validity-factor", "0"])
+            // A replica's first sync at once, not after the default 5 s.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot start redis-server ({error}): the cluster tests need Redis 7's redis-server on PATH; they do not skip")
+            });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(mut connection) = connect(port)
+                && let Ok(id) = redis::cmd("CLUSTER")
+                    .arg("MYID")
+                    .query::<String>(&mut connection)
+            {
+                return Node { child, port, id };
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                // Most likely the port or its bus port was taken: another.
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redis-server did not listen on port {port} within 5 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    panic!("could not start a cluster node on 20 different ports");
+}
+
+/// A port in 20000..45000 that is free, with its bus port, when asked.
+fn random_port(taken: &HashSet<u16>) -> u16 {
+    loop {
+        let mut bytes = [0u8; 2];
+        getrandom::fill(&mut bytes).expect("random bytes");
+        let port = 20000 + u16::from_le_bytes(bytes) % 25000;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if !taken.contains(&port) && free(port) && free(port + 10000) {
+            return port;
+        }
+    }
+}
+
+/// A directory of the cluster's own under the system's temporary one.
+fn scratch() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "slop-cluster-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+fn connect(port: u16) -> Option<redis::Connection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()
+}
+
+fn node_connection(port: u16) -> redis::Connection {
+    connect(port).unwrap_or_else(|| panic!("cannot connect to the node on port {port}"))
+}
+
+/// A `name:value` field of `CLUSTER INFO` (`section` "CLUSTER") or `INFO`.
+fn info_field(connection: &mut redis::Connection, section: &str, name: &str) -> Option<String> {
+    let info: String = if section == "CLUSTER" {
+        redis::cmd("CLUSTER").arg("INFO").query(connection).ok()?
+    } else {
+        redis::cmd("INFO")
+            .arg("replication")
+            .query(connection)
+            .ok()?
+    };
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(':')
+            .map(|value| value.trim().to_owned())
+    })
+}
+
+/// The port of a `CLUSTER NODES` address (`127.0.0.1:PORT@BUS`).
+fn port_of(address: &str) -> Option<u16> {
+    address.split('@').next()?.rsplit(':').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness itself: three primaries covering every slot, one
+    /// replica each, and a killed primary's replica takes over.
+    #[test]
+    fn a_cluster_forms_and_fails_over() {
+        let mut cluster = RedisCluster::start();
+        let primaries = cluster.primaries();
+        assert_eq!(primaries.len(), 3, "{primaries:?}");
+        let owner = cluster.primary_for("{user}:a");
+        assert!(primaries.contains(&owner));
+        cluster.kill(owner);
+        cluster.wait_until_healthy();
+        let now = cluster.primary_for("{user}:a");
+        assert_ne!(now, owner, "a replica took the slot over");
+        assert_eq!(cluster.primaries().len(), 3);
+    }
+}
