@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, future::Future, sync::Arc};
 use super::*;
 use crate::infra::{
     clock::{Clock, ManualClock},
-    redis_context::testing::{PrefixGuard, redis_url},
+    redis_context::testing::{ClusterGuard, PrefixGuard, redis_url},
 };
 
 const TEN_A_MINUTE: Rate = Rate::new(10, Duration::from_secs(60));
@@ -216,7 +216,11 @@ async fn uneven_and_degenerate_rates(limiter: RateLimiter, clock: Arc<ManualCloc
 // ---- running it against each backend ----
 
 crate::infra::conformance::backend_conformance! {
-    backends: [memory_backend => on_memory, redis_backend => on_redis],
+    backends: [
+        memory_backend => on_memory,
+        redis_backend => on_redis,
+        redis_cluster_backend => on_redis_cluster,
+    ],
     cases: [
         a_burst_of_limit_then_limited_for_one_interval,
         waiting_retry_after_allows_exactly_one_more,
@@ -246,6 +250,18 @@ where
     Fut: Future<Output = ()>,
 {
     let guard = PrefixGuard::new();
+    let clock = ManualClock::starting_now();
+    test(RateLimiter::redis(&guard.context(clock.clone())), clock).await;
+}
+
+/// Runs `test` against a Redis Cluster of its own (3 primaries, 3
+/// replicas).
+async fn on_redis_cluster<F, Fut>(test: F)
+where
+    F: FnOnce(RateLimiter, Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let guard = ClusterGuard::start();
     let clock = ManualClock::starting_now();
     test(RateLimiter::redis(&guard.context(clock.clone())), clock).await;
 }
