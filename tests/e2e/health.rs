@@ -141,6 +141,10 @@ async fn a_reachable_redis_is_checked_and_reported_with_its_latency() {
             .unwrap()
             >= 0.0
     );
+    // The mode, and the node as Redis sees it.
+    assert_eq!(body["dependencies"]["redis"]["mode"], "standalone");
+    assert_eq!(body["dependencies"]["redis"]["nodes"][0]["role"], "primary");
+    assert_eq!(body["dependencies"]["redis"]["nodes"][0]["state"], "ok");
     let mut client = HealthClient::new(server.channel().await);
     assert_eq!(
         grpc_status(&mut client, "").await.unwrap(),

@@ -6,6 +6,7 @@
 //!   connection, key prefix, clock), handed to every store.
 //! - [`redis_topology`]: where Redis is (one server or a cluster) and the
 //!   commands connection to it.
+//! - [`redis_health`]: Redis's mode and nodes, as `/health` shows them.
 //! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
 //! - [`tls`]: TLS to Redis and PostgreSQL: the ring crypto provider, the
 //!   REDIS_TLS_* files, and a refused certificate told from an outage.
@@ -24,5 +25,6 @@ pub(crate) mod conformance;
 pub mod observe;
 pub mod pubsub;
 pub mod redis_context;
+pub mod redis_health;
 pub mod redis_topology;
 pub mod tls;

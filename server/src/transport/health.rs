@@ -2,8 +2,11 @@
 //! dependencies.
 //!
 //! Dependencies: the account database (always; SQLite by default), Redis
-//! (when REDIS_URL is set: `redis`, a PING on the instance's commands
-//! connection) and the instance's Redis pub/sub connection (`redis_pubsub`:
+//! (when configured: `redis`, a PING on the instance's commands
+//! connection, of every primary on a cluster, which must also report
+//! `cluster_state:ok`; its detail in `/health` names the mode and each
+//! node's role, state and slots, [`RedisReport`]) and the instance's Redis
+//! pub/sub connection (`redis_pubsub`:
 //! subscribed to session revocations and watched channels, and the streams
 //! caught up after a reconnect). A background task checks each at
 //! HEALTH_CHECK_INTERVAL and publishes the result twice: to the standard
@@ -39,7 +42,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{identity::accounts::AccountStore, infra::redis_context::RedisContext};
+use crate::{
+    identity::accounts::AccountStore,
+    infra::{
+        redis_context::RedisContext,
+        redis_health::{self, RedisReport},
+    },
+};
 
 /// The health service name Kubernetes liveness probes ask for.
 pub const LIVENESS: &str = "liveness";
@@ -81,6 +90,14 @@ impl Dependency {
             Self::PubSub(_) => Err("the Redis pub/sub connection is reconnecting".into()),
         }
     }
+
+    /// What `/health` shows of the dependency beyond up or down.
+    async fn report(&self) -> Option<RedisReport> {
+        match self {
+            Self::Redis(redis) => Some(redis_health::report(redis).await),
+            Self::Database(_) | Self::PubSub(_) => None,
+        }
+    }
 }
 
 /// The last check of one dependency.
@@ -95,11 +112,17 @@ pub enum DependencyState {
     Up {
         /// How long the check took.
         latency_ms: f64,
+        /// Redis's mode and nodes.
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        redis: Option<RedisReport>,
     },
     /// Did not answer the last check in time, or answered with an error.
     Down {
         /// How long the check took before failing.
         latency_ms: f64,
+        /// Redis's mode and nodes, as far as they could be read.
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        redis: Option<RedisReport>,
     },
 }
 
@@ -202,13 +225,22 @@ impl Health {
     pub async fn check_now(&self) {
         let checks = self.dependencies.iter().map(|dependency| async move {
             let started = Instant::now();
-            let result = tokio::time::timeout(CHECK_TIMEOUT, dependency.check()).await;
-            let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
+            let timed = async {
+                let result = tokio::time::timeout(CHECK_TIMEOUT, dependency.check()).await;
+                (result, started.elapsed().as_micros() as f64 / 1000.0)
+            };
+            let report = async {
+                tokio::time::timeout(CHECK_TIMEOUT, dependency.report())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let ((result, latency_ms), redis) = tokio::join!(timed, report);
             let state = match result {
-                Ok(Ok(())) => DependencyState::Up { latency_ms },
+                Ok(Ok(())) => DependencyState::Up { latency_ms, redis },
                 Ok(Err(error)) => {
                     tracing::warn!(dependency = dependency.name(), %error, "dependency check failed");
-                    DependencyState::Down { latency_ms }
+                    DependencyState::Down { latency_ms, redis }
                 }
                 Err(_) => {
                     tracing::warn!(
@@ -216,7 +248,7 @@ impl Health {
                         timeout_ms = CHECK_TIMEOUT.as_millis() as u64,
                         "dependency check timed out"
                     );
-                    DependencyState::Down { latency_ms }
+                    DependencyState::Down { latency_ms, redis }
                 }
             };
             (dependency.name(), state)
