@@ -597,9 +597,7 @@ fn the_redis_key_prefix_has_no_braces() {
         "tenant-7:slop:"
     );
     for bad in ["{slop}:", "slop{", "slop}:"] {
-        let err = parse(&["--redis-key-prefix", bad])
-            .unwrap_err()
-            .to_string();
+        let err = parse(&["--redis-key-prefix", bad]).unwrap_err().to_string();
         assert!(
             err.contains("REDIS_KEY_PREFIX") && err.contains("no '{' or '}'"),
             "{bad}: {err}"
