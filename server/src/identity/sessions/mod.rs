@@ -319,7 +319,7 @@ pub(crate) mod conformance {
     use super::*;
     use crate::infra::{
         clock::{Clock, ManualClock, to_millis},
-        redis_context::testing::{PrefixGuard, TlsRedisGuard},
+        redis_context::testing::{ClusterGuard, PrefixGuard, TlsRedisGuard},
     };
 
     crate::infra::conformance::backend_conformance! {
@@ -327,6 +327,7 @@ pub(crate) mod conformance {
             memory_backend => on_memory,
             redis_backend => on_redis,
             redis_tls_backend => on_redis_tls,
+            redis_cluster_backend => on_redis_cluster,
         ],
         cases: [
             create_then_get_round_trips,
@@ -371,6 +372,19 @@ pub(crate) mod conformance {
     {
         let clock = ManualClock::starting_now();
         let guard = TlsRedisGuard::start();
+        case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
+    }
+
+    /// On a Redis Cluster of its own (3 primaries, 3 replicas), where a
+    /// script that touched keys of another slot than its declared ones
+    /// would fail.
+    async fn on_redis_cluster<F, Fut>(case: F)
+    where
+        F: FnOnce(SessionStore, Arc<ManualClock>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let clock = ManualClock::starting_now();
+        let guard = ClusterGuard::start();
         case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
     }
 
