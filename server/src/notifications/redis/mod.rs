@@ -41,8 +41,8 @@
 //! and publishes the same bytes on the pub/sub channel
 //! `<prefix>stream:{<channel>}`, the stream key's own name (pub/sub
 //! channels are a namespace apart from keys; a sharded channel of that name
-//! lives in the key's slot): `PUBLISH`, or `SPUBLISH` on Redis Cluster, the
-//! command passed in. Because the publish is inside the script, pub/sub
+//! would live in the key's slot) with the command the caller passes:
+//! [`PUBLISH_COMMAND`]. Because the publish is inside the script, pub/sub
 //! order is offset order, even with publishers on several instances. The
 //! event is encoded once by the caller, without channel, offset and epoch;
 //! the script appends those three fields to each copy (protobuf allows
@@ -54,8 +54,7 @@
 //! skewed clocks the boundary is off by at most the events published within
 //! the skew), `O(log n)` lookups per call plus the entries removed, each once.
 //! [`StreamBackend::read`] also filters out old events itself. Requires
-//! Redis 6.2 or later (`XTRIM MINID`, RESP3; `SPUBLISH` on a cluster needs
-//! Redis 7).
+//! Redis 6.2 or later (`XTRIM MINID`, RESP3).
 //!
 //! Live delivery goes over the instance's one pub/sub connection
 //! ([`crate::infra::pubsub`], on the route `<prefix>stream:`), to a
@@ -131,8 +130,7 @@ struct Shared {
     clock: SharedClock,
     history: History,
     scripts: Scripts,
-    /// On Redis Cluster: a publish makes one script call per slot, and
-    /// publishes with `SPUBLISH`.
+    /// On Redis Cluster: a publish makes one script call per slot.
     cluster: bool,
     /// Publish script calls made, for tests.
     #[cfg(test)]
@@ -415,7 +413,7 @@ impl Shared {
             .arg(&call.template)
             .arg(if call.idempotency_key.is_some() { 3 } else { 2 })
             .arg(duration_millis(self.history.dedup_window).max(1))
-            .arg(if self.cluster { "SPUBLISH" } else { "PUBLISH" });
+            .arg(PUBLISH_COMMAND);
         for &index in indices {
             invocation.arg(&call.names[index]).arg(new_epoch());
         }
@@ -512,6 +510,15 @@ impl Shared {
         })
     }
 }
+
+/// How the publish script hands an event to the listeners: classic pub/sub,
+/// on standalone Redis and on a cluster alike, where the instance's pub/sub
+/// connection subscribes on any one node and a classic `PUBLISH` reaches
+/// every node. `SPUBLISH` (sharded pub/sub, the channel in its key's slot)
+/// is the script's other choice, for when that connection subscribes with
+/// `SSUBSCRIBE` on the node of each slot: a classic subscriber never hears
+/// a sharded message.
+const PUBLISH_COMMAND: &str = "PUBLISH";
 
 /// What one publish script call answers per channel: offset, epoch, and 1
 /// for a duplicate.

@@ -53,8 +53,8 @@ end
 /// idempotency key its dedup key. ARGV[3] = max events, ARGV[4] = key TTL
 /// (ms), ARGV[5] = the event encoded without channel, offset and epoch,
 /// ARGV[6] = keys per channel (2, or 3 with an idempotency key), ARGV[7] =
-/// the dedup window (ms), ARGV[8] = the publish command (`PUBLISH`, or
-/// `SPUBLISH` on Redis Cluster), then (channel, new epoch) pairs. Returns
+/// the dedup window (ms), ARGV[8] = the publish command (`PUBLISH` or
+/// `SPUBLISH`), then (channel, new epoch) pairs. Returns
 /// {offset, epoch, duplicate (0 or 1)} per channel.
 const PUBLISH: &str = r#"
 local function varint(n)
