@@ -42,7 +42,7 @@
 //! `<prefix>stream:{<channel>}`, the stream key's own name (pub/sub
 //! channels are a namespace apart from keys; a sharded channel of that name
 //! would live in the key's slot) with the command the caller passes:
-//! [`PUBLISH_COMMAND`]. Because the publish is inside the script, pub/sub
+//! `PUBLISH_COMMAND`. Because the publish is inside the script, pub/sub
 //! order is offset order, even with publishers on several instances. The
 //! event is encoded once by the caller, without channel, offset and epoch;
 //! the script appends those three fields to each copy (protobuf allows
