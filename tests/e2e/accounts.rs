@@ -1425,10 +1425,17 @@ async fn session_ids_are_random_and_every_login_gets_a_new_one() {
     register(&mut client, "ada@example.com").await;
     let mut ids = std::collections::HashSet::new();
     for _ in 0..5 {
-        let id = login(&mut client, "ada@example.com").await.session_id;
+        let login = login(&mut client, "ada@example.com").await;
+        let (id, user) = (login.session_id, login.user.unwrap());
+        // The user's shard tag (the Redis Cluster slot of their sessions),
+        // then the random part.
+        let tag = slop_server::identity::sessions::shard_tag(&user.id);
+        let random = id
+            .strip_prefix(&format!("{tag}~"))
+            .unwrap_or_else(|| panic!("{id} starts with the user's tag {tag}"));
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(&id)
-            .expect("session ids are base64url");
+            .decode(random)
+            .expect("the random part is base64url");
         assert!(
             bytes.len() * 8 >= 128,
             "{id} carries {} bits",

@@ -428,7 +428,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        identity::tokens::{SigningKey, TokenSettings},
+        identity::{
+            sessions::conformance,
+            tokens::{SigningKey, TokenSettings},
+        },
         infra::clock::{Clock as _, ManualClock},
     };
 
@@ -453,12 +456,10 @@ mod tests {
         ));
         let sessions = SessionStore::memory(clock.clone());
         sessions
-            .create(&crate::identity::sessions::conformance::session(
-                &clock, "s1", "ada",
-            ))
+            .create(&conformance::session(&clock, "s1", "ada"))
             .await
             .unwrap();
-        let (token, _) = tokens.issue_access("ada", "s1");
+        let (token, _) = tokens.issue_access("ada", &conformance::id("s1", "ada"));
         let auth = Authenticator::new(
             tokens,
             sessions,
@@ -488,7 +489,7 @@ mod tests {
         let held = Authenticator::establish(&user);
         assert_eq!(
             user_of(auth.established(&held, clock.now())),
-            Some("s1".into())
+            Some(conformance::id("s1", "ada"))
         );
         // Refused from the second verify_access refuses the token.
         clock.advance(TOKEN_TTL + LEEWAY - Duration::from_secs(1));

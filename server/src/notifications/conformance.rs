@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::*;
 use crate::infra::{
     clock::ManualClock,
-    redis_context::testing::{PrefixGuard, TlsRedisGuard},
+    redis_context::testing::{ClusterGuard, PrefixGuard, TlsRedisGuard},
 };
 
 crate::infra::conformance::backend_conformance! {
@@ -23,6 +23,7 @@ crate::infra::conformance::backend_conformance! {
         memory_backend => on_memory,
         redis_backend => on_redis,
         redis_tls_backend => on_redis_tls,
+        redis_cluster_backend => on_redis_cluster,
     ],
     cases: [
         offsets_count_up_from_one_per_channel,
@@ -76,6 +77,21 @@ where
     let clock = ManualClock::starting_now();
     let sink = Arc::new(Recorder::default());
     let guard = TlsRedisGuard::start();
+    let streams = StreamBackend::redis(&guard.context(clock.clone()), HISTORY, sink.clone());
+    case(streams, clock, sink).await;
+}
+
+/// On a Redis Cluster of its own (3 primaries, 3 replicas): every script
+/// call touches one slot, and a publish to channels of several slots makes
+/// one call per slot.
+async fn on_redis_cluster<F, Fut>(case: F)
+where
+    F: FnOnce(StreamBackend, Arc<ManualClock>, Arc<Recorder>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let clock = ManualClock::starting_now();
+    let sink = Arc::new(Recorder::default());
+    let guard = ClusterGuard::start();
     let streams = StreamBackend::redis(&guard.context(clock.clone()), HISTORY, sink.clone());
     case(streams, clock, sink).await;
 }

@@ -158,8 +158,8 @@ impl Identity {
         let settings = &self.settings;
         let max_expires_at = now.saturating_add(duration_millis(settings.session_max_lifetime));
         let session = Session {
-            // 144 random bits, URL-safe.
-            id: secrets::random_token(18),
+            // The user's shard tag and 144 random bits, URL-safe.
+            id: Session::new_id(user_id),
             user_id: user_id.to_owned(),
             user_agent: bounded_user_agent(user_agent),
             ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),

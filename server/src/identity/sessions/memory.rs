@@ -240,6 +240,7 @@ mod tests {
             s.expires_at = to_millis(clock.now()) + 1;
             store.create(&s);
         }
-        assert!(!store.lock().sessions.contains_key("old"));
+        let old = crate::identity::sessions::conformance::id("old", "u1");
+        assert!(!store.lock().sessions.contains_key(&old));
     }
 }

@@ -17,12 +17,24 @@
 //! Backends: [`memory`] (the embedded default, one process) and [`redis`]
 //! (shared by instances; survives restarts). Both pass one conformance suite
 //! below, expiry included, driven by a manual clock instead of sleeps.
+//!
+//! A session id carries its user's *shard tag* ([`shard_tag`]):
+//! `<tag>~<random>` ([`Session::new_id`]). On Redis Cluster all of one
+//! user's session keys must live in one hash slot (the scripts that list or
+//! revoke a user's sessions touch them together), and a session is looked
+//! up by its id alone (a backend service asks for a session by id), so the
+//! id itself must name the slot. Both backends refuse to create a session
+//! whose id does not carry its user's tag, and find no session under an id
+//! that carries none.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::infra::{clock::SharedClock, redis_context::RedisContext};
+use crate::{
+    identity::secrets,
+    infra::{clock::SharedClock, redis_context::RedisContext},
+};
 
 pub mod memory;
 pub mod redis;
@@ -43,11 +55,46 @@ pub const RECHECK_SESSIONS: &str = "*";
 /// behind before it lags (and then re-checks its sessions).
 const REVOCATIONS_CAPACITY: usize = 1024;
 
+/// Sits between a session id's shard tag and its random part. Neither in
+/// base64url (the random part) nor a `.` (a refresh token is `<session
+/// id>.<secret>`, split at its first `.`), URL- and cookie-safe.
+const TAG_SEPARATOR: char = '~';
+
+/// The shard tag of a user: the low 16 bits of the 32-bit FNV-1a hash of
+/// the user id, as 4 lowercase hex digits. Every session key of the user
+/// carries it as its Redis Cluster hash tag (`{<tag>}`), so one user's
+/// sessions share a slot while users spread over all 16384 slots.
+///
+/// Fixed forever: the tag is part of every session id handed out, so
+/// changing this function would orphan every stored session (and a session
+/// id made with the old one would no longer match its user's tag).
+pub fn shard_tag(user_id: &str) -> String {
+    const OFFSET_BASIS: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    let hash = user_id.bytes().fold(OFFSET_BASIS, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(PRIME)
+    });
+    format!("{:04x}", hash & 0xffff)
+}
+
+/// The shard tag a session id carries (see [`Session::new_id`]); None when
+/// it does not start with 4 lowercase hex digits and `~` followed by
+/// something.
+pub fn tag_of(id: &str) -> Option<&str> {
+    let (tag, rest) = id.split_at_checked(4)?;
+    let tagged = tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && rest
+            .strip_prefix(TAG_SEPARATOR)
+            .is_some_and(|random| !random.is_empty());
+    tagged.then_some(tag)
+}
+
 /// A login session. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
-    /// Opaque random id (≥ 128 bits from the OS CSPRNG). Not a credential:
-    /// users see it in session lists.
+    /// `<shard tag of the user>~<random>`, made by [`Session::new_id`]: 144
+    /// random bits from the OS CSPRNG, base64url. Not a credential: users
+    /// see it in session lists.
     pub id: String,
     /// The user it belongs to.
     pub user_id: String,
@@ -72,6 +119,21 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new session id for `user_id`: its [`shard_tag`], `~`, and 144
+    /// random bits (URL-safe).
+    pub fn new_id(user_id: &str) -> String {
+        format!(
+            "{}{TAG_SEPARATOR}{}",
+            shard_tag(user_id),
+            secrets::random_token(18)
+        )
+    }
+
+    /// Whether the id carries the shard tag of the session's user.
+    fn id_carries_its_users_tag(&self) -> bool {
+        tag_of(&self.id) == Some(shard_tag(&self.user_id).as_str())
+    }
+
     /// The idle expiry after a use at `now`: `now + idle_ttl`, capped at the
     /// absolute lifetime.
     pub fn slid_expiry(&self, now: i64, idle_ttl: Duration) -> i64 {
@@ -101,6 +163,10 @@ pub enum SessionError {
     /// A stored session did not decode.
     #[error("corrupt session record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// A session to create whose id does not carry its user's shard tag
+    /// (ids come from [`Session::new_id`]).
+    #[error("a session id must carry the shard tag of its user")]
+    UntaggedId,
 }
 
 /// Result of a session store operation.
@@ -136,8 +202,12 @@ impl SessionStore {
     }
 
     /// Stores a new session; ends the user's least recently used sessions
-    /// beyond [`MAX_SESSIONS_PER_USER`].
+    /// beyond [`MAX_SESSIONS_PER_USER`]. Refuses one whose id does not
+    /// carry its user's shard tag ([`SessionError::UntaggedId`]).
     pub async fn create(&self, session: &Session) -> Result<()> {
+        if !session.id_carries_its_users_tag() {
+            return Err(SessionError::UntaggedId);
+        }
         match self {
             Self::Memory(store) => {
                 store.create(session);
@@ -148,7 +218,7 @@ impl SessionStore {
     }
 
     /// The live session with this id: None when it does not exist, was
-    /// revoked, or has expired.
+    /// revoked, or has expired (and for an id without a shard tag).
     pub async fn get(&self, id: &str) -> Result<Option<Session>> {
         match self {
             Self::Memory(store) => Ok(store.get(id)),
@@ -249,7 +319,7 @@ pub(crate) mod conformance {
     use super::*;
     use crate::infra::{
         clock::{Clock, ManualClock, to_millis},
-        redis_context::testing::{PrefixGuard, TlsRedisGuard},
+        redis_context::testing::{ClusterGuard, PrefixGuard, TlsRedisGuard},
     };
 
     crate::infra::conformance::backend_conformance! {
@@ -257,6 +327,7 @@ pub(crate) mod conformance {
             memory_backend => on_memory,
             redis_backend => on_redis,
             redis_tls_backend => on_redis_tls,
+            redis_cluster_backend => on_redis_cluster,
         ],
         cases: [
             create_then_get_round_trips,
@@ -268,6 +339,7 @@ pub(crate) mod conformance {
             users_list_their_own_sessions_most_recent_first,
             revoking_a_user_spares_the_kept_session_and_other_users,
             logins_beyond_the_cap_end_the_least_recently_used,
+            ids_without_their_users_tag_are_refused_and_never_found,
         ],
     }
 
@@ -303,13 +375,33 @@ pub(crate) mod conformance {
         case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
     }
 
-    const TTL: Duration = Duration::from_secs(3600);
+    /// On a Redis Cluster of its own (3 primaries, 3 replicas), where a
+    /// script that touched keys of another slot than its declared ones
+    /// would fail.
+    async fn on_redis_cluster<F, Fut>(case: F)
+    where
+        F: FnOnce(SessionStore, Arc<ManualClock>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let clock = ManualClock::starting_now();
+        let guard = ClusterGuard::start();
+        case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
+    }
+
+    pub(crate) const TTL: Duration = Duration::from_secs(3600);
     const MAX: Duration = Duration::from_secs(3 * 3600);
 
-    pub(crate) fn session(clock: &ManualClock, id: &str, user: &str) -> Session {
+    /// The id a test names `name`, for a session of `user`: tagged as
+    /// [`Session::new_id`] tags it, readable in test output.
+    pub(crate) fn id(name: &str, user: &str) -> String {
+        format!("{}{TAG_SEPARATOR}{name}", shard_tag(user))
+    }
+
+    /// A session of `user` whose id is [`id`]`(name, user)`.
+    pub(crate) fn session(clock: &ManualClock, name: &str, user: &str) -> Session {
         let now = to_millis(clock.now());
         Session {
-            id: id.into(),
+            id: id(name, user),
             user_id: user.into(),
             user_agent: "test-agent/1.0".into(),
             ip: "127.0.0.1".into(),
@@ -317,7 +409,7 @@ pub(crate) mod conformance {
             last_seen_at: now,
             expires_at: now + duration_millis(TTL),
             max_expires_at: now + duration_millis(MAX),
-            refresh_seed: format!("seed-{id}"),
+            refresh_seed: format!("seed-{name}"),
             refresh_generation: 0,
             refreshed_at: now,
         }
@@ -326,22 +418,23 @@ pub(crate) mod conformance {
     pub(crate) async fn create_then_get_round_trips(store: SessionStore, clock: Arc<ManualClock>) {
         let s = session(&clock, "s1", "u1");
         store.create(&s).await.unwrap();
-        assert_eq!(store.get("s1").await.unwrap(), Some(s));
-        assert_eq!(store.get("nope").await.unwrap(), None);
+        assert_eq!(store.get(&s.id).await.unwrap(), Some(s));
+        assert_eq!(store.get(&id("nope", "u1")).await.unwrap(), None);
     }
 
     pub(crate) async fn idle_sessions_expire(store: SessionStore, clock: Arc<ManualClock>) {
+        let s1 = id("s1", "u1");
         store.create(&session(&clock, "s1", "u1")).await.unwrap();
         clock.advance(TTL - Duration::from_millis(1));
-        assert!(store.get("s1").await.unwrap().is_some());
+        assert!(store.get(&s1).await.unwrap().is_some());
         clock.advance(Duration::from_millis(1));
         assert_eq!(
-            store.get("s1").await.unwrap(),
+            store.get(&s1).await.unwrap(),
             None,
             "expired at the idle timeout"
         );
         assert_eq!(
-            store.touch("s1", TTL).await.unwrap(),
+            store.touch(&s1, TTL).await.unwrap(),
             None,
             "an expired session cannot be revived"
         );
@@ -357,7 +450,7 @@ pub(crate) mod conformance {
         // Use it every 50 minutes: it lives past one idle timeout...
         for _ in 0..2 {
             clock.advance(Duration::from_secs(50 * 60));
-            let touched = store.touch("s1", TTL).await.unwrap().expect("still live");
+            let touched = store.touch(&s.id, TTL).await.unwrap().expect("still live");
             assert_eq!(touched.last_seen_at, to_millis(clock.now()));
             assert_eq!(
                 touched.expires_at,
@@ -366,35 +459,39 @@ pub(crate) mod conformance {
         }
         // ...but sliding stops at the absolute lifetime...
         clock.advance(Duration::from_secs(50 * 60));
-        let touched = store.touch("s1", TTL).await.unwrap().expect("still live");
+        let touched = store.touch(&s.id, TTL).await.unwrap().expect("still live");
         assert_eq!(touched.expires_at, s.max_expires_at);
         clock.advance(Duration::from_secs(29 * 60));
-        assert!(store.touch("s1", TTL).await.unwrap().is_some());
+        assert!(store.touch(&s.id, TTL).await.unwrap().is_some());
         // ...and there it ends, however often it is used.
         clock.advance(Duration::from_secs(60));
         assert_eq!(to_millis(clock.now()), s.max_expires_at);
-        assert_eq!(store.touch("s1", TTL).await.unwrap(), None);
-        assert_eq!(store.get("s1").await.unwrap(), None);
+        assert_eq!(store.touch(&s.id, TTL).await.unwrap(), None);
+        assert_eq!(store.get(&s.id).await.unwrap(), None);
     }
 
     pub(crate) async fn refresh_generation_advances_once_per_expected_value(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
+        let s1 = id("s1", "u1");
         store.create(&session(&clock, "s1", "u1")).await.unwrap();
         clock.advance(Duration::from_secs(5));
-        let Advance::Advanced(after) = store.advance_refresh("s1", 0, TTL).await.unwrap() else {
+        let Advance::Advanced(after) = store.advance_refresh(&s1, 0, TTL).await.unwrap() else {
             panic!("the first advance wins");
         };
         assert_eq!(after.refresh_generation, 1);
         assert_eq!(after.refreshed_at, to_millis(clock.now()));
         assert_eq!(after.last_seen_at, to_millis(clock.now()));
-        let Advance::Stale(current) = store.advance_refresh("s1", 0, TTL).await.unwrap() else {
+        let Advance::Stale(current) = store.advance_refresh(&s1, 0, TTL).await.unwrap() else {
             panic!("a second advance from the same generation is stale");
         };
         assert_eq!(current.refresh_generation, 1);
         assert_eq!(
-            store.advance_refresh("nope", 0, TTL).await.unwrap(),
+            store
+                .advance_refresh(&id("nope", "u1"), 0, TTL)
+                .await
+                .unwrap(),
             Advance::Gone
         );
     }
@@ -403,10 +500,11 @@ pub(crate) mod conformance {
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
+        let s1 = id("s1", "u1");
         store.create(&session(&clock, "s1", "u1")).await.unwrap();
         let attempts = (0..8).map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.advance_refresh("s1", 0, TTL).await.unwrap() })
+            let (store, s1) = (store.clone(), s1.clone());
+            tokio::spawn(async move { store.advance_refresh(&s1, 0, TTL).await.unwrap() })
         });
         let mut won = 0;
         for attempt in attempts {
@@ -415,27 +513,25 @@ pub(crate) mod conformance {
             }
         }
         assert_eq!(won, 1);
-        assert_eq!(
-            store.get("s1").await.unwrap().unwrap().refresh_generation,
-            1
-        );
+        assert_eq!(store.get(&s1).await.unwrap().unwrap().refresh_generation, 1);
     }
 
     pub(crate) async fn revoked_sessions_are_gone_for_every_operation(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
+        let s1 = id("s1", "u1");
         store.create(&session(&clock, "s1", "u1")).await.unwrap();
-        let revoked = store.revoke("s1").await.unwrap().expect("it was live");
+        let revoked = store.revoke(&s1).await.unwrap().expect("it was live");
         assert_eq!(revoked.user_id, "u1");
-        assert_eq!(store.get("s1").await.unwrap(), None);
-        assert_eq!(store.touch("s1", TTL).await.unwrap(), None);
+        assert_eq!(store.get(&s1).await.unwrap(), None);
+        assert_eq!(store.touch(&s1, TTL).await.unwrap(), None);
         assert_eq!(
-            store.advance_refresh("s1", 0, TTL).await.unwrap(),
+            store.advance_refresh(&s1, 0, TTL).await.unwrap(),
             Advance::Gone
         );
         assert_eq!(
-            store.revoke("s1").await.unwrap(),
+            store.revoke(&s1).await.unwrap(),
             None,
             "revoking twice is harmless"
         );
@@ -452,7 +548,7 @@ pub(crate) mod conformance {
         clock.advance(Duration::from_secs(1));
         store.create(&session(&clock, "other", "u2")).await.unwrap();
         clock.advance(Duration::from_secs(1));
-        store.touch("a", TTL).await.unwrap();
+        store.touch(&id("a", "u1"), TTL).await.unwrap();
         let ids: Vec<_> = store
             .list_user("u1")
             .await
@@ -460,7 +556,7 @@ pub(crate) mod conformance {
             .into_iter()
             .map(|s| s.id)
             .collect();
-        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(ids, [id("a", "u1"), id("b", "u1")]);
         let ids: Vec<_> = store
             .list_user("u2")
             .await
@@ -468,23 +564,26 @@ pub(crate) mod conformance {
             .into_iter()
             .map(|s| s.id)
             .collect();
-        assert_eq!(ids, ["other"]);
+        assert_eq!(ids, [id("other", "u2")]);
     }
 
     pub(crate) async fn revoking_a_user_spares_the_kept_session_and_other_users(
         store: SessionStore,
         clock: Arc<ManualClock>,
     ) {
-        for id in ["a", "b", "c"] {
-            store.create(&session(&clock, id, "u1")).await.unwrap();
+        for name in ["a", "b", "c"] {
+            store.create(&session(&clock, name, "u1")).await.unwrap();
         }
         store.create(&session(&clock, "x", "u2")).await.unwrap();
-        let mut ended = store.revoke_user("u1", Some("b")).await.unwrap();
+        let mut ended = store.revoke_user("u1", Some(&id("b", "u1"))).await.unwrap();
         ended.sort();
-        assert_eq!(ended, ["a", "c"]);
-        assert!(store.get("b").await.unwrap().is_some());
-        assert!(store.get("x").await.unwrap().is_some());
-        assert_eq!(store.revoke_user("u1", None).await.unwrap(), ["b"]);
+        assert_eq!(ended, [id("a", "u1"), id("c", "u1")]);
+        assert!(store.get(&id("b", "u1")).await.unwrap().is_some());
+        assert!(store.get(&id("x", "u2")).await.unwrap().is_some());
+        assert_eq!(
+            store.revoke_user("u1", None).await.unwrap(),
+            [id("b", "u1")]
+        );
         assert!(store.list_user("u1").await.unwrap().is_empty());
     }
 
@@ -500,7 +599,7 @@ pub(crate) mod conformance {
             clock.advance(Duration::from_millis(10));
         }
         // s0 is the oldest, but using it makes s1 the least recently used.
-        store.touch("s0", TTL).await.unwrap();
+        store.touch(&id("s0", "u1"), TTL).await.unwrap();
         store
             .create(&session(&clock, "newest", "u1"))
             .await
@@ -508,11 +607,56 @@ pub(crate) mod conformance {
         let sessions = store.list_user("u1").await.unwrap();
         assert_eq!(sessions.len(), MAX_SESSIONS_PER_USER);
         assert!(
-            store.get("s1").await.unwrap().is_none(),
+            store.get(&id("s1", "u1")).await.unwrap().is_none(),
             "the least recently used ended"
         );
-        assert!(store.get("s0").await.unwrap().is_some());
-        assert!(store.get("newest").await.unwrap().is_some());
+        assert!(store.get(&id("s0", "u1")).await.unwrap().is_some());
+        assert!(store.get(&id("newest", "u1")).await.unwrap().is_some());
+    }
+
+    /// A session is created only under an id with its user's shard tag, and
+    /// an id without a tag finds nothing: no operation fails on it.
+    pub(crate) async fn ids_without_their_users_tag_are_refused_and_never_found(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        let other_users = id("s1", "u2");
+        assert_ne!(tag_of(&other_users), tag_of(&id("s1", "u1")));
+        for bad in [
+            "s1",
+            "",
+            "~s1",
+            "0a1f~",
+            "0A1F~s1",
+            "0a1f.s1",
+            other_users.as_str(),
+        ] {
+            let session = Session {
+                id: bad.into(),
+                ..session(&clock, "s1", "u1")
+            };
+            assert!(
+                matches!(store.create(&session).await, Err(SessionError::UntaggedId)),
+                "created {bad:?}"
+            );
+        }
+        assert!(store.list_user("u1").await.unwrap().is_empty());
+        let made = Session {
+            id: Session::new_id("u1"),
+            ..session(&clock, "s1", "u1")
+        };
+        store.create(&made).await.unwrap();
+        assert_eq!(store.get(&made.id).await.unwrap(), Some(made.clone()));
+        for untagged in ["s1", "", "é~s1", "0a1f", "0a1f~", "zzzz~s1"] {
+            assert_eq!(store.get(untagged).await.unwrap(), None);
+            assert_eq!(store.touch(untagged, TTL).await.unwrap(), None);
+            assert_eq!(
+                store.advance_refresh(untagged, 0, TTL).await.unwrap(),
+                Advance::Gone
+            );
+            assert_eq!(store.revoke(untagged).await.unwrap(), None);
+        }
+        assert_eq!(store.list_user("u1").await.unwrap(), [made]);
     }
 
     /// The next session id `revocations` yields (skipping
@@ -537,8 +681,8 @@ pub(crate) mod conformance {
         clock: Arc<ManualClock>,
         mut watchers: Vec<tokio::sync::broadcast::Receiver<String>>,
     ) {
-        for id in ["a", "b", "c"] {
-            store.create(&session(&clock, id, "u1")).await.unwrap();
+        for name in ["a", "b", "c"] {
+            store.create(&session(&clock, name, "u1")).await.unwrap();
         }
         store.create(&session(&clock, "lru", "u2")).await.unwrap();
         let mut short = session(&clock, "short", "u3");
@@ -546,10 +690,10 @@ pub(crate) mod conformance {
         store.create(&short).await.unwrap();
         clock.advance(Duration::from_millis(10));
 
-        store.revoke("a").await.unwrap();
-        store.revoke("a").await.unwrap();
-        assert_eq!(store.get("short").await.unwrap(), None, "expired");
-        store.revoke_user("u1", Some("b")).await.unwrap();
+        store.revoke(&id("a", "u1")).await.unwrap();
+        store.revoke(&id("a", "u1")).await.unwrap();
+        assert_eq!(store.get(&short.id).await.unwrap(), None, "expired");
+        store.revoke_user("u1", Some(&id("b", "u1"))).await.unwrap();
         for i in 0..MAX_SESSIONS_PER_USER {
             clock.advance(Duration::from_millis(1));
             store
@@ -559,14 +703,23 @@ pub(crate) mod conformance {
         }
         store.revoke_user("u1", None).await.unwrap();
         store.create(&session(&clock, "last", "u4")).await.unwrap();
-        store.revoke("last").await.unwrap();
+        store.revoke(&id("last", "u4")).await.unwrap();
 
         for watcher in &mut watchers {
             let mut seen = Vec::new();
             for _ in 0..5 {
                 seen.push(next_revocation(watcher).await);
             }
-            assert_eq!(seen, ["a", "c", "lru", "b", "last"]);
+            assert_eq!(
+                seen,
+                [
+                    id("a", "u1"),
+                    id("c", "u1"),
+                    id("lru", "u2"),
+                    id("b", "u1"),
+                    id("last", "u4")
+                ]
+            );
         }
     }
 }

@@ -1,23 +1,49 @@
 //! The Redis session store, shared by every instance and surviving server
 //! restarts.
 //!
-//! Keys, under the configured prefix (REDIS_KEY_PREFIX, `slop:` by default):
-//! - `session:<id>`: the session as JSON, expiring with its idle timeout;
-//! - `user:<user id>:sessions`: a sorted set of the user's session ids,
-//!   scored by last use, for listing and revoking all of a user's sessions.
+//! Keys, under the configured prefix (REDIS_KEY_PREFIX, `slop:` by default),
+//! where `<tag>` is the user's shard tag ([`shard_tag`]), which every
+//! session id of the user starts with:
+//! - `session:{<tag>}:<id>`: the session as JSON, expiring with its idle
+//!   timeout;
+//! - `user:{<tag>}:<user id>:sessions`: a sorted set of the user's session
+//!   ids, scored by last use, for listing and revoking all of a user's
+//!   sessions.
+//!
+//! `{<tag>}` is a Redis Cluster hash tag (the prefix may not contain braces,
+//! so it is each key's first): all of a user's keys hash to one slot, and
+//! users spread over the cluster. A session found by its id alone finds its
+//! slot in the id. An id without a tag ([`tag_of`]) names no key: every
+//! operation answers "no such session" without asking Redis.
 //!
 //! Every read-modify-write is one Lua script, so a revocation can never be
 //! undone by a concurrent touch, and two concurrent refreshes cannot both
 //! advance the refresh generation. Scripts compare expiry with the time the
 //! caller passes (the server's clock), never Redis's own, so expiry behaves
-//! the same on both backends; Redis key TTLs only collect the garbage. The
-//! scripts name per-user keys they derive from the session, which standalone
-//! Redis and Redis with a single primary allow (not Redis Cluster).
+//! the same on both backends; Redis key TTLs only collect the garbage.
+//!
+//! Every script gets, of one tag, `KEYS[1]` = `<prefix>session:{<tag>}:` and
+//! `KEYS[2]` = `<prefix>user:{<tag>}:` (prefixes of keys, not keys: they
+//! route the call to the tag's slot), then the keys it is about:
+//! - touch, advance, revoke: `KEYS[3]`, the session's key; the user's index
+//!   is `KEYS[2] .. <user id> .. ':sessions'`, the user id read from the
+//!   session;
+//! - create: `KEYS[3]` the session's key, `KEYS[4]` its user's index; an
+//!   evicted session's key is `KEYS[1] .. <id>`;
+//! - list, revoke_user: `KEYS[3]`, the user's index; each session's key is
+//!   `KEYS[1] .. <id>`.
+//!
+//! A key built in a script is one of those prefixes followed by a session or
+//! user id, so its first `{…}` is the tag's and it hashes to the declared
+//! keys' slot (Redis Cluster lets a script touch undeclared keys of its own
+//! slot). The ids in a user's index carry the user's tag (create refuses
+//! others). A get is a plain `GET` of the session's key.
 //!
 //! Revocations reach every instance: the scripts that end a session before
 //! its expiry (revoke, revoke_user, eviction at create) `PUBLISH` `<origin>
 //! <session id>` on the pub/sub channel `<prefix>sessions:revoked`, where
-//! `<origin>` is a random id of the publishing store. Each store sends its
+//! `<origin>` is a random id of the publishing store. This stays classic
+//! pub/sub, which Redis Cluster delivers on every node. Each store sends its
 //! own revocations to [`SessionStore::revocations`] directly (so they do not
 //! depend on its subscription) and hears the others' on the instance's one
 //! pub/sub connection ([`crate::infra::pubsub`]), skipping its own origin.
@@ -32,7 +58,10 @@ use std::{sync::Arc, time::Duration};
 use redis::Script;
 use tokio::sync::broadcast;
 
-use super::{Advance, MAX_SESSIONS_PER_USER, RECHECK_SESSIONS, Result, Session, duration_millis};
+use super::{
+    Advance, MAX_SESSIONS_PER_USER, RECHECK_SESSIONS, Result, Session, duration_millis, shard_tag,
+    tag_of,
+};
 use crate::infra::{
     clock::{SharedClock, to_millis},
     observe::ObservedRedis,
@@ -40,13 +69,14 @@ use crate::infra::{
     redis_context::RedisContext,
 };
 
-/// Helpers shared by the scripts: key names and liveness.
+/// Helpers shared by the scripts: key names and liveness. KEYS[1] and
+/// KEYS[2]: the key prefixes of the tag (see the module doc); ARGV[1] =
+/// now (ms), ARGV[2] = origin, ARGV[3] = the revocation channel.
 const PRELUDE: &str = r#"
-local prefix = ARGV[1]
-local now = tonumber(ARGV[2])
-local origin = ARGV[3]
-local function session_key(id) return prefix .. 'session:' .. id end
-local function user_key(user_id) return prefix .. 'user:' .. user_id .. ':sessions' end
+local now = tonumber(ARGV[1])
+local origin = ARGV[2]
+local function session_key(id) return KEYS[1] .. id end
+local function user_key(user_id) return KEYS[2] .. user_id .. ':sessions' end
 -- The session if live; deletes it (and its index entry) when expired.
 local function live(id)
   local raw = redis.call('GET', session_key(id))
@@ -71,7 +101,7 @@ local function store(s)
 end
 -- Tells every instance that a session ended before its expiry.
 local function ended(id)
-  redis.call('PUBLISH', prefix .. 'sessions:revoked', origin .. ' ' .. id)
+  redis.call('PUBLISH', ARGV[3], origin .. ' ' .. id)
 end
 -- The user's live session ids, least recently used first; prunes the rest.
 local function live_ids(user_id)
@@ -83,7 +113,8 @@ local function live_ids(user_id)
 end
 "#;
 
-/// ARGV[4] = session JSON, ARGV[5] = cap. Returns the evicted ids.
+/// KEYS[3] = the session's key, KEYS[4] = its user's index. ARGV[4] =
+/// session JSON, ARGV[5] = cap. Returns the evicted ids.
 const CREATE: &str = r#"
 local s = cjson.decode(ARGV[4])
 store(s)
@@ -98,7 +129,7 @@ end
 return evicted
 "#;
 
-/// ARGV[4] = id, ARGV[5] = idle timeout (ms).
+/// KEYS[3] = the session's key. ARGV[4] = id, ARGV[5] = idle timeout (ms).
 const TOUCH: &str = r#"
 local s = live(ARGV[4])
 if not s then return false end
@@ -107,7 +138,8 @@ s.expires_at = math.min(now + tonumber(ARGV[5]), s.max_expires_at)
 return store(s)
 "#;
 
-/// ARGV[4] = id, ARGV[5] = idle timeout (ms), ARGV[6] = expected generation.
+/// KEYS[3] = the session's key. ARGV[4] = id, ARGV[5] = idle timeout (ms),
+/// ARGV[6] = expected generation.
 const ADVANCE: &str = r#"
 local s = live(ARGV[4])
 if not s then return false end
@@ -119,7 +151,7 @@ s.expires_at = math.min(now + tonumber(ARGV[5]), s.max_expires_at)
 return {1, store(s)}
 "#;
 
-/// ARGV[4] = id.
+/// KEYS[3] = the session's key. ARGV[4] = id.
 const REVOKE: &str = r#"
 local s = live(ARGV[4])
 if not s then return false end
@@ -129,7 +161,8 @@ ended(s.id)
 return cjson.encode(s)
 "#;
 
-/// ARGV[4] = user id, ARGV[5] = id to keep ('' for none).
+/// KEYS[3] = the user's index. ARGV[4] = user id, ARGV[5] = id to keep
+/// ('' for none).
 const REVOKE_USER: &str = r#"
 local out = {}
 for _, id in ipairs(live_ids(ARGV[4])) do
@@ -143,7 +176,7 @@ end
 return out
 "#;
 
-/// ARGV[4] = user id.
+/// KEYS[3] = the user's index. ARGV[4] = user id.
 const LIST: &str = r#"
 local out = {}
 for _, id in ipairs(live_ids(ARGV[4])) do
@@ -177,11 +210,75 @@ impl Scripts {
     }
 }
 
+/// The names of the store's keys, under one prefix (see the module doc).
+#[derive(Clone)]
+struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    /// `<prefix>session:{<tag>}:`, which a session's id completes to its key.
+    fn sessions_of(&self, tag: &str) -> String {
+        format!("{}session:{{{tag}}}:", self.prefix)
+    }
+
+    /// `<prefix>user:{<tag>}:`, which a user id and `:sessions` complete to
+    /// the user's index.
+    fn users_of(&self, tag: &str) -> String {
+        format!("{}user:{{{tag}}}:", self.prefix)
+    }
+
+    /// The key of the session `id`; None when the id carries no tag.
+    fn session(&self, id: &str) -> Option<String> {
+        Some(self.sessions_of(tag_of(id)?) + id)
+    }
+
+    /// The index of the sessions of `user_id`.
+    fn user(&self, user_id: &str) -> String {
+        format!("{}{user_id}:sessions", self.users_of(&shard_tag(user_id)))
+    }
+
+    /// The KEYS of a script about the session `id` (touch, advance,
+    /// revoke); None when the id carries no tag.
+    fn about_session(&self, id: &str) -> Option<Vec<String>> {
+        let tag = tag_of(id)?;
+        Some(vec![
+            self.sessions_of(tag),
+            self.users_of(tag),
+            self.sessions_of(tag) + id,
+        ])
+    }
+
+    /// The KEYS of a script about the sessions of `user_id` (list,
+    /// revoke_user).
+    fn about_user(&self, user_id: &str) -> Vec<String> {
+        let tag = shard_tag(user_id);
+        vec![
+            self.sessions_of(&tag),
+            self.users_of(&tag),
+            self.user(user_id),
+        ]
+    }
+
+    /// The KEYS of creating `session` (whose id carries its user's tag).
+    fn creating(&self, session: &Session) -> Vec<String> {
+        let tag = shard_tag(&session.user_id);
+        vec![
+            self.sessions_of(&tag),
+            self.users_of(&tag),
+            self.sessions_of(&tag) + &session.id,
+            self.user(&session.user_id),
+        ]
+    }
+}
+
 /// Sessions in Redis.
 #[derive(Clone)]
 pub struct RedisSessions {
     connection: ObservedRedis,
-    prefix: Arc<str>,
+    keys: Keys,
+    /// The pub/sub channel of revocations.
+    revocations: Arc<str>,
     clock: SharedClock,
     scripts: Arc<Scripts>,
     /// This store's id in revocation messages.
@@ -202,8 +299,9 @@ impl RedisSessions {
             origin: origin.clone(),
             revoked: revoked.clone(),
         };
+        let revocations = revocations_channel(redis.prefix());
         redis.pubsub().route(
-            Route::Channel(revocations_channel(redis.prefix())),
+            Route::Channel(revocations.clone()),
             Box::new(move |notice| {
                 listener.on(notice);
                 true
@@ -211,7 +309,10 @@ impl RedisSessions {
         );
         Self {
             connection: redis.commands(),
-            prefix: redis.prefix().into(),
+            keys: Keys {
+                prefix: redis.prefix().into(),
+            },
+            revocations: revocations.into(),
             clock: redis.clock().clone(),
             scripts: Arc::new(Scripts::new()),
             origin,
@@ -220,12 +321,17 @@ impl RedisSessions {
         }
     }
 
-    fn invocation<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+    /// A call of `script` with `keys` (see [`Keys`]) and the arguments every
+    /// script takes.
+    fn invocation<'a>(&self, script: &'a Script, keys: Vec<String>) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
         invocation
-            .arg(self.prefix.as_ref())
             .arg(to_millis(self.clock.now()))
-            .arg(self.origin.as_ref());
+            .arg(self.origin.as_ref())
+            .arg(self.revocations.as_ref());
         invocation
     }
 
@@ -244,7 +350,7 @@ impl RedisSessions {
 
     pub(super) async fn create(&self, session: &Session) -> Result<()> {
         let json = serde_json::to_string(session)?;
-        let mut invocation = self.invocation(&self.scripts.create);
+        let mut invocation = self.invocation(&self.scripts.create, self.keys.creating(session));
         invocation.arg(json).arg(MAX_SESSIONS_PER_USER);
         let evicted: Vec<String> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -256,8 +362,11 @@ impl RedisSessions {
     }
 
     pub(super) async fn get(&self, id: &str) -> Result<Option<Session>> {
+        let Some(key) = self.keys.session(id) else {
+            return Ok(None);
+        };
         let raw: Option<String> = redis::cmd("GET")
-            .arg(format!("{}session:{id}", self.prefix))
+            .arg(key)
             .query_async(&mut self.connection.clone())
             .await?;
         let Some(raw) = raw else { return Ok(None) };
@@ -266,7 +375,10 @@ impl RedisSessions {
     }
 
     pub(super) async fn touch(&self, id: &str, idle_ttl: Duration) -> Result<Option<Session>> {
-        let mut invocation = self.invocation(&self.scripts.touch);
+        let Some(keys) = self.keys.about_session(id) else {
+            return Ok(None);
+        };
+        let mut invocation = self.invocation(&self.scripts.touch, keys);
         invocation.arg(id).arg(duration_millis(idle_ttl));
         let raw: Option<String> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -280,7 +392,10 @@ impl RedisSessions {
         expected: u64,
         idle_ttl: Duration,
     ) -> Result<Advance> {
-        let mut invocation = self.invocation(&self.scripts.advance);
+        let Some(keys) = self.keys.about_session(id) else {
+            return Ok(Advance::Gone);
+        };
+        let mut invocation = self.invocation(&self.scripts.advance, keys);
         invocation
             .arg(id)
             .arg(duration_millis(idle_ttl))
@@ -296,7 +411,10 @@ impl RedisSessions {
     }
 
     pub(super) async fn revoke(&self, id: &str) -> Result<Option<Session>> {
-        let mut invocation = self.invocation(&self.scripts.revoke);
+        let Some(keys) = self.keys.about_session(id) else {
+            return Ok(None);
+        };
+        let mut invocation = self.invocation(&self.scripts.revoke, keys);
         invocation.arg(id);
         let raw: Option<String> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -312,7 +430,8 @@ impl RedisSessions {
         user_id: &str,
         keep: Option<&str>,
     ) -> Result<Vec<String>> {
-        let mut invocation = self.invocation(&self.scripts.revoke_user);
+        let mut invocation =
+            self.invocation(&self.scripts.revoke_user, self.keys.about_user(user_id));
         invocation.arg(user_id).arg(keep.unwrap_or(""));
         let ended: Vec<String> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -324,7 +443,7 @@ impl RedisSessions {
     }
 
     pub(super) async fn list_user(&self, user_id: &str) -> Result<Vec<Session>> {
-        let mut invocation = self.invocation(&self.scripts.list);
+        let mut invocation = self.invocation(&self.scripts.list, self.keys.about_user(user_id));
         invocation.arg(user_id);
         let raws: Vec<String> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -389,11 +508,13 @@ impl Revocations {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use redis::cluster_routing::Slot;
+
     use super::*;
     use crate::{
         identity::sessions::{
             SessionStore,
-            conformance::{next_revocation, revocations_are_announced, session},
+            conformance::{TTL, id, next_revocation, revocations_are_announced, session},
         },
         infra::{
             clock::ManualClock,
@@ -438,7 +559,7 @@ pub(crate) mod tests {
         first.create(&s1).await.unwrap();
         drop(first);
         let second = instance(&guard, clock);
-        assert_eq!(second.get("s1").await.unwrap(), Some(s1));
+        assert_eq!(second.get(&s1.id).await.unwrap(), Some(s1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,10 +581,10 @@ pub(crate) mod tests {
             .create(&session(&clock, "mine", "u9"))
             .await
             .unwrap();
-        elsewhere.revoke("mine").await.unwrap();
+        elsewhere.revoke(&id("mine", "u9")).await.unwrap();
         assert_eq!(
             next_revocation(&mut on_elsewhere).await,
-            "mine",
+            id("mine", "u9"),
             "another prefix hears nothing of the first"
         );
     }
@@ -480,8 +601,8 @@ pub(crate) mod tests {
         let mut on_b = b.revocations();
         subscribed(&guard, 1).await;
         a.create(&session(&clock, "s1", "u1")).await.unwrap();
-        a.revoke("s1").await.unwrap();
-        assert_eq!(next_revocation(&mut on_b).await, "s1");
+        a.revoke(&id("s1", "u1")).await.unwrap();
+        assert_eq!(next_revocation(&mut on_b).await, id("s1", "u1"));
         let name = format!("{}pubsub", guard.prefix);
         assert_eq!(
             crate::infra::redis_context::testing::clients_named(&name).len(),
@@ -511,12 +632,12 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(again, RECHECK_SESSIONS, "told to re-check");
         a.create(&session(&clock, "s1", "u1")).await.unwrap();
-        a.revoke("s1").await.unwrap();
-        assert_eq!(next_revocation(&mut on_b).await, "s1");
+        a.revoke(&id("s1", "u1")).await.unwrap();
+        assert_eq!(next_revocation(&mut on_b).await, id("s1", "u1"));
     }
 
     #[tokio::test]
-    async fn keys_stay_under_the_prefix() {
+    async fn keys_stay_under_the_prefix_with_the_users_tag() {
         let clock = ManualClock::starting_now();
         let guard = PrefixGuard::new();
         let store = instance(&guard, clock.clone());
@@ -526,12 +647,114 @@ pub(crate) mod tests {
             .query(&mut redis())
             .unwrap();
         keys.sort();
+        let (p, tag) = (&guard.prefix, shard_tag("u1"));
+        assert_eq!(tag, "a7f3", "the shard tag never changes");
         assert_eq!(
             keys,
             [
-                format!("{}session:s1", guard.prefix),
-                format!("{}user:u1:sessions", guard.prefix)
+                format!("{p}session:{{a7f3}}:a7f3~s1"),
+                format!("{p}user:{{a7f3}}:u1:sessions")
             ]
         );
+    }
+
+    /// The slot of a key on Redis Cluster.
+    fn slot(key: &str) -> Slot {
+        Slot::for_key(key)
+    }
+
+    /// The one slot all of `keys` hash to.
+    fn one_slot(keys: &[String]) -> Slot {
+        let first = slot(&keys[0]);
+        for key in keys {
+            assert_eq!(
+                slot(key),
+                first,
+                "{key} is in another slot than {}",
+                keys[0]
+            );
+        }
+        first
+    }
+
+    /// Every script call names keys of one slot, the user's, whatever the
+    /// user id looks like; and so do the keys the scripts build from them,
+    /// as Redis shows them after the calls.
+    #[tokio::test]
+    async fn every_call_touches_the_one_slot_of_its_user() {
+        let clock = ManualClock::starting_now();
+        let guard = PrefixGuard::new();
+        let store = instance(&guard, clock.clone());
+        let keys = Keys {
+            prefix: guard.prefix.as_str().into(),
+        };
+        let users = [
+            "u1",
+            "u2",
+            "7f3a0c52-4be1-4d7e-9a61-2f0e8c1d3b47",
+            "{x}",
+            "a:b}",
+        ];
+        for user in users {
+            let mut made = session(&clock, "s1", user);
+            made.id = Session::new_id(user);
+            let slot = one_slot(&keys.creating(&made));
+            assert_eq!(one_slot(&keys.about_session(&made.id).unwrap()), slot);
+            assert_eq!(one_slot(&keys.about_user(user)), slot);
+            assert_eq!(self::slot(&keys.session(&made.id).unwrap()), slot);
+            let SessionStore::Redis(redis_store) = &store else {
+                unreachable!()
+            };
+            redis_store.create(&made).await.unwrap();
+            redis_store.touch(&made.id, TTL).await.unwrap();
+            let stored: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", guard.prefix))
+                .query(&mut redis())
+                .unwrap();
+            let theirs: Vec<String> = stored
+                .into_iter()
+                .filter(|key| key.contains(&format!("{{{}}}", shard_tag(user))))
+                .collect();
+            assert_eq!(theirs.len(), 2, "{user}: {theirs:?}");
+            assert_eq!(one_slot(&theirs), slot, "{user}");
+        }
+    }
+
+    #[test]
+    fn ids_carry_their_users_tag_and_users_spread_over_the_slots() {
+        let keys = Keys {
+            prefix: "slop:".into(),
+        };
+        for user in ["u1", "u2", ""] {
+            let id = Session::new_id(user);
+            assert_eq!(tag_of(&id), Some(shard_tag(user).as_str()), "{id}");
+            assert_eq!(id.len(), 4 + 1 + 24, "{id}");
+        }
+        let (u1, u2) = (keys.about_user("u1"), keys.about_user("u2"));
+        assert_ne!(one_slot(&u1), one_slot(&u2), "two users, two slots");
+        // 1000 users drawn into 16384 slots at random would hit about 970.
+        let slots: std::collections::HashSet<Slot> = (0..1000)
+            .map(|i| one_slot(&keys.about_user(&format!("user-{i}"))))
+            .collect();
+        assert!(slots.len() > 940, "1000 users in {} slots", slots.len());
+        // The 65536 tags fall in 13152 of the 16384 slots (CRC16 is
+        // linear), at most 12 in one, evenly over the slot ranges a cluster
+        // hands its primaries.
+        let number: std::collections::HashMap<Slot, u16> =
+            (0..16384).map(|n| (Slot::new(n).unwrap(), n)).collect();
+        let slots: Vec<u16> = (0..=0xffff_u32)
+            .map(|tag| number[&slot(&keys.sessions_of(&format!("{tag:04x}")))])
+            .collect();
+        for primaries in [3_usize, 6, 10] {
+            let mut tags = vec![0_usize; primaries];
+            for slot in &slots {
+                tags[usize::from(*slot) * primaries / 16384] += 1;
+            }
+            let even = 65536 / primaries;
+            assert!(
+                tags.iter().all(|n| n.abs_diff(even) < even / 100),
+                "{primaries} primaries: {tags:?}"
+            );
+        }
     }
 }

@@ -261,10 +261,11 @@ fn mutate(token: &str, mutations: &[Mutation]) -> String {
         .fold(token.to_owned(), |token, m| m.apply(&token))
 }
 
-/// A session as the store keeps it; the id is what `random_token` makes.
+/// A session as the store keeps it; the id is what `Session::new_id` makes
+/// (a shard tag, `~`, and what `random_token` makes).
 fn session() -> impl Strategy<Value = Session> {
     (
-        "[A-Za-z0-9_-]{1,32}",
+        "[0-9a-f]{4}~[A-Za-z0-9_-]{1,32}",
         id(),
         "[A-Za-z0-9_-]{0,48}",
         any::<u64>(),

@@ -67,6 +67,11 @@ pub(super) fn parse_key_prefix(value: &str) -> Result<String, String> {
     {
         return Err("at most 128 characters, no spaces".into());
     }
+    if value.contains(['{', '}']) {
+        // Keys carry Redis Cluster hash tags after the prefix; Redis hashes
+        // the first `{…}` of a key, so a brace here would move every key.
+        return Err("no '{' or '}': they would change the hash tags of the keys".into());
+    }
     Ok(value.to_owned())
 }
 

@@ -585,3 +585,22 @@ fn redis_cluster_nodes_select_cluster_mode() {
         assert!(!shown.contains("hunter3"), "{shown}");
     }
 }
+
+/// Keys carry Redis Cluster hash tags (`{…}`): a brace in the prefix would
+/// become the tag of every key, putting all of them in one slot.
+#[test]
+fn the_redis_key_prefix_has_no_braces() {
+    assert_eq!(
+        parse(&["--redis-key-prefix", "tenant-7:slop:"])
+            .unwrap()
+            .redis_key_prefix,
+        "tenant-7:slop:"
+    );
+    for bad in ["{slop}:", "slop{", "slop}:"] {
+        let err = parse(&["--redis-key-prefix", bad]).unwrap_err().to_string();
+        assert!(
+            err.contains("REDIS_KEY_PREFIX") && err.contains("no '{' or '}'"),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -335,18 +335,18 @@ async fn revoked_and_expired_sessions_end_their_feeds_within_a_second() {
         .map(|s| hub.open(Some((&s.id, s.expires_at))))
         .collect();
 
-    revocations.send("revoked".to_owned()).unwrap();
+    revocations.send(sessions[0].id.clone()).unwrap();
     assert_eq!(next(&feeds[0]).await, Err(End::SessionEnded));
 
     // Keep "kept" alive, let "expiring" lapse.
     clock.advance(ttl);
     store
-        .touch("kept", Duration::from_secs(3600))
+        .touch(&sessions[2].id, Duration::from_secs(3600))
         .await
         .unwrap();
     clock.advance(Duration::from_secs(3600) - ttl + Duration::from_secs(1));
     store
-        .touch("kept", Duration::from_secs(3600))
+        .touch(&sessions[2].id, Duration::from_secs(3600))
         .await
         .unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(1), feeds[1].next()).await;

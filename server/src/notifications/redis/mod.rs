@@ -2,19 +2,24 @@
 //! Redis pub/sub, shared by every instance.
 //!
 //! Keys, under the configured prefix, per channel `<channel>` (`user:<id>`
-//! or `topic:<name>`, never containing a further `:`):
-//! - `stream:<channel>`: a Redis Stream of the retained events. Entry ids are
-//!   `<offset>-0`, so reading "after offset n" is an `XRANGE`; each entry has
-//!   the fields `t` (publish time, Unix ms from the publisher's clock) and `e`
-//!   (the whole [`Event`], protobuf-encoded, channel, offset, epoch and time
-//!   included);
-//! - `stream:<channel>:meta`: a hash with `epoch` and `offset` (the latest
+//! or `topic:<name>`, never containing a further `:`, nor braces):
+//! - `stream:{<channel>}`: a Redis Stream of the retained events. Entry ids
+//!   are `<offset>-0`, so reading "after offset n" is an `XRANGE`; each entry
+//!   has the fields `t` (publish time, Unix ms from the publisher's clock)
+//!   and `e` (the whole [`Event`], protobuf-encoded, channel, offset, epoch
+//!   and time included);
+//! - `stream:{<channel>}:meta`: a hash with `epoch` and `offset` (the latest
 //!   offset given);
-//! - `stream:<channel>:dedup:<idempotency key>`: `<offset> <until ms>
+//! - `stream:{<channel>}:dedup:<idempotency key>`: `<offset> <until ms>
 //!   <epoch>` of a publish made with that key, kept for the dedup window. A
 //!   publish with the key that finds it (still within the window by the
 //!   caller's clock, in the channel's current epoch) appends nothing and
 //!   answers that position.
+//!
+//! `{<channel>}` is a Redis Cluster hash tag (the prefix may not contain
+//! braces, so it is each key's first): a channel's keys share a slot, and
+//! channels spread over the cluster. Every script gets each key it touches
+//! in KEYS, and builds none.
 //!
 //! Both keys expire after the age limit (`PEXPIRE`, refreshed by each
 //! publish, and the meta key by each [`StreamBackend::channel`] call): an
@@ -24,16 +29,24 @@
 //! deletes any leftover stream key, so a stream never mixes epochs.
 //!
 //! Each operation is one Lua script (atomic in Redis). Publishing runs one
-//! script for all channels of the call: per channel it creates the epoch if
-//! missing (`HSETNX` with a random epoch from the caller), increments the
-//! offset, drops entries older than the age limit, appends the event
-//! (`XADD … MAXLEN <max events>`), sets the TTLs, and `PUBLISH`es the same
-//! bytes on the pub/sub channel `<prefix>stream:<channel>` (pub/sub channels
-//! are a namespace apart from keys). Because the `PUBLISH` is inside the
-//! script, pub/sub order is offset order, even with publishers on several
-//! instances. The event is encoded once by the caller, without channel,
-//! offset and epoch; the script appends those three fields to each copy
-//! (protobuf allows fields in any order).
+//! script for all channels of the call on standalone Redis (the fan-out hot
+//! path); on Redis Cluster ([`RedisContext::cluster`]) one per hash slot of
+//! the call's channels, run concurrently, each channel's answer in the
+//! caller's order. Should one slot's call fail, the publish fails, though
+//! other slots' channels may have taken the event: a retry with the same
+//! idempotency key places it only where it is missing. Per channel the
+//! script creates the epoch if missing (`HSETNX` with a random epoch from
+//! the caller), increments the offset, drops entries older than the age
+//! limit, appends the event (`XADD … MAXLEN <max events>`), sets the TTLs,
+//! and publishes the same bytes on the pub/sub channel
+//! `<prefix>stream:{<channel>}`, the stream key's own name (pub/sub
+//! channels are a namespace apart from keys; a sharded channel of that name
+//! would live in the key's slot) with the command the caller passes:
+//! `PUBLISH_COMMAND`. Because the publish is inside the script, pub/sub
+//! order is offset order, even with publishers on several instances. The
+//! event is encoded once by the caller, without channel, offset and epoch;
+//! the script appends those three fields to each copy (protobuf allows
+//! fields in any order).
 //!
 //! Time is always the caller's clock, passed to the scripts, never Redis's.
 //! Entries are dropped by age with a binary search for the first young
@@ -41,9 +54,7 @@
 //! skewed clocks the boundary is off by at most the events published within
 //! the skew), `O(log n)` lookups per call plus the entries removed, each once.
 //! [`StreamBackend::read`] also filters out old events itself. Requires
-//! Redis 6.2 or later (`XTRIM MINID`, RESP3); the scripts name keys they
-//! derive from their arguments, which standalone Redis allows (not Redis
-//! Cluster).
+//! Redis 6.2 or later (`XTRIM MINID`, RESP3).
 //!
 //! Live delivery goes over the instance's one pub/sub connection
 //! ([`crate::infra::pubsub`], on the route `<prefix>stream:`), to a
@@ -73,10 +84,10 @@
 //! [`StreamBackend::channel`]: super::StreamBackend::channel
 //! [`StreamBackend::read`]: super::StreamBackend::read
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 use prost::Message as _;
-use redis::Script;
+use redis::{Script, cluster_routing::Slot};
 use slop_api::notification::Event;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -119,6 +130,11 @@ struct Shared {
     clock: SharedClock,
     history: History,
     scripts: Scripts,
+    /// On Redis Cluster: a publish makes one script call per slot.
+    cluster: bool,
+    /// Publish script calls made, for tests.
+    #[cfg(test)]
+    publish_calls: std::sync::atomic::AtomicUsize,
 }
 
 /// Where a watched channel stands for the sink.
@@ -181,6 +197,9 @@ impl RedisStreams {
                 ..history
             },
             scripts: Scripts::new(),
+            cluster: redis.cluster(),
+            #[cfg(test)]
+            publish_calls: Default::default(),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
         let pubsub = redis.pubsub().clone();
@@ -219,33 +238,34 @@ impl RedisStreams {
             time: Some(to_timestamp(from_millis(now))),
             ..event.clone()
         };
-        let mut invocation = shared.invocation(&shared.scripts.publish, now);
-        invocation
-            .arg(shared.history.max_events)
-            .arg(shared.ttl_millis());
-        // The event is encoded once; the script appends each channel's
-        // name, offset and epoch to its copy.
-        invocation.arg(template.encode_to_vec());
-        invocation
-            .arg(idempotency_key.unwrap_or_default())
-            .arg(duration_millis(shared.history.dedup_window).max(1));
-        let names: Vec<String> = channels.iter().map(ToString::to_string).collect();
-        for name in &names {
-            invocation.arg(name).arg(new_epoch());
-        }
-        let placed: Vec<(u64, String, u8)> = invocation
-            .invoke_async(&mut shared.connection.clone())
+        let call = Publish {
+            names: channels.iter().map(ToString::to_string).collect(),
+            // The event is encoded once; the script appends each channel's
+            // name, offset and epoch to its copy.
+            template: template.encode_to_vec(),
+            idempotency_key: idempotency_key.filter(|key| !key.is_empty()),
+            now,
+        };
+        let groups = shared.slot_groups(channels);
+        let placed = if let [group] = groups.as_slice() {
+            shared.publish(&call, group).await?
+        } else {
+            let answers = futures_util::future::try_join_all(
+                groups.iter().map(|group| shared.publish(&call, group)),
+            )
             .await?;
-        if placed.len() != names.len() {
-            return Err(StreamError::Malformed(format!(
-                "publishing to {} channels placed {} events",
-                names.len(),
-                placed.len()
-            )));
-        }
+            let mut placed = vec![None; channels.len()];
+            for (group, answers) in groups.iter().zip(answers) {
+                for (&index, answer) in group.iter().zip(answers) {
+                    placed[index] = Some(answer);
+                }
+            }
+            placed.into_iter().flatten().collect()
+        };
         // A duplicate's event is the earlier one; the caller needs its
         // position, and reads it from history when it needs more.
-        Ok(names
+        Ok(call
+            .names
             .into_iter()
             .zip(placed)
             .map(|(channel, (offset, epoch, duplicate))| Stored {
@@ -263,7 +283,10 @@ impl RedisStreams {
     pub(super) async fn channel(&self, channel: &ChannelName) -> Result<ChannelState> {
         let shared = &self.shared;
         let mut invocation = shared.invocation(&shared.scripts.channel, shared.now());
-        invocation.arg(shared.ttl_millis()).arg(channel.to_string());
+        invocation
+            .key(shared.key(channel))
+            .key(shared.meta_key(channel))
+            .arg(shared.ttl_millis());
         let (epoch, offset, earliest, size): (String, u64, u64, usize) = invocation
             .invoke_async(&mut shared.connection.clone())
             .await?;
@@ -332,20 +355,87 @@ impl Shared {
     }
 
     /// The stream key of `channel`, also its pub/sub channel.
-    fn key(&self, channel: &ChannelName) -> String {
-        format!("{}stream:{channel}", self.prefix)
+    fn key(&self, channel: &(impl fmt::Display + ?Sized)) -> String {
+        format!("{}stream:{{{channel}}}", self.prefix)
+    }
+
+    /// The key of `channel`'s epoch and offset.
+    fn meta_key(&self, channel: &(impl fmt::Display + ?Sized)) -> String {
+        self.key(channel) + ":meta"
+    }
+
+    /// The key of a publish to `channel` with `idempotency_key`.
+    fn dedup_key(&self, channel: &(impl fmt::Display + ?Sized), idempotency_key: &str) -> String {
+        self.key(channel) + ":dedup:" + idempotency_key
     }
 
     /// The watched channel a pub/sub channel name stands for.
     fn channel_of(&self, pubsub: &str) -> Option<ChannelName> {
-        let name = pubsub.strip_prefix(&self.prefix)?.strip_prefix("stream:")?;
+        let name = pubsub
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("stream:{")?
+            .strip_suffix('}')?;
         ChannelName::parse(name).ok()
+    }
+
+    /// The indices of `channels` a publish makes one script call for each:
+    /// all of them on standalone Redis; on Redis Cluster, those of one hash
+    /// slot together, groups in the order of their first channel.
+    fn slot_groups(&self, channels: &[ChannelName]) -> Vec<Vec<usize>> {
+        if !self.cluster {
+            return vec![(0..channels.len()).collect()];
+        }
+        let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+        for (index, channel) in channels.iter().enumerate() {
+            let slot = Slot::for_key(self.key(channel));
+            match groups.iter_mut().find(|(of, _)| *of == slot) {
+                Some((_, group)) => group.push(index),
+                None => groups.push((slot, vec![index])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
+    }
+
+    /// One publish script call, for the channels of `call` at `indices` (of
+    /// one slot on Redis Cluster): their answers in that order.
+    async fn publish(&self, call: &Publish<'_>, indices: &[usize]) -> Result<Vec<Placed>> {
+        let mut invocation = self.invocation(&self.scripts.publish, call.now);
+        for &index in indices {
+            let name = call.names[index].as_str();
+            invocation.key(self.key(name)).key(self.meta_key(name));
+            if let Some(idempotency_key) = call.idempotency_key {
+                invocation.key(self.dedup_key(name, idempotency_key));
+            }
+        }
+        invocation
+            .arg(self.history.max_events)
+            .arg(self.ttl_millis())
+            .arg(&call.template)
+            .arg(if call.idempotency_key.is_some() { 3 } else { 2 })
+            .arg(duration_millis(self.history.dedup_window).max(1))
+            .arg(PUBLISH_COMMAND);
+        for &index in indices {
+            invocation.arg(&call.names[index]).arg(new_epoch());
+        }
+        #[cfg(test)]
+        self.publish_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let placed: Vec<Placed> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        if placed.len() != indices.len() {
+            return Err(StreamError::Malformed(format!(
+                "publishing to {} channels placed {} events",
+                indices.len(),
+                placed.len()
+            )));
+        }
+        Ok(placed)
     }
 
     fn invocation<'a>(&self, script: &'a Script, now: i64) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
         invocation
-            .arg(&self.prefix)
             .arg(now)
             .arg(duration_millis(self.history.max_age));
         invocation
@@ -365,7 +455,11 @@ impl Shared {
         let after = after.min(MAX_OFFSET);
         let now = self.now();
         let mut invocation = self.invocation(&self.scripts.read, now);
-        invocation.arg(channel.to_string()).arg(after).arg(limit);
+        invocation
+            .key(self.key(channel))
+            .key(self.meta_key(channel))
+            .arg(after)
+            .arg(limit);
         let (epoch, raw): (Option<String>, Vec<Vec<u8>>) = if limit == 0 {
             (None, Vec::new())
         } else {
@@ -401,7 +495,7 @@ impl Shared {
     /// Where `channel` stands now, without creating it.
     async fn position(&self, channel: &ChannelName) -> Result<Position> {
         let (epoch, offset): (Option<String>, Option<u64>) = redis::cmd("HMGET")
-            .arg(format!("{}:meta", self.key(channel)))
+            .arg(self.meta_key(channel))
             .arg("epoch")
             .arg("offset")
             .query_async(&mut self.connection.clone())
@@ -415,6 +509,30 @@ impl Shared {
             epoch,
         })
     }
+}
+
+/// How the publish script hands an event to the listeners: classic pub/sub,
+/// on standalone Redis and on a cluster alike, where the instance's pub/sub
+/// connection subscribes on any one node and a classic `PUBLISH` reaches
+/// every node. `SPUBLISH` (sharded pub/sub, the channel in its key's slot)
+/// is the script's other choice, for when that connection subscribes with
+/// `SSUBSCRIBE` on the node of each slot: a classic subscriber never hears
+/// a sharded message.
+const PUBLISH_COMMAND: &str = "PUBLISH";
+
+/// What one publish script call answers per channel: offset, epoch, and 1
+/// for a duplicate.
+type Placed = (u64, String, u8);
+
+/// One publish, as its script calls take it.
+struct Publish<'a> {
+    /// The channels, in the caller's order.
+    names: Vec<String>,
+    /// The event without channel, offset and epoch, encoded.
+    template: Vec<u8>,
+    /// None for none (an empty key is none).
+    idempotency_key: Option<&'a str>,
+    now: i64,
 }
 
 /// An event as stored and published.

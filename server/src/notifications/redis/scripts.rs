@@ -1,16 +1,16 @@
 //! The Lua scripts of the channel streams: each operation is one script,
 //! atomic in Redis, computing with the caller's clock (see the module above
-//! for the key layout).
+//! for the key layout). Every key a script touches is in its KEYS, all of
+//! them in the slots of the channels' hash tags; the scripts build no key
+//! names.
 
 use redis::Script;
 
-/// Helpers shared by the scripts: key names, entry fields, the age limit.
-/// ARGV[1] = prefix, ARGV[2] = now (ms), ARGV[3] = age limit (ms).
+/// Helpers shared by the scripts: entry ids and fields, the age limit.
+/// ARGV[1] = now (ms), ARGV[2] = age limit (ms).
 const PRELUDE: &str = r#"
-local prefix = ARGV[1]
-local now = tonumber(ARGV[2])
-local cutoff = now - tonumber(ARGV[3])
-local function stream_key(name) return prefix .. 'stream:' .. name end
+local now = tonumber(ARGV[1])
+local cutoff = now - tonumber(ARGV[2])
 local function id(offset) return string.format('%d', offset) .. '-0' end
 local function field(entry, name)
   local fields = entry[2]
@@ -49,10 +49,13 @@ local function first_young(key, trim)
 end
 "#;
 
-/// ARGV[4] = max events, ARGV[5] = key TTL (ms), ARGV[6] = the event
-/// encoded without channel, offset and epoch, ARGV[7] = the idempotency key
-/// ('' for none), ARGV[8] = the dedup window (ms), then (channel, new epoch)
-/// pairs. Returns {offset, epoch, duplicate (0 or 1)} per channel.
+/// Per channel, in order, its keys in KEYS: stream, meta, and with an
+/// idempotency key its dedup key. ARGV[3] = max events, ARGV[4] = key TTL
+/// (ms), ARGV[5] = the event encoded without channel, offset and epoch,
+/// ARGV[6] = keys per channel (2, or 3 with an idempotency key), ARGV[7] =
+/// the dedup window (ms), ARGV[8] = the publish command (`PUBLISH` or
+/// `SPUBLISH`), then (channel, new epoch) pairs. Returns
+/// {offset, epoch, duplicate (0 or 1)} per channel.
 const PUBLISH: &str = r#"
 local function varint(n)
   local out = {}
@@ -76,12 +79,13 @@ local function earlier(dedup, meta)
   end
   return nil
 end
+local stride = tonumber(ARGV[6])
 local out = {}
 for i = 9, #ARGV, 2 do
-  local key = stream_key(ARGV[i])
-  local meta = key .. ':meta'
+  local base = (i - 9) / 2 * stride
+  local key, meta = KEYS[base + 1], KEYS[base + 2]
   local dedup = nil
-  if ARGV[7] ~= '' then dedup = key .. ':dedup:' .. ARGV[7] end
+  if stride == 3 then dedup = KEYS[base + 3] end
   local prior = dedup and earlier(dedup, meta)
   if prior then
     table.insert(out, {prior[1], prior[2], 1})
@@ -89,33 +93,33 @@ for i = 9, #ARGV, 2 do
     if redis.call('HSETNX', meta, 'epoch', ARGV[i + 1]) == 1 then redis.call('DEL', key) end
     local offset = redis.call('HINCRBY', meta, 'offset', 1)
     local epoch = redis.call('HGET', meta, 'epoch')
-    local event = ARGV[6] .. bytes_field(1, ARGV[i]) .. string.char(3 * 8) .. varint(offset) .. bytes_field(4, epoch)
+    local event = ARGV[5] .. bytes_field(1, ARGV[i]) .. string.char(3 * 8) .. varint(offset) .. bytes_field(4, epoch)
     first_young(key, true)
-    redis.call('XADD', key, 'MAXLEN', ARGV[4], id(offset), 't', ARGV[2], 'e', event)
-    redis.call('PEXPIRE', key, ARGV[5])
-    redis.call('PEXPIRE', meta, ARGV[5])
+    redis.call('XADD', key, 'MAXLEN', ARGV[3], id(offset), 't', ARGV[1], 'e', event)
+    redis.call('PEXPIRE', key, ARGV[4])
+    redis.call('PEXPIRE', meta, ARGV[4])
     if dedup then
-      local value = string.format('%d %d ', offset, now + tonumber(ARGV[8])) .. epoch
-      redis.call('SET', dedup, value, 'PX', ARGV[8])
+      local value = string.format('%d %d ', offset, now + tonumber(ARGV[7])) .. epoch
+      redis.call('SET', dedup, value, 'PX', ARGV[7])
     end
-    redis.call('PUBLISH', key, event)
+    redis.call(ARGV[8], key, event)
     table.insert(out, {offset, epoch, 0})
   end
 end
 return out
 "#;
 
-/// ARGV[4] = key TTL (ms), ARGV[5] = channel. Returns {epoch, offset,
-/// earliest, size}; {'', 0, 0, 0} for a channel nobody published to, which
-/// it leaves without a key (asking about a channel must not create one).
+/// KEYS[1] = stream, KEYS[2] = meta. ARGV[3] = key TTL (ms). Returns
+/// {epoch, offset, earliest, size}; {'', 0, 0, 0} for a channel nobody
+/// published to, which it leaves without a key (asking about a channel must
+/// not create one).
 const CHANNEL: &str = r#"
-local key = stream_key(ARGV[5])
-local meta = key .. ':meta'
+local key, meta = KEYS[1], KEYS[2]
 if redis.call('EXISTS', meta) == 0 then
   redis.call('DEL', key)
   return {'', 0, 0, 0}
 end
-redis.call('PEXPIRE', meta, ARGV[4])
+redis.call('PEXPIRE', meta, ARGV[3])
 local first = first_young(key, true)
 local size = 0
 if first then size = redis.call('XLEN', key) else first = 0 end
@@ -123,16 +127,16 @@ local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
 return {redis.call('HGET', meta, 'epoch'), offset, first, size}
 "#;
 
-/// ARGV[4] = channel, ARGV[5] = after (offset), ARGV[6] = limit. Changes
-/// nothing. Returns {epoch or nil, {t1, e1, t2, e2, …}}.
+/// KEYS[1] = stream, KEYS[2] = meta. ARGV[3] = after (offset), ARGV[4] =
+/// limit. Changes nothing. Returns {epoch or nil, {t1, e1, t2, e2, …}}.
 const READ: &str = r#"
-local key = stream_key(ARGV[4])
-local epoch = redis.call('HGET', key .. ':meta', 'epoch')
+local key = KEYS[1]
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
 local out = {}
 local first = first_young(key, false)
 if first then
-  local start = math.max(tonumber(ARGV[5]) + 1, first)
-  for _, entry in ipairs(redis.call('XRANGE', key, id(start), '+', 'COUNT', ARGV[6])) do
+  local start = math.max(tonumber(ARGV[3]) + 1, first)
+  for _, entry in ipairs(redis.call('XRANGE', key, id(start), '+', 'COUNT', ARGV[4])) do
     table.insert(out, field(entry, 't') or '')
     table.insert(out, field(entry, 'e') or '')
   end

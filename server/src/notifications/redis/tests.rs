@@ -7,7 +7,9 @@ use super::*;
 use crate::{
     infra::{
         clock::{Clock as _, ManualClock},
-        redis_context::testing::{PrefixGuard, clients_named, kill_clients_named, redis},
+        redis_context::testing::{
+            ClusterGuard, PrefixGuard, clients_named, kill_clients_named, redis,
+        },
     },
     notifications::{
         ChannelState, StreamBackend,
@@ -59,7 +61,7 @@ async fn another_instance_delivers_what_it_watches() {
     b_sink.wait_for(3).await;
     b.unwatch(&watched);
     // Unwatching is asynchronous: wait until Redis has no subscriber.
-    let key = format!("{}stream:topic:watched", guard.prefix);
+    let key = format!("{}stream:{{topic:watched}}", guard.prefix);
     for _ in 0..100 {
         let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
             .arg("NUMSUB")
@@ -120,8 +122,8 @@ async fn lost_history_starts_a_new_epoch_from_offset_one() {
         .await
         .unwrap();
     let _: () = redis::cmd("DEL")
-        .arg(format!("{}stream:topic:lost", guard.prefix))
-        .arg(format!("{}stream:topic:lost:meta", guard.prefix))
+        .arg(format!("{}stream:{{topic:lost}}", guard.prefix))
+        .arg(format!("{}stream:{{topic:lost}}:meta", guard.prefix))
         .query(&mut redis())
         .unwrap();
     let state = streams.channel(&c).await.unwrap();
@@ -147,7 +149,7 @@ async fn a_new_epoch_reaches_a_watcher_from_its_start() {
         .unwrap();
     sink.wait_for(1).await;
     let _: () = redis::cmd("DEL")
-        .arg(format!("{}stream:topic:reborn:meta", guard.prefix))
+        .arg(format!("{}stream:{{topic:reborn}}:meta", guard.prefix))
         .query(&mut redis())
         .unwrap();
     let reborn = streams
@@ -172,7 +174,7 @@ async fn a_gap_in_messages_is_filled_from_history() {
     sink.wait_for(1).await;
     // Two events whose messages were lost: what the publish script
     // stores, without the PUBLISH.
-    let key = format!("{}stream:topic:gap", guard.prefix);
+    let key = format!("{}stream:{{topic:gap}}", guard.prefix);
     let epoch = streams.channel(&c).await.unwrap().epoch;
     let now = to_millis(clock.now());
     let mut connection = redis();
@@ -282,10 +284,10 @@ async fn keys_stay_under_the_prefix_and_expire() {
     assert_eq!(
         keys,
         [
-            format!("{p}stream:topic:a"),
-            format!("{p}stream:topic:a:meta"),
-            format!("{p}stream:user:u1"),
-            format!("{p}stream:user:u1:meta"),
+            format!("{p}stream:{{topic:a}}"),
+            format!("{p}stream:{{topic:a}}:meta"),
+            format!("{p}stream:{{user:u1}}"),
+            format!("{p}stream:{{user:u1}}:meta"),
         ]
     );
     for key in keys {
@@ -307,7 +309,7 @@ async fn entries_that_do_not_decode_are_skipped_not_fatal() {
         .publish(std::slice::from_ref(&c), &event("x"))
         .await
         .unwrap();
-    let key = format!("{}stream:topic:bad", guard.prefix);
+    let key = format!("{}stream:{{topic:bad}}", guard.prefix);
     let now = to_millis(clock.now());
     for (id, time, bytes) in [
         ("2-0", now.to_string(), &[0xff_u8, 0xff, 0xff][..]),
@@ -369,7 +371,7 @@ async fn subscribers_are_told_of_a_hole_live_and_when_resuming() {
     }
     assert!(matches!(next(&live).await, Item::Subscribed(_)));
 
-    let key = format!("{}stream:topic:holey", guard.prefix);
+    let key = format!("{}stream:{{topic:holey}}", guard.prefix);
     let _: String = redis::cmd("XADD")
         .arg(&key)
         .arg("2-0")
@@ -473,7 +475,7 @@ async fn aged_out_entries_are_trimmed_in_long_histories() {
     let state = streams.channel(&c).await.unwrap();
     assert_eq!((state.offset, state.earliest, state.size), (300, 138, 163));
     let len: usize = redis::cmd("XLEN")
-        .arg(format!("{}stream:topic:long", guard.prefix))
+        .arg(format!("{}stream:{{topic:long}}", guard.prefix))
         .query(&mut redis())
         .unwrap();
     assert_eq!(len, 163, "the old entries are gone");
@@ -540,4 +542,133 @@ async fn a_late_subscribed_notice_does_not_skip_queued_messages() {
         .collect();
     let expected: Vec<u64> = (1..=published as u64).collect();
     assert_eq!(offsets, expected);
+}
+
+/// The keys one publish, `channel` and `read` name for a channel, and those
+/// Redis then holds, all hash to the channel's slot; channels spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channels_keys_share_its_slot() {
+    use redis::cluster_routing::Slot;
+    let clock = ManualClock::starting_now();
+    let guard = PrefixGuard::new();
+    let streams = RedisStreams::new(
+        &guard.context(clock),
+        HISTORY,
+        Arc::new(Recorder::default()),
+    );
+    let shared = &streams.shared;
+    for channel in [topic("news"), ChannelName::user("u1"), topic("a.b_c-9")] {
+        let slot = Slot::for_key(shared.key(&channel));
+        for key in [
+            shared.meta_key(&channel),
+            shared.dedup_key(&channel, "order-17"),
+            shared.dedup_key(&channel, "{other}:x"),
+        ] {
+            assert_eq!(Slot::for_key(&key), slot, "{key}");
+        }
+        streams
+            .publish(
+                std::slice::from_ref(&channel),
+                &event("x"),
+                Some("order-17"),
+            )
+            .await
+            .unwrap();
+        let stored: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", guard.prefix))
+            .query(&mut redis())
+            .unwrap();
+        let theirs: Vec<&String> = stored
+            .iter()
+            .filter(|key| key.contains(&format!("{{{channel}}}")))
+            .collect();
+        assert_eq!(theirs.len(), 3, "stream, meta, dedup: {theirs:?}");
+        for key in theirs {
+            assert_eq!(Slot::for_key(key), slot, "{key}");
+        }
+    }
+    let slots: std::collections::HashSet<Slot> = (0..1000)
+        .map(|i| Slot::for_key(shared.key(&topic(&format!("t{i}")))))
+        .collect();
+    assert!(slots.len() > 940, "1000 channels in {} slots", slots.len());
+}
+
+/// On Redis Cluster a publish makes one script call per slot of its
+/// channels, and answers each channel in the caller's order; on standalone
+/// Redis one call for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_on_a_cluster_makes_one_call_per_slot_in_the_callers_order() {
+    use std::{collections::HashSet, sync::atomic::Ordering};
+
+    use redis::cluster_routing::Slot;
+    let clock = ManualClock::starting_now();
+    let cluster_guard = ClusterGuard::start();
+    let guard = PrefixGuard::new();
+    let cluster = RedisStreams::new(
+        &cluster_guard.context(clock.clone()),
+        HISTORY,
+        Arc::new(Recorder::default()),
+    );
+    let standalone = RedisStreams::new(
+        &guard.context(clock),
+        HISTORY,
+        Arc::new(Recorder::default()),
+    );
+    // 40 channels, two of them sharing a slot with an earlier one.
+    let mut channels: Vec<ChannelName> = (0..38).map(|i| topic(&format!("c{i}"))).collect();
+    let slot_of = |c: &ChannelName| Slot::for_key(cluster.shared.key(c));
+    let same_slot = |of: &ChannelName| {
+        (0..)
+            .map(|i| topic(&format!("twin{i}")))
+            .find(|twin| slot_of(twin) == slot_of(of))
+            .unwrap()
+    };
+    channels.insert(20, same_slot(&channels[3]));
+    channels.push(same_slot(&channels[0]));
+    let slots: HashSet<Slot> = channels.iter().map(slot_of).collect();
+    assert_eq!(slots.len(), 38);
+    let groups = cluster.shared.slot_groups(&channels);
+    assert_eq!(groups.len(), 38);
+    for group in &groups {
+        let of_group: HashSet<Slot> = group.iter().map(|&i| slot_of(&channels[i])).collect();
+        assert_eq!(of_group.len(), 1, "{group:?}");
+    }
+    assert!(groups.contains(&vec![3, 20]) && groups.contains(&vec![0, 39]));
+    assert_eq!(
+        standalone.shared.slot_groups(&channels),
+        [(0..40).collect::<Vec<_>>()]
+    );
+
+    let calls = |streams: &RedisStreams| streams.shared.publish_calls.load(Ordering::Relaxed);
+    let asked: Vec<String> = channels.iter().map(ToString::to_string).collect();
+    for round in 1..=2 {
+        let before = calls(&cluster);
+        let placed = cluster
+            .publish(&channels, &event("x"), Some("once"))
+            .await
+            .unwrap();
+        assert_eq!(calls(&cluster) - before, 38, "one call per slot");
+        let names: Vec<String> = placed.iter().map(|s| s.event.channel.clone()).collect();
+        assert_eq!(names, asked, "in the caller's order");
+        assert!(placed.iter().all(|s| s.event.offset == 1));
+        assert!(
+            placed.iter().all(|s| s.duplicate == (round == 2)),
+            "the idempotency key holds in every slot"
+        );
+    }
+    let read = cluster.read(&channels[20], 0, 10).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.offset).collect::<Vec<_>>(), [1]);
+
+    let before = calls(&standalone);
+    let placed = standalone
+        .publish(&channels, &event("y"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        calls(&standalone) - before,
+        1,
+        "one call on standalone Redis"
+    );
+    let names: Vec<String> = placed.iter().map(|s| s.event.channel.clone()).collect();
+    assert_eq!(names, asked);
 }
