@@ -672,3 +672,110 @@ async fn a_publish_on_a_cluster_makes_one_call_per_slot_in_the_callers_order() {
     let names: Vec<String> = placed.iter().map(|s| s.event.channel.clone()).collect();
     assert_eq!(names, asked);
 }
+
+/// Marks `channel`'s meta as written under another primary, as after a
+/// failover (the promoted replica has a replication history of its own).
+fn as_if_written_under_another_primary(guard: &PrefixGuard, channel: &str) {
+    let () = redis::cmd("HSET")
+        .arg(format!("{}stream:{{{channel}}}:meta", guard.prefix))
+        .arg("primary")
+        .arg("the-replication-id-of-a-primary-now-gone")
+        .query(&mut redis())
+        .unwrap();
+}
+
+/// A channel last written under another primary may have lost events the
+/// old primary acknowledged (replication is asynchronous), and the next
+/// publish would reuse their offsets: a subscriber who saw one would skip
+/// the new event in silence. So it starts a new epoch, at its next publish
+/// or its next state read, and resuming subscribers are told
+/// `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_written_under_another_primary_starts_a_new_epoch() {
+    let clock = ManualClock::starting_now();
+    let (streams, guard) = streams(clock, Arc::new(Recorder::default())).await;
+    let (read_first, published_first) = (topic("read-first"), topic("published-first"));
+    let mut epochs = Vec::new();
+    for channel in [&read_first, &published_first] {
+        for _ in 0..3 {
+            let stored = streams
+                .publish(std::slice::from_ref(channel), &event("x"))
+                .await
+                .unwrap();
+            epochs.push(stored[0].epoch.clone());
+        }
+        as_if_written_under_another_primary(&guard, &channel.to_string());
+    }
+
+    // Its state says nothing was published in an epoch a resume could
+    // continue; the next publish begins a new one.
+    assert_eq!(
+        streams.channel(&read_first).await.unwrap(),
+        ChannelState::unpublished()
+    );
+    for channel in [&read_first, &published_first] {
+        let stored = streams
+            .publish(std::slice::from_ref(channel), &event("y"))
+            .await
+            .unwrap();
+        assert_eq!(stored[0].offset, 1, "{channel}");
+        assert!(!epochs.contains(&stored[0].epoch), "{channel}: a new epoch");
+        let state = streams.channel(channel).await.unwrap();
+        assert_eq!((state.offset, state.size), (1, 1), "{channel}");
+    }
+
+    // Under the same primary, nothing changes.
+    let steady = streams
+        .publish(std::slice::from_ref(&read_first), &event("z"))
+        .await
+        .unwrap();
+    assert_eq!(steady[0].offset, 2);
+}
+
+/// The same on a real cluster: the primary of a channel's slot is killed
+/// (SIGKILL), its replica takes over with a replication history of its
+/// own, and the channel's next publish, once the cluster serves the slot
+/// again, begins a new epoch at offset 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_a_channel_begins_a_new_epoch() {
+    let mut guard = ClusterGuard::start();
+    let streams = StreamBackend::redis(
+        &guard.context(ManualClock::starting_now()),
+        HISTORY,
+        Arc::new(Recorder::default()),
+    );
+    let channel = topic("failover");
+    let mut before = String::new();
+    for _ in 0..3 {
+        let stored = streams
+            .publish(std::slice::from_ref(&channel), &event("x"))
+            .await
+            .unwrap();
+        before.clone_from(&stored[0].epoch);
+    }
+    let primary = guard
+        .cluster
+        .primary_for("slop-cluster-test:stream:{topic:failover}");
+    guard.cluster.kill(primary);
+    guard.cluster.wait_until_healthy();
+    // The client may need a failed try or two to learn the new primary;
+    // each fails within the timeout, none hangs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        match streams
+            .publish(std::slice::from_ref(&channel), &event("y"))
+            .await
+        {
+            Ok(stored) => break stored,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no publish within 20 s of the failover: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(after[0].offset, 1);
+    assert_ne!(after[0].epoch, before, "a new epoch");
+}
