@@ -8,8 +8,9 @@
 //!   has the fields `t` (publish time, Unix ms from the publisher's clock)
 //!   and `e` (the whole [`Event`], protobuf-encoded, channel, offset, epoch
 //!   and time included);
-//! - `stream:{<channel>}:meta`: a hash with `epoch` and `offset` (the latest
-//!   offset given);
+//! - `stream:{<channel>}:meta`: a hash with `epoch`, `offset` (the latest
+//!   offset given) and `primary` (the replication history, `master_replid`,
+//!   of the primary that began the epoch);
 //! - `stream:{<channel>}:dedup:<idempotency key>`: `<offset> <until ms>
 //!   <epoch>` of a publish made with that key, kept for the dedup window. A
 //!   publish with the key that finds it (still within the window by the
@@ -27,6 +28,18 @@
 //! channel starts again with a new epoch and offset 1, which is what an
 //! epoch change tells a resuming client. A script that finds no meta key
 //! deletes any leftover stream key, so a stream never mixes epochs.
+//!
+//! A failover must not lose events in silence. Replication is
+//! asynchronous: a primary that dies may take with it events it had
+//! acknowledged (and published live), and the promoted replica would give
+//! their offsets again to other events, which a subscriber that saw the lost
+//! ones would then skip. A promoted replica starts a replication history of
+//! its own, so the publish and state scripts compare the primary's
+//! `master_replid` with the meta's `primary`, and a channel last written
+//! under another history is forgotten: it begins a new epoch, and every
+//! resuming subscriber is told `recovered: false`. The price is that a
+//! failover (or a primary's restart that starts a new history) also ends
+//! the epochs of channels that lost nothing; a subscriber then reloads.
 //!
 //! Each operation is one Lua script (atomic in Redis). Publishing runs one
 //! script for all channels of the call on standalone Redis (the fan-out hot

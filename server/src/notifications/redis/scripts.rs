@@ -12,6 +12,19 @@ const PRELUDE: &str = r#"
 local now = tonumber(ARGV[1])
 local cutoff = now - tonumber(ARGV[2])
 local function id(offset) return string.format('%d', offset) .. '-0' end
+-- The replication history of the primary running the script: a replica
+-- promoted in a failover starts a new one (as may a restarted primary).
+local function history()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+end
+-- Forgets a channel last written under another history: writes the former
+-- primary acknowledged may not have reached this one, and their offsets
+-- would be given again to other events. Its next publish begins a new
+-- epoch, which tells every resuming subscriber that history was lost.
+local function forget_if_written_elsewhere(key, meta, current)
+  local written = redis.call('HGET', meta, 'primary')
+  if written and written ~= current then redis.call('DEL', key, meta) end
+end
 local function field(entry, name)
   local fields = entry[2]
   for i = 1, #fields, 2 do
@@ -80,17 +93,22 @@ local function earlier(dedup, meta)
   return nil
 end
 local stride = tonumber(ARGV[6])
+local current = history()
 local out = {}
 for i = 9, #ARGV, 2 do
   local base = (i - 9) / 2 * stride
   local key, meta = KEYS[base + 1], KEYS[base + 2]
   local dedup = nil
   if stride == 3 then dedup = KEYS[base + 3] end
+  forget_if_written_elsewhere(key, meta, current)
   local prior = dedup and earlier(dedup, meta)
   if prior then
     table.insert(out, {prior[1], prior[2], 1})
   else
-    if redis.call('HSETNX', meta, 'epoch', ARGV[i + 1]) == 1 then redis.call('DEL', key) end
+    if redis.call('HSETNX', meta, 'epoch', ARGV[i + 1]) == 1 then
+      redis.call('DEL', key)
+      redis.call('HSET', meta, 'primary', current)
+    end
     local offset = redis.call('HINCRBY', meta, 'offset', 1)
     local epoch = redis.call('HGET', meta, 'epoch')
     local event = ARGV[5] .. bytes_field(1, ARGV[i]) .. string.char(3 * 8) .. varint(offset) .. bytes_field(4, epoch)
@@ -115,6 +133,7 @@ return out
 /// not create one).
 const CHANNEL: &str = r#"
 local key, meta = KEYS[1], KEYS[2]
+forget_if_written_elsewhere(key, meta, history())
 if redis.call('EXISTS', meta) == 0 then
   redis.call('DEL', key)
   return {'', 0, 0, 0}
