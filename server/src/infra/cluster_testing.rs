@@ -122,6 +122,52 @@ impl RedisCluster {
         let _ = node.child.wait();
     }
 
+    /// The ports of the replicas of the primary on `port`, as a live
+    /// node's `CLUSTER NODES` says.
+    pub fn replicas_of(&self, port: u16) -> Vec<u16> {
+        let nodes = self.cluster_nodes();
+        let Some(primary) = nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.len() > 2 && port_of(fields[1]) == Some(port)).then(|| fields[0].to_owned())
+        }) else {
+            return Vec::new();
+        };
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                (fields.len() > 3 && fields[2].contains("slave") && fields[3] == primary)
+                    .then(|| port_of(fields[1]))
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Stops the node on `port` (SIGSTOP): it holds its connections but
+    /// answers nothing, as a node stuck in a long pause would.
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"));
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(node.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} of the node on {port}");
+    }
+
     /// Waits until every live node sees the cluster as `ok` with three
     /// live primaries (after a kill: its replica promoted).
     pub fn wait_until_healthy(&self) {
@@ -244,6 +290,10 @@ impl RedisCluster {
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
+            // A paused node must run again to die of SIGKILL promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &node.child.id().to_string()])
+                .status();
             let _ = node.child.kill();
             let _ = node.child.wait();
         }

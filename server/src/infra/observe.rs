@@ -97,6 +97,23 @@ impl ObservedRedis {
     }
 }
 
+impl ObservedRedis {
+    /// [`Commands::wait_for_replica`], observed as `WAIT`.
+    pub async fn wait_for_replica(
+        &mut self,
+        key: &str,
+        timeout: std::time::Duration,
+    ) -> redis::RedisResult<i64> {
+        store_call(
+            Store::Redis,
+            "WAIT",
+            self.0.wait_for_replica(key, timeout),
+            is_redis_failure,
+        )
+        .await
+    }
+}
+
 impl ConnectionLike for ObservedRedis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         let operation = redis_operation(cmd);
@@ -139,7 +156,7 @@ fn is_redis_failure(error: &redis::RedisError) -> bool {
 /// The command's name as a label: the ones the stores send, by name, any
 /// other as `OTHER` (so a label never carries a key or an argument).
 fn redis_operation(cmd: &Cmd) -> &'static str {
-    const KNOWN: [&str; 22] = [
+    const KNOWN: [&str; 23] = [
         "EVALSHA",
         "EVAL",
         "GET",
@@ -162,6 +179,7 @@ fn redis_operation(cmd: &Cmd) -> &'static str {
         "CLIENT",
         "ZRANGE",
         "SMEMBERS",
+        "WAIT",
     ];
     let Some(redis::Arg::Simple(name)) = cmd.args_iter().next() else {
         return "OTHER";

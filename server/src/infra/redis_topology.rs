@@ -58,6 +58,41 @@ pub enum Commands {
     Cluster(LazyCluster),
 }
 
+impl Commands {
+    /// `WAIT 1 <timeout>` on the primary of `key`'s slot: how many
+    /// replicas have every write this connection sent it so far (0 when
+    /// none confirmed within `timeout`). On a cluster it goes to that one
+    /// primary (redis-rs would send a bare WAIT to every primary).
+    pub async fn wait_for_replica(
+        &mut self,
+        key: &str,
+        timeout: std::time::Duration,
+    ) -> redis::RedisResult<i64> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        match self {
+            Self::Standalone(connection) => wait.query_async(connection).await,
+            Self::Cluster(cluster) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let value = cluster
+                    .connection()
+                    .await?
+                    .route_command(
+                        wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(value)?)
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Commands {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {

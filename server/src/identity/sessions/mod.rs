@@ -167,6 +167,10 @@ pub enum SessionError {
     /// (ids come from [`Session::new_id`]).
     #[error("a session id must carry the shard tag of its user")]
     UntaggedId,
+    /// A revocation or refresh rotation that no Redis replica confirmed in
+    /// time: a failover could still undo it, so it is not answered OK.
+    #[error("the change is not yet on a Redis replica; retry")]
+    NotReplicated,
 }
 
 /// Result of a session store operation.

@@ -59,8 +59,8 @@ use redis::Script;
 use tokio::sync::broadcast;
 
 use super::{
-    Advance, MAX_SESSIONS_PER_USER, RECHECK_SESSIONS, Result, Session, duration_millis, shard_tag,
-    tag_of,
+    Advance, MAX_SESSIONS_PER_USER, RECHECK_SESSIONS, Result, Session, SessionError,
+    duration_millis, shard_tag, tag_of,
 };
 use crate::infra::{
     clock::{SharedClock, to_millis},
@@ -68,6 +68,15 @@ use crate::infra::{
     pubsub::{Notice, PubSub, Route},
     redis_context::RedisContext,
 };
+
+/// How long a revocation or a refresh rotation waits for a replica to
+/// confirm it.
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
+
+/// A key in the slot of session `id`'s keys, to route a WAIT by.
+fn keys_route(id: &str) -> String {
+    format!("{{{}}}", tag_of(id).unwrap_or(id))
+}
 
 /// Helpers shared by the scripts: key names and liveness. KEYS[1] and
 /// KEYS[2]: the key prefixes of the tag (see the module doc); ARGV[1] =
@@ -102,6 +111,11 @@ end
 -- Tells every instance that a session ended before its expiry.
 local function ended(id)
   redis.call('PUBLISH', ARGV[3], origin .. ' ' .. id)
+end
+-- How many replicas this primary has: when it has any, the caller waits
+-- for one to have the script's writes before it answers (WAIT).
+local function replicas()
+  return tonumber(string.match(redis.call('INFO', 'replication'), 'connected_slaves:(%d+)')) or 0
 end
 -- The user's live session ids, least recently used first; prunes the rest.
 local function live_ids(user_id)
@@ -139,30 +153,32 @@ return store(s)
 "#;
 
 /// KEYS[3] = the session's key. ARGV[4] = id, ARGV[5] = idle timeout (ms),
-/// ARGV[6] = expected generation.
+/// ARGV[6] = expected generation. Returns {replicas to wait for, outcome (0
+/// gone, 1 advanced, 2 stale), session JSON or ''}.
 const ADVANCE: &str = r#"
 local s = live(ARGV[4])
-if not s then return false end
-if s.refresh_generation ~= tonumber(ARGV[6]) then return {2, cjson.encode(s)} end
+if not s then return {0, 0, ''} end
+if s.refresh_generation ~= tonumber(ARGV[6]) then return {0, 2, cjson.encode(s)} end
 s.refresh_generation = s.refresh_generation + 1
 s.refreshed_at = now
 s.last_seen_at = now
 s.expires_at = math.min(now + tonumber(ARGV[5]), s.max_expires_at)
-return {1, store(s)}
+return {replicas(), 1, store(s)}
 "#;
 
-/// KEYS[3] = the session's key. ARGV[4] = id.
+/// KEYS[3] = the session's key. ARGV[4] = id. Returns {replicas to wait
+/// for, the revoked session's JSON or ''}.
 const REVOKE: &str = r#"
 local s = live(ARGV[4])
-if not s then return false end
+if not s then return {0, ''} end
 redis.call('DEL', session_key(s.id))
 redis.call('ZREM', user_key(s.user_id), s.id)
 ended(s.id)
-return cjson.encode(s)
+return {replicas(), cjson.encode(s)}
 "#;
 
 /// KEYS[3] = the user's index. ARGV[4] = user id, ARGV[5] = id to keep
-/// ('' for none).
+/// ('' for none). Returns {replicas to wait for, {revoked ids}}.
 const REVOKE_USER: &str = r#"
 local out = {}
 for _, id in ipairs(live_ids(ARGV[4])) do
@@ -173,7 +189,8 @@ for _, id in ipairs(live_ids(ARGV[4])) do
     table.insert(out, id)
   end
 end
-return out
+if #out == 0 then return {0, out} end
+return {replicas(), out}
 "#;
 
 /// KEYS[3] = the user's index. ARGV[4] = user id.
@@ -400,14 +417,18 @@ impl RedisSessions {
             .arg(id)
             .arg(duration_millis(idle_ttl))
             .arg(expected);
-        let outcome: Option<(i64, String)> = invocation
+        let (replicas, outcome, raw): (i64, i64, String) = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
-        Ok(match outcome {
-            None => Advance::Gone,
-            Some((1, raw)) => Advance::Advanced(serde_json::from_str(&raw)?),
-            Some((_, raw)) => Advance::Stale(serde_json::from_str(&raw)?),
-        })
+        let advance = match outcome {
+            0 => Advance::Gone,
+            1 => Advance::Advanced(serde_json::from_str(&raw)?),
+            _ => Advance::Stale(serde_json::from_str(&raw)?),
+        };
+        // A rotation a failover undid would make the old refresh token
+        // good again.
+        self.replicated(replicas, &keys_route(id)).await?;
+        Ok(advance)
     }
 
     pub(super) async fn revoke(&self, id: &str) -> Result<Option<Session>> {
@@ -416,13 +437,17 @@ impl RedisSessions {
         };
         let mut invocation = self.invocation(&self.scripts.revoke, keys);
         invocation.arg(id);
-        let raw: Option<String> = invocation
+        let (replicas, raw): (i64, String) = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
-        if raw.is_some() {
-            self.ended(id);
+        if raw.is_empty() {
+            return Ok(None);
         }
-        Ok(raw.map(|raw| serde_json::from_str(&raw)).transpose()?)
+        // Ended here whatever the replicas say: this instance's streams of
+        // the session close at once.
+        self.ended(id);
+        self.replicated(replicas, &keys_route(id)).await?;
+        Ok(Some(serde_json::from_str(&raw)?))
     }
 
     pub(super) async fn revoke_user(
@@ -433,13 +458,36 @@ impl RedisSessions {
         let mut invocation =
             self.invocation(&self.scripts.revoke_user, self.keys.about_user(user_id));
         invocation.arg(user_id).arg(keep.unwrap_or(""));
-        let ended: Vec<String> = invocation
+        let (replicas, ended): (i64, Vec<String>) = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
         for id in &ended {
             self.ended(id);
         }
+        self.replicated(replicas, &self.keys.user(user_id)).await?;
         Ok(ended)
+    }
+
+    /// Once a script that ended or rotated a session reports `replicas`
+    /// on its primary, waits (at most [`REPLICA_WAIT`]) until one of them
+    /// has the change, which a failover then keeps: the caller is answered
+    /// OK only for what survives one. None confirming in time is
+    /// [`SessionError::NotReplicated`] (UNAVAILABLE: retry), though the
+    /// change stands on the primary. `key` routes the WAIT to the slot's
+    /// primary. With no replicas there is nothing to wait for.
+    async fn replicated(&self, replicas: i64, key: &str) -> Result<()> {
+        if replicas <= 0 {
+            return Ok(());
+        }
+        let confirmed = self
+            .connection
+            .clone()
+            .wait_for_replica(key, REPLICA_WAIT)
+            .await?;
+        if confirmed < 1 {
+            return Err(SessionError::NotReplicated);
+        }
+        Ok(())
     }
 
     pub(super) async fn list_user(&self, user_id: &str) -> Result<Vec<Session>> {
@@ -756,5 +804,66 @@ pub(crate) mod tests {
                 "{primaries} primaries: {tags:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod replication_tests {
+    use super::*;
+    use crate::{
+        identity::sessions::{
+            SessionStore,
+            conformance::{TTL, id, session},
+        },
+        infra::{clock::ManualClock, redis_context::testing::ClusterGuard},
+    };
+
+    /// On a cluster, a revocation or a refresh rotation is answered OK
+    /// only once a replica has it (a failover keeps it then): with the
+    /// replica of the user's primary stopped (SIGSTOP), revoking, revoking
+    /// the user's sessions and rotating fail UNAVAILABLE within the wait
+    /// instead of answering OK for a change a failover could undo; with the
+    /// replica back, they succeed. Reads never wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_cluster_ending_or_rotating_a_session_waits_for_a_replica() {
+        let guard = ClusterGuard::start();
+        let clock = ManualClock::starting_now();
+        let store = SessionStore::redis(&guard.context(clock.clone()));
+        let (first, second) = (id("a", "u1"), id("b", "u1"));
+        for name in ["a", "b", "c"] {
+            store.create(&session(&clock, name, "u1")).await.unwrap();
+        }
+        let primary = guard
+            .cluster
+            .primary_for(&format!("{{{}}}", shard_tag("u1")));
+        let replicas = guard.cluster.replicas_of(primary);
+        assert_eq!(replicas.len(), 1, "one replica of {primary}");
+
+        guard.cluster.pause(replicas[0]);
+        let started = std::time::Instant::now();
+        let refused = store.revoke(&first).await.unwrap_err();
+        assert!(matches!(refused, SessionError::NotReplicated), "{refused}");
+        assert!(started.elapsed() < REPLICA_WAIT + Duration::from_secs(1));
+        assert!(matches!(
+            store.advance_refresh(&second, 0, TTL).await,
+            Err(SessionError::NotReplicated)
+        ));
+        assert!(matches!(
+            store.revoke_user("u1", Some(&second)).await,
+            Err(SessionError::NotReplicated)
+        ));
+        assert!(store.get(&second).await.is_ok(), "reads do not wait");
+        guard.cluster.resume(replicas[0]);
+
+        let revoked = store.revoke(&second).await.unwrap();
+        assert!(revoked.is_some());
+        store.create(&session(&clock, "a", "u1")).await.unwrap();
+        assert!(matches!(
+            store.advance_refresh(&first, 0, TTL).await.unwrap(),
+            Advance::Advanced(_)
+        ));
+        // The unconfirmed revocation of c stood on the primary all along.
+        assert_eq!(store.get(&id("c", "u1")).await.unwrap(), None);
+        assert_eq!(store.revoke_user("u1", None).await.unwrap(), [first]);
     }
 }
