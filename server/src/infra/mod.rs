@@ -14,6 +14,8 @@
 //! - `conformance` (tests only): the one macro that runs every backend
 //!   conformance suite.
 //! - `cluster_testing` (tests only): a Redis Cluster of a test's own.
+//! - `sentinel_testing` (tests only): a primary, its replica and three
+//!   Sentinels of a test's own.
 
 pub mod clock;
 #[cfg(test)]
@@ -25,4 +27,6 @@ pub mod observe;
 pub mod pubsub;
 pub mod redis_context;
 pub mod redis_topology;
+#[cfg(test)]
+pub(crate) mod sentinel_testing;
 pub mod tls;
