@@ -5,7 +5,9 @@
 //! 500 ms without an answer. Ready when [`RedisSentinels::start`] returns:
 //! every Sentinel knows the primary, its replica and the two other
 //! Sentinels, and the replica is in sync. [`RedisSentinels::kill_primary`]
-//! kills the primary (SIGKILL) as a crash would, and
+//! kills the primary (SIGKILL) as a crash would,
+//! [`RedisSentinels::freeze_primary`] stops it (SIGSTOP) as a partition
+//! would (its connections stay open, nothing answers), and
 //! [`RedisSentinels::wait_for_failover`] waits until the Sentinels name the
 //! former replica instead. Every process is stopped by its id, and the
 //! directory removed, when the harness is dropped.
@@ -50,8 +52,9 @@ pub struct RedisSentinels {
     /// The data nodes: the primary at start, then its replica.
     nodes: Vec<Process>,
     sentinels: Vec<Process>,
-    /// The port of the primary [`Self::kill_primary`] killed last.
-    killed: Option<u16>,
+    /// The port of the primary [`Self::kill_primary`] or
+    /// [`Self::freeze_primary`] took away last.
+    lost: Option<u16>,
     dir: PathBuf,
 }
 
@@ -70,7 +73,7 @@ impl RedisSentinels {
         let set = Self {
             nodes: vec![primary, replica],
             sentinels,
-            killed: None,
+            lost: None,
             dir,
         };
         set.wait_until_ready();
@@ -112,20 +115,39 @@ impl RedisSentinels {
     /// crash would, and returns its port.
     pub fn kill_primary(&mut self) -> u16 {
         let port = self.primary();
+        self.node(port).kill();
+        self.lost = Some(port);
+        port
+    }
+
+    /// Stops the primary the Sentinels name with SIGSTOP, as a network
+    /// partition would look from here: its connections stay open and
+    /// nothing answers on them. Returns its port; it stays stopped until
+    /// the set is dropped (SIGKILL ends a stopped process too).
+    pub fn freeze_primary(&mut self) -> u16 {
+        let port = self.primary();
+        let pid = self.node(port).child.id();
+        let stopped = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("the kill command");
+        assert!(stopped.success(), "SIGSTOP to redis-server {pid}");
+        self.lost = Some(port);
+        port
+    }
+
+    fn node(&mut self, port: u16) -> &mut Process {
         self.nodes
             .iter_mut()
             .find(|node| node.port == port)
             .unwrap_or_else(|| panic!("the Sentinels name port {port}, not a node of this set"))
-            .kill();
-        self.killed = Some(port);
-        port
     }
 
-    /// Waits until every Sentinel names as primary a live node other than
-    /// the one [`Self::kill_primary`] killed, and that node says it is a
-    /// primary; returns its port.
+    /// Waits until every Sentinel names as primary a node other than the
+    /// one [`Self::kill_primary`] or [`Self::freeze_primary`] took away,
+    /// and that node says it is a primary; returns its port.
     pub fn wait_for_failover(&self) -> u16 {
-        let former = self.killed.expect("kill_primary first");
+        let former = self.lost.expect("kill_primary or freeze_primary first");
         let deadline = Instant::now() + PATIENCE;
         loop {
             let named: HashSet<u16> = self.named_primaries().into_iter().collect();
@@ -143,7 +165,7 @@ impl RedisSentinels {
             }
             assert!(
                 Instant::now() < deadline,
-                "no failover after {PATIENCE:?}: the Sentinels name {named:?} (killed {former})"
+                "no failover after {PATIENCE:?}: the Sentinels name {named:?} (lost {former})"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
