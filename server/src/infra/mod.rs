@@ -4,8 +4,10 @@
 //! - [`clock`]: the time every expiry reads, so tests can move it.
 //! - [`redis_context`]: the one Redis context of an instance (commands
 //!   connection, key prefix, clock), handed to every store.
-//! - [`redis_topology`]: where Redis is (one server or a cluster) and the
-//!   commands connection to it.
+//! - [`redis_topology`]: where Redis is (one server, a cluster, or a
+//!   primary watched by Sentinel) and the commands connection to it.
+//! - [`redis_sentinel`]: the Sentinels, asked where the primary is and
+//!   listened to for failovers.
 //! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
 //! - [`tls`]: TLS to Redis and PostgreSQL: the ring crypto provider, the
 //!   REDIS_TLS_* files, and a refused certificate told from an outage.
@@ -26,6 +28,7 @@ pub(crate) mod conformance;
 pub mod observe;
 pub mod pubsub;
 pub mod redis_context;
+pub mod redis_sentinel;
 pub mod redis_topology;
 #[cfg(test)]
 pub(crate) mod sentinel_testing;

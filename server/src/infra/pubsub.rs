@@ -192,6 +192,7 @@ impl PubSub {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (up, listening) = watch::channel(false);
         let subscriber = Subscriber {
+            named: servers.named(),
             servers,
             turn: 0,
             node: String::new(),
@@ -283,6 +284,8 @@ struct Subscriber {
     turn: usize,
     /// The `host:port` of the node of the current (or last) connection.
     node: String,
+    /// Under Sentinel, the primary the Sentinels named last.
+    named: Option<watch::Receiver<Option<String>>>,
     /// The current (or last) connection.
     connection: Connection,
     name: String,
@@ -421,15 +424,16 @@ impl Subscriber {
         Ok((connection, pushes))
     }
 
-    /// Waits `delay` while disconnected: subscriptions fail at once,
-    /// unsubscriptions and routes count. False when every [`PubSub`] handle
-    /// is gone.
+    /// Waits `delay` while disconnected, or under Sentinel until they name
+    /// another primary: subscriptions fail at once, unsubscriptions and
+    /// routes count. False when every [`PubSub`] handle is gone.
     async fn wait(&mut self, delay: Duration) -> bool {
         let until = tokio::time::sleep(delay);
         tokio::pin!(until);
         loop {
             tokio::select! {
                 () = &mut until => return true,
+                _ = named_next(&mut self.named) => return true,
                 request = self.requests.recv() => match request {
                     None => return false,
                     Some(Request::Subscribe { reply, .. }) => {
@@ -458,7 +462,6 @@ impl Subscriber {
             HEALTH_CHECK_EVERY,
         );
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut named = self.servers.named();
         loop {
             // Requests first: a handler that asks for a new connection
             // before dropping its CaughtUp must not look caught up.
@@ -482,7 +485,7 @@ impl Subscriber {
                     Ok(())
                 }
                 _ = health.tick() => self.servers.check(&mut connection).await,
-                now = named_next(&mut named) => match now {
+                now = named_next(&mut self.named) => match now {
                     Some(primary) if primary != self.node => Err(std::io::Error::other(
                         "the Sentinels name another primary",
                     )

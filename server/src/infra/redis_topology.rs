@@ -26,15 +26,15 @@ use std::sync::{
 };
 
 use redis::{
-    Cmd, IntoConnectionInfo as _, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManager, MultiplexedConnection},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
-    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
 };
 use tokio::{sync::OnceCell, time::Instant};
 
 use super::redis_context::TIMEOUT;
+pub use super::redis_sentinel::Sentinels;
 
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,109 +210,11 @@ impl LazyCluster {
     }
 }
 
-/// The Sentinels of one primary, asked where it is now. A cheap clone;
-/// clones ask one at a time (the client keeps a connection to each
-/// Sentinel).
-#[derive(Clone)]
-pub struct Sentinels {
-    client: Arc<tokio::sync::Mutex<SentinelClient>>,
-    master: Arc<str>,
-    /// The `host:port` of the primary they named last.
-    named: Arc<tokio::sync::watch::Sender<Option<String>>>,
-}
-
-impl Sentinels {
-    /// The Sentinels at `urls` (`redis://` or all `rediss://`, as
-    /// REDIS_SENTINELS gives them) watching the primary named `master`.
-    /// The user and password of the URLs (the first that has some) are
-    /// sent to the Sentinels and to the primary alike; with `rediss://`,
-    /// both are reached over TLS, with `certificates` (a private CA, a
-    /// client certificate) when given. Connects to nothing yet.
-    pub fn new(
-        urls: &[String],
-        master: &str,
-        certificates: Option<&redis::TlsCertificates>,
-    ) -> RedisResult<Self> {
-        let infos = urls
-            .iter()
-            .map(|url| url.as_str().into_connection_info())
-            .collect::<RedisResult<Vec<_>>>()?;
-        let tls = infos
-            .iter()
-            .any(|info| matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }));
-        let mut builder = SentinelClientBuilder::new(
-            infos.iter().map(|info| info.addr().clone()),
-            master,
-            SentinelServerType::Master,
-        )?;
-        let settings = infos.iter().map(redis::ConnectionInfo::redis_settings);
-        if let Some(username) = settings.clone().find_map(|settings| settings.username()) {
-            builder = builder
-                .set_client_to_sentinel_username(username)
-                .set_client_to_redis_username(username);
-        }
-        if let Some(password) = settings.clone().find_map(|settings| settings.password()) {
-            builder = builder
-                .set_client_to_sentinel_password(password)
-                .set_client_to_redis_password(password);
-        }
-        if tls {
-            builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
-            if let Some(certificates) = certificates {
-                builder = builder
-                    .set_client_to_sentinel_certificates(certificates.clone())
-                    .set_client_to_redis_certificates(certificates.clone());
-            }
-        }
-        Ok(Self {
-            client: Arc::new(tokio::sync::Mutex::new(builder.build()?)),
-            master: master.into(),
-            named: Arc::new(tokio::sync::watch::Sender::new(None)),
-        })
-    }
-
-    /// The name the Sentinels know the primary by.
-    pub fn master(&self) -> &str {
-        &self.master
-    }
-
-    /// A client of the primary the Sentinels name now, once it said
-    /// (`ROLE`) that it is the primary: within [`TIMEOUT`], else an error
-    /// (no Sentinel answers, or none names a primary that is up, as during
-    /// a failover).
-    pub async fn primary(&self) -> RedisResult<redis::Client> {
-        tokio::time::timeout(TIMEOUT, self.ask())
-            .await
-            .map_err(|_| timed_out("no Sentinel named a primary that answered in time"))?
-    }
-
-    /// The `host:port` of the primary they named last, changed whenever
-    /// an answer names another: a connection to the one before can leave
-    /// it, even when nothing on that connection failed yet (a primary cut
-    /// off by a partition answers nothing until a timeout).
-    pub fn named(&self) -> tokio::sync::watch::Receiver<Option<String>> {
-        self.named.subscribe()
-    }
-
-    /// [`primary`](Self::primary), without its time limit (the caller's
-    /// bounds it).
-    async fn ask(&self) -> RedisResult<redis::Client> {
-        let client = self.client.lock().await.async_get_client().await?;
-        let address = client.get_connection_info().addr().to_string();
-        self.named.send_if_modified(|named| {
-            let other = named.as_deref() != Some(address.as_str());
-            if other {
-                *named = Some(address);
-            }
-            other
-        });
-        Ok(client)
-    }
-}
-
 /// The commands connection to the primary the Sentinels name: one
-/// multiplexed connection, made on first use and again on the next use
-/// after a failure that says the primary moved or died. A cheap clone.
+/// multiplexed connection, made on first use, and again on the next use
+/// after a failure that says the primary moved or died, or after the
+/// Sentinels named another primary (asked for the pub/sub connection). A
+/// cheap clone.
 #[derive(Clone)]
 pub struct SentinelPrimary {
     sentinels: Sentinels,
@@ -332,6 +234,8 @@ pub struct SentinelPrimary {
 struct Current {
     connection: MultiplexedConnection,
     number: u64,
+    /// The primary's `host:port`.
+    address: String,
 }
 
 impl SentinelPrimary {
@@ -358,9 +262,11 @@ impl SentinelPrimary {
         *self.lock() = None;
     }
 
-    /// The connection, made by `deadline` when there is none.
+    /// The connection, made by `deadline` when there is none, or when the
+    /// Sentinels (asked for the pub/sub connection) have named another
+    /// primary since it was made.
     async fn current(&self, deadline: Instant) -> RedisResult<Current> {
-        if let Some(current) = self.lock().clone() {
+        if let Some(current) = self.usable() {
             return Ok(current);
         }
         tokio::time::timeout_at(deadline, self.connect())
@@ -372,7 +278,7 @@ impl SentinelPrimary {
     /// caller that held the turn before did.
     async fn connect(&self) -> RedisResult<Current> {
         let _turn = self.connecting.lock().await;
-        if let Some(current) = self.lock().clone() {
+        if let Some(current) = self.usable() {
             return Ok(current);
         }
         let client = self.sentinels.ask().await?;
@@ -397,6 +303,7 @@ impl SentinelPrimary {
         let current = Current {
             connection,
             number: self.made.fetch_add(1, Ordering::Relaxed),
+            address: client.get_connection_info().addr().to_string(),
         };
         *self.lock() = Some(current.clone());
         Ok(current)
@@ -419,6 +326,19 @@ impl SentinelPrimary {
             tracing::warn!(%error, "Redis primary lost; asking the Sentinels again on the next command");
             *slot = None;
         }
+    }
+
+    /// The connection, unless there is none or the Sentinels named
+    /// another primary since it was made (then it is dropped).
+    fn usable(&self) -> Option<Current> {
+        let named = self.sentinels.named().borrow().clone();
+        let mut slot = self.lock();
+        if let Some(current) = &*slot
+            && named.is_some_and(|named| named != current.address)
+        {
+            *slot = None;
+        }
+        slot.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
@@ -459,7 +379,7 @@ async fn within<T>(
 
 /// A timeout error (one that [`primary_lost`] and the stores count as
 /// Redis unavailable).
-fn timed_out(what: &'static str) -> RedisError {
+pub(super) fn timed_out(what: &'static str) -> RedisError {
     std::io::Error::new(std::io::ErrorKind::TimedOut, what).into()
 }
 
@@ -485,29 +405,5 @@ mod tests {
         assert!(!primary_lost(&server("ERR")));
         assert!(!primary_lost(&server("WRONGTYPE")));
         assert!(!primary_lost(&server("NOSCRIPT")));
-    }
-
-    #[test]
-    fn sentinels_take_plain_or_tls_urls_and_the_master_name() {
-        let plain = Sentinels::new(
-            &[
-                "redis://127.0.0.1:26379".into(),
-                "redis://10.0.0.2:26379".into(),
-            ],
-            "mymaster",
-            None,
-        )
-        .unwrap();
-        assert_eq!(plain.master(), "mymaster");
-        let certificates = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: None,
-        };
-        let tls = Sentinels::new(
-            &["rediss://:secret@10.0.0.1:26380".into()],
-            "mymaster",
-            Some(&certificates),
-        );
-        assert!(tls.is_ok());
     }
 }

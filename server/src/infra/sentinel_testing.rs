@@ -7,7 +7,9 @@
 //! Sentinels, and the replica is in sync. [`RedisSentinels::kill_primary`]
 //! kills the primary (SIGKILL) as a crash would,
 //! [`RedisSentinels::freeze_primary`] stops it (SIGSTOP) as a partition
-//! would (its connections stay open, nothing answers), and
+//! would (its connections stay open, nothing answers),
+//! [`RedisSentinels::fail_over`] asks the Sentinels for a failover (the
+//! primary lives on as a replica), and
 //! [`RedisSentinels::wait_for_failover`] waits until the Sentinels name the
 //! former replica instead. Every process is stopped by its id, and the
 //! directory removed, when the harness is dropped.
@@ -136,6 +138,21 @@ impl RedisSentinels {
         port
     }
 
+    /// Asks a Sentinel to fail the primary over (`SENTINEL FAILOVER`):
+    /// the replica is promoted and the primary, alive, made its replica.
+    /// Returns the former primary's port.
+    pub fn fail_over(&mut self) -> u16 {
+        let port = self.primary();
+        let mut sentinel = connect(self.sentinels[0].port).expect("a Sentinel");
+        let () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER)
+            .query(&mut sentinel)
+            .expect("SENTINEL FAILOVER");
+        self.lost = Some(port);
+        port
+    }
+
     fn node(&mut self, port: u16) -> &mut Process {
         self.nodes
             .iter_mut()
@@ -144,10 +161,13 @@ impl RedisSentinels {
     }
 
     /// Waits until every Sentinel names as primary a node other than the
-    /// one [`Self::kill_primary`] or [`Self::freeze_primary`] took away,
-    /// and that node says it is a primary; returns its port.
+    /// one [`Self::kill_primary`], [`Self::freeze_primary`] or
+    /// [`Self::fail_over`] took away, and that node says it is a primary;
+    /// returns its port.
     pub fn wait_for_failover(&self) -> u16 {
-        let former = self.lost.expect("kill_primary or freeze_primary first");
+        let former = self
+            .lost
+            .expect("kill_primary, freeze_primary or fail_over first");
         let deadline = Instant::now() + PATIENCE;
         loop {
             let named: HashSet<u16> = self.named_primaries().into_iter().collect();

@@ -292,3 +292,56 @@ async fn a_silent_primary_fails_commands_within_the_timeout() {
         .unwrap();
     heard(&mut notices, "after the partition").await;
 }
+
+/// A failover the Sentinels are asked for: the former primary lives on,
+/// still a primary for some seconds (then a replica) and accepting writes
+/// that will be lost; the context leaves it as soon as the Sentinels
+/// announce the new primary, pub/sub and commands alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_context_leaves_a_primary_failed_over_on_request() {
+    let mut guard = SentinelGuard::start();
+    let context = guard.context(ManualClock::starting_now());
+    set(&context, "before", "1").await.unwrap();
+    let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    context.pubsub().route(
+        Route::Channel("news".into()),
+        Box::new(move |notice| sender.send(notice).is_ok()),
+    );
+    subscribed(&mut notices).await;
+    // The listener subscribes to a Sentinel on its own time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let asked_at = Instant::now();
+    let former = guard.sentinels.fail_over();
+    subscribed(&mut notices).await;
+    let moved = asked_at.elapsed();
+    let promoted = guard.sentinels.wait_for_failover();
+    assert_ne!(promoted, former);
+    println!("pub/sub subscribed again {moved:?} after SENTINEL FAILOVER");
+    let on = |port: u16| {
+        client_names(port)
+            .iter()
+            .any(|name| name == "slop-sentinel-test:pubsub")
+    };
+    assert!(on(promoted), "the pub/sub connection is on the new primary");
+    assert!(!on(former), "and not on the former one");
+    let mut former_node = node(former);
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut former_node).unwrap();
+    println!("the former primary's role then: {:?}", role.first());
+
+    // The next command goes to the new primary, not the former one that
+    // would still take it.
+    set(&context, "after", "2").await.unwrap();
+    let there: Option<String> = redis::cmd("GET")
+        .arg("after")
+        .query(&mut node(promoted))
+        .unwrap();
+    assert_eq!(there.as_deref(), Some("2"), "written on the new primary");
+    context.ping().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("after the failover")
+        .query(&mut node(promoted))
+        .unwrap();
+    heard(&mut notices, "after the failover").await;
+}
