@@ -94,8 +94,10 @@ pub struct Config {
     /// Redis Sentinel instead of REDIS_URL: the Sentinels, comma-separated
     /// `host:port` (`10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379`), or
     /// `redis://host:port`, or all `rediss://host:port` for TLS to the
-    /// Sentinels and to the primary (with the REDIS_TLS_* files). A user and
-    /// password in the URLs are sent to the Sentinels and the primary alike.
+    /// Sentinels and to the primary (with the REDIS_TLS_* files; the
+    /// primary's certificate must name the address the Sentinels give for
+    /// it). A user and password in the URLs are sent to the Sentinels and
+    /// the primary alike.
     /// The server follows the primary they name across failovers. Needs
     /// REDIS_SENTINEL_MASTER.
     #[arg(long, env = "REDIS_SENTINELS", value_parser = parse_redis_sentinels)]

@@ -32,9 +32,11 @@
 //! and a replica may be promoted or lag: so under Sentinel the health check
 //! asks `ROLE` too, and a connection whose node is no longer the primary is
 //! dropped and made again to the one the Sentinels name. It is also dropped
-//! as soon as the Sentinels, asked by the commands connection or readiness,
-//! name another primary: a primary cut off by a partition keeps the
-//! connection open and silent until the next health check.
+//! as soon as the Sentinels name another primary, asked by the commands
+//! connection or readiness or announcing a failover (a primary cut off by a
+//! partition keeps the connection open and silent until the next health
+//! check; one replaced on request keeps it open and working), and a
+//! reconnection waiting out its backoff starts at once.
 //!
 //! [`PubSub::listening`] is true once the connection is subscribed to every
 //! channel and every handler has dropped the [`CaughtUp`] of its last

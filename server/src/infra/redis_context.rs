@@ -3,7 +3,8 @@
 //! streams) and to health: one multiplexed connection for commands, one
 //! pub/sub connection ([`PubSub`]) for everything that listens, the key
 //! prefix and the clock. So an instance holds two connections to Redis
-//! whatever it does.
+//! whatever it does (to the Sentinels too, under Sentinel: one to each it
+//! asked where the primary is, one listening for failovers).
 //!
 //! On a Redis Cluster ([`Topology::Cluster`]) the commands go through the
 //! cluster client, one connection per node ([`Commands`]), and the pub/sub
@@ -13,8 +14,10 @@
 //! Under Redis Sentinel ([`Topology::Sentinel`]) both connections go to the
 //! primary the Sentinels name: the commands connection asks them on first
 //! use and again after a failure that says the primary moved or died
-//! ([`SentinelPrimary`]), the pub/sub connection at each reconnect. A
-//! command that fails during a failover fails (the stores answer
+//! ([`SentinelPrimary`]), the pub/sub connection at each reconnect, and
+//! both leave a primary as soon as the Sentinels announce another
+//! ([`crate::infra::redis_sentinel`]; a third connection, to one Sentinel).
+//! A command that fails during a failover fails (the stores answer
 //! UNAVAILABLE); the next one, once the Sentinels have promoted a replica,
 //! goes to the new primary. Readiness wants the node that answers to say
 //! it is the primary (`ROLE`).

@@ -16,9 +16,11 @@
 //! from a primary demoted to replica, `MASTERDOWN`, no answer in time)
 //! fails, and drops the connection, so the next command asks the
 //! Sentinels again and finds the new primary once they have promoted one.
-//! Commands are not retried: a script may have run before its answer was
-//! lost. Asking the Sentinels and the command together take at most
-//! [`TIMEOUT`].
+//! So does a failover the Sentinels announce ([`Sentinels::named`]): a
+//! primary replaced on request stays writable for seconds without telling
+//! its clients. Commands are not retried: a script may have run before its
+//! answer was lost. Asking the Sentinels and the command together take at
+//! most [`TIMEOUT`].
 
 use std::sync::{
     Arc, Mutex, PoisonError,
