@@ -47,7 +47,7 @@ pub enum Error {
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
-    /// REDIS_URL or REDIS_CLUSTER_NODES could not be used.
+    /// REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS could not be used.
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// A REDIS_TLS_* file could not be used (the message names it).
@@ -56,7 +56,7 @@ pub enum Error {
     /// Redis and this server refused each other's TLS certificates: a
     /// configuration error that waiting will not mend.
     #[error(
-        "TLS to Redis at {at} failed on a certificate: {cause}; set REDIS_TLS_CA_FILE to the CA that signed the Redis certificate, check that the certificate names the host of REDIS_URL (or of each REDIS_CLUSTER_NODES node), and REDIS_TLS_CERT_FILE/REDIS_TLS_KEY_FILE if Redis asks for a client certificate"
+        "TLS to Redis at {at} failed on a certificate: {cause}; set REDIS_TLS_CA_FILE to the CA that signed the Redis certificate, check that the certificate names the host of REDIS_URL (or of each REDIS_CLUSTER_NODES node, or of each Sentinel and the address the Sentinels give for the primary), and REDIS_TLS_CERT_FILE/REDIS_TLS_KEY_FILE if Redis asks for a client certificate"
     )]
     RedisCertificate {
         /// `host:port`.

@@ -2,6 +2,8 @@
 //! Kubernetes runs it: configuration from the environment, logs on stdout,
 //! SIGTERM to stop.
 
+#[path = "../src/infra/sentinel_testing.rs"]
+mod sentinel_testing;
 #[allow(dead_code)] // Each test binary uses its own part of it.
 mod support;
 
@@ -853,4 +855,63 @@ async fn a_metrics_address_in_use_stops_start_up_naming_it() {
         stdout.contains(&format!("METRICS_ADDR: cannot listen on {addr}")),
         "{stdout}"
     );
+}
+
+/// REDIS_SENTINELS and REDIS_SENTINEL_MASTER as an operator sets them
+/// (`host:port`): sessions live on the primary the Sentinels name; when it
+/// is killed, calls answer UNAVAILABLE until a replica is promoted, then the
+/// session (replicated before the kill) works again and the server is ready.
+#[tokio::test]
+async fn a_server_on_sentinel_follows_its_primary_across_a_failover() {
+    use slop_api::auth;
+    let mut sentinels = tokio::task::spawn_blocking(sentinel_testing::RedisSentinels::start)
+        .await
+        .unwrap();
+    let mut server = Server::start_in(
+        "sentinel",
+        &[
+            ("REDIS_SENTINELS", &sentinels.sentinels_variable()),
+            ("REDIS_SENTINEL_MASTER", sentinel_testing::MASTER),
+            ("REDIS_KEY_PREFIX", "slop-binary-sentinel:"),
+        ],
+    )
+    .await;
+    let mut client = auth_client(&server.addr).await;
+    let token = sign_up(&mut client, "ada@example.com")
+        .await
+        .tokens
+        .unwrap()
+        .access_token;
+    let me = || bearer(auth::GetCurrentUserRequest {}, &token);
+    client.get_current_user(me()).await.expect("the session");
+
+    let killed_at = Instant::now();
+    sentinels.kill_primary();
+    let mut unavailable = 0;
+    let back = loop {
+        match client.get_current_user(me()).await {
+            Ok(_) => break killed_at.elapsed(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                unavailable += 1;
+            }
+        }
+        assert!(killed_at.elapsed() < PATIENCE, "no answer but UNAVAILABLE");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("the session worked again {back:?} after the kill ({unavailable} calls UNAVAILABLE)");
+    assert!(unavailable > 0);
+    let sentinels = tokio::task::spawn_blocking(move || {
+        sentinels.wait_for_failover();
+        sentinels
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while http_get(&server.addr, "/health/ready").await.0 != "HTTP/1.1 200 OK" {
+        assert!(Instant::now() < deadline, "not ready after the failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.stop().await.code(), Some(0));
+    drop(sentinels);
 }

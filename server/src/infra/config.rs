@@ -91,6 +91,23 @@ pub struct Config {
     #[arg(long, env = "REDIS_CLUSTER_NODES", value_parser = parse_redis_cluster_nodes)]
     pub redis_cluster_nodes: Option<RedisNodes>,
 
+    /// Redis Sentinel instead of REDIS_URL: the Sentinels, comma-separated
+    /// `host:port` (`10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379`), or
+    /// `redis://host:port`, or all `rediss://host:port` for TLS to the
+    /// Sentinels and to the primary (with the REDIS_TLS_* files; the
+    /// primary's certificate must name the address the Sentinels give for
+    /// it). A user and password in the URLs are sent to the Sentinels and
+    /// the primary alike.
+    /// The server follows the primary they name across failovers. Needs
+    /// REDIS_SENTINEL_MASTER.
+    #[arg(long, env = "REDIS_SENTINELS", value_parser = parse_redis_sentinels)]
+    pub redis_sentinels: Option<RedisNodes>,
+
+    /// With REDIS_SENTINELS: the name the Sentinels know the primary by
+    /// (their `sentinel monitor <name> …`).
+    #[arg(long, env = "REDIS_SENTINEL_MASTER", value_parser = parse_sentinel_master)]
+    pub redis_sentinel_master: Option<String>,
+
     /// With a `rediss://` REDIS_URL: the CA certificate (PEM) that signed
     /// Redis's certificate, trusted instead of the platform's roots.
     #[arg(long, env = "REDIS_TLS_CA_FILE")]
@@ -520,21 +537,52 @@ impl Config {
         Ok(())
     }
 
-    /// Where Redis is (REDIS_URL or REDIS_CLUSTER_NODES); None keeps
-    /// everything in process memory.
+    /// Where Redis is (REDIS_URL, REDIS_CLUSTER_NODES, or REDIS_SENTINELS
+    /// with REDIS_SENTINEL_MASTER); None keeps everything in process
+    /// memory.
     pub fn redis_topology(&self) -> Option<crate::infra::redis_topology::Topology> {
         use crate::infra::redis_topology::Topology;
-        match (&self.redis_url, &self.redis_cluster_nodes) {
-            (Some(url), _) => Some(Topology::Standalone(url.clone())),
-            (None, Some(nodes)) => Some(Topology::Cluster(nodes.0.clone())),
-            (None, None) => None,
+        if let Some(url) = &self.redis_url {
+            return Some(Topology::Standalone(url.clone()));
+        }
+        if let Some(nodes) = &self.redis_cluster_nodes {
+            return Some(Topology::Cluster(nodes.0.clone()));
+        }
+        match (&self.redis_sentinels, &self.redis_sentinel_master) {
+            (Some(sentinels), Some(master)) => Some(Topology::Sentinel {
+                sentinels: sentinels.0.clone(),
+                master: master.clone(),
+            }),
+            _ => None,
         }
     }
 
-    /// One way to reach Redis at a time.
+    /// One way to reach Redis at a time; the Sentinels with the name of
+    /// their primary.
     fn check_redis_topology(&self) -> Result<(), String> {
-        if self.redis_url.is_some() && self.redis_cluster_nodes.is_some() {
-            return Err("REDIS_URL and REDIS_CLUSTER_NODES are both set: set REDIS_URL for one Redis server, or REDIS_CLUSTER_NODES for a Redis Cluster".into());
+        match (&self.redis_sentinels, &self.redis_sentinel_master) {
+            (Some(_), None) => {
+                return Err("REDIS_SENTINELS is set without REDIS_SENTINEL_MASTER: name the primary the Sentinels watch (their `sentinel monitor <name> …`)".into());
+            }
+            (None, Some(_)) => {
+                return Err("REDIS_SENTINEL_MASTER is set without REDIS_SENTINELS: list the Sentinels (host:port, comma-separated)".into());
+            }
+            _ => {}
+        }
+        let set: Vec<&str> = [
+            (self.redis_url.is_some(), "REDIS_URL"),
+            (self.redis_cluster_nodes.is_some(), "REDIS_CLUSTER_NODES"),
+            (self.redis_sentinels.is_some(), "REDIS_SENTINELS"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if set.len() > 1 {
+            let how_many = if set.len() == 2 { "both" } else { "all" };
+            return Err(format!(
+                "{} are {how_many} set: one way to reach Redis at a time: REDIS_URL for one Redis server, REDIS_CLUSTER_NODES for a Redis Cluster, or REDIS_SENTINELS (with REDIS_SENTINEL_MASTER) for a primary watched by Sentinel",
+                set.join(" and ")
+            ));
         }
         Ok(())
     }
@@ -564,7 +612,7 @@ impl Config {
         });
         if !tls {
             return Err(
-                "REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL or REDIS_CLUSTER_NODES (TLS); with redis:// they would be ignored".into(),
+                "REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need rediss:// in REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS (TLS); with redis:// they would be ignored".into(),
             );
         }
         match (&files.cert, &files.key) {
@@ -627,6 +675,7 @@ const SECRET_SETTINGS: &[&str] = &[
     "--database-url",
     "--redis-url",
     "--redis-cluster-nodes",
+    "--redis-sentinels",
     "--smtp-url",
     "--smtp-password",
     "--otel-exporter-otlp-endpoint",

@@ -4,8 +4,10 @@
 //! - [`clock`]: the time every expiry reads, so tests can move it.
 //! - [`redis_context`]: the one Redis context of an instance (commands
 //!   connection, key prefix, clock), handed to every store.
-//! - [`redis_topology`]: where Redis is (one server or a cluster) and the
-//!   commands connection to it.
+//! - [`redis_topology`]: where Redis is (one server, a cluster, or a
+//!   primary watched by Sentinel) and the commands connection to it.
+//! - [`redis_sentinel`]: the Sentinels, asked where the primary is and
+//!   listened to for failovers.
 //! - [`redis_health`]: Redis's mode and nodes, as `/health` shows them.
 //! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
 //! - [`tls`]: TLS to Redis and PostgreSQL: the ring crypto provider, the
@@ -15,6 +17,8 @@
 //! - `conformance` (tests only): the one macro that runs every backend
 //!   conformance suite.
 //! - `cluster_testing` (tests only): a Redis Cluster of a test's own.
+//! - `sentinel_testing` (tests only): a primary, its replica and three
+//!   Sentinels of a test's own.
 
 pub mod clock;
 #[cfg(test)]
@@ -26,5 +30,8 @@ pub mod observe;
 pub mod pubsub;
 pub mod redis_context;
 pub mod redis_health;
+pub mod redis_sentinel;
 pub mod redis_topology;
+#[cfg(test)]
+pub(crate) mod sentinel_testing;
 pub mod tls;

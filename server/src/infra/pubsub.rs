@@ -25,6 +25,19 @@
 //! hears that notice only after subscribing: catching it up from history
 //! then could skip messages still queued behind the notice.
 //!
+//! Where the connection goes is [`Servers`]: one server, the nodes of a
+//! cluster in turn, or, under Sentinel, the primary the Sentinels name at
+//! each (re)connect. Subscribing to a replica would still hear every
+//! message (replicas pass PUBLISH on), but catching up reads the primary,
+//! and a replica may be promoted or lag: so under Sentinel the health check
+//! asks `ROLE` too, and a connection whose node is no longer the primary is
+//! dropped and made again to the one the Sentinels name. It is also dropped
+//! as soon as the Sentinels name another primary, asked by the commands
+//! connection or readiness or announcing a failover (a primary cut off by a
+//! partition keeps the connection open and silent until the next health
+//! check; one replaced on request keeps it open and working), and a
+//! reconnection waiting out its backoff starts at once.
+//!
 //! [`PubSub::listening`] is true once the connection is subscribed to every
 //! channel and every handler has dropped the [`CaughtUp`] of its last
 //! `Subscribed` (a handler that needs to read what it missed keeps it until
@@ -39,7 +52,7 @@ use std::{
 use redis::{PushInfo, PushKind, Value, aio::MultiplexedConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::redis_context::TIMEOUT;
+use super::{redis_context::TIMEOUT, redis_topology::Sentinels};
 
 /// How often the loop checks its connection still answers.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -112,6 +125,45 @@ impl CaughtUp {
     }
 }
 
+/// Where the pub/sub connection goes.
+pub enum Servers {
+    /// These in turn (RESP3 clients): one server, or the nodes of a
+    /// cluster, the next after each drop or failure.
+    InTurn(Vec<redis::Client>),
+    /// The primary these Sentinels name, asked at each (re)connect.
+    SentinelPrimary(Sentinels),
+}
+
+impl Servers {
+    /// Under Sentinel, the primary the Sentinels named last.
+    fn named(&self) -> Option<watch::Receiver<Option<String>>> {
+        match self {
+            Self::InTurn(_) => None,
+            Self::SentinelPrimary(sentinels) => Some(sentinels.named()),
+        }
+    }
+
+    /// Whether `connection` still answers, and under Sentinel whether its
+    /// node is still the primary (one demoted to replica keeps its
+    /// clients).
+    async fn check(&self, connection: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        if let Self::SentinelPrimary(sentinels) = self {
+            return match redis::cmd("ROLE").query_async(connection).await? {
+                redis::Role::Primary { .. } => Ok(()),
+                _ => Err(std::io::Error::other(format!(
+                    "the pub/sub connection's node is no longer the primary `{}`",
+                    sentinels.master()
+                ))
+                .into()),
+            };
+        }
+        redis::cmd("PING")
+            .query_async::<String>(connection)
+            .await
+            .map(drop)
+    }
+}
+
 /// Receives a route's notices; false when its receiver is gone, which ends
 /// the route (a [`Route::Channel`] is unsubscribed with it; the owner of a
 /// [`Route::Prefix`] unsubscribes what it subscribed).
@@ -136,16 +188,16 @@ enum Request {
 }
 
 impl PubSub {
-    /// Starts the loop on a connection from the first of `clients` (which
-    /// must speak RESP3; the next one after each drop or failure, for the
-    /// nodes of a cluster), named `name` in `CLIENT LIST`. Must be called
-    /// within a Tokio runtime.
-    pub fn start(clients: Vec<redis::Client>, name: String) -> Self {
+    /// Starts the loop on a connection to one of `servers`, named `name`
+    /// in `CLIENT LIST`. Must be called within a Tokio runtime.
+    pub fn start(servers: Servers, name: String) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (up, listening) = watch::channel(false);
         let subscriber = Subscriber {
-            clients,
+            named: servers.named(),
+            servers,
             turn: 0,
+            node: String::new(),
             connection: Connection(0),
             name,
             requests: receiver,
@@ -227,10 +279,15 @@ enum Exit {
 
 /// The task that owns the connection.
 struct Subscriber {
-    /// Where to connect: one server, or the nodes of a cluster in turn.
-    clients: Vec<redis::Client>,
-    /// Which of `clients` the next connection is to (modulo their number).
+    /// Where to connect.
+    servers: Servers,
+    /// Which of [`Servers::InTurn`] the next connection is to (modulo
+    /// their number).
     turn: usize,
+    /// The `host:port` of the node of the current (or last) connection.
+    node: String,
+    /// Under Sentinel, the primary the Sentinels named last.
+    named: Option<watch::Receiver<Option<String>>>,
     /// The current (or last) connection.
     connection: Connection,
     name: String,
@@ -337,16 +394,23 @@ impl Subscriber {
     async fn connect(
         &mut self,
     ) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
-        let Some(client) = self.clients.get(self.turn % self.clients.len().max(1)) else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "no Redis to subscribe on",
-            )
-            .into());
+        let client = match &self.servers {
+            Servers::InTurn(clients) => {
+                let Some(client) = clients.get(self.turn % clients.len().max(1)) else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "no Redis to subscribe on",
+                    )
+                    .into());
+                };
+                // A failure or a drop moves on to the next node.
+                self.turn = self.turn.wrapping_add(1);
+                client.clone()
+            }
+            Servers::SentinelPrimary(sentinels) => resp3(&sentinels.primary().await?)?,
         };
-        // A failure or a drop moves on to the next node.
-        self.turn = self.turn.wrapping_add(1);
-        let (mut connection, pushes) = subscriber(client, &self.name).await?;
+        self.node = client.get_connection_info().addr().to_string();
+        let (mut connection, pushes) = subscriber(&client, &self.name).await?;
         let mut channels: Vec<&str> = self
             .routes
             .iter()
@@ -362,15 +426,16 @@ impl Subscriber {
         Ok((connection, pushes))
     }
 
-    /// Waits `delay` while disconnected: subscriptions fail at once,
-    /// unsubscriptions and routes count. False when every [`PubSub`] handle
-    /// is gone.
+    /// Waits `delay` while disconnected, or under Sentinel until they name
+    /// another primary: subscriptions fail at once, unsubscriptions and
+    /// routes count. False when every [`PubSub`] handle is gone.
     async fn wait(&mut self, delay: Duration) -> bool {
         let until = tokio::time::sleep(delay);
         tokio::pin!(until);
         loop {
             tokio::select! {
                 () = &mut until => return true,
+                _ = named_next(&mut self.named) => return true,
                 request = self.requests.recv() => match request {
                     None => return false,
                     Some(Request::Subscribe { reply, .. }) => {
@@ -421,10 +486,14 @@ impl Subscriber {
                     self.up.send_replace(true);
                     Ok(())
                 }
-                _ = health.tick() => redis::cmd("PING")
-                    .query_async::<String>(&mut connection)
-                    .await
-                    .map(drop),
+                _ = health.tick() => self.servers.check(&mut connection).await,
+                now = named_next(&mut self.named) => match now {
+                    Some(primary) if primary != self.node => Err(std::io::Error::other(
+                        "the Sentinels name another primary",
+                    )
+                    .into()),
+                    _ => Ok(()),
+                },
             };
             if let Err(error) = outcome {
                 return Exit::Reconnect(error);
@@ -543,6 +612,28 @@ async fn subscriber(
         tracing::debug!(%error, "could not name the pub/sub connection");
     }
     Ok((connection, receiver))
+}
+
+/// The next primary the Sentinels name (never, without Sentinels).
+async fn named_next(named: &mut Option<watch::Receiver<Option<String>>>) -> Option<String> {
+    let Some(named) = named else {
+        return std::future::pending().await;
+    };
+    if named.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    named.borrow_and_update().clone()
+}
+
+/// `client`'s server and credentials, speaking RESP3 (pushes on a
+/// connection that also runs commands).
+fn resp3(client: &redis::Client) -> redis::RedisResult<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
 }
 
 /// Delays between reconnection attempts: 100 ms doubling up to 5 s, each

@@ -3,12 +3,24 @@
 //! streams) and to health: one multiplexed connection for commands, one
 //! pub/sub connection ([`PubSub`]) for everything that listens, the key
 //! prefix and the clock. So an instance holds two connections to Redis
-//! whatever it does.
+//! whatever it does (to the Sentinels too, under Sentinel: one to each it
+//! asked where the primary is, one listening for failovers).
 //!
 //! On a Redis Cluster ([`Topology::Cluster`]) the commands go through the
 //! cluster client, one connection per node ([`Commands`]), and the pub/sub
 //! connection is to one node at a time, the next seed node after each
 //! drop: classic pub/sub reaches every node of a cluster.
+//!
+//! Under Redis Sentinel ([`Topology::Sentinel`]) both connections go to the
+//! primary the Sentinels name: the commands connection asks them on first
+//! use and again after a failure that says the primary moved or died
+//! ([`SentinelPrimary`]), the pub/sub connection at each reconnect, and
+//! both leave a primary as soon as the Sentinels announce another
+//! ([`crate::infra::redis_sentinel`]; a third connection, to one Sentinel).
+//! A command that fails during a failover fails (the stores answer
+//! UNAVAILABLE); the next one, once the Sentinels have promoted a replica,
+//! goes to the new primary. Readiness wants the node that answers to say
+//! it is the primary (`ROLE`).
 //!
 //! Connections are made lazily, with short timeouts and few retries: a
 //! request fails fast (and the server reports not ready) while Redis is
@@ -31,8 +43,8 @@ use crate::infra::observe::ObservedRedis;
 pub use super::redis_topology::Topology;
 use super::{
     clock::SharedClock,
-    pubsub::PubSub,
-    redis_topology::{Commands, LazyCluster},
+    pubsub::{PubSub, Servers},
+    redis_topology::{Commands, LazyCluster, SentinelPrimary, Sentinels},
 };
 
 /// How long connecting, or one command, may take.
@@ -48,9 +60,9 @@ pub struct RedisContext {
     clock: SharedClock,
     /// The commands connection's name in `CLIENT LIST`.
     name: Arc<str>,
-    /// A client of the server (the first seed node of a cluster), for the
-    /// start-up check of certificates (shared: a client is a few hundred
-    /// bytes).
+    /// A client of the server (the first seed node of a cluster, the first
+    /// Sentinel), for the start-up check of certificates (shared: a client
+    /// is a few hundred bytes).
     client: Arc<redis::Client>,
 }
 
@@ -94,11 +106,18 @@ impl RedisContext {
         let Some(first) = urls.first() else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "a Redis Cluster needs at least one node URL",
+                format!("{} names no Redis", topology.variable()),
             )
             .into());
         };
         let client = client(first.as_str(), certificates)?;
+        let name = format!("{prefix}commands");
+        let sentinels = match topology {
+            Topology::Sentinel { sentinels, master } => {
+                Some(Sentinels::new(sentinels, master, certificates)?)
+            }
+            _ => None,
+        };
         let commands = match topology {
             Topology::Standalone(_) => {
                 let config = ConnectionManagerConfig::new()
@@ -112,19 +131,29 @@ impl RedisContext {
                 )?)
             }
             Topology::Cluster(nodes) => Commands::Cluster(LazyCluster::new(nodes, certificates)?),
+            Topology::Sentinel { .. } => Commands::Sentinel(SentinelPrimary::new(
+                sentinels
+                    .clone()
+                    .expect("the Sentinels of a Sentinel topology"),
+                &name,
+            )),
         };
-        let pubsub_clients = urls
-            .iter()
-            .map(|url| pubsub_client(url, certificates))
-            .collect::<redis::RedisResult<Vec<_>>>()?;
-        let pubsub = PubSub::start(pubsub_clients, format!("{prefix}pubsub"));
+        let servers = match sentinels {
+            Some(sentinels) => Servers::SentinelPrimary(sentinels),
+            None => Servers::InTurn(
+                urls.iter()
+                    .map(|url| pubsub_client(url, certificates))
+                    .collect::<redis::RedisResult<Vec<_>>>()?,
+            ),
+        };
+        let pubsub = PubSub::start(servers, format!("{prefix}pubsub"));
         Ok(Self {
             commands,
             topology: Arc::new(topology.clone()),
             pubsub,
             prefix: prefix.into(),
             clock,
-            name: format!("{prefix}commands").into(),
+            name: name.into(),
             client: Arc::new(client),
         })
     }
@@ -132,8 +161,10 @@ impl RedisContext {
     /// Over TLS, whether Redis and this server refuse each other's
     /// certificates: one connection of its own and a PING (a server that
     /// wants a client certificate says so only after the handshake), within
-    /// [`TIMEOUT`]. `None` when they do not, over plain TCP, and when Redis
-    /// cannot be reached at all: it may come later, and readiness waits.
+    /// [`TIMEOUT`]. Under Sentinel the first Sentinel is asked, then the
+    /// primary the Sentinels name, when they name one. `None` when they do
+    /// not refuse each other, over plain TCP, and when Redis cannot be
+    /// reached at all: it may come later, and readiness waits.
     pub async fn certificate_problem(&self) -> Option<String> {
         if !matches!(
             self.client.get_connection_info().addr(),
@@ -148,19 +179,45 @@ impl RedisContext {
                 .await
         })
         .await;
-        match attempt {
-            Ok(Err(error)) => super::tls::certificate_problem(&error),
-            _ => None,
+        if let Ok(Err(error)) = attempt
+            && let Some(problem) = super::tls::certificate_problem(&error)
+        {
+            return Some(problem);
         }
+        if let Commands::Sentinel(_) = self.commands {
+            let primary: redis::RedisResult<String> = redis::cmd("PING")
+                .query_async(&mut self.commands.clone())
+                .await;
+            if let Err(error) = primary {
+                return super::tls::certificate_problem(&error);
+            }
+        }
+        None
     }
 
     /// Where Redis is, for messages: `host:port` (the first seed node of
-    /// a cluster), never a password.
+    /// a cluster), or the primary's name and the Sentinels' `host:port`;
+    /// never a password.
     pub fn address(&self) -> String {
-        self.client.get_connection_info().addr().to_string()
+        match &*self.topology {
+            Topology::Sentinel { sentinels, master } => {
+                use redis::IntoConnectionInfo as _;
+                let addresses: Vec<String> = sentinels
+                    .iter()
+                    .filter_map(|url| url.as_str().into_connection_info().ok())
+                    .map(|info| info.addr().to_string())
+                    .collect();
+                format!(
+                    "the primary `{master}` of the Sentinels {}",
+                    addresses.join(", ")
+                )
+            }
+            _ => self.client.get_connection_info().addr().to_string(),
+        }
     }
 
-    /// Where Redis is: one server or a cluster.
+    /// Where Redis is: one server, a cluster, or a primary watched by
+    /// Sentinel.
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
@@ -197,7 +254,28 @@ impl RedisContext {
     /// the connection again each time, since the connection manager
     /// reconnects without the name. On a cluster: every primary answers
     /// PING, and a node reports `cluster_state:ok` (every slot served).
+    /// Under Sentinel: the node the Sentinels named answers PING and says
+    /// (`ROLE`) it is the primary; when it says otherwise (demoted in a
+    /// failover) the connection is dropped, so the next command asks the
+    /// Sentinels again.
     pub async fn ping(&self) -> redis::RedisResult<()> {
+        if let Commands::Sentinel(primary) = &self.commands {
+            let ((), _pong, role): ((), String, redis::Role) = redis::pipe()
+                .add_command(set_name(&self.name))
+                .cmd("PING")
+                .cmd("ROLE")
+                .query_async(&mut self.commands())
+                .await?;
+            if let redis::Role::Primary { .. } = role {
+                return Ok(());
+            }
+            primary.forget();
+            return Err(std::io::Error::other(format!(
+                "the node the Sentinels named as the primary `{}` is no longer a primary (a failover is under way)",
+                primary.sentinels().master()
+            ))
+            .into());
+        }
         if self.cluster() {
             let () = redis::cmd("PING").query_async(&mut self.commands()).await?;
             let info: String = redis::cmd("CLUSTER")
@@ -397,6 +475,34 @@ pub(crate) mod testing {
         }
     }
 
+    /// A primary, its replica and three Sentinels of the test's own, so a
+    /// suite run on [`SentinelGuard::context`] runs under Sentinel.
+    pub(crate) struct SentinelGuard {
+        pub(crate) sentinels: crate::infra::sentinel_testing::RedisSentinels,
+    }
+
+    impl SentinelGuard {
+        pub(crate) fn start() -> Self {
+            Self {
+                sentinels: crate::infra::sentinel_testing::RedisSentinels::start(),
+            }
+        }
+
+        /// The topology of this set: every Sentinel, the primary's name.
+        pub(crate) fn topology(&self) -> super::Topology {
+            super::Topology::Sentinel {
+                sentinels: self.sentinels.sentinel_urls(),
+                master: crate::infra::sentinel_testing::MASTER.into(),
+            }
+        }
+
+        /// A context (one instance) on this set, given every Sentinel.
+        pub(crate) fn context(&self, clock: SharedClock) -> RedisContext {
+            RedisContext::open(&self.topology(), None, "slop-sentinel-test:", clock)
+                .expect("Sentinel URLs")
+        }
+    }
+
     /// A key prefix of a test's own; deletes every key under it when the
     /// test ends.
     pub(crate) struct PrefixGuard {
@@ -437,6 +543,9 @@ pub(crate) mod testing {
 }
 
 #[cfg(test)]
+mod sentinel_tests;
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
@@ -447,7 +556,7 @@ mod tests {
     };
 
     /// Waits for the route's next `Subscribed`, skipping `Lost`.
-    async fn subscribed(notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>) {
+    pub(super) async fn subscribed(notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>) {
         loop {
             let notice = tokio::time::timeout(Duration::from_secs(10), notices.recv())
                 .await
@@ -462,7 +571,10 @@ mod tests {
     }
 
     /// Waits for the next message of `notices`, which must be `expected`.
-    async fn heard(notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>, expected: &str) {
+    pub(super) async fn heard(
+        notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>,
+        expected: &str,
+    ) {
         loop {
             let notice = tokio::time::timeout(Duration::from_secs(10), notices.recv())
                 .await

@@ -146,27 +146,27 @@ fn is_about_certificates(error: &rustls::Error) -> bool {
 }
 
 /// What production should be told about stores reached without verified
-/// TLS across the network: `redis://` in REDIS_URL (or REDIS_CLUSTER_NODES),
-/// or a PostgreSQL
-/// DATABASE_URL whose sslmode (`prefer` by default) does not verify the
-/// server, to a host other than this one. Warnings, not refusals: a store
+/// TLS across the network: `redis://` in REDIS_URL or REDIS_CLUSTER_NODES
+/// to a host other than this one, `redis://` in REDIS_SENTINELS (whatever
+/// the Sentinels' hosts: the primary they name is another, and its
+/// connections share their scheme), or a PostgreSQL DATABASE_URL whose
+/// sslmode (`prefer` by default) does not verify the server, to a host
+/// other than this one. Warnings, not refusals: a store
 /// on a private network the operator trusts is a choice to make, but not
 /// one to make unknowingly. One line each, naming the variable; never the
 /// URL.
 pub fn plaintext_store_warnings(redis: Option<&Topology>, database_url: &str) -> Vec<String> {
     let mut warnings = Vec::new();
+    let sentinel = matches!(redis, Some(Topology::Sentinel { .. }));
     let plain_remote = |url: &String| {
         redis::parse_redis_url(url).is_some_and(|url| {
-            matches!(url.scheme(), "redis" | "valkey") && !is_loopback(url.host_str())
+            matches!(url.scheme(), "redis" | "valkey") && (sentinel || !is_loopback(url.host_str()))
         })
     };
     if let Some(topology) = redis
         && topology.urls().iter().any(plain_remote)
     {
-        let variable = match topology {
-            Topology::Standalone(_) => "REDIS_URL",
-            Topology::Cluster(_) => "REDIS_CLUSTER_NODES",
-        };
+        let variable = topology.variable();
         warnings.push(format!(
             "{variable} is redis:// (no TLS) to another host: sessions and the tokens that find them cross the network in clear; use rediss:// (REDIS_TLS_CA_FILE for a private CA)"
         ));
@@ -307,6 +307,23 @@ mod tests {
         let plain = plaintext_store_warnings(Some(&cluster), "sqlite:slop.db");
         assert!(plain[0].starts_with("REDIS_CLUSTER_NODES"), "{plain:?}");
         assert!(!plain[0].contains("hunter2"));
+        let sentinel = |url: &str| Topology::Sentinel {
+            sentinels: vec![url.into()],
+            master: "mymaster".into(),
+        };
+        let plain = plaintext_store_warnings(
+            Some(&sentinel("redis://:hunter2@10.0.0.8:26379")),
+            "sqlite:slop.db",
+        );
+        assert!(plain[0].starts_with("REDIS_SENTINELS"), "{plain:?}");
+        assert!(!plain[0].contains("hunter2"));
+        // Sentinels beside the server still name a primary elsewhere.
+        let local =
+            plaintext_store_warnings(Some(&sentinel("redis://localhost:26380")), "sqlite:slop.db");
+        assert!(local[0].starts_with("REDIS_SENTINELS"), "{local:?}");
+        let verified =
+            plaintext_store_warnings(Some(&sentinel("rediss://10.0.0.8:26380")), "sqlite:slop.db");
+        assert!(verified.is_empty(), "{verified:?}");
     }
 
     #[test]

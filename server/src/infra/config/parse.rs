@@ -244,6 +244,105 @@ pub(super) fn parse_redis_cluster_nodes(value: &str) -> Result<RedisNodes, Strin
     Ok(RedisNodes(nodes))
 }
 
+/// REDIS_SENTINELS: one or more Sentinels, comma-separated, each
+/// `host:port` or a `redis://` or `rediss://` URL with a port and no
+/// database, all with TLS or all without; returned as URLs (`host:port`
+/// becomes `redis://host:port`). Their users and passwords, when several
+/// carry one, must agree: one serves the Sentinels and the primary.
+pub(super) fn parse_redis_sentinels(value: &str) -> Result<RedisNodes, String> {
+    if value.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} characters"));
+    }
+    if value.trim().is_empty() {
+        return Err(
+            "expected at least one Sentinel (host:port, e.g. 10.0.0.1:26379), comma-separated"
+                .into(),
+        );
+    }
+    let mut sentinels = Vec::new();
+    let mut credentials: Option<(String, Option<String>)> = None;
+    for (index, entry) in value.split(',').map(str::trim).enumerate() {
+        let which = index + 1;
+        if entry.is_empty() {
+            return Err("an empty Sentinel between commas".into());
+        }
+        let url = if entry.contains("://") {
+            if !(entry.starts_with("redis://") || entry.starts_with("rediss://")) {
+                return Err(format!(
+                    "Sentinel {which} is not host:port, redis://host:port or rediss://host:port"
+                ));
+            }
+            parse_redis_url(entry).map_err(|why| format!("Sentinel {which}: {why}"))?
+        } else {
+            format!("redis://{entry}")
+        };
+        let Ok(parsed) = url::Url::parse(&url) else {
+            return Err(format!(
+                "Sentinel {which} is not host:port, redis://host:port or rediss://host:port"
+            ));
+        };
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(format!("Sentinel {which} names no host"));
+        }
+        if parsed.port().is_none() {
+            return Err(format!(
+                "Sentinel {which} names no port: write host:port (Sentinels listen on 26379 unless told otherwise)"
+            ));
+        }
+        if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
+            return Err(format!(
+                "Sentinel {which} names a database or options: a Sentinel has none, and the primary's database 0 is used"
+            ));
+        }
+        if parsed.fragment().is_some() {
+            return Err(format!("Sentinel {which} has a #fragment"));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            let these = (
+                parsed.username().to_owned(),
+                parsed.password().map(str::to_owned),
+            );
+            match &credentials {
+                Some(first) if *first != these => {
+                    return Err("the Sentinels' URLs carry different users or passwords: one user and password serve the Sentinels and the primary".into());
+                }
+                _ => credentials = Some(these),
+            }
+        }
+        redis::Client::open(url.as_str()).map_err(|_| {
+            format!("Sentinel {which} is not host:port, redis://host:port or rediss://host:port")
+        })?;
+        sentinels.push(url);
+    }
+    let tls = |url: &String| url.starts_with("rediss://");
+    if sentinels.iter().any(tls) && !sentinels.iter().all(tls) {
+        return Err("the Sentinels must be all rediss:// or all plain (host:port, redis://): TLS to the Sentinels and the primary, or none".into());
+    }
+    Ok(RedisNodes(sentinels))
+}
+
+/// REDIS_SENTINEL_MASTER: the name of the primary in the Sentinels'
+/// configuration, one word.
+pub(super) fn parse_sentinel_master(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    if name.is_empty() {
+        return Err(
+            "expected the name the Sentinels know the primary by (their `sentinel monitor <name> …`)"
+                .into(),
+        );
+    }
+    if name.len() > 255 {
+        return Err("longer than 255 characters".into());
+    }
+    if !name.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(
+            "a name of printable characters without spaces, as in `sentinel monitor <name> …`"
+                .into(),
+        );
+    }
+    Ok(name.to_owned())
+}
+
 /// Parses a duration: a whole number of seconds (`900`), or what
 /// `humantime` reads: numbers with units (`500ms`, `15m`, `7d`, `1h 30m`,
 /// `1.5s`).

@@ -604,3 +604,117 @@ fn the_redis_key_prefix_has_no_braces() {
         );
     }
 }
+
+#[test]
+fn redis_sentinels_with_their_master_select_sentinel_mode() {
+    use crate::infra::redis_topology::Topology;
+
+    let sentinel = parse(&[
+        "--redis-sentinels",
+        "10.0.0.1:26379, redis://10.0.0.2:26379,[fd00::3]:26379",
+        "--redis-sentinel-master",
+        " mymaster ",
+    ])
+    .unwrap();
+    assert!(sentinel.validate().is_ok());
+    assert_eq!(
+        sentinel.redis_topology(),
+        Some(Topology::Sentinel {
+            sentinels: vec![
+                "redis://10.0.0.1:26379".into(),
+                "redis://10.0.0.2:26379".into(),
+                "redis://[fd00::3]:26379".into(),
+            ],
+            master: "mymaster".into(),
+        })
+    );
+    assert_eq!(sentinel.redis_topology().unwrap().mode(), "sentinel");
+
+    // rediss:// Sentinels take the TLS files; plain ones do not.
+    let tls = parse(&[
+        "--redis-sentinels",
+        "rediss://:hunter3-do-not-print@10.0.0.1:26380,rediss://:hunter3-do-not-print@10.0.0.2:26380",
+        "--redis-sentinel-master",
+        "mymaster",
+        "--redis-tls-ca-file",
+        "/etc/slop/ca.pem",
+    ])
+    .unwrap();
+    assert!(tls.validate().is_ok());
+    let plain = parse(&[
+        "--redis-sentinels",
+        "10.0.0.1:26379",
+        "--redis-sentinel-master",
+        "mymaster",
+        "--redis-tls-ca-file",
+        "/etc/slop/ca.pem",
+    ])
+    .unwrap();
+    let why = plain.validate().unwrap_err();
+    assert!(why.contains("REDIS_SENTINELS"), "{why}");
+
+    // Both or neither.
+    let alone = parse(&["--redis-sentinels", "10.0.0.1:26379"]).unwrap();
+    let why = alone.validate().unwrap_err();
+    assert!(why.contains("without REDIS_SENTINEL_MASTER"), "{why}");
+    assert_eq!(alone.redis_topology(), None);
+    let why = parse(&["--redis-sentinel-master", "mymaster"])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(why.contains("without REDIS_SENTINELS"), "{why}");
+
+    // One way to reach Redis at a time.
+    for other in [
+        ["--redis-url", "redis://127.0.0.1:6379"],
+        ["--redis-cluster-nodes", "redis://10.0.0.1:6379"],
+    ] {
+        let both = parse(&[
+            other[0],
+            other[1],
+            "--redis-sentinels",
+            "10.0.0.1:26379",
+            "--redis-sentinel-master",
+            "mymaster",
+        ])
+        .unwrap();
+        let why = both.validate().unwrap_err();
+        assert!(
+            why.contains("REDIS_SENTINELS") && why.contains("both set"),
+            "{why}"
+        );
+    }
+
+    // Each refusal names what is wrong, never a password.
+    for (value, expected) in [
+        ("", "at least one"),
+        ("10.0.0.1:26379,,10.0.0.2:26379", "empty"),
+        ("10.0.0.1", "no port"),
+        ("redis://:hunter3-do-not-print@10.0.0.1", "no port"),
+        ("http://10.0.0.1:26379", "Sentinel 1 is not"),
+        ("10.0.0.1:26379,rediss://10.0.0.2:26380", "all rediss://"),
+        ("redis://:hunter3-do-not-print@10.0.0.1:26379/2", "database"),
+        ("rediss://10.0.0.1:26380/#insecure", "#insecure"),
+        (
+            "redis://:hunter3-do-not-print@a:26379,redis://:hunter4-do-not-print@b:26379",
+            "different users or passwords",
+        ),
+    ] {
+        let err = parse(&["--redis-sentinels", value]).unwrap_err();
+        let shown = without_values(&err);
+        assert!(
+            shown.contains("REDIS_SENTINELS") && shown.contains(expected),
+            "{value}: {shown}"
+        );
+        assert!(!shown.contains("hunter"), "{shown}");
+    }
+    for (value, expected) in [("", "expected the name"), ("my master", "without spaces")] {
+        let err = parse(&["--redis-sentinel-master", value])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("REDIS_SENTINEL_MASTER") && err.contains(expected),
+            "{value}: {err}"
+        );
+    }
+}

@@ -113,6 +113,7 @@ pub enum MetricsAddr {
     At(std::net::SocketAddr),
 }
 
-/// The node URLs of REDIS_CLUSTER_NODES, in the order given.
+/// Redis URLs in the order given: the nodes of REDIS_CLUSTER_NODES, or the
+/// Sentinels of REDIS_SENTINELS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisNodes(pub Vec<String>);
