@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use support::{
-    BINARY, PATIENCE, Server, auth_client, bearer, command, listen_on_a_free_port, log_in,
-    next_message, prepare, run_to_exit, scratch_dir, sign_up,
+    BINARY, PATIENCE, Server, SharedStores, auth_client, bearer, command, listen_on_a_free_port,
+    log_in, next_message, notification_client, prepare, run_to_exit, scratch_dir, sign_up,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -357,74 +357,6 @@ async fn help_lists_every_setting_with_its_variable() {
     );
 }
 
-/// The shared configuration of servers that share Redis and PostgreSQL: the
-/// same secrets, a key prefix and a database schema of this test's own.
-struct SharedStores {
-    env: Vec<(&'static str, String)>,
-    schema: String,
-    admin: sqlx::PgPool,
-}
-
-impl SharedStores {
-    async fn new() -> Self {
-        let base = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|err| {
-            panic!(
-                "PostgreSQL is not reachable at {base} ({err}): start it or set TEST_DATABASE_URL"
-            )
-        });
-        let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let redis_addr = redis
-            .trim_start_matches("redis://")
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        assert!(
-            tokio::net::TcpStream::connect(redis_addr).await.is_ok(),
-            "Redis is not reachable at {redis}: start it or set REDIS_URL"
-        );
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let schema = format!("t_{id}");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let database_url = format!("{base}?options=-c%20search_path%3D{schema}");
-        Self {
-            env: vec![
-                ("DATABASE_URL", database_url),
-                ("REDIS_URL", redis),
-                ("REDIS_KEY_PREFIX", format!("slop-binary-test:{id}:")),
-                (
-                    "JWT_SECRET",
-                    "binary-test-jwt-secret-0123456789abcdefghijkl".into(),
-                ),
-                (
-                    "APP_SECRET",
-                    "binary-test-app-secret-0123456789abcdefghijkl".into(),
-                ),
-            ],
-            schema,
-            admin,
-        }
-    }
-
-    fn env(&self) -> Vec<(&str, &str)> {
-        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-    }
-
-    async fn drop_schema(&self) {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.schema
-        )))
-        .execute(&self.admin)
-        .await
-        .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
     use slop_api::auth;
@@ -470,19 +402,6 @@ async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
     b.child.wait().await.unwrap();
     a2.child.wait().await.unwrap();
     stores.drop_schema().await;
-}
-
-async fn notification_client(
-    addr: &str,
-) -> slop_api::notification::notification_service_client::NotificationServiceClient<
-    tonic::transport::Channel,
-> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("gRPC connect");
-    slop_api::notification::notification_service_client::NotificationServiceClient::new(channel)
 }
 
 #[tokio::test]

@@ -410,24 +410,3 @@ fn info_field(connection: &mut redis::Connection, section: &str, name: &str) -> 
 fn port_of(address: &str) -> Option<u16> {
     address.split('@').next()?.rsplit(':').next()?.parse().ok()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The harness itself: three primaries covering every slot, one
-    /// replica each, and a killed primary's replica takes over.
-    #[test]
-    fn a_cluster_forms_and_fails_over() {
-        let mut cluster = RedisCluster::start();
-        let primaries = cluster.primaries();
-        assert_eq!(primaries.len(), 3, "{primaries:?}");
-        let owner = cluster.primary_for("{user}:a");
-        assert!(primaries.contains(&owner));
-        cluster.kill(owner);
-        cluster.wait_until_healthy();
-        let now = cluster.primary_for("{user}:a");
-        assert_ne!(now, owner, "a replica took the slot over");
-        assert_eq!(cluster.primaries().len(), 3);
-    }
-}

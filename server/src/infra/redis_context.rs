@@ -587,6 +587,23 @@ mod tests {
         }
     }
 
+    /// The cluster harness itself: three primaries covering every slot,
+    /// one replica each, and a killed primary's replica takes over.
+    #[test]
+    fn a_test_cluster_forms_and_fails_over() {
+        let mut cluster = crate::infra::cluster_testing::RedisCluster::start();
+        let primaries = cluster.primaries();
+        assert_eq!(primaries.len(), 3, "{primaries:?}");
+        let owner = cluster.primary_for("{user}:a");
+        assert!(primaries.contains(&owner));
+        assert_eq!(cluster.replicas_of(owner).len(), 1);
+        cluster.kill(owner);
+        cluster.wait_until_healthy();
+        let now = cluster.primary_for("{user}:a");
+        assert_ne!(now, owner, "a replica took the slot over");
+        assert_eq!(cluster.primaries().len(), 3);
+    }
+
     /// On a cluster, commands reach the node of each key's slot, readiness
     /// asks every primary, and a message published on any node reaches the
     /// pub/sub connection, which moves to another node when its own dies.

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::*;
 use crate::infra::{
     clock::ManualClock,
-    redis_context::testing::{ClusterGuard, PrefixGuard, TlsRedisGuard},
+    redis_context::testing::{ClusterGuard, PrefixGuard, SentinelGuard, TlsRedisGuard},
 };
 
 crate::infra::conformance::backend_conformance! {
@@ -24,6 +24,7 @@ crate::infra::conformance::backend_conformance! {
         redis_backend => on_redis,
         redis_tls_backend => on_redis_tls,
         redis_cluster_backend => on_redis_cluster,
+        redis_sentinel_backend => on_redis_sentinel,
     ],
     cases: [
         offsets_count_up_from_one_per_channel,
@@ -92,6 +93,19 @@ where
     let clock = ManualClock::starting_now();
     let sink = Arc::new(Recorder::default());
     let guard = ClusterGuard::start();
+    let streams = StreamBackend::redis(&guard.context(clock.clone()), HISTORY, sink.clone());
+    case(streams, clock, sink).await;
+}
+
+/// On a primary, its replica and three Sentinels of its own.
+async fn on_redis_sentinel<F, Fut>(case: F)
+where
+    F: FnOnce(StreamBackend, Arc<ManualClock>, Arc<Recorder>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let clock = ManualClock::starting_now();
+    let sink = Arc::new(Recorder::default());
+    let guard = SentinelGuard::start();
     let streams = StreamBackend::redis(&guard.context(clock.clone()), HISTORY, sink.clone());
     case(streams, clock, sink).await;
 }

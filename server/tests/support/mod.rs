@@ -272,6 +272,19 @@ pub async fn log_in(client: &mut AuthClient, email: &str) -> auth::LoginResponse
         .into_inner()
 }
 
+/// A gRPC client of the Notification service at `addr`.
+pub async fn notification_client(
+    addr: &str,
+) -> notification::notification_service_client::NotificationServiceClient<tonic::transport::Channel>
+{
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connect");
+    notification::notification_service_client::NotificationServiceClient::new(channel)
+}
+
 /// The next message of a Subscribe stream (within [`PATIENCE`]),
 /// heartbeats skipped; the stream's error if it ends with one.
 pub async fn next_message(
@@ -310,4 +323,80 @@ pub fn sigterm(child: &Child) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -TERM {pid}: {status}");
+}
+
+/// The shared configuration of servers that share Redis and PostgreSQL: the
+/// same secrets, a key prefix and a database schema of this test's own.
+pub struct SharedStores {
+    env: Vec<(&'static str, String)>,
+    schema: String,
+    admin: sqlx::PgPool,
+}
+
+impl SharedStores {
+    /// On the test Redis (REDIS_URL, or 127.0.0.1:6379), under a key prefix
+    /// of its own.
+    pub async fn new() -> Self {
+        let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis_addr = redis
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            tokio::net::TcpStream::connect(&redis_addr).await.is_ok(),
+            "Redis is not reachable at {redis}: start it or set REDIS_URL"
+        );
+        Self::on_redis(vec![("REDIS_URL", redis)]).await
+    }
+
+    /// On the Redis these variables name (REDIS_URL, REDIS_CLUSTER_NODES,
+    /// …), under a key prefix of its own.
+    pub async fn on_redis(redis: Vec<(&'static str, String)>) -> Self {
+        let base = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|err| {
+            panic!(
+                "PostgreSQL is not reachable at {base} ({err}): start it or set TEST_DATABASE_URL"
+            )
+        });
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let schema = format!("t_{id}");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let database_url = format!("{base}?options=-c%20search_path%3D{schema}");
+        let mut env = redis;
+        env.extend([
+            ("DATABASE_URL", database_url),
+            ("REDIS_KEY_PREFIX", format!("slop-binary-test:{id}:")),
+            (
+                "JWT_SECRET",
+                "binary-test-jwt-secret-0123456789abcdefghijkl".into(),
+            ),
+            (
+                "APP_SECRET",
+                "binary-test-app-secret-0123456789abcdefghijkl".into(),
+            ),
+        ]);
+        Self { env, schema, admin }
+    }
+
+    /// The variables every server on these stores gets.
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    /// Drops the test's database schema.
+    pub async fn drop_schema(&self) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            self.schema
+        )))
+        .execute(&self.admin)
+        .await
+        .unwrap();
+    }
 }

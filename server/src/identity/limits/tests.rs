@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, future::Future, sync::Arc};
 use super::*;
 use crate::infra::{
     clock::{Clock, ManualClock},
-    redis_context::testing::{ClusterGuard, PrefixGuard, redis_url},
+    redis_context::testing::{ClusterGuard, PrefixGuard, SentinelGuard, redis_url},
 };
 
 const TEN_A_MINUTE: Rate = Rate::new(10, Duration::from_secs(60));
@@ -220,6 +220,7 @@ crate::infra::conformance::backend_conformance! {
         memory_backend => on_memory,
         redis_backend => on_redis,
         redis_cluster_backend => on_redis_cluster,
+        redis_sentinel_backend => on_redis_sentinel,
     ],
     cases: [
         a_burst_of_limit_then_limited_for_one_interval,
@@ -262,6 +263,18 @@ where
     Fut: Future<Output = ()>,
 {
     let guard = ClusterGuard::start();
+    let clock = ManualClock::starting_now();
+    test(RateLimiter::redis(&guard.context(clock.clone())), clock).await;
+}
+
+/// Runs `test` against a primary, its replica and three Sentinels of its
+/// own.
+async fn on_redis_sentinel<F, Fut>(test: F)
+where
+    F: FnOnce(RateLimiter, Arc<ManualClock>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let guard = SentinelGuard::start();
     let clock = ManualClock::starting_now();
     test(RateLimiter::redis(&guard.context(clock.clone())), clock).await;
 }

@@ -323,7 +323,7 @@ pub(crate) mod conformance {
     use super::*;
     use crate::infra::{
         clock::{Clock, ManualClock, to_millis},
-        redis_context::testing::{ClusterGuard, PrefixGuard, TlsRedisGuard},
+        redis_context::testing::{ClusterGuard, PrefixGuard, SentinelGuard, TlsRedisGuard},
     };
 
     crate::infra::conformance::backend_conformance! {
@@ -332,6 +332,7 @@ pub(crate) mod conformance {
             redis_backend => on_redis,
             redis_tls_backend => on_redis_tls,
             redis_cluster_backend => on_redis_cluster,
+            redis_sentinel_backend => on_redis_sentinel,
         ],
         cases: [
             create_then_get_round_trips,
@@ -389,6 +390,17 @@ pub(crate) mod conformance {
     {
         let clock = ManualClock::starting_now();
         let guard = ClusterGuard::start();
+        case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
+    }
+
+    /// On a primary, its replica and three Sentinels of its own.
+    async fn on_redis_sentinel<F, Fut>(case: F)
+    where
+        F: FnOnce(SessionStore, Arc<ManualClock>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let clock = ManualClock::starting_now();
+        let guard = SentinelGuard::start();
         case(SessionStore::redis(&guard.context(clock.clone())), clock).await;
     }
 
