@@ -89,11 +89,60 @@ impl RedisCluster {
 
     /// The port of the primary that serves `key`'s slot now.
     pub fn primary_for(&self, key: &str) -> u16 {
-        let slot: u16 = redis::cmd("CLUSTER")
+        self.primary_of_slot(self.slot_of(key))
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
             .query(&mut self.any_connection())
-            .expect("CLUSTER KEYSLOT");
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// Starts moving `slot` to the primary on `to`, as `redis-cli --cluster
+    /// reshard` does: IMPORTING on `to`, MIGRATING on its owner. Its keys
+    /// move with [`Migration::move_keys`], and [`Migration::finish`] gives
+    /// the slot to `to` on every node. Between the two the slot is split,
+    /// and clients meet ASK and TRYAGAIN.
+    pub fn begin_migration(&self, slot: u16, to: u16) -> Migration<'_> {
+        let from = self.primary_of_slot(slot);
+        assert_ne!(from, to, "slot {slot} is on {to} already");
+        let migration = Migration {
+            cluster: self,
+            slot,
+            from,
+            to,
+        };
+        let () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("IMPORTING")
+            .arg(self.id_of(from))
+            .query(&mut node_connection(to))
+            .expect("CLUSTER SETSLOT IMPORTING");
+        let () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("MIGRATING")
+            .arg(self.id_of(to))
+            .query(&mut node_connection(from))
+            .expect("CLUSTER SETSLOT MIGRATING");
+        migration
+    }
+
+    fn id_of(&self, port: u16) -> &str {
+        &self
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"))
+            .id
+    }
+
+    /// The port of the primary that serves `slot` now.
+    pub fn primary_of_slot(&self, slot: u16) -> u16 {
         for line in self.cluster_nodes().lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             if fields.len() <= 8 || !fields[2].contains("master") || fields[2].contains("fail") {
@@ -107,7 +156,7 @@ impl RedisCluster {
                 return port_of(fields[1]).expect("a node address");
             }
         }
-        panic!("no live primary serves slot {slot} of {key}");
+        panic!("no live primary serves slot {slot}");
     }
 
     /// Kills the node on `port` with SIGKILL (no goodbye to the cluster),
@@ -284,6 +333,61 @@ impl RedisCluster {
                     .ok()
             })
             .unwrap_or_default()
+    }
+}
+
+/// A slot on its way from one primary to another
+/// ([`RedisCluster::begin_migration`]).
+pub struct Migration<'a> {
+    cluster: &'a RedisCluster,
+    slot: u16,
+    from: u16,
+    to: u16,
+}
+
+impl Migration<'_> {
+    /// Moves up to `count` of the slot's keys still on the old owner (all
+    /// of them, with `usize::MAX`); how many it moved.
+    pub fn move_keys(&self, count: usize) -> usize {
+        let mut from = node_connection(self.from);
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(self.slot)
+            .arg(count.min(100_000))
+            .query(&mut from)
+            .expect("CLUSTER GETKEYSINSLOT");
+        if !keys.is_empty() {
+            let () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut from)
+                .expect("MIGRATE");
+        }
+        keys.len()
+    }
+
+    /// Moves the rest of the keys and gives the slot to the new owner on
+    /// every primary (the replicas learn it from them).
+    pub fn finish(self) {
+        self.move_keys(usize::MAX);
+        for port in self.cluster.primaries() {
+            let () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(self.slot)
+                .arg("NODE")
+                .arg(self.cluster.id_of(self.to))
+                .query(&mut node_connection(port))
+                .expect("CLUSTER SETSLOT NODE");
+        }
+        self.cluster
+            .wait_for("the slot's new owner known everywhere", |cluster| {
+                cluster.primary_of_slot(self.slot) == self.to
+            });
     }
 }
 

@@ -866,4 +866,55 @@ mod replication_tests {
         assert_eq!(store.get(&id("c", "u1")).await.unwrap(), None);
         assert_eq!(store.revoke_user("u1", None).await.unwrap(), [first]);
     }
+
+    /// On a cluster, a slot moving to another primary (a reshard) is
+    /// followed by the client: while the slot is split between the two
+    /// (ASK, TRYAGAIN), each call answers right or fails (UNAVAILABLE)
+    /// within the timeout, never wrong and never hanging; once it moved,
+    /// every session is there and every operation works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_cluster_sessions_follow_a_slot_that_moves() {
+        let guard = ClusterGuard::start();
+        let clock = ManualClock::starting_now();
+        let store = SessionStore::redis(&guard.context(clock.clone()));
+        let names = ["a", "b", "c", "d"];
+        for name in names {
+            store.create(&session(&clock, name, "u1")).await.unwrap();
+        }
+        let slot = guard.cluster.slot_of(&format!("{{{}}}", shard_tag("u1")));
+        let from = guard.cluster.primary_of_slot(slot);
+        let to = *guard
+            .cluster
+            .primaries()
+            .iter()
+            .find(|port| **port != from)
+            .unwrap();
+
+        let migration = guard.cluster.begin_migration(slot, to);
+        assert_eq!(migration.move_keys(2), 2, "half of the slot's keys");
+        for name in names {
+            let started = std::time::Instant::now();
+            match store.get(&id(name, "u1")).await {
+                Ok(found) => assert_eq!(found.map(|s| s.id), Some(id(name, "u1"))),
+                Err(error) => assert!(matches!(error, SessionError::Redis(_)), "{error}"),
+            }
+            match store.touch(&id(name, "u1"), TTL).await {
+                Ok(found) => assert_eq!(found.map(|s| s.id), Some(id(name, "u1"))),
+                Err(error) => assert!(matches!(error, SessionError::Redis(_)), "{error}"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+        }
+        migration.finish();
+
+        for name in names {
+            assert!(
+                store.get(&id(name, "u1")).await.unwrap().is_some(),
+                "{name}"
+            );
+            assert!(store.touch(&id(name, "u1"), TTL).await.unwrap().is_some());
+        }
+        assert_eq!(store.list_user("u1").await.unwrap().len(), names.len());
+        assert!(store.revoke(&id("a", "u1")).await.unwrap().is_some());
+        assert_eq!(store.revoke_user("u1", None).await.unwrap().len(), 3);
+    }
 }
