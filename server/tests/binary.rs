@@ -2,6 +2,8 @@
 //! Kubernetes runs it: configuration from the environment, logs on stdout,
 //! SIGTERM to stop.
 
+#[path = "../src/infra/redis_processes.rs"]
+mod redis_processes;
 #[path = "../src/infra/sentinel_testing.rs"]
 mod sentinel_testing;
 #[allow(dead_code)] // Each test binary uses its own part of it.

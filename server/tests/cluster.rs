@@ -4,6 +4,8 @@
 
 #[path = "../src/infra/cluster_testing.rs"]
 mod cluster_testing;
+#[path = "../src/infra/redis_processes.rs"]
+mod redis_processes;
 #[allow(dead_code)] // Each test binary uses its own part of it.
 mod support;
 

@@ -9,7 +9,7 @@
 //!
 //! A node's cluster bus listens on its port + 10000, so ports are drawn
 //! from 20000..45000 (the bus from 30000..55000) and a node that cannot
-//! bind is started again on others.
+//! bind is started again on others (`redis_processes.rs`).
 //!
 //! Written with `std` and the `redis` crate only, so that the binary's
 //! tests (`server/tests/`) include this very file (`#[path]`) too.
@@ -19,9 +19,11 @@
 use std::{
     collections::HashSet,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
+
+use super::redis_processes::{Process, connect, scratch, start_process};
 
 /// How long forming the cluster, or a failover, may take.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -44,7 +46,7 @@ impl RedisCluster {
     /// Starts the six nodes and forms the cluster; panics (the test
     /// fails, it never skips) when `redis-server` cannot, saying why.
     pub fn start() -> Self {
-        let dir = scratch();
+        let dir = scratch("cluster");
         let mut nodes = Vec::new();
         let mut taken = HashSet::new();
         for _ in 0..6 {
@@ -405,15 +407,14 @@ impl Drop for RedisCluster {
     }
 }
 
-/// Starts one node on ports not in `taken`, trying others when the port
-/// or its bus port turns out to be in use.
+/// Starts one cluster node on ports (its own and its bus's) not in
+/// `taken`, and reads its node id.
 fn start_node(dir: &std::path::Path, taken: &mut HashSet<u16>) -> Node {
-    for _ in 0..20 {
-        let port = random_port(taken);
-        taken.insert(port);
+    let Process { child, port } = start_process(taken, true, "cluster", |port| {
         let node_dir = dir.join(port.to_string());
         std::fs::create_dir_all(&node_dir).expect("a node directory");
-        let mut child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", "nodes.conf"])
@@ -424,69 +425,14 @@ fn start_node(dir: &std::path::Path, taken: &mut HashSet<u16>) -> Node {
             .args(["--repl-diskless-sync-delay", "0"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
-            .arg(&node_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start redis-server ({error}): the cluster tests need Redis 7's redis-server on PATH; they do not skip")
-            });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(mut connection) = connect(port)
-                && let Ok(id) = redis::cmd("CLUSTER")
-                    .arg("MYID")
-                    .query::<String>(&mut connection)
-            {
-                return Node { child, port, id };
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                // Most likely the port or its bus port was taken: another.
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("redis-server did not listen on port {port} within 5 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    panic!("could not start a cluster node on 20 different ports");
-}
-
-/// A port in 20000..45000 that is free, with its bus port, when asked.
-fn random_port(taken: &HashSet<u16>) -> u16 {
-    loop {
-        let mut bytes = [0u8; 2];
-        getrandom::fill(&mut bytes).expect("random bytes");
-        let port = 20000 + u16::from_le_bytes(bytes) % 25000;
-        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if !taken.contains(&port) && free(port) && free(port + 10000) {
-            return port;
-        }
-    }
-}
-
-/// A directory of the cluster's own under the system's temporary one.
-fn scratch() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "slop-cluster-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    dir
-}
-
-fn connect(port: u16) -> Option<redis::Connection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .ok()?
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()
+            .arg(&node_dir);
+        command
+    });
+    let id = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query::<String>(&mut node_connection(port))
+        .expect("CLUSTER MYID");
+    Node { child, port, id }
 }
 
 fn node_connection(port: u16) -> redis::Connection {

@@ -30,6 +30,8 @@ pub mod observe;
 pub mod pubsub;
 pub mod redis_context;
 pub mod redis_health;
+#[cfg(test)]
+pub(crate) mod redis_processes;
 pub mod redis_sentinel;
 pub mod redis_topology;
 #[cfg(test)]

@@ -22,9 +22,11 @@
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
+
+use super::redis_processes::{Process, connect, scratch, start_process};
 
 /// The name the Sentinels monitor the primary by (REDIS_SENTINEL_MASTER).
 pub const MASTER: &str = "slop-primary";
@@ -35,19 +37,6 @@ pub const DOWN_AFTER: Duration = Duration::from_millis(500);
 
 /// How long forming the set, or a failover, may take.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// One `redis-server` process, a data node or a Sentinel.
-struct Process {
-    child: Child,
-    port: u16,
-}
-
-impl Process {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A primary, its replica and three Sentinels of the test's own.
 pub struct RedisSentinels {
@@ -65,12 +54,20 @@ impl RedisSentinels {
     /// other and both data nodes; panics (the test fails, it never skips)
     /// when `redis-server` cannot, saying why.
     pub fn start() -> Self {
-        let dir = scratch();
+        let dir = scratch("sentinel");
         let mut taken = HashSet::new();
-        let primary = start_process(&mut taken, |port| data_node(&dir, port, None));
-        let replica = start_process(&mut taken, |port| data_node(&dir, port, Some(primary.port)));
+        let primary = start_process(&mut taken, false, "Sentinel", |port| {
+            data_node(&dir, port, None)
+        });
+        let replica = start_process(&mut taken, false, "Sentinel", |port| {
+            data_node(&dir, port, Some(primary.port))
+        });
         let sentinels = (0..3)
-            .map(|_| start_process(&mut taken, |port| sentinel(&dir, port, primary.port)))
+            .map(|_| {
+                start_process(&mut taken, false, "Sentinel", |port| {
+                    sentinel(&dir, port, primary.port)
+                })
+            })
             .collect();
         let set = Self {
             nodes: vec![primary, replica],
@@ -293,72 +290,6 @@ fn sentinel(dir: &Path, port: u16, primary: u16) -> Command {
     let mut command = Command::new("redis-server");
     command.arg(&file).arg("--sentinel");
     command
-}
-
-/// Starts the process `make` makes for a free port not in `taken`,
-/// trying another port when it exits (most likely its port was taken in
-/// the meantime), and waits until it answers.
-fn start_process(taken: &mut HashSet<u16>, make: impl Fn(u16) -> Command) -> Process {
-    for _ in 0..20 {
-        let port = random_port(taken);
-        taken.insert(port);
-        let mut child = make(port)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start redis-server ({error}): the Sentinel tests need Redis 7's redis-server on PATH; they do not skip")
-            });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if connect(port).is_some() {
-                return Process { child, port };
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("redis-server did not listen on port {port} within 5 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    panic!("could not start redis-server on 20 different ports");
-}
-
-/// A port in 20000..45000 that is free when asked.
-fn random_port(taken: &HashSet<u16>) -> u16 {
-    loop {
-        let mut bytes = [0u8; 2];
-        getrandom::fill(&mut bytes).expect("random bytes");
-        let port = 20000 + u16::from_le_bytes(bytes) % 25000;
-        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// A directory of the set's own under the system's temporary one.
-fn scratch() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "slop-sentinel-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    dir
-}
-
-fn connect(port: u16) -> Option<redis::Connection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .ok()?
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()
 }
 
 /// The first field of `ROLE`: `master`, `slave` or `sentinel`.
