@@ -587,6 +587,23 @@ impl Subscriber {
     }
 }
 
+/// A new connection from `client` (RESP3) whose pushes (messages, then a
+/// [`PushKind::Disconnection`] when it drops) arrive in order on the
+/// returned receiver, with the timeouts of every Redis connection.
+pub(super) async fn push_connection(
+    client: &redis::Client,
+) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_push_sender(sender);
+    let connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    Ok((connection, receiver))
+}
+
 /// A new pub/sub connection from `client` (RESP3), named `name` in `CLIENT
 /// LIST` (characters other than printable ASCII become `_`). Its messages,
 /// then a [`PushKind::Disconnection`] when it drops, arrive in order on the
@@ -596,14 +613,7 @@ async fn subscriber(
     client: &redis::Client,
     name: &str,
 ) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT))
-        .set_push_sender(sender);
-    let mut connection = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+    let (mut connection, receiver) = push_connection(client).await?;
     // The name only helps operators (and tests) find the connection.
     let named: redis::RedisResult<()> = super::redis_context::set_name(name)
         .query_async(&mut connection)

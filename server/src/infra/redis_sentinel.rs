@@ -21,7 +21,7 @@ use redis::{
     IntoConnectionInfo as _, PushKind, RedisResult, Value,
     sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{redis_context::TIMEOUT, redis_topology::timed_out};
@@ -199,14 +199,7 @@ impl SwitchListener {
     /// Subscribes on `client`'s Sentinel and passes announcements on until
     /// the connection fails.
     async fn listen(&self, client: &redis::Client) -> RedisResult<()> {
-        let (sender, mut pushes) = mpsc::unbounded_channel();
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_push_sender(sender);
-        let mut connection = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let (mut connection, mut pushes) = super::pubsub::push_connection(client).await?;
         connection.subscribe(SWITCH_MASTER).await?;
         let mut check = tokio::time::interval_at(
             tokio::time::Instant::now() + LISTENER_CHECK_EVERY,
