@@ -216,6 +216,17 @@ impl RedisContext {
         }
     }
 
+    /// The `host:port` of the primary commands go to: the server, or under
+    /// Sentinel the primary the Sentinels named last (None before they
+    /// named one). None on a cluster, which has several.
+    pub fn primary_address(&self) -> Option<String> {
+        match &self.commands {
+            Commands::Standalone(_) => Some(self.address()),
+            Commands::Sentinel(primary) => primary.sentinels().named().borrow().clone(),
+            Commands::Cluster(_) => None,
+        }
+    }
+
     /// Where Redis is: one server, a cluster, or a primary watched by
     /// Sentinel.
     pub fn topology(&self) -> &Topology {

@@ -1,6 +1,8 @@
 //! What `/health` tells an operator about Redis beyond "it answers": the
-//! mode (one server or a cluster) and each node as Redis itself sees it,
-//! its role, its state and, on a cluster, the slots it serves. Read at each
+//! mode (one server, a cluster, or a primary watched by Sentinel) and each
+//! node as Redis itself sees it: its role, its state and, on a cluster, the
+//! slots it serves (elsewhere the primary and the replicas its `ROLE`
+//! lists). Read at each
 //! health check, best effort: a node list that cannot be read is empty,
 //! and readiness does not depend on it (it depends on
 //! [`RedisContext::ping`](super::redis_context::RedisContext::ping)).
@@ -12,7 +14,7 @@ use super::redis_context::RedisContext;
 /// Redis as the last health check saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedisReport {
-    /// `standalone` or `cluster`.
+    /// `standalone`, `cluster` or `sentinel`.
     pub mode: &'static str,
     /// On a cluster, `cluster_state` of `CLUSTER INFO` (`ok` when every
     /// slot is served).
@@ -62,30 +64,41 @@ pub async fn report(redis: &RedisContext) -> RedisReport {
             nodes: nodes.as_deref().map(cluster_nodes).unwrap_or_default(),
         };
     }
-    let role: Option<Vec<redis::Value>> = redis::cmd("ROLE")
+    let role: Option<redis::Role> = redis::cmd("ROLE")
         .query_async(&mut redis.commands())
         .await
         .ok();
-    let nodes = role
-        .and_then(|role| match role.first() {
-            Some(redis::Value::BulkString(role)) => Some(role.clone()),
-            Some(redis::Value::SimpleString(role)) => Some(role.clone().into_bytes()),
-            _ => None,
-        })
-        .map(|role| RedisNode {
-            address: redis.address(),
-            role: if role == b"master" {
-                "primary"
-            } else {
-                "replica"
-            },
-            state: "ok",
-            slots: None,
-        });
+    let node = |address: String, role: &'static str| RedisNode {
+        address,
+        role,
+        state: "ok",
+        slots: None,
+    };
+    let mut nodes = Vec::new();
+    match role {
+        Some(redis::Role::Primary { replicas, .. }) => {
+            nodes.extend(
+                redis
+                    .primary_address()
+                    .map(|address| node(address, "primary")),
+            );
+            nodes.extend(
+                replicas
+                    .into_iter()
+                    .map(|replica| node(format!("{}:{}", replica.ip, replica.port), "replica")),
+            );
+        }
+        Some(_) => nodes.extend(
+            redis
+                .primary_address()
+                .map(|address| node(address, "replica")),
+        ),
+        None => {}
+    }
     RedisReport {
         mode,
         cluster_state: None,
-        nodes: nodes.into_iter().collect(),
+        nodes,
     }
 }
 
@@ -150,7 +163,7 @@ mod tests {
     use super::*;
     use crate::infra::{
         clock::ManualClock,
-        redis_context::testing::{ClusterGuard, PrefixGuard},
+        redis_context::testing::{ClusterGuard, PrefixGuard, SentinelGuard},
     };
 
     #[test]
@@ -189,6 +202,37 @@ aa11 :0@0 handshake,noaddr - 0 0 0 disconnected
         assert_eq!(report.nodes.len(), 1);
         assert_eq!(report.nodes[0].role, "primary");
         assert_eq!(report.nodes[0].state, "ok");
+    }
+
+    /// Under Sentinel: the primary the Sentinels name, and its replica;
+    /// after a failover, the former replica as the primary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sentinel_set_reports_its_primary_and_replica() {
+        let mut guard = SentinelGuard::start();
+        let context = guard.context(ManualClock::starting_now());
+        context.ping().await.unwrap();
+        let before = report(&context).await;
+        assert_eq!(before.mode, "sentinel");
+        let roles: Vec<&str> = before.nodes.iter().map(|n| n.role).collect();
+        assert_eq!(roles, ["primary", "replica"], "{before:?}");
+        let (primary, replica) = (
+            before.nodes[0].address.clone(),
+            before.nodes[1].address.clone(),
+        );
+        assert!(primary.starts_with("127.0.0.1:") && replica.starts_with("127.0.0.1:"));
+
+        guard.sentinels.kill_primary();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while context.ping().await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no primary after 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let after = report(&context).await;
+        assert_eq!(after.nodes[0].role, "primary", "{after:?}");
+        assert_eq!(after.nodes[0].address, replica, "the replica was promoted");
     }
 
     /// A killed primary shows as failed, and its replica as a primary
