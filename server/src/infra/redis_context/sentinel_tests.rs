@@ -39,6 +39,38 @@ fn client_names(port: u16) -> Vec<String> {
         .collect()
 }
 
+/// Whether the context's pub/sub connection is on the node on `port`.
+fn pubsub_on(port: u16) -> bool {
+    client_names(port)
+        .iter()
+        .any(|name| name == "slop-sentinel-test:pubsub")
+}
+
+/// The notices of a route for the channel `news` on the context.
+fn news(context: &RedisContext) -> tokio::sync::mpsc::UnboundedReceiver<Notice> {
+    let (sender, notices) = tokio::sync::mpsc::unbounded_channel();
+    context.pubsub().route(
+        Route::Channel("news".into()),
+        Box::new(move |notice| sender.send(notice).is_ok()),
+    );
+    notices
+}
+
+/// Publishes `message` on `news` through the node on `port`, and waits
+/// for the route to hear it.
+async fn published_and_heard(
+    port: u16,
+    notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>,
+    message: &str,
+) {
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg(message)
+        .query(&mut node(port))
+        .unwrap();
+    heard(notices, message).await;
+}
+
 async fn set(context: &RedisContext, key: &str, value: &str) -> redis::RedisResult<()> {
     redis::cmd("SET")
         .arg(key)
@@ -75,18 +107,9 @@ async fn a_sentinel_context_works_on_the_primary() {
         .unwrap();
     assert_eq!(there, "hello", "written on the primary the Sentinels name");
 
-    let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
-    context.pubsub().route(
-        Route::Channel("news".into()),
-        Box::new(move |notice| sender.send(notice).is_ok()),
-    );
+    let mut notices = news(&context);
     subscribed(&mut notices).await;
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg("news")
-        .arg("hello")
-        .query(&mut node(primary))
-        .unwrap();
-    heard(&mut notices, "hello").await;
+    published_and_heard(primary, &mut notices, "hello").await;
 
     let names = client_names(primary);
     for name in ["slop-sentinel-test:commands", "slop-sentinel-test:pubsub"] {
@@ -104,11 +127,7 @@ async fn a_sentinel_context_follows_the_primary_across_a_failover() {
     let context = guard.context(ManualClock::starting_now());
     context.ping().await.unwrap();
     set(&context, "before", "1").await.unwrap();
-    let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
-    context.pubsub().route(
-        Route::Channel("news".into()),
-        Box::new(move |notice| sender.send(notice).is_ok()),
-    );
+    let mut notices = news(&context);
     let Notice::Subscribed {
         connection: before, ..
     } = notices.recv().await.unwrap()
@@ -177,17 +196,10 @@ async fn a_sentinel_context_follows_the_primary_across_a_failover() {
     let reconnected = killed_at.elapsed();
     println!("pub/sub subscribed again {reconnected:?} after the kill");
     assert!(
-        client_names(promoted)
-            .iter()
-            .any(|name| name == "slop-sentinel-test:pubsub"),
+        pubsub_on(promoted),
         "the pub/sub connection is on the new primary"
     );
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg("news")
-        .arg("after the failover")
-        .query(&mut node(promoted))
-        .unwrap();
-    heard(&mut notices, "after the failover").await;
+    published_and_heard(promoted, &mut notices, "after the failover").await;
 }
 
 /// An instance starts before its Sentinels, and while none answers, or
@@ -242,11 +254,7 @@ async fn a_silent_primary_fails_commands_within_the_timeout() {
     let mut guard = SentinelGuard::start();
     let context = guard.context(ManualClock::starting_now());
     set(&context, "before", "1").await.unwrap();
-    let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
-    context.pubsub().route(
-        Route::Channel("news".into()),
-        Box::new(move |notice| sender.send(notice).is_ok()),
-    );
+    let mut notices = news(&context);
     subscribed(&mut notices).await;
 
     let frozen_at = Instant::now();
@@ -285,12 +293,7 @@ async fn a_silent_primary_fails_commands_within_the_timeout() {
         resubscribed < Duration::from_secs(8),
         "the pub/sub connection waited for its health check ({resubscribed:?})"
     );
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg("news")
-        .arg("after the partition")
-        .query(&mut node(promoted))
-        .unwrap();
-    heard(&mut notices, "after the partition").await;
+    published_and_heard(promoted, &mut notices, "after the partition").await;
 }
 
 /// A failover the Sentinels are asked for: the former primary lives on,
@@ -302,11 +305,7 @@ async fn a_sentinel_context_leaves_a_primary_failed_over_on_request() {
     let mut guard = SentinelGuard::start();
     let context = guard.context(ManualClock::starting_now());
     set(&context, "before", "1").await.unwrap();
-    let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
-    context.pubsub().route(
-        Route::Channel("news".into()),
-        Box::new(move |notice| sender.send(notice).is_ok()),
-    );
+    let mut notices = news(&context);
     subscribed(&mut notices).await;
     // The listener subscribes to a Sentinel on its own time.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -318,13 +317,11 @@ async fn a_sentinel_context_leaves_a_primary_failed_over_on_request() {
     let promoted = guard.sentinels.wait_for_failover();
     assert_ne!(promoted, former);
     println!("pub/sub subscribed again {moved:?} after SENTINEL FAILOVER");
-    let on = |port: u16| {
-        client_names(port)
-            .iter()
-            .any(|name| name == "slop-sentinel-test:pubsub")
-    };
-    assert!(on(promoted), "the pub/sub connection is on the new primary");
-    assert!(!on(former), "and not on the former one");
+    assert!(
+        pubsub_on(promoted),
+        "the pub/sub connection is on the new primary"
+    );
+    assert!(!pubsub_on(former), "and not on the former one");
     let mut former_node = node(former);
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut former_node).unwrap();
     println!("the former primary's role then: {:?}", role.first());
@@ -338,10 +335,5 @@ async fn a_sentinel_context_leaves_a_primary_failed_over_on_request() {
         .unwrap();
     assert_eq!(there.as_deref(), Some("2"), "written on the new primary");
     context.ping().await.unwrap();
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg("news")
-        .arg("after the failover")
-        .query(&mut node(promoted))
-        .unwrap();
-    heard(&mut notices, "after the failover").await;
+    published_and_heard(promoted, &mut notices, "after the failover").await;
 }
