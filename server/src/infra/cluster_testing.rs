@@ -435,7 +435,8 @@ fn start_node(dir: &std::path::Path, taken: &mut HashSet<u16>) -> Node {
     Node { child, port, id }
 }
 
-fn node_connection(port: u16) -> redis::Connection {
+/// A connection to the node on `port`; panics when it cannot be made.
+pub fn node_connection(port: u16) -> redis::Connection {
     connect(port).unwrap_or_else(|| panic!("cannot connect to the node on port {port}"))
 }
 

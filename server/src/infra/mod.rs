@@ -10,6 +10,8 @@
 //!   listened to for failovers.
 //! - [`redis_health`]: Redis's mode and nodes, as `/health` shows them.
 //! - [`pubsub`]: its one pub/sub connection and the loop that keeps it.
+//! - [`sharded_pubsub`]: on a Redis Cluster, the channel streams'
+//!   subscriptions, each on the primary of its slot (`SSUBSCRIBE`).
 //! - [`tls`]: TLS to Redis and PostgreSQL: the ring crypto provider, the
 //!   REDIS_TLS_* files, and a refused certificate told from an outage.
 //! - [`observe`]: the time, failures and span of every store call and
@@ -36,4 +38,5 @@ pub mod redis_sentinel;
 pub mod redis_topology;
 #[cfg(test)]
 pub(crate) mod sentinel_testing;
+pub mod sharded_pubsub;
 pub mod tls;

@@ -18,12 +18,16 @@
 //! when the connection drops. It runs on the loop, so it must not block:
 //! hand anything slow to a task of its own.
 //!
-//! Connections are numbered ([`Connection`]): `Subscribed` says which one
-//! it is about, and [`PubSub::subscribe`] which one the channel was
-//! subscribed on. A channel subscribed on the connection a `Subscribed`
-//! names (or a later one) missed nothing before it, even when its owner
-//! hears that notice only after subscribing: catching it up from history
-//! then could skip messages still queued behind the notice.
+//! (Re)subscriptions are numbered ([`Mark`]): `Subscribed` carries the
+//! number of the (re)subscription it announces and the channels it covers,
+//! and [`PubSub::subscribe`] the number the channel was subscribed under.
+//! A channel subscribed under the mark a `Subscribed` carries (or a later
+//! one) missed nothing before it, even when its owner hears that notice
+//! only after subscribing: catching it up from history then could skip
+//! messages still queued behind the notice. Here each connection is one
+//! mark and its `Subscribed` covers every channel; the sharded pub/sub of
+//! a Redis Cluster ([`super::sharded_pubsub`]) announces the channels of
+//! one shard, or those that moved, under a mark of their own.
 //!
 //! Where the connection goes is [`Servers`]: one server, the nodes of a
 //! cluster in turn, or, under Sentinel, the primary the Sentinels name at
@@ -55,7 +59,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{redis_context::TIMEOUT, redis_topology::Sentinels};
 
 /// How often the loop checks its connection still answers.
-const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
+pub(super) const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Most channels per SUBSCRIBE when resubscribing.
 const SUBSCRIBE_BATCH: usize = 256;
@@ -71,7 +75,7 @@ pub enum Route {
 }
 
 impl Route {
-    fn matches(&self, channel: &str) -> bool {
+    pub(super) fn matches(&self, channel: &str) -> bool {
         match self {
             Self::Channel(name) => channel == name,
             Self::Prefix(prefix) => channel.starts_with(prefix.as_str()),
@@ -89,12 +93,15 @@ pub enum Notice {
         /// What was published.
         payload: Vec<u8>,
     },
-    /// The connection is (again) subscribed to every channel of the route;
-    /// messages published before may have been missed by the channels
-    /// subscribed on an earlier connection.
+    /// Channels of the route are (again) subscribed; messages published
+    /// before may have been missed by those of them subscribed under an
+    /// earlier mark.
     Subscribed {
-        /// The connection now subscribed.
-        connection: Connection,
+        /// The number of this (re)subscription.
+        mark: Mark,
+        /// The pub/sub channels it covers; `None`: every channel of the
+        /// route.
+        channels: Option<Vec<String>>,
         /// Dropped once the handler caught up.
         caught_up: CaughtUp,
     },
@@ -103,10 +110,10 @@ pub enum Notice {
     Lost,
 }
 
-/// Which connection of the loop, counting from 1: a later one has a
+/// The number of a (re)subscription, counting from 1: a later one has a
 /// greater number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Connection(u64);
+pub struct Mark(pub(super) u64);
 
 /// Held by a handler until it has caught up after a [`Notice::Subscribed`];
 /// [`PubSub::listening`] waits for every one to be dropped.
@@ -116,9 +123,14 @@ pub struct CaughtUp {
 }
 
 impl CaughtUp {
+    /// One whose drop closes `pending`.
+    pub(super) fn new(pending: mpsc::Sender<()>) -> Self {
+        Self { _pending: pending }
+    }
+
     /// One that nothing waits for (a route added while the connection was
     /// already up).
-    fn detached() -> Self {
+    pub(super) fn detached() -> Self {
         Self {
             _pending: mpsc::channel(1).0,
         }
@@ -177,11 +189,11 @@ pub struct PubSub {
 }
 
 /// What a [`PubSub`] handle asks of the subscriber task.
-enum Request {
+pub(super) enum Request {
     Route(Route, Handler),
     Subscribe {
         channel: String,
-        reply: oneshot::Sender<redis::RedisResult<Connection>>,
+        reply: oneshot::Sender<redis::RedisResult<Mark>>,
     },
     Unsubscribe(String),
     Reconnect(&'static str),
@@ -198,7 +210,7 @@ impl PubSub {
             servers,
             turn: 0,
             node: String::new(),
-            connection: Connection(0),
+            connection: Mark(0),
             name,
             requests: receiver,
             routes: Vec::new(),
@@ -206,6 +218,18 @@ impl PubSub {
             up,
         };
         tokio::spawn(subscriber.run());
+        Self {
+            requests,
+            listening,
+        }
+    }
+
+    /// The handle on a loop that serves `requests` and says on `listening`
+    /// when it listens (the sharded pub/sub's).
+    pub(super) fn from_parts(
+        requests: mpsc::UnboundedSender<Request>,
+        listening: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             requests,
             listening,
@@ -220,10 +244,10 @@ impl PubSub {
     }
 
     /// Subscribes `channel` (under a [`Route::Prefix`]) and returns, once
-    /// Redis confirmed, the connection it is subscribed on: every message
+    /// Redis confirmed, the mark it is subscribed under: every message
     /// published after that reaches the route. Fails at once while the
     /// connection is down.
-    pub async fn subscribe(&self, channel: String) -> redis::RedisResult<Connection> {
+    pub async fn subscribe(&self, channel: String) -> redis::RedisResult<Mark> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Subscribe { channel, reply })
@@ -252,7 +276,7 @@ impl PubSub {
 }
 
 /// The error of a request once the loop has ended (only at shutdown).
-fn stopped() -> redis::RedisError {
+pub(super) fn stopped() -> redis::RedisError {
     std::io::Error::new(
         std::io::ErrorKind::BrokenPipe,
         "the Redis pub/sub loop has stopped",
@@ -261,7 +285,7 @@ fn stopped() -> redis::RedisError {
 }
 
 /// The error of a subscription while the connection is down.
-fn not_connected() -> redis::RedisError {
+pub(super) fn not_connected() -> redis::RedisError {
     std::io::Error::new(
         std::io::ErrorKind::NotConnected,
         "the pub/sub connection to Redis is down",
@@ -288,8 +312,8 @@ struct Subscriber {
     node: String,
     /// Under Sentinel, the primary the Sentinels named last.
     named: Option<watch::Receiver<Option<String>>>,
-    /// The current (or last) connection.
-    connection: Connection,
+    /// The mark of the current (or last) connection.
+    connection: Mark,
     name: String,
     requests: mpsc::UnboundedReceiver<Request>,
     routes: Vec<(Route, Handler)>,
@@ -313,10 +337,9 @@ impl Subscriber {
                     let connection_number = self.connection;
                     let (caught_up, waiting) = mpsc::channel(1);
                     self.notify(|| Notice::Subscribed {
-                        connection: connection_number,
-                        caught_up: CaughtUp {
-                            _pending: caught_up.clone(),
-                        },
+                        mark: connection_number,
+                        channels: None,
+                        caught_up: CaughtUp::new(caught_up.clone()),
                     });
                     drop(caught_up);
                     let since = tokio::time::Instant::now();
@@ -512,7 +535,8 @@ impl Subscriber {
                     connection.subscribe(name).await?;
                 }
                 let subscribed = Notice::Subscribed {
-                    connection: self.connection,
+                    mark: self.connection,
+                    channels: None,
                     caught_up: CaughtUp::detached(),
                 };
                 if handler(subscribed) {
@@ -609,7 +633,7 @@ pub(super) async fn push_connection(
 /// then a [`PushKind::Disconnection`] when it drops, arrive in order on the
 /// returned receiver. It does not reconnect: the loop makes a new one, and
 /// resubscribes.
-async fn subscriber(
+pub(super) async fn subscriber(
     client: &redis::Client,
     name: &str,
 ) -> redis::RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
@@ -637,7 +661,7 @@ async fn named_next(named: &mut Option<watch::Receiver<Option<String>>>) -> Opti
 
 /// `client`'s server and credentials, speaking RESP3 (pushes on a
 /// connection that also runs commands).
-fn resp3(client: &redis::Client) -> redis::RedisResult<redis::Client> {
+pub(super) fn resp3(client: &redis::Client) -> redis::RedisResult<redis::Client> {
     let info = client.get_connection_info().clone();
     let settings = info
         .redis_settings()
@@ -651,7 +675,7 @@ fn resp3(client: &redis::Client) -> redis::RedisResult<redis::Client> {
 /// do not return together. Never zero, so a connection that drops as soon as
 /// it is made does not spin.
 #[derive(Debug, Default)]
-struct Backoff {
+pub(super) struct Backoff {
     failures: u32,
 }
 
@@ -661,19 +685,19 @@ impl Backoff {
     /// The longest delay.
     const CAP: Duration = Duration::from_secs(5);
     /// A connection that stayed up this long starts the delays over.
-    const STABLE: Duration = Duration::from_secs(5);
+    pub(super) const STABLE: Duration = Duration::from_secs(5);
 
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
     /// A connection worked (for [`Self::STABLE`] or more): start over.
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.failures = 0;
     }
 
     /// The delay before the next attempt.
-    fn next_delay(&mut self) -> Duration {
+    pub(super) fn next_delay(&mut self) -> Duration {
         let ceiling = Self::BASE
             .saturating_mul(1 << self.failures.min(16))
             .min(Self::CAP);
@@ -734,8 +758,9 @@ mod tests {
         let channel = format!("{}fixed", guard.prefix);
         let mut fixed = forwarding(pubsub, Route::Channel(channel.clone()));
         let Notice::Subscribed {
-            connection: first_connection,
+            mark: first_connection,
             caught_up: first,
+            ..
         } = next(&mut fixed).await
         else {
             panic!("subscribed first");
@@ -746,8 +771,9 @@ mod tests {
         kill_clients_named(&format!("{}pubsub", guard.prefix));
         assert!(matches!(next(&mut fixed).await, Notice::Lost));
         let Notice::Subscribed {
-            connection,
+            mark: connection,
             caught_up: catching_up,
+            ..
         } = next(&mut fixed).await
         else {
             panic!("subscribed again");
@@ -784,7 +810,10 @@ mod tests {
         let pubsub = context.pubsub();
         let prefix = format!("{}on-demand:", guard.prefix);
         let mut notices = forwarding(pubsub, Route::Prefix(prefix.clone()));
-        let Notice::Subscribed { connection, .. } = next(&mut notices).await else {
+        let Notice::Subscribed {
+            mark: connection, ..
+        } = next(&mut notices).await
+        else {
             panic!("subscribed first");
         };
         let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));

@@ -45,6 +45,7 @@ use super::{
     clock::SharedClock,
     pubsub::{PubSub, Servers},
     redis_topology::{Commands, LazyCluster, SentinelPrimary, Sentinels},
+    sharded_pubsub,
 };
 
 /// How long connecting, or one command, may take.
@@ -56,6 +57,8 @@ pub struct RedisContext {
     commands: Commands,
     topology: Arc<Topology>,
     pubsub: PubSub,
+    /// The channel streams' pub/sub: sharded on a cluster, else `pubsub`.
+    stream_pubsub: PubSub,
     prefix: Arc<str>,
     clock: SharedClock,
     /// The commands connection's name in `CLIENT LIST`.
@@ -138,19 +141,25 @@ impl RedisContext {
                 &name,
             )),
         };
+        let clients = || {
+            urls.iter()
+                .map(|url| pubsub_client(url, certificates))
+                .collect::<redis::RedisResult<Vec<_>>>()
+        };
         let servers = match sentinels {
             Some(sentinels) => Servers::SentinelPrimary(sentinels),
-            None => Servers::InTurn(
-                urls.iter()
-                    .map(|url| pubsub_client(url, certificates))
-                    .collect::<redis::RedisResult<Vec<_>>>()?,
-            ),
+            None => Servers::InTurn(clients()?),
         };
         let pubsub = PubSub::start(servers, format!("{prefix}pubsub"));
+        let stream_pubsub = match topology {
+            Topology::Cluster(_) => sharded_pubsub::start(clients()?, format!("{prefix}streams")),
+            _ => pubsub.clone(),
+        };
         Ok(Self {
             commands,
             topology: Arc::new(topology.clone()),
             pubsub,
+            stream_pubsub,
             prefix: prefix.into(),
             clock,
             name: name.into(),
@@ -245,9 +254,17 @@ impl RedisContext {
         ObservedRedis::new(self.commands.clone())
     }
 
-    /// The instance's pub/sub connection.
+    /// The instance's pub/sub connection (session revocations: classic
+    /// pub/sub, which reaches every instance on every node of a cluster).
     pub fn pubsub(&self) -> &PubSub {
         &self.pubsub
+    }
+
+    /// The channel streams' pub/sub: on a cluster sharded, each channel on
+    /// its slot's primary ([`super::sharded_pubsub`]); elsewhere
+    /// [`Self::pubsub`].
+    pub fn stream_pubsub(&self) -> &PubSub {
+        &self.stream_pubsub
     }
 
     /// What every key and channel of this instance starts with

@@ -128,10 +128,7 @@ async fn a_sentinel_context_follows_the_primary_across_a_failover() {
     context.ping().await.unwrap();
     set(&context, "before", "1").await.unwrap();
     let mut notices = news(&context);
-    let Notice::Subscribed {
-        connection: before, ..
-    } = notices.recv().await.unwrap()
-    else {
+    let Notice::Subscribed { mark: before, .. } = notices.recv().await.unwrap() else {
         panic!("subscribed first");
     };
 
@@ -188,7 +185,10 @@ async fn a_sentinel_context_follows_the_primary_across_a_failover() {
             .await
             .expect("a notice within 30 s")
             .unwrap();
-        if let Notice::Subscribed { connection, .. } = notice {
+        if let Notice::Subscribed {
+            mark: connection, ..
+        } = notice
+        {
             break connection;
         }
     };

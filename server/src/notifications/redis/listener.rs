@@ -4,7 +4,8 @@
 //! ([`crate::infra::pubsub`]), which reconnects and resubscribes; this task
 //! hears its messages (the route `<prefix>stream:`), subscribes the
 //! channels `watch` asks for, and catches up from history after every
-//! (re)subscription of the channels subscribed on an earlier connection.
+//! (re)subscription it hears of, for the channels that notice covers and
+//! that were subscribed under an earlier mark.
 
 use std::{
     collections::{HashMap, hash_map::Entry},
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Position, Shared, decode};
 use crate::{
-    infra::pubsub::{Connection, Notice, PubSub},
+    infra::pubsub::{Mark, Notice, PubSub},
     notifications::{ChannelName, Deliver, Result, StreamError},
 };
 
@@ -38,9 +39,9 @@ struct Watched {
     /// What the sink was given last (where the channel stood when watched,
     /// before any event).
     last: Position,
-    /// The pub/sub connection since which nothing was missed: the one it
-    /// was subscribed on, then the one it last caught up on.
-    since: Connection,
+    /// The pub/sub (re)subscription since which nothing was missed: the
+    /// one it was subscribed under, then the one it last caught up after.
+    since: Mark,
 }
 
 /// The listener task's state.
@@ -107,18 +108,28 @@ impl Listener {
                 }
             }
             Notice::Subscribed {
-                connection,
+                mark,
+                channels,
                 caught_up,
             } => {
                 self.resyncing = false;
-                // A channel subscribed on this connection (heard of before
+                // A channel subscribed under this mark (heard of before
                 // this notice) missed nothing, and its messages may be
                 // queued behind it: history could no longer hold them.
-                let channels: Vec<ChannelName> = self
-                    .watched
-                    .iter()
-                    .filter(|(_, watched)| watched.since < connection)
-                    .map(|(channel, _)| channel.clone())
+                let covered: Vec<ChannelName> = match channels {
+                    None => self.watched.keys().cloned().collect(),
+                    Some(names) => names
+                        .iter()
+                        .filter_map(|name| self.shared.channel_of(name))
+                        .collect(),
+                };
+                let channels: Vec<ChannelName> = covered
+                    .into_iter()
+                    .filter(|channel| {
+                        self.watched
+                            .get(channel)
+                            .is_some_and(|watched| watched.since < mark)
+                    })
                     .collect();
                 for channel in &channels {
                     if let Err(error) = self.catch_up(channel).await {
@@ -126,7 +137,7 @@ impl Listener {
                         break;
                     }
                     if let Some(watched) = self.watched.get_mut(channel) {
-                        watched.since = connection;
+                        watched.since = mark;
                     }
                 }
                 // Readiness waits for this.
@@ -243,7 +254,7 @@ impl Listener {
                 // Once Redis confirmed, every later message reaches this
                 // task, after the watch is counted.
                 let since = match self.pubsub.subscribe(key.clone()).await {
-                    Ok(connection) => connection,
+                    Ok(mark) => mark,
                     Err(error) => {
                         let _ = reply.send(Err(error.into()));
                         return;

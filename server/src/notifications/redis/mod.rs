@@ -55,7 +55,7 @@
 //! `<prefix>stream:{<channel>}`, the stream key's own name (pub/sub
 //! channels are a namespace apart from keys; a sharded channel of that name
 //! would live in the key's slot) with the command the caller passes:
-//! `PUBLISH_COMMAND`. Because the publish is inside the script, pub/sub
+//! `PUBLISH` (`SPUBLISH` on a cluster). Because the publish is inside the script, pub/sub
 //! order is offset order, even with publishers on several instances. The
 //! event is encoded once by the caller, without channel, offset and epoch;
 //! the script appends those three fields to each copy (protobuf allows
@@ -69,8 +69,10 @@
 //! [`StreamBackend::read`] also filters out old events itself. Requires
 //! Redis 6.2 or later (`XTRIM MINID`, RESP3).
 //!
-//! Live delivery goes over the instance's one pub/sub connection
-//! ([`crate::infra::pubsub`], on the route `<prefix>stream:`), to a
+//! Live delivery goes over the instance's stream pub/sub (its one
+//! classic pub/sub connection, [`crate::infra::pubsub`]; on a cluster one
+//! sharded connection per primary, [`crate::infra::sharded_pubsub`]), on
+//! the route `<prefix>stream:`, to a
 //! listener task (`listener`) to which `watch` and `unwatch` send
 //! commands. The first watch of a channel subscribes and, once Redis
 //! confirmed, reads where the channel stands; the last unwatch
@@ -215,7 +217,7 @@ impl RedisStreams {
             publish_calls: Default::default(),
         });
         let (commands, receiver) = mpsc::unbounded_channel();
-        let pubsub = redis.pubsub().clone();
+        let pubsub = redis.stream_pubsub().clone();
         pubsub.route(Route::Prefix(format!("{}stream:", redis.prefix())), handler);
         let listener = Listener::new(shared.clone(), sink, pubsub.clone(), receiver, inbox);
         tokio::spawn(listener.run());
@@ -426,7 +428,11 @@ impl Shared {
             .arg(&call.template)
             .arg(if call.idempotency_key.is_some() { 3 } else { 2 })
             .arg(duration_millis(self.history.dedup_window).max(1))
-            .arg(PUBLISH_COMMAND);
+            .arg(if self.cluster {
+                SHARDED_PUBLISH_COMMAND
+            } else {
+                PUBLISH_COMMAND
+            });
         for &index in indices {
             invocation.arg(&call.names[index]).arg(new_epoch());
         }
@@ -524,14 +530,17 @@ impl Shared {
     }
 }
 
-/// How the publish script hands an event to the listeners: classic pub/sub,
-/// on standalone Redis and on a cluster alike, where the instance's pub/sub
-/// connection subscribes on any one node and a classic `PUBLISH` reaches
-/// every node. `SPUBLISH` (sharded pub/sub, the channel in its key's slot)
-/// is the script's other choice, for when that connection subscribes with
-/// `SSUBSCRIBE` on the node of each slot: a classic subscriber never hears
-/// a sharded message.
+/// How the publish script hands an event to the listeners on standalone
+/// Redis and under Sentinel: classic pub/sub.
 const PUBLISH_COMMAND: &str = "PUBLISH";
+
+/// How the publish script hands an event to the listeners on Redis
+/// Cluster: sharded pub/sub, the pub/sub channel (the stream key's name) in
+/// the slot of the channel's keys, heard only on that slot's shard, where
+/// the instances subscribe with `SSUBSCRIBE`
+/// ([`crate::infra::sharded_pubsub`]). A classic subscriber never hears
+/// a sharded message.
+const SHARDED_PUBLISH_COMMAND: &str = "SPUBLISH";
 
 /// What one publish script call answers per channel: offset, epoch, and 1
 /// for a duplicate.

@@ -787,3 +787,40 @@ async fn after_a_failover_a_channel_begins_a_new_epoch() {
     assert_eq!(after[0].offset, 1);
     assert_ne!(after[0].epoch, before, "a new epoch");
 }
+
+/// On Redis Cluster a watched channel is subscribed with `SSUBSCRIBE` on
+/// its slot's primary only, not with classic `SUBSCRIBE` anywhere, and a
+/// publish reaches it: events travel within their shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_watched_channel_is_subscribed_on_its_shard_only() {
+    let guard = ClusterGuard::start();
+    let sink = Arc::new(Recorder::default());
+    let context = guard.context(ManualClock::starting_now());
+    let streams = RedisStreams::new(&context, HISTORY, sink.clone());
+    let channel = topic("sharded");
+    let name = streams.shared.key(&channel);
+    streams.watch(&channel).await.unwrap();
+    let owner = guard.cluster.primary_for(&name);
+    let count = |port: u16, kind: &str| -> i64 {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg(kind)
+            .arg(&name)
+            .query(&mut crate::infra::cluster_testing::node_connection(port))
+            .unwrap();
+        count
+    };
+    for port in guard.cluster.primaries() {
+        let sharded = i64::from(port == owner);
+        assert_eq!(count(port, "SHARDNUMSUB"), sharded, "sharded on {port}");
+        assert_eq!(count(port, "NUMSUB"), 0, "classic on {port}");
+    }
+    let placed = streams
+        .publish(std::slice::from_ref(&channel), &event("x"), None)
+        .await
+        .unwrap();
+    let seen = sink.wait_for(1).await;
+    assert_eq!(
+        (seen[0].offset, &seen[0].epoch),
+        (1, &placed[0].event.epoch)
+    );
+}
