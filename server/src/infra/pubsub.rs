@@ -110,6 +110,20 @@ pub enum Notice {
     Lost,
 }
 
+#[cfg(test)]
+impl Notice {
+    /// A `Subscribed` of `channels` under a mark later than any, that
+    /// nothing waits for: for tests that hand a listener notices of their
+    /// own.
+    pub(crate) fn resubscribed(channels: Vec<String>) -> Self {
+        Self::Subscribed {
+            mark: Mark(u64::MAX),
+            channels: Some(channels),
+            caught_up: CaughtUp::detached(),
+        }
+    }
+}
+
 /// The number of a (re)subscription, counting from 1: a later one has a
 /// greater number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -49,6 +49,7 @@ use tokio::{
     time::Instant,
 };
 
+use self::slots::{SlotMap, ask_slots, slot_of};
 use super::{
     pubsub::{
         Backoff, CaughtUp, HEALTH_CHECK_EVERY, Handler, Mark, Notice, PubSub, Request, Route,
@@ -94,6 +95,7 @@ pub fn start(seeds: Vec<redis::Client>, name: String) -> PubSub {
         nodes: HashMap::new(),
         shard_ids: 0,
         wanted: HashMap::new(),
+        unsettled: HashSet::new(),
         marks: 0,
         moved: Vec::new(),
         asks: HashMap::new(),
@@ -102,112 +104,6 @@ pub fn start(seeds: Vec<redis::Client>, name: String) -> PubSub {
     };
     tokio::spawn(shards.run());
     PubSub::from_parts(requests, listening)
-}
-
-/// The primary of each hash slot, as ranges sorted by their first slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SlotMap(Vec<(u16, u16, String)>);
-
-impl SlotMap {
-    /// The `host:port` of the primary serving `slot`.
-    fn owner(&self, slot: u16) -> Option<&str> {
-        let index = self.0.partition_point(|(start, _, _)| *start <= slot);
-        let (start, end, node) = self.0.get(index.checked_sub(1)?)?;
-        (*start <= slot && slot <= *end).then_some(node.as_str())
-    }
-
-    /// Whether `node` serves any slot.
-    fn serves(&self, node: &str) -> bool {
-        self.0.iter().any(|(_, _, owner)| owner == node)
-    }
-
-    /// The primaries, each once.
-    fn primaries(&self) -> HashSet<String> {
-        self.0.iter().map(|(_, _, node)| node.clone()).collect()
-    }
-}
-
-/// The hash slot of a key or shard channel, as Redis Cluster computes it:
-/// CRC16 (XMODEM) of its hash tag, or of all of it, modulo 16384.
-pub(super) fn slot_of(name: &str) -> u16 {
-    let bytes = name.as_bytes();
-    let tagged = bytes
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &bytes[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(bytes);
-    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
-}
-
-/// A `CLUSTER SLOTS` reply as a [`SlotMap`]; a primary given without a host
-/// is on `asked` (the host of the node that answered).
-fn parse_slots(reply: &Value, asked: &str) -> redis::RedisResult<SlotMap> {
-    fn malformed(what: &str) -> redis::RedisError {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a CLUSTER SLOTS reply with {what}"),
-        )
-        .into()
-    }
-    fn number(value: &Value) -> Option<i64> {
-        match value {
-            Value::Int(number) => Some(*number),
-            _ => None,
-        }
-    }
-    fn text(value: &Value) -> Option<String> {
-        match value {
-            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-            Value::SimpleString(text) => Some(text.clone()),
-            _ => None,
-        }
-    }
-    let Value::Array(ranges) = reply else {
-        return Err(malformed("no array"));
-    };
-    let mut map = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        let Value::Array(fields) = range else {
-            return Err(malformed("a range that is no array"));
-        };
-        let (Some(start), Some(end), Some(Value::Array(primary))) = (
-            fields.first().and_then(number),
-            fields.get(1).and_then(number),
-            fields.get(2),
-        ) else {
-            return Err(malformed("a range without its slots and primary"));
-        };
-        let (Some(host), Some(port)) = (
-            primary.first().and_then(text),
-            primary.get(1).and_then(number),
-        ) else {
-            return Err(malformed("a primary without host and port"));
-        };
-        let host = if host.is_empty() || host == "?" {
-            asked.to_owned()
-        } else {
-            host
-        };
-        let (Ok(start), Ok(end), Ok(port)) = (
-            u16::try_from(start),
-            u16::try_from(end),
-            u16::try_from(port),
-        ) else {
-            return Err(malformed("slots or a port out of range"));
-        };
-        map.push((start, end, format!("{host}:{port}")));
-    }
-    map.sort_unstable_by_key(|(start, _, _)| *start);
-    Ok(SlotMap(map))
-}
-
-/// The host of a `host:port` (an IPv6 host keeps its colons).
-fn host_of(node: &str) -> &str {
-    node.rsplit_once(':').map_or(node, |(host, _)| host)
 }
 
 /// Where a wanted channel is.
@@ -318,6 +214,9 @@ struct Shards {
     /// The channels subscribed through the handle, and the channels of
     /// [`Route::Channel`]s.
     wanted: HashMap<String, Wanted>,
+    /// Those of them not [`Place::Home`] (none, most of the time: the
+    /// periodic work looks at these only, never at every channel).
+    unsettled: HashSet<String>,
     /// The last mark given.
     marks: u64,
     /// Channels confirmed again since the last notice, to announce.
@@ -367,9 +266,9 @@ impl Shards {
             && self.catching_up == 0
             && self.moved.is_empty()
             && self
-                .wanted
-                .values()
-                .all(|wanted| !wanted.told || matches!(wanted.place, Place::Home { .. }))
+                .unsettled
+                .iter()
+                .all(|channel| self.wanted.get(channel).is_none_or(|wanted| !wanted.told))
     }
 
     fn on_request(&mut self, request: Request) {
@@ -427,6 +326,7 @@ impl Shards {
                     told: false,
                     since: Instant::now(),
                 });
+                self.unsettled.insert(channel.clone());
                 self.place(&channel);
                 // Nowhere to go now (a known primary that is down, a slot
                 // nobody serves): fail at once, as the classic pub/sub does
@@ -461,6 +361,7 @@ impl Shards {
             return;
         }
         let wanted = entry.remove();
+        self.unsettled.remove(channel);
         if let Place::Asked { node, shard, .. } | Place::Home { node, shard } = wanted.place {
             self.leave(&node, shard, vec![channel.to_owned()]);
         }
@@ -479,6 +380,7 @@ impl Shards {
         }
         if wanted.count == 0 {
             self.wanted.remove(channel);
+            self.unsettled.remove(channel);
         }
     }
 
@@ -513,10 +415,17 @@ impl Shards {
         }
     }
 
+    /// Where `channel` is now; every change of place goes through here.
     fn set_place(&mut self, channel: &str, place: Place) {
-        if let Some(wanted) = self.wanted.get_mut(channel) {
-            wanted.place = place;
+        let Some(wanted) = self.wanted.get_mut(channel) else {
+            return;
+        };
+        if matches!(place, Place::Home { .. }) {
+            self.unsettled.remove(channel);
+        } else if !self.unsettled.contains(channel) {
+            self.unsettled.insert(channel.to_owned());
         }
+        wanted.place = place;
     }
 
     /// Starts a connection to `node` unless there is one, or one is being
@@ -694,12 +603,15 @@ impl Shards {
             }
         });
         let homeless: Vec<String> = self
-            .wanted
+            .unsettled
             .iter()
-            .filter(|(channel, wanted)| {
-                wanted.place == Place::Homeless && self.owner(channel) == Some(node.as_str())
+            .filter(|channel| {
+                self.wanted
+                    .get(*channel)
+                    .is_some_and(|wanted| wanted.place == Place::Homeless)
+                    && self.owner(channel) == Some(node.as_str())
             })
-            .map(|(channel, _)| channel.clone())
+            .cloned()
             .collect();
         for channel in homeless {
             self.place(&channel);
@@ -763,18 +675,19 @@ impl Shards {
                 return;
             }
         }
-        wanted.place = Place::Home {
-            node: node.to_owned(),
-            shard,
-        };
         if wanted.told {
-            self.moved.push(channel);
+            self.moved.push(channel.clone());
         } else {
             for waiter in wanted.waiters.drain(..) {
                 let _ = waiter.send(Ok(mark));
             }
             wanted.told = true;
         }
+        let home = Place::Home {
+            node: node.to_owned(),
+            shard,
+        };
+        self.set_place(&channel, home);
     }
 
     /// Redis unsubscribed `channel` on `shard` of `node`: as asked, or on
@@ -789,7 +702,7 @@ impl Shards {
             }
             return;
         }
-        let Some(wanted) = self.wanted.get_mut(&channel) else {
+        let Some(wanted) = self.wanted.get(&channel) else {
             return;
         };
         if let Place::Asked {
@@ -805,7 +718,7 @@ impl Shards {
             && *id == shard
         {
             tracing::info!(%node, %channel, "Redis moved a shard channel away; following it");
-            wanted.place = Place::Homeless;
+            self.set_place(&channel, Place::Homeless);
             self.refresh_wanted = true;
         }
     }
@@ -971,9 +884,9 @@ impl Shards {
         }
         // A confirmation long overdue: the connection no longer answers.
         let stuck: HashSet<String> = self
-            .wanted
-            .values()
-            .filter_map(|wanted| match &wanted.place {
+            .unsettled
+            .iter()
+            .filter_map(|channel| match &self.wanted.get(channel)?.place {
                 Place::Asked { node, at, .. } if now >= *at + TIMEOUT => Some(node.clone()),
                 _ => None,
             })
@@ -984,22 +897,27 @@ impl Shards {
         }
         // Subscriptions that waited for a map or a connection in vain.
         let waited: Vec<String> = self
-            .wanted
+            .unsettled
             .iter()
-            .filter(|(_, wanted)| {
-                !wanted.waiters.is_empty()
-                    && wanted.place == Place::Homeless
-                    && now >= wanted.since + TIMEOUT
+            .filter(|channel| {
+                self.wanted.get(*channel).is_some_and(|wanted| {
+                    !wanted.waiters.is_empty()
+                        && wanted.place == Place::Homeless
+                        && now >= wanted.since + TIMEOUT
+                })
             })
-            .map(|(channel, _)| channel.clone())
+            .cloned()
             .collect();
         for channel in waited {
             self.fail_waiters(&channel);
         }
         // Homeless channels whose primary can be tried again.
         let mut nodes: HashSet<String> = HashSet::new();
-        for (channel, wanted) in &self.wanted {
-            if wanted.place == Place::Homeless
+        for channel in &self.unsettled {
+            if self
+                .wanted
+                .get(channel)
+                .is_some_and(|wanted| wanted.place == Place::Homeless)
                 && let Some(node) = self.owner(channel)
             {
                 nodes.insert(node.to_owned());
@@ -1065,7 +983,8 @@ impl Shards {
     /// A new map: channels whose slot has another owner move there, and
     /// connections to nodes that own nothing any more are left.
     fn on_slots(&mut self, map: SlotMap) {
-        if self.slots.as_ref() != Some(&map) {
+        let changed = self.slots.as_ref() != Some(&map);
+        if changed {
             tracing::debug!(?map, "the Redis Cluster's slot map");
         }
         let primaries = map.primaries();
@@ -1073,7 +992,12 @@ impl Shards {
         for node in &primaries {
             self.connect(node);
         }
-        let channels: Vec<String> = self.wanted.keys().cloned().collect();
+        // The same map moves nothing: only the unsettled may go somewhere.
+        let channels: Vec<String> = if changed {
+            self.wanted.keys().cloned().collect()
+        } else {
+            self.unsettled.iter().cloned().collect()
+        };
         for channel in channels {
             let owner = self.owner(&channel).map(str::to_owned);
             let Some(wanted) = self.wanted.get(&channel) else {
@@ -1140,61 +1064,6 @@ fn send(
     });
 }
 
-/// `CLUSTER SLOTS` of the first of `connected` that answers, else of the
-/// first seed that does.
-async fn ask_slots(
-    connected: Vec<(String, MultiplexedConnection)>,
-    seeds: Vec<redis::Client>,
-) -> redis::RedisResult<SlotMap> {
-    let mut last_error = None;
-    for (node, mut connection) in connected {
-        match slots_of(&mut connection, host_of(&node)).await {
-            Ok(map) => return Ok(map),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    for seed in seeds {
-        let host = match seed.get_connection_info().addr() {
-            redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
-                host.clone()
-            }
-            _ => String::new(),
-        };
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let attempt = async {
-            let mut connection = seed
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            slots_of(&mut connection, &host).await
-        };
-        match attempt.await {
-            Ok(map) => return Ok(map),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
-            "no Redis Cluster node to ask for the slots",
-        )
-        .into()
-    }))
-}
-
-/// `CLUSTER SLOTS` on `connection`, a node on `host`; a map that leaves
-/// slots unserved is an answer too (the cluster is failing over).
-async fn slots_of(
-    connection: &mut MultiplexedConnection,
-    host: &str,
-) -> redis::RedisResult<SlotMap> {
-    let reply: Value = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(connection)
-        .await?;
-    parse_slots(&reply, host)
-}
-
+mod slots;
 #[cfg(test)]
 mod tests;

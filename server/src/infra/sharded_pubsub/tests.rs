@@ -121,61 +121,6 @@ fn channels(cluster: &RedisCluster, prefix: &str, count: usize) -> Vec<(String, 
         .collect()
 }
 
-#[test]
-fn slot_maps_name_the_primary_of_each_slot() {
-    let reply = Value::Array(vec![
-        Value::Array(vec![
-            Value::Int(5461),
-            Value::Int(10922),
-            Value::Array(vec![
-                Value::BulkString(b"10.0.0.2".to_vec()),
-                Value::Int(7001),
-                Value::BulkString(b"id-2".to_vec()),
-            ]),
-            Value::Array(vec![
-                Value::BulkString(b"10.0.0.5".to_vec()),
-                Value::Int(7004),
-            ]),
-        ]),
-        Value::Array(vec![
-            Value::Int(0),
-            Value::Int(5460),
-            Value::Array(vec![Value::BulkString(Vec::new()), Value::Int(7000)]),
-        ]),
-    ]);
-    let map = parse_slots(&reply, "10.0.0.9").unwrap();
-    assert_eq!(
-        map.owner(0),
-        Some("10.0.0.9:7000"),
-        "an empty host is the asked node's"
-    );
-    assert_eq!(map.owner(5460), Some("10.0.0.9:7000"));
-    assert_eq!(map.owner(5461), Some("10.0.0.2:7001"));
-    assert_eq!(map.owner(10922), Some("10.0.0.2:7001"));
-    assert_eq!(map.owner(10923), None, "a slot nobody serves");
-    assert!(map.serves("10.0.0.2:7001") && !map.serves("10.0.0.5:7004"));
-    let malformed = Value::Array(vec![Value::Array(vec![Value::Int(0)])]);
-    let error = parse_slots(&malformed, "h").unwrap_err().to_string();
-    assert!(error.contains("without its slots and primary"), "{error}");
-    assert_eq!(host_of("[::1]:7000"), "[::1]");
-}
-
-#[test]
-fn slots_are_computed_as_redis_does() {
-    // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
-    assert_eq!(slot_of("123456789"), 12739);
-    assert_eq!(slot_of("foo"), 12182);
-    assert_eq!(slot_of("bar"), 5061);
-    assert_eq!(slot_of("{foo}bar"), slot_of("foo"), "the hash tag decides");
-    assert_eq!(
-        slot_of("{}foo"),
-        slot_of("{}foo"),
-        "an empty tag: the whole name"
-    );
-    assert_ne!(slot_of("{}foo"), slot_of("foo"));
-    assert_eq!(slot_of("a{b}{c}"), slot_of("b"), "the first tag");
-}
-
 /// Each channel is subscribed on the primary of its slot (and only there),
 /// hears `SPUBLISH` there, and is left when the last subscription ends; a
 /// subscription answers once Redis confirmed it.

@@ -788,6 +788,58 @@ async fn after_a_failover_a_channel_begins_a_new_epoch() {
     assert_ne!(after[0].epoch, before, "a new epoch");
 }
 
+/// A notice that names some channels (a shard of a cluster subscribed
+/// again) catches up those only: another channel, whose messages are still
+/// queued behind the notice, is not caught up from a history that dropped
+/// its first events, so none of them is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_naming_other_channels_leaves_a_channels_queued_messages_alone() {
+    let guard = PrefixGuard::new();
+    let sink = Arc::new(Recorder::default());
+    let (held, mut holding) = mpsc::unbounded_channel();
+    let (release, inbox) = mpsc::unbounded_channel();
+    let (open, opened) = oneshot::channel::<()>();
+    let injected = release.clone();
+    tokio::spawn(async move {
+        let _ = opened.await;
+        while let Some(notice) = holding.recv().await {
+            if release.send(notice).is_err() {
+                break;
+            }
+        }
+    });
+    let streams = RedisStreams::start(
+        &guard.context(ManualClock::starting_now()),
+        HISTORY,
+        sink.clone(),
+        Box::new(move |notice| held.send(notice).is_ok()),
+        inbox,
+    );
+    let (moved, queued) = (topic("moved"), topic("queued"));
+    streams.watch(&moved).await.unwrap();
+    streams.watch(&queued).await.unwrap();
+    let published = HISTORY.max_events * 2;
+    for _ in 0..published {
+        streams
+            .publish(std::slice::from_ref(&queued), &event("x"), None)
+            .await
+            .unwrap();
+    }
+    // Ahead of the held messages: `moved` subscribed again elsewhere.
+    injected
+        .send(Notice::resubscribed(vec![streams.shared.key(&moved)]))
+        .unwrap();
+    open.send(()).unwrap();
+    let offsets: Vec<u64> = sink
+        .wait_for(published)
+        .await
+        .iter()
+        .map(|e| e.offset)
+        .collect();
+    let expected: Vec<u64> = (1..=published as u64).collect();
+    assert_eq!(offsets, expected);
+}
+
 /// On Redis Cluster a watched channel is subscribed with `SSUBSCRIBE` on
 /// its slot's primary only, not with classic `SUBSCRIBE` anywhere, and a
 /// publish reaches it: events travel within their shard.
