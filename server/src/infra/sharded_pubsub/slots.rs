@@ -113,16 +113,21 @@ fn host_of(node: &str) -> &str {
     node.rsplit_once(':').map_or(node, |(host, _)| host)
 }
 
-/// `CLUSTER SLOTS` of the first of `connected` that answers, else of the
+/// `CLUSTER SLOTS` of whichever of `connected` answers first, else of the
 /// first seed that does.
 pub(super) async fn ask_slots(
     connected: Vec<(String, MultiplexedConnection)>,
     seeds: Vec<redis::Client>,
 ) -> redis::RedisResult<SlotMap> {
     let mut last_error = None;
-    for (node, mut connection) in connected {
-        match slots_of(&mut connection, host_of(&node)).await {
-            Ok(map) => return Ok(map),
+    // All at once, the first answer wins: a node that stopped answering
+    // (the very failure a new map is wanted for) must not hold it up.
+    if !connected.is_empty() {
+        let asked = connected.into_iter().map(|(node, mut connection)| {
+            Box::pin(async move { slots_of(&mut connection, host_of(&node)).await })
+        });
+        match futures_util::future::select_ok(asked).await {
+            Ok((map, _)) => return Ok(map),
             Err(error) => last_error = Some(error),
         }
     }
