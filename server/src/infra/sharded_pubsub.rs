@@ -872,6 +872,16 @@ impl Shards {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        // While a channel has nowhere to go (its primary died, a failover
+        // is under way) the map is asked for as often as allowed: the
+        // promotion is seen within that, not at the next periodic ask.
+        if self.unsettled.iter().any(|channel| {
+            self.wanted
+                .get(channel)
+                .is_some_and(|wanted| wanted.place == Place::Homeless)
+        }) {
+            self.refresh_wanted = true;
+        }
         let due = self
             .last_refresh
             .is_none_or(|last| now >= last + REFRESH_EVERY)
