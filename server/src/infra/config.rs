@@ -108,6 +108,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_SENTINEL_MASTER", value_parser = parse_sentinel_master)]
     pub redis_sentinel_master: Option<String>,
 
+    /// With REDIS_SENTINELS: the Sentinels' password (their
+    /// `requirepass`), when it is not the primary's. The user and password
+    /// in the REDIS_SENTINELS URLs then go to the primary only.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD", hide_env_values = true, value_parser = parse_password)]
+    pub redis_sentinel_password: Option<Secret>,
+
     /// With a `rediss://` REDIS_URL: the CA certificate (PEM) that signed
     /// Redis's certificate, trusted instead of the platform's roots.
     #[arg(long, env = "REDIS_TLS_CA_FILE")]
@@ -260,7 +266,7 @@ pub struct Config {
 
     /// SMTP password, when the credentials are not in SMTP_URL. Sent only
     /// over TLS (or to a relay on this machine).
-    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true, value_parser = parse_smtp_password)]
+    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true, value_parser = parse_password)]
     pub smtp_password: Option<Secret>,
 
     /// A PEM file of the CA certificates that sign the relay's
@@ -552,6 +558,7 @@ impl Config {
             (Some(sentinels), Some(master)) => Some(Topology::Sentinel {
                 sentinels: sentinels.0.clone(),
                 master: master.clone(),
+                password: self.redis_sentinel_password.clone(),
             }),
             _ => None,
         }
@@ -568,6 +575,9 @@ impl Config {
                 return Err("REDIS_SENTINEL_MASTER is set without REDIS_SENTINELS: list the Sentinels (host:port, comma-separated)".into());
             }
             _ => {}
+        }
+        if self.redis_sentinel_password.is_some() && self.redis_sentinels.is_none() {
+            return Err("REDIS_SENTINEL_PASSWORD is set without REDIS_SENTINELS: it is the Sentinels' password; the password of REDIS_URL or REDIS_CLUSTER_NODES goes in their URLs".into());
         }
         let set: Vec<&str> = [
             (self.redis_url.is_some(), "REDIS_URL"),

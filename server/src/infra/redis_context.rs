@@ -116,8 +116,20 @@ impl RedisContext {
         let client = client(first.as_str(), certificates)?;
         let name = format!("{prefix}commands");
         let sentinels = match topology {
-            Topology::Sentinel { sentinels, master } => {
-                Some(Sentinels::new(sentinels, master, certificates)?)
+            Topology::Sentinel {
+                sentinels,
+                master,
+                password,
+            } => {
+                let password = password
+                    .as_ref()
+                    .map(|secret| String::from_utf8_lossy(secret.expose()).into_owned());
+                Some(Sentinels::new(
+                    sentinels,
+                    master,
+                    password.as_deref(),
+                    certificates,
+                )?)
             }
             _ => None,
         };
@@ -209,7 +221,9 @@ impl RedisContext {
     /// never a password.
     pub fn address(&self) -> String {
         match &*self.topology {
-            Topology::Sentinel { sentinels, master } => {
+            Topology::Sentinel {
+                sentinels, master, ..
+            } => {
                 use redis::IntoConnectionInfo as _;
                 let addresses: Vec<String> = sentinels
                     .iter()
@@ -521,6 +535,7 @@ pub(crate) mod testing {
             super::Topology::Sentinel {
                 sentinels: self.sentinels.sentinel_urls(),
                 master: crate::infra::sentinel_testing::MASTER.into(),
+                password: None,
             }
         }
 

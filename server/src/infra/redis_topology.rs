@@ -35,8 +35,8 @@ use redis::{
 };
 use tokio::{sync::OnceCell, time::Instant};
 
-use super::redis_context::TIMEOUT;
 pub use super::redis_sentinel::Sentinels;
+use super::{config::Secret, redis_context::TIMEOUT};
 
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,9 @@ pub enum Topology {
         /// The name the Sentinels know the primary by:
         /// REDIS_SENTINEL_MASTER.
         master: String,
+        /// The Sentinels' own password, when it is not the primary's:
+        /// REDIS_SENTINEL_PASSWORD.
+        password: Option<Secret>,
     },
 }
 

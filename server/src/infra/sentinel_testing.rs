@@ -150,6 +150,27 @@ impl RedisSentinels {
         port
     }
 
+    /// Stops the Sentinel `index` (of [`Self::sentinel_urls`]) with
+    /// SIGSTOP: its connections stay open and it answers nothing, until
+    /// [`Self::resume_sentinel`] (or the set is dropped).
+    pub fn pause_sentinel(&self, index: usize) {
+        self.signal_sentinel(index, "-STOP");
+    }
+
+    /// Lets a paused Sentinel run again (SIGCONT).
+    pub fn resume_sentinel(&self, index: usize) {
+        self.signal_sentinel(index, "-CONT");
+    }
+
+    fn signal_sentinel(&self, index: usize, signal: &str) {
+        let pid = self.sentinels[index].child.id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("the kill command");
+        assert!(sent.success(), "kill {signal} of Sentinel {pid}");
+    }
+
     fn node(&mut self, port: u16) -> &mut Process {
         self.nodes
             .iter_mut()

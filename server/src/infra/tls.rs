@@ -310,6 +310,7 @@ mod tests {
         let sentinel = |url: &str| Topology::Sentinel {
             sentinels: vec![url.into()],
             master: "mymaster".into(),
+            password: None,
         };
         let plain = plaintext_store_warnings(
             Some(&sentinel("redis://:hunter2@10.0.0.8:26379")),

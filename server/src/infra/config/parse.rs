@@ -433,7 +433,7 @@ pub(super) fn parse_mail_retry_delay(value: &str) -> Result<Duration, String> {
     parse_bounded_duration(value, Duration::from_millis(100), Duration::from_secs(3600))
 }
 
-pub(super) fn parse_smtp_password(value: &str) -> Result<Secret, String> {
+pub(super) fn parse_password(value: &str) -> Result<Secret, String> {
     if value.is_empty() || value.len() > MAX_TEXT {
         return Err(format!("1 to {MAX_TEXT} characters"));
     }

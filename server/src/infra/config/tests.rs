@@ -626,6 +626,7 @@ fn redis_sentinels_with_their_master_select_sentinel_mode() {
                 "redis://[fd00::3]:26379".into(),
             ],
             master: "mymaster".into(),
+            password: None,
         })
     );
     assert_eq!(sentinel.redis_topology().unwrap().mode(), "sentinel");
@@ -652,6 +653,37 @@ fn redis_sentinels_with_their_master_select_sentinel_mode() {
     .unwrap();
     let why = plain.validate().unwrap_err();
     assert!(why.contains("REDIS_SENTINELS"), "{why}");
+
+    // The Sentinels' own password: with Sentinels only, never printed.
+    let with_password = parse(&[
+        "--redis-sentinels",
+        "10.0.0.1:26379",
+        "--redis-sentinel-master",
+        "mymaster",
+        "--redis-sentinel-password",
+        "s3ntinel-secret",
+    ])
+    .unwrap();
+    assert!(with_password.validate().is_ok());
+    let Some(Topology::Sentinel { password, .. }) = with_password.redis_topology() else {
+        panic!("a Sentinel topology");
+    };
+    assert_eq!(password.unwrap().expose(), b"s3ntinel-secret");
+    assert!(!format!("{with_password:?}").contains("s3ntinel-secret"));
+    let why = parse(&[
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--redis-sentinel-password",
+        "s3ntinel-secret",
+    ])
+    .unwrap()
+    .validate()
+    .unwrap_err();
+    assert!(
+        why.contains("REDIS_SENTINEL_PASSWORD is set without REDIS_SENTINELS"),
+        "{why}"
+    );
+    assert!(!why.contains("s3ntinel-secret"));
 
     // Both or neither.
     let alone = parse(&["--redis-sentinels", "10.0.0.1:26379"]).unwrap();

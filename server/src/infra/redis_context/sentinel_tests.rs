@@ -117,6 +117,21 @@ async fn a_sentinel_context_works_on_the_primary() {
     }
 }
 
+/// A Sentinel that stops answering (the first one given, SIGSTOP) holds
+/// nothing up: the others name the primary, and the context works on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sentinel_does_not_hold_up_finding_the_primary() {
+    let guard = SentinelGuard::start();
+    guard.sentinels.pause_sentinel(0);
+    let context = guard.context(ManualClock::starting_now());
+    context.ping().await.unwrap();
+    set(&context, "greeting", "hello").await.unwrap();
+    let mut notices = news(&context);
+    subscribed(&mut notices).await;
+    published_and_heard(guard.sentinels.primary(), &mut notices, "hello").await;
+    guard.sentinels.resume_sentinel(0);
+}
+
 /// SIGKILL of the primary: commands fail (each within TIMEOUT, never a
 /// hang) until the Sentinels promote the replica, then succeed there;
 /// readiness is an error meanwhile and Ok after; the pub/sub connection
@@ -222,6 +237,7 @@ async fn without_sentinels_calls_fail_within_the_timeout() {
         let topology = Topology::Sentinel {
             sentinels: sentinels.clone(),
             master: MASTER.into(),
+            password: None,
         };
         let context = RedisContext::open(
             &topology,
