@@ -389,20 +389,14 @@ impl Subscriber {
     /// whose receivers are gone. A dropped [`Route::Channel`] stays
     /// subscribed until the next connection, its messages going nowhere.
     fn notify(&mut self, make: impl Fn() -> Notice) {
-        let mut index = 0;
-        while index < self.routes.len() {
-            if (self.routes[index].1)(make()) {
-                index += 1;
-            } else {
-                self.remove_route(index);
-            }
+        for gone in tell(&mut self.routes, |_| Some(make())) {
+            self.forget(gone);
         }
     }
 
-    /// Drops a route whose receiver is gone, and returns the channel no
+    /// Forgets a route whose receiver is gone, and returns the channel no
     /// route needs any more (no longer resubscribed), if any.
-    fn remove_route(&mut self, index: usize) -> Option<String> {
-        let (route, _) = self.routes.remove(index);
+    fn forget(&mut self, route: Route) -> Option<String> {
         let Route::Channel(name) = route else {
             return None;
         };
@@ -592,36 +586,59 @@ impl Subscriber {
         data: Vec<Value>,
         connection: &mut MultiplexedConnection,
     ) -> redis::RedisResult<()> {
-        let mut data = data.into_iter();
-        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload)), None) =
-            (data.next(), data.next(), data.next())
-        else {
-            tracing::warn!("ignoring a pub/sub message of an unexpected shape");
+        let Some((channel, payload)) = message_of(data) else {
             return Ok(());
         };
-        let Ok(channel) = String::from_utf8(channel) else {
-            return Ok(());
-        };
-        let mut orphans: Vec<String> = Vec::new();
-        let mut index = 0;
-        while index < self.routes.len() {
-            let (route, handler) = &mut self.routes[index];
-            if !route.matches(&channel)
-                || handler(Notice::Message {
-                    channel: channel.clone(),
-                    payload: payload.clone(),
-                })
-            {
-                index += 1;
-                continue;
-            }
-            // Its receiver is gone: so are its subscriptions.
-            orphans.extend(self.remove_route(index));
-        }
+        // Routes whose receivers are gone: so are their subscriptions.
+        let orphans: Vec<String> = tell(&mut self.routes, |route| {
+            route.matches(&channel).then(|| Notice::Message {
+                channel: channel.clone(),
+                payload: payload.clone(),
+            })
+        })
+        .into_iter()
+        .filter_map(|gone| self.forget(gone))
+        .collect();
         if !orphans.is_empty() {
             connection.unsubscribe(orphans).await?;
         }
         Ok(())
+    }
+}
+
+/// Gives each route the notice `make` makes for it (none: not its
+/// business), and takes out and returns the routes whose receivers are
+/// gone.
+pub(super) fn tell(
+    routes: &mut Vec<(Route, Handler)>,
+    mut make: impl FnMut(&Route) -> Option<Notice>,
+) -> Vec<Route> {
+    let mut gone = Vec::new();
+    let mut index = 0;
+    while index < routes.len() {
+        let (route, handler) = &mut routes[index];
+        let heard = make(route).is_none_or(handler);
+        if heard {
+            index += 1;
+        } else {
+            gone.push(routes.remove(index).0);
+        }
+    }
+    gone
+}
+
+/// The channel and payload of a message push (`message`, `smessage`);
+/// none, logged, for another shape.
+pub(super) fn message_of(data: Vec<Value>) -> Option<(String, Vec<u8>)> {
+    let mut data = data.into_iter();
+    match (data.next(), data.next(), data.next()) {
+        (Some(Value::BulkString(channel)), Some(Value::BulkString(payload)), None) => {
+            Some((String::from_utf8(channel).ok()?, payload))
+        }
+        _ => {
+            tracing::warn!("ignoring a pub/sub message of an unexpected shape");
+            None
+        }
     }
 }
 

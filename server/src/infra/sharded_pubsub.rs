@@ -53,7 +53,7 @@ use self::slots::{SlotMap, ask_slots, slot_of};
 use super::{
     pubsub::{
         Backoff, CaughtUp, HEALTH_CHECK_EVERY, Handler, Mark, Notice, PubSub, Request, Route,
-        not_connected, resp3, subscriber,
+        message_of, not_connected, resp3, subscriber, tell,
     },
     redis_context::TIMEOUT,
 };
@@ -622,13 +622,7 @@ impl Shards {
         let mut data = push.data.into_iter();
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
-                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-                    (data.next(), data.next())
-                else {
-                    tracing::warn!("ignoring a shard pub/sub message of an unexpected shape");
-                    return;
-                };
-                if let Ok(channel) = String::from_utf8(channel) {
+                if let Some((channel, payload)) = message_of(data.collect()) {
                     self.dispatch(channel, payload);
                 }
             }
@@ -760,29 +754,19 @@ impl Shards {
         self.marks += 1;
         let mark = Mark(self.marks);
         let (pending, mut closed) = mpsc::channel(1);
-        let mut index = 0;
-        while index < self.routes.len() {
-            let (route, handler) = &mut self.routes[index];
+        let gone = tell(&mut self.routes, |route| {
             let channels: Vec<String> = moved
                 .iter()
                 .filter(|channel| route.matches(channel))
                 .cloned()
                 .collect();
-            if channels.is_empty() {
-                index += 1;
-                continue;
-            }
-            let notice = Notice::Subscribed {
+            (!channels.is_empty()).then(|| Notice::Subscribed {
                 mark,
                 channels: Some(channels),
                 caught_up: CaughtUp::new(pending.clone()),
-            };
-            if handler(notice) {
-                index += 1;
-            } else {
-                self.remove_route(index);
-            }
-        }
+            })
+        });
+        self.forget(gone);
         drop(pending);
         self.catching_up += 1;
         let events = self.events.clone();
@@ -794,40 +778,28 @@ impl Shards {
 
     /// Hands a message to every route it belongs to.
     fn dispatch(&mut self, channel: String, payload: Vec<u8>) {
-        let mut index = 0;
-        while index < self.routes.len() {
-            let (route, handler) = &mut self.routes[index];
-            if !route.matches(&channel)
-                || handler(Notice::Message {
-                    channel: channel.clone(),
-                    payload: payload.clone(),
-                })
-            {
-                index += 1;
-                continue;
-            }
-            self.remove_route(index);
-        }
-    }
-
-    /// Drops a route whose receiver is gone, and with a
-    /// [`Route::Channel`] its subscription (the owner of a
-    /// [`Route::Prefix`] unsubscribes what it subscribed).
-    fn remove_route(&mut self, index: usize) {
-        let (route, _) = self.routes.remove(index);
-        if let Route::Channel(name) = route {
-            self.release(&name);
-        }
+        let gone = tell(&mut self.routes, |route| {
+            route.matches(&channel).then(|| Notice::Message {
+                channel: channel.clone(),
+                payload: payload.clone(),
+            })
+        });
+        self.forget(gone);
     }
 
     /// Tells every route the notice `make` makes.
     fn notify(&mut self, make: impl Fn() -> Notice) {
-        let mut index = 0;
-        while index < self.routes.len() {
-            if (self.routes[index].1)(make()) {
-                index += 1;
-            } else {
-                self.remove_route(index);
+        let gone = tell(&mut self.routes, |_| Some(make()));
+        self.forget(gone);
+    }
+
+    /// Forgets routes whose receivers are gone, and with a
+    /// [`Route::Channel`] its subscription (the owner of a
+    /// [`Route::Prefix`] unsubscribes what it subscribed).
+    fn forget(&mut self, gone: Vec<Route>) {
+        for route in gone {
+            if let Route::Channel(name) = route {
+                self.release(&name);
             }
         }
     }

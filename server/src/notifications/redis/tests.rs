@@ -504,44 +504,83 @@ async fn ping_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_subscribed_notice_does_not_skip_queued_messages() {
     let guard = PrefixGuard::new();
-    let sink = Arc::new(Recorder::default());
-    // The route's notices wait in `held` until `open` fires.
-    let (held, mut holding) = mpsc::unbounded_channel();
-    let (release, inbox) = mpsc::unbounded_channel();
-    let (open, opened) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = opened.await;
-        while let Some(notice) = holding.recv().await {
-            if release.send(notice).is_err() {
-                break;
-            }
-        }
-    });
-    let streams = RedisStreams::start(
-        &guard.context(ManualClock::starting_now()),
-        HISTORY,
-        sink.clone(),
-        Box::new(move |notice| held.send(notice).is_ok()),
-        inbox,
-    );
+    let mut held = HeldNotices::start(&guard);
     let channel = topic("late");
-    streams.watch(&channel).await.unwrap();
-    let published = HISTORY.max_events * 2;
-    for _ in 0..published {
-        streams
-            .publish(std::slice::from_ref(&channel), &event("x"), None)
-            .await
-            .unwrap();
+    held.streams.watch(&channel).await.unwrap();
+    let published = held.publish_more_than_history(&channel).await;
+    held.open();
+    held.expect_offsets(published).await;
+}
+
+/// Streams whose pub/sub notices are held back until [`Self::open`], and a
+/// way to put notices of the test's own ahead of them.
+struct HeldNotices {
+    streams: RedisStreams,
+    sink: Arc<Recorder>,
+    /// Into the listener's inbox, at once.
+    inject: mpsc::UnboundedSender<Notice>,
+    open: Option<oneshot::Sender<()>>,
+}
+
+impl HeldNotices {
+    fn start(guard: &PrefixGuard) -> Self {
+        let sink = Arc::new(Recorder::default());
+        let (held, mut holding) = mpsc::unbounded_channel();
+        let (inject, inbox) = mpsc::unbounded_channel();
+        let (open, opened) = oneshot::channel::<()>();
+        let release = inject.clone();
+        tokio::spawn(async move {
+            let _ = opened.await;
+            while let Some(notice) = holding.recv().await {
+                if release.send(notice).is_err() {
+                    break;
+                }
+            }
+        });
+        let streams = RedisStreams::start(
+            &guard.context(ManualClock::starting_now()),
+            HISTORY,
+            sink.clone(),
+            Box::new(move |notice| held.send(notice).is_ok()),
+            inbox,
+        );
+        Self {
+            streams,
+            sink,
+            inject,
+            open: Some(open),
+        }
     }
-    open.send(()).unwrap();
-    let offsets: Vec<u64> = sink
-        .wait_for(published)
-        .await
-        .iter()
-        .map(|e| e.offset)
-        .collect();
-    let expected: Vec<u64> = (1..=published as u64).collect();
-    assert_eq!(offsets, expected);
+
+    /// Publishes twice what history keeps to `channel`; how many.
+    async fn publish_more_than_history(&self, channel: &ChannelName) -> usize {
+        let published = HISTORY.max_events * 2;
+        for _ in 0..published {
+            self.streams
+                .publish(std::slice::from_ref(channel), &event("x"), None)
+                .await
+                .unwrap();
+        }
+        published
+    }
+
+    /// Lets the held notices through.
+    fn open(&mut self) {
+        self.open.take().unwrap().send(()).unwrap();
+    }
+
+    /// The sink gets offsets 1 to `published`, in order, none skipped.
+    async fn expect_offsets(&self, published: usize) {
+        let offsets: Vec<u64> = self
+            .sink
+            .wait_for(published)
+            .await
+            .iter()
+            .map(|e| e.offset)
+            .collect();
+        let expected: Vec<u64> = (1..=published as u64).collect();
+        assert_eq!(offsets, expected);
+    }
 }
 
 /// The keys one publish, `channel` and `read` name for a channel, and those
@@ -795,49 +834,18 @@ async fn after_a_failover_a_channel_begins_a_new_epoch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notice_naming_other_channels_leaves_a_channels_queued_messages_alone() {
     let guard = PrefixGuard::new();
-    let sink = Arc::new(Recorder::default());
-    let (held, mut holding) = mpsc::unbounded_channel();
-    let (release, inbox) = mpsc::unbounded_channel();
-    let (open, opened) = oneshot::channel::<()>();
-    let injected = release.clone();
-    tokio::spawn(async move {
-        let _ = opened.await;
-        while let Some(notice) = holding.recv().await {
-            if release.send(notice).is_err() {
-                break;
-            }
-        }
-    });
-    let streams = RedisStreams::start(
-        &guard.context(ManualClock::starting_now()),
-        HISTORY,
-        sink.clone(),
-        Box::new(move |notice| held.send(notice).is_ok()),
-        inbox,
-    );
+    let mut held = HeldNotices::start(&guard);
     let (moved, queued) = (topic("moved"), topic("queued"));
-    streams.watch(&moved).await.unwrap();
-    streams.watch(&queued).await.unwrap();
-    let published = HISTORY.max_events * 2;
-    for _ in 0..published {
-        streams
-            .publish(std::slice::from_ref(&queued), &event("x"), None)
-            .await
-            .unwrap();
-    }
+    held.streams.watch(&moved).await.unwrap();
+    held.streams.watch(&queued).await.unwrap();
+    let published = held.publish_more_than_history(&queued).await;
     // Ahead of the held messages: `moved` subscribed again elsewhere.
-    injected
-        .send(Notice::resubscribed(vec![streams.shared.key(&moved)]))
+    let moved_key = held.streams.shared.key(&moved);
+    held.inject
+        .send(Notice::resubscribed(vec![moved_key]))
         .unwrap();
-    open.send(()).unwrap();
-    let offsets: Vec<u64> = sink
-        .wait_for(published)
-        .await
-        .iter()
-        .map(|e| e.offset)
-        .collect();
-    let expected: Vec<u64> = (1..=published as u64).collect();
-    assert_eq!(offsets, expected);
+    held.open();
+    held.expect_offsets(published).await;
 }
 
 /// On Redis Cluster a watched channel is subscribed with `SSUBSCRIBE` on
