@@ -59,6 +59,8 @@ pub struct RedisContext {
     pubsub: PubSub,
     /// The channel streams' pub/sub: sharded on a cluster, else `pubsub`.
     stream_pubsub: PubSub,
+    /// Whether both listen (one receiver, however many pub/subs).
+    listening: tokio::sync::watch::Receiver<bool>,
     prefix: Arc<str>,
     clock: SharedClock,
     /// The commands connection's name in `CLIENT LIST`.
@@ -163,15 +165,20 @@ impl RedisContext {
             None => Servers::InTurn(clients()?),
         };
         let pubsub = PubSub::start(servers, format!("{prefix}pubsub"));
-        let stream_pubsub = match topology {
-            Topology::Cluster(_) => sharded_pubsub::start(clients()?, format!("{prefix}streams")),
-            _ => pubsub.clone(),
+        let (stream_pubsub, listening) = match topology {
+            Topology::Cluster(_) => {
+                let sharded = sharded_pubsub::start(clients()?, format!("{prefix}streams"));
+                let both = all_of(pubsub.listening(), sharded.listening());
+                (sharded, both)
+            }
+            _ => (pubsub.clone(), pubsub.listening()),
         };
         Ok(Self {
             commands,
             topology: Arc::new(topology.clone()),
             pubsub,
             stream_pubsub,
+            listening,
             prefix: prefix.into(),
             clock,
             name: name.into(),
@@ -342,10 +349,35 @@ impl RedisContext {
     }
 
     /// True while the pub/sub connection is subscribed and every listener
-    /// caught up (see [`PubSub::listening`]).
+    /// caught up (see [`PubSub::listening`]); on a cluster, while the
+    /// streams' sharded pub/sub is too.
     pub fn listening(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.pubsub.listening()
+        self.listening.clone()
     }
+}
+
+/// True while both `a` and `b` are, kept by a task of its own that ends
+/// when either sender or every receiver is gone.
+fn all_of(
+    mut a: tokio::sync::watch::Receiver<bool>,
+    mut b: tokio::sync::watch::Receiver<bool>,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (both, receiver) =
+        tokio::sync::watch::channel(*a.borrow_and_update() && *b.borrow_and_update());
+    tokio::spawn(async move {
+        loop {
+            let changed = tokio::select! {
+                changed = a.changed() => changed,
+                changed = b.changed() => changed,
+                () = both.closed() => return,
+            };
+            if changed.is_err() {
+                return;
+            }
+            both.send_replace(*a.borrow_and_update() && *b.borrow_and_update());
+        }
+    });
+    receiver
 }
 
 /// The value of `name:value` in an INFO-style reply.

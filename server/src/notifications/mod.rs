@@ -294,16 +294,6 @@ impl StreamBackend {
         }
     }
 
-    /// For a backend that receives live events over a connection of its
-    /// own (Redis pub/sub): whether that connection is up and caught up.
-    /// Readiness follows it, since no subscription can start without it.
-    pub fn listening(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
-        match self {
-            Self::Memory(_) => None,
-            Self::Redis(streams) => Some(streams.listening()),
-        }
-    }
-
     /// Checks the backend answers (for readiness).
     pub async fn ping(&self) -> Result<()> {
         match self {

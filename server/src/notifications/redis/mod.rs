@@ -104,7 +104,7 @@ use std::{fmt, sync::Arc};
 use prost::Message as _;
 use redis::{Script, cluster_routing::Slot};
 use slop_api::notification::Event;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use self::{
     listener::{Command, Listener},
@@ -118,7 +118,7 @@ use crate::{
     infra::{
         clock::{SharedClock, from_millis, to_millis, to_timestamp},
         observe::ObservedRedis,
-        pubsub::{Handler, Notice, PubSub, Route},
+        pubsub::{Handler, Notice, Route},
         redis_context::RedisContext,
     },
 };
@@ -134,8 +134,6 @@ pub struct RedisStreams {
     shared: Arc<Shared>,
     /// To the listener task, which ends when every clone is dropped.
     commands: mpsc::UnboundedSender<Command>,
-    /// The instance's pub/sub connection, for [`RedisStreams::listening`].
-    pubsub: PubSub,
 }
 
 /// What the streams and their listener share.
@@ -219,20 +217,9 @@ impl RedisStreams {
         let (commands, receiver) = mpsc::unbounded_channel();
         let pubsub = redis.stream_pubsub().clone();
         pubsub.route(Route::Prefix(format!("{}stream:", redis.prefix())), handler);
-        let listener = Listener::new(shared.clone(), sink, pubsub.clone(), receiver, inbox);
+        let listener = Listener::new(shared.clone(), sink, pubsub, receiver, inbox);
         tokio::spawn(listener.run());
-        Self {
-            shared,
-            commands,
-            pubsub,
-        }
-    }
-
-    /// True while the instance's pub/sub connection is up, subscribed to
-    /// every watched channel and caught up: only then can a subscription
-    /// start (readiness follows it).
-    pub fn listening(&self) -> watch::Receiver<bool> {
-        self.pubsub.listening()
+        Self { shared, commands }
     }
 
     pub(super) async fn publish(

@@ -884,3 +884,41 @@ async fn on_a_cluster_a_watched_channel_is_subscribed_on_its_shard_only() {
         (1, &placed[0].event.epoch)
     );
 }
+
+/// On Redis Cluster the instance's readiness follows the streams' sharded
+/// pub/sub too: while a watched channel's primary is dead and not yet
+/// replaced, `listening` is false, and true again once the channel is
+/// subscribed on the promoted replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_readiness_waits_for_the_shard_of_a_watched_channel() {
+    let mut guard = ClusterGuard::start();
+    let context = guard.context(ManualClock::starting_now());
+    let streams = RedisStreams::new(&context, HISTORY, Arc::new(Recorder::default()));
+    // A channel away from the first node, where the classic pub/sub
+    // connection (revocations) goes.
+    let first = guard.cluster.primaries()[0];
+    let channel = (0..)
+        .map(|i| topic(&format!("ready-{i}")))
+        .find(|channel| guard.cluster.primary_for(&streams.shared.key(channel)) != first)
+        .unwrap();
+    streams.watch(&channel).await.unwrap();
+    let listening = context.listening();
+    let became = |up: bool, within: u64| {
+        let mut listening = listening.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(within),
+                listening.wait_for(|now| *now == up),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("listening did not become {up} within {within} s"))
+            .map(|_| ())
+            .unwrap();
+        }
+    };
+    became(true, 10).await;
+    let victim = guard.cluster.primary_for(&streams.shared.key(&channel));
+    guard.cluster.kill(victim);
+    became(false, 5).await;
+    became(true, 20).await;
+}
