@@ -61,6 +61,11 @@ use super::{redis_context::TIMEOUT, redis_topology::Sentinels};
 /// How often the loop checks its connection still answers.
 pub(super) const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(10);
 
+/// How often, when there are other nodes to go to (a cluster): a node that
+/// stops answering is left within this and [`TIMEOUT`], and revocations
+/// published meanwhile on other nodes are missed no longer.
+const HEALTH_CHECK_EVERY_WITH_OTHERS: Duration = Duration::from_secs(1);
+
 /// Most channels per SUBSCRIBE when resubscribing.
 const SUBSCRIBE_BATCH: usize = 256;
 
@@ -161,6 +166,17 @@ pub enum Servers {
 }
 
 impl Servers {
+    /// How often the connection is checked: often where another node
+    /// would hear what this one no longer passes on; otherwise (one
+    /// server, or under Sentinel, which names another primary at once)
+    /// every [`HEALTH_CHECK_EVERY`].
+    fn check_every(&self) -> Duration {
+        match self {
+            Self::InTurn(clients) if clients.len() > 1 => HEALTH_CHECK_EVERY_WITH_OTHERS,
+            _ => HEALTH_CHECK_EVERY,
+        }
+    }
+
     /// Under Sentinel, the primary the Sentinels named last.
     fn named(&self) -> Option<watch::Receiver<Option<String>>> {
         match self {
@@ -490,10 +506,8 @@ impl Subscriber {
         mut waiting: mpsc::Receiver<()>,
     ) -> Exit {
         let mut caught_up = false;
-        let mut health = tokio::time::interval_at(
-            tokio::time::Instant::now() + HEALTH_CHECK_EVERY,
-            HEALTH_CHECK_EVERY,
-        );
+        let every = self.servers.check_every();
+        let mut health = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Requests first: a handler that asks for a new connection

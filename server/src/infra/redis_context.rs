@@ -751,6 +751,49 @@ mod tests {
         heard(&mut notices, "again").await;
     }
 
+    /// On a cluster, the classic pub/sub connection (revocations) leaves a
+    /// node that stops answering (SIGSTOP, its connections open) within
+    /// seconds, for another node that hears every message, not at a 10 s
+    /// health check: revocations published meanwhile elsewhere were lost to
+    /// this instance until then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_cluster_the_pubsub_connection_leaves_a_silent_node() {
+        let guard = ClusterGuard::start();
+        let context = guard.context(ManualClock::starting_now());
+        let (sender, mut notices) = tokio::sync::mpsc::unbounded_channel();
+        context.pubsub().route(
+            Route::Channel("news".into()),
+            Box::new(move |notice| sender.send(notice).is_ok()),
+        );
+        subscribed(&mut notices).await;
+        // The pub/sub connection is to the first node.
+        let first = guard.cluster.urls()[0]
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let paused = std::time::Instant::now();
+        guard.cluster.pause(first);
+        let waited = tokio::time::timeout(Duration::from_secs(6), subscribed(&mut notices)).await;
+        let after = paused.elapsed();
+        guard.cluster.resume(first);
+        waited.unwrap_or_else(|_| panic!("still on the silent node {after:?} after the pause"));
+        println!("the pub/sub connection left the silent node {after:?} after the pause");
+        let other = *guard
+            .cluster
+            .primaries()
+            .iter()
+            .find(|port| **port != first)
+            .unwrap();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg("elsewhere")
+            .query(&mut crate::infra::cluster_testing::node_connection(other))
+            .unwrap();
+        heard(&mut notices, "elsewhere").await;
+    }
+
     /// One context is two connections, named after the prefix, whatever
     /// the stores on it do.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
