@@ -68,7 +68,8 @@ pub struct Counters {
 pub struct Calls {
     /// How many.
     pub calls: u64,
-    /// Their time, in microseconds (`usec`).
+    /// Their time, in microseconds (`usec`): wall clock, so it grows
+    /// when Redis waits for a CPU.
     pub micros: u64,
 }
 

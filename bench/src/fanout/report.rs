@@ -166,7 +166,7 @@ fn redis_section(outcomes: &[Outcome]) -> String {
             section += &format!("- {name}: topics per primary: {}\n", spread.join(", "));
         }
         section += &format!(
-            "- {name}: commands per event, all nodes (Redis's time per call): {}\n",
+            "- {name}: commands per event, all nodes (Redis's wall-clock time per call): {}\n",
             commands_per(publishing, o.published)
         );
         section += &format!(
@@ -373,7 +373,7 @@ mod tests {
         );
         assert!(
             report.contains(
-                "- redis ×3: commands per event, all nodes (Redis's time per call): 1.00 evalsha (40.0 µs), 1.00 spublish (2.0 µs)\n"
+                "- redis ×3: commands per event, all nodes (Redis's wall-clock time per call): 1.00 evalsha (40.0 µs), 1.00 spublish (2.0 µs)\n"
             ),
             "{report}"
         );
