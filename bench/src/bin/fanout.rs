@@ -260,14 +260,20 @@ async fn run(args: Args) -> Result<bool, String> {
         topics: spread::topic_names(&format!("bench-{run_id}"), usize::from(args.topics)),
     };
     let prefix = format!("slop-bench:{run_id}:");
+    let rows = Rows {
+        args: &args,
+        plan: &plan,
+        binary: &binary,
+        scratch: &scratch,
+        secrets: &secrets,
+        run_id: &run_id,
+    };
 
     let mut outcomes = Vec::new();
     if !args.no_memory {
-        let rows = Rows::new(&args, &plan, &binary, &scratch, &secrets, &run_id);
         outcomes.push(rows.run(&Backend::Memory, None).await?);
     }
     if !args.no_redis {
-        let rows = Rows::new(&args, &plan, &binary, &scratch, &secrets, &run_id);
         outcomes.push(if args.own_redis {
             let redis = OwnRedis::start().await?;
             eprintln!("redis: a redis-server of our own at {}", redis.url());
@@ -284,7 +290,6 @@ async fn run(args: Args) -> Result<bool, String> {
         });
     }
     if args.cluster {
-        let rows = Rows::new(&args, &plan, &binary, &scratch, &secrets, &run_id);
         eprintln!("cluster: starting 3 primaries and 3 replicas");
         let cluster = OwnCluster::start().await?;
         outcomes.push(rows.on_cluster(&cluster, &prefix).await?);
@@ -369,25 +374,7 @@ struct Rows<'a> {
     run_id: &'a str,
 }
 
-impl<'a> Rows<'a> {
-    fn new(
-        args: &'a Args,
-        plan: &'a Plan,
-        binary: &'a Path,
-        scratch: &'a Scratch,
-        secrets: &'a Secrets,
-        run_id: &'a str,
-    ) -> Self {
-        Self {
-            args,
-            plan,
-            binary,
-            scratch,
-            secrets,
-            run_id,
-        }
-    }
-
+impl Rows<'_> {
     /// The row on the Redis at `url`, its node read in a scale-out run.
     async fn on_redis(&self, url: &str, prefix: &str) -> Result<Outcome, String> {
         let backend = Backend::Redis {
