@@ -277,6 +277,11 @@ async fn prepare(
         Backend::Memory => {
             Store::Memory(Mutex::new(HashMap::from([(session.id.clone(), session)])))
         }
+        // auth-hot-path has no cluster mode; the fan-out bench's cluster
+        // row has no use for this baseline.
+        Backend::Cluster { .. } => {
+            return Err("the auth hot path's baseline runs on memory or one Redis".into());
+        }
         Backend::Redis { url, prefix } => {
             let prefix = format!("{prefix}baseline:");
             let client = redis::Client::open(url.as_str()).map_err(|error| error.to_string())?;

@@ -1,7 +1,8 @@
 //! The parts the benchmarks share: the `slop-server` child process
 //! ([`server`]), its clients ([`client`]), closed-loop load ([`load`]) and
-//! CPU metering ([`cpu`]), what every run needs ([`setup`]); and the
-//! fan-out benchmark ([`fanout`]).
+//! CPU metering ([`cpu`]), what every run needs ([`setup`]); the fan-out
+//! benchmark ([`fanout`]), with Redis and a Redis Cluster of its own
+//! ([`redis_servers`]) and what their nodes spend ([`redis_info`]).
 //!
 //! The binaries: `auth-hot-path` (src/main.rs) and `fanout`
 //! (src/bin/fanout.rs).
@@ -10,5 +11,7 @@ pub mod client;
 pub mod cpu;
 pub mod fanout;
 pub mod load;
+pub mod redis_info;
+pub mod redis_servers;
 pub mod server;
 pub mod setup;

@@ -71,14 +71,22 @@ pub enum Backend {
         /// REDIS_KEY_PREFIX; everything under it is deleted at the end.
         prefix: String,
     },
+    /// On a Redis Cluster, under a prefix of its own.
+    Cluster {
+        /// REDIS_CLUSTER_NODES: `redis://…` URLs, comma-separated.
+        nodes: String,
+        /// REDIS_KEY_PREFIX.
+        prefix: String,
+    },
 }
 
 impl Backend {
-    /// `memory` or `redis`.
+    /// `memory`, `redis` or `cluster`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Memory => "memory",
             Self::Redis { .. } => "redis",
+            Self::Cluster { .. } => "cluster",
         }
     }
 }
@@ -135,8 +143,9 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `binary` in `dir` (an empty working directory, so no `.env`
-    /// is read), with an SQLite file in `dir`, sessions in `backend` and
-    /// `env` on top, and waits until it listens.
+    /// is read), with an SQLite file in `dir` (one per backend: the
+    /// instances of a backend share it, as they share their Redis),
+    /// sessions in `backend` and `env` on top, and waits until it listens.
     pub async fn start(
         binary: &Path,
         dir: &Path,
@@ -167,10 +176,18 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        if let Backend::Redis { url, prefix } = backend {
-            command
-                .env("REDIS_URL", url)
-                .env("REDIS_KEY_PREFIX", prefix);
+        match backend {
+            Backend::Memory => {}
+            Backend::Redis { url, prefix } => {
+                command
+                    .env("REDIS_URL", url)
+                    .env("REDIS_KEY_PREFIX", prefix);
+            }
+            Backend::Cluster { nodes, prefix } => {
+                command
+                    .env("REDIS_CLUSTER_NODES", nodes)
+                    .env("REDIS_KEY_PREFIX", prefix);
+            }
         }
         command.envs(env.iter().map(|(key, value)| (key, value)));
         let mut child = command
