@@ -99,7 +99,11 @@
 //! [`StreamBackend::channel`]: super::StreamBackend::channel
 //! [`StreamBackend::read`]: super::StreamBackend::read
 
-use std::{fmt, sync::Arc};
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    fmt,
+    sync::Arc,
+};
 
 use prost::Message as _;
 use redis::{Script, cluster_routing::Slot};
@@ -387,15 +391,19 @@ impl Shared {
         if !self.cluster {
             return vec![(0..channels.len()).collect()];
         }
-        let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut group_of: HashMap<Slot, usize> = HashMap::with_capacity(channels.len());
         for (index, channel) in channels.iter().enumerate() {
             let slot = Slot::for_key(self.key(channel));
-            match groups.iter_mut().find(|(of, _)| *of == slot) {
-                Some((_, group)) => group.push(index),
-                None => groups.push((slot, vec![index])),
+            match group_of.entry(slot) {
+                Entry::Occupied(group) => groups[*group.get()].push(index),
+                Entry::Vacant(group) => {
+                    group.insert(groups.len());
+                    groups.push(vec![index]);
+                }
             }
         }
-        groups.into_iter().map(|(_, group)| group).collect()
+        groups
     }
 
     /// One publish script call, for the channels of `call` at `indices` (of
