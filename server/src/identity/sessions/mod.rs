@@ -118,6 +118,15 @@ pub struct Session {
     pub refreshed_at: i64,
 }
 
+/// The least a use must move a session's idle expiry for it to be written:
+/// a thousandth of the idle timeout (3.6 s of an hour, 86 s of a day). So a
+/// session in steady use is written about once per that much time, not on
+/// every call, and its idle timeout and `last_seen_at` are exact to within
+/// it.
+pub fn touch_granularity(idle_ttl: Duration) -> Duration {
+    idle_ttl / 1000
+}
+
 impl Session {
     /// A new session id for `user_id`: its [`shard_tag`], `~`, and 144
     /// random bits (URL-safe).
@@ -231,8 +240,10 @@ impl SessionStore {
     }
 
     /// Records a use now: `last_seen_at` moves to now and the idle expiry
-    /// slides (never past the absolute lifetime). None when the session is
-    /// not live.
+    /// slides (never past the absolute lifetime), unless that would move
+    /// the expiry by less than [`touch_granularity`]: then nothing is
+    /// written and the session comes back as stored, so the hot path only
+    /// reads. None when the session is not live.
     pub async fn touch(&self, id: &str, idle_ttl: Duration) -> Result<Option<Session>> {
         match self {
             Self::Memory(store) => Ok(store.touch(id, idle_ttl)),
@@ -338,6 +349,7 @@ pub(crate) mod conformance {
             create_then_get_round_trips,
             idle_sessions_expire,
             use_slides_the_idle_timeout_but_never_past_the_cap,
+            a_use_that_would_barely_move_the_expiry_writes_nothing,
             refresh_generation_advances_once_per_expected_value,
             concurrent_advances_let_exactly_one_win,
             revoked_sessions_are_gone_for_every_operation,
@@ -486,6 +498,40 @@ pub(crate) mod conformance {
         assert_eq!(store.get(&s.id).await.unwrap(), None);
     }
 
+    /// A use whose slide would move the idle expiry by less than
+    /// [`touch_granularity`] changes nothing (the stored session comes
+    /// back, and nothing is written); one that moves it by that much or
+    /// more slides as always.
+    pub(crate) async fn a_use_that_would_barely_move_the_expiry_writes_nothing(
+        store: SessionStore,
+        clock: Arc<ManualClock>,
+    ) {
+        let s = session(&clock, "s1", "u1");
+        store.create(&s).await.unwrap();
+        let step = touch_granularity(TTL);
+        assert_eq!(
+            step,
+            Duration::from_millis(3600),
+            "a thousandth of the idle timeout"
+        );
+        clock.advance(step - Duration::from_millis(1));
+        let touched = store.touch(&s.id, TTL).await.unwrap().expect("live");
+        assert_eq!(
+            (touched.last_seen_at, touched.expires_at),
+            (s.last_seen_at, s.expires_at),
+            "unchanged"
+        );
+        assert_eq!(store.get(&s.id).await.unwrap(), Some(s.clone()));
+        clock.advance(Duration::from_millis(1));
+        let touched = store.touch(&s.id, TTL).await.unwrap().expect("live");
+        let now = to_millis(clock.now());
+        assert_eq!(
+            (touched.last_seen_at, touched.expires_at),
+            (now, now + duration_millis(TTL))
+        );
+        assert_eq!(store.get(&s.id).await.unwrap(), Some(touched));
+    }
+
     pub(crate) async fn refresh_generation_advances_once_per_expected_value(
         store: SessionStore,
         clock: Arc<ManualClock>,
@@ -563,7 +609,8 @@ pub(crate) mod conformance {
         store.create(&session(&clock, "b", "u1")).await.unwrap();
         clock.advance(Duration::from_secs(1));
         store.create(&session(&clock, "other", "u2")).await.unwrap();
-        clock.advance(Duration::from_secs(1));
+        // A use counts once it moves the expiry by the granularity.
+        clock.advance(touch_granularity(TTL));
         store.touch(&id("a", "u1"), TTL).await.unwrap();
         let ids: Vec<_> = store
             .list_user("u1")
@@ -614,7 +661,9 @@ pub(crate) mod conformance {
                 .unwrap();
             clock.advance(Duration::from_millis(10));
         }
-        // s0 is the oldest, but using it makes s1 the least recently used.
+        // s0 is the oldest, but using it (later than the granularity) makes
+        // s1 the least recently used.
+        clock.advance(touch_granularity(TTL));
         store.touch(&id("s0", "u1"), TTL).await.unwrap();
         store
             .create(&session(&clock, "newest", "u1"))

@@ -60,7 +60,7 @@ use tokio::sync::broadcast;
 
 use super::{
     Advance, MAX_SESSIONS_PER_USER, RECHECK_SESSIONS, Result, Session, SessionError,
-    duration_millis, shard_tag, tag_of,
+    duration_millis, shard_tag, tag_of, touch_granularity,
 };
 use crate::infra::{
     clock::{SharedClock, to_millis},
@@ -86,7 +86,8 @@ local now = tonumber(ARGV[1])
 local origin = ARGV[2]
 local function session_key(id) return KEYS[1] .. id end
 local function user_key(user_id) return KEYS[2] .. user_id .. ':sessions' end
--- The session if live; deletes it (and its index entry) when expired.
+-- The session if live, and its JSON as stored; deletes it (and its index
+-- entry) when expired.
 local function live(id)
   local raw = redis.call('GET', session_key(id))
   if not raw then return nil end
@@ -96,7 +97,7 @@ local function live(id)
     redis.call('ZREM', user_key(s.user_id), id)
     return nil
   end
-  return s
+  return s, raw
 end
 local function store(s)
   local out = cjson.encode(s)
@@ -143,12 +144,15 @@ end
 return evicted
 "#;
 
-/// KEYS[3] = the session's key. ARGV[4] = id, ARGV[5] = idle timeout (ms).
+/// KEYS[3] = the session's key. ARGV[4] = id, ARGV[5] = idle timeout (ms),
+/// ARGV[6] = the least move of the expiry worth a write (ms).
 const TOUCH: &str = r#"
-local s = live(ARGV[4])
+local s, raw = live(ARGV[4])
 if not s then return false end
+local expires_at = math.min(now + tonumber(ARGV[5]), s.max_expires_at)
+if expires_at - s.expires_at < tonumber(ARGV[6]) then return raw end
 s.last_seen_at = now
-s.expires_at = math.min(now + tonumber(ARGV[5]), s.max_expires_at)
+s.expires_at = expires_at
 return store(s)
 "#;
 
@@ -396,7 +400,10 @@ impl RedisSessions {
             return Ok(None);
         };
         let mut invocation = self.invocation(&self.scripts.touch, keys);
-        invocation.arg(id).arg(duration_millis(idle_ttl));
+        invocation
+            .arg(id)
+            .arg(duration_millis(idle_ttl))
+            .arg(duration_millis(touch_granularity(idle_ttl)));
         let raw: Option<String> = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
