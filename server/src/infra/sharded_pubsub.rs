@@ -15,14 +15,16 @@
 //!   on the same connection before the notice keeps its queued messages.
 //! - [`Notice::Lost`] when the connection to one primary drops.
 //!
-//! Where each channel lives comes from `CLUSTER SLOTS`, asked of any node
-//! this task is connected to (or a seed node) every second and at once
-//! after any sign of a change: a dropped connection, a command refused
-//! (`MOVED`, `CLUSTERDOWN`), or a `sunsubscribe` Redis sent on its own
-//! (it does so for the channels of a slot it gives away). Each channel
-//! whose slot has another owner in the map is subscribed on the new owner
-//! (and unsubscribed from the old one, if it still answers), and announced
-//! once confirmed.
+//! Where each channel lives comes from `CLUSTER SLOTS` ([`slots`]), asked
+//! of every node this task is connected to at once (the first answer
+//! wins; else of the seed nodes): every second, every 100 ms while a
+//! channel has nowhere to go, and at once after any sign of a change: a
+//! dropped connection, a command refused (`MOVED`, `CLUSTERDOWN`), or a
+//! `sunsubscribe` Redis sent on its own (it does so for the channels of a
+//! slot it gives away). Each channel whose slot has another owner in the
+//! map is subscribed on the new owner and announced once confirmed; the
+//! old owner unsubscribed it itself (a migration) or is gone (a failover),
+//! and a connection to a node that serves no slot any more is left.
 //!
 //! Confirmations are read from the connection's pushes, never from
 //! command replies: redis-rs takes a `sunsubscribe` Redis sent on its own
