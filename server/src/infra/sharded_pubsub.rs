@@ -15,7 +15,7 @@
 //!   on the same connection before the notice keeps its queued messages.
 //! - [`Notice::Lost`] when the connection to one primary drops.
 //!
-//! Where each channel lives comes from `CLUSTER SLOTS` ([`slots`]), asked
+//! Where each channel lives comes from `CLUSTER SLOTS` (module `slots`), asked
 //! of every node this task is connected to at once (the first answer
 //! wins; else of the seed nodes): every second, every 100 ms while a
 //! channel has nowhere to go, and at once after any sign of a change: a
