@@ -35,16 +35,18 @@ use clap::Parser;
 
 mod baseline;
 mod burst;
+mod in_process;
 mod report;
+mod validate_only;
 
 // The parts the fan-out benchmark shares live in the library; named here,
 // `crate::client` and the rest resolve for this binary's own modules.
 use slop_bench::{
     client, cpu, load, server,
-    setup::{Scratch, delete_prefix, parse_duration, ping_redis, random_hex},
+    setup::{self, Scratch, delete_prefix, parse_duration, ping_redis, random_hex},
 };
 
-use baseline::{Baseline, Identity};
+use baseline::Identity;
 use client::{GrpcValidate, RestMe};
 use server::{Backend, Secrets, ServerProcess};
 
@@ -262,7 +264,7 @@ async fn run_backend(
 
         let mut rows = Vec::new();
         if !args.no_throughput {
-            let baseline = Baseline::start(
+            let baseline = baseline::start(
                 baseline_runtime,
                 scratch.join(format!("baseline-{name}.db")),
                 backend.clone(),
