@@ -12,18 +12,15 @@
 //!   service key and the access token are compared as strings, the session
 //!   is touched, and the answer is built.
 //!
-//! It serves REST and gRPC on one port with `axum::serve` (HTTP/1.1 and
-//! h2c, TCP_NODELAY), like the server, but with no middleware: no request
-//! ids, logs, CORS or grpc-web. It runs on a tokio runtime of its own,
-//! which the caller owns, so its threads are not the load generator's.
+//! It runs in this process ([`InProcess`]), with no middleware: no request
+//! ids, logs, CORS or grpc-web.
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     path::PathBuf,
     str::FromStr as _,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use axum::{
@@ -31,20 +28,21 @@ use axum::{
     extract::State,
     response::{IntoResponse, Response},
     routing::get,
-    serve::ListenerExt as _,
 };
 use http::{HeaderMap, StatusCode, header};
 use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
-use slop_api::auth::{
-    self,
-    auth_service_server::{AuthService, AuthServiceServer},
-};
+use slop_api::auth::{self, auth_service_server::AuthServiceServer};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::net::TcpListener;
 use tonic::{Request, Status};
 
-use crate::server::Backend;
+use crate::{
+    in_process::InProcess,
+    server::Backend,
+    setup::{millis, now_millis},
+    validate_only::{Answer, ValidateOnly, ValidateToken},
+};
 
 /// The name of every thread of the baseline (its runtime's, and its SQLite
 /// workers'), so its CPU time can be told from the load generator's.
@@ -191,64 +189,16 @@ impl Shared {
     }
 }
 
-/// A running baseline server.
-pub struct Baseline {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Baseline {
-    /// Starts the baseline on `runtime`, on 127.0.0.1 with a free port: its
-    /// SQLite file at `database` (holding the identity's account), its
-    /// session in `backend` (under `<prefix>baseline:` in Redis).
-    pub async fn start(
-        runtime: &tokio::runtime::Handle,
-        database: PathBuf,
-        backend: Backend,
-        identity: Identity,
-    ) -> Result<Self, String> {
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
-        // Set up on the baseline's runtime too: the Redis connection and the
-        // SQLite pool run their background tasks where they are made.
-        let task = runtime.spawn(async move {
-            let prepared = prepare(database, backend, identity).await;
-            let (listener, router) = match prepared {
-                Ok(prepared) => prepared,
-                Err(error) => {
-                    let _ = ready_tx.send(Err(error));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(listener.local_addr().map_err(|error| error.to_string()));
-            let listener = listener.tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        let addr = ready_rx
-            .await
-            .map_err(|_| "the baseline did not start".to_owned())??;
-        Ok(Self { addr, stop, task })
-    }
-
-    /// Stops the baseline.
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
-    }
+/// Starts the baseline on `runtime`, on 127.0.0.1 with a free port: its
+/// SQLite file at `database` (holding the identity's account), its session
+/// in `backend` (under `<prefix>baseline:` in Redis).
+pub async fn start(
+    runtime: &tokio::runtime::Handle,
+    database: PathBuf,
+    backend: Backend,
+    identity: Identity,
+) -> Result<InProcess, String> {
+    InProcess::start(runtime, prepare(database, backend, identity)).await
 }
 
 /// Opens the stores, puts the session and the account in, and binds.
@@ -323,7 +273,7 @@ async fn prepare(
         .with_state(shared.clone())
         .route_service(
             "/slop.auth.v1.AuthService/{*method}",
-            AuthServiceServer::new(BaselineAuth(shared)),
+            AuthServiceServer::new(ValidateOnly(BaselineAuth(shared))),
         );
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -416,76 +366,11 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// The baseline's `slop.auth.v1.AuthService`. Only ValidateToken is
-/// measured; the trait has no default methods, so the others exist and
-/// answer UNIMPLEMENTED — the benchmark never calls them.
+/// The baseline's ValidateToken (the other RPCs: [`ValidateOnly`]).
 struct BaselineAuth(Arc<Shared>);
 
-type Answer<T> = Result<tonic::Response<T>, Status>;
-
-fn not_in_baseline<T>() -> Answer<T> {
-    Err(Status::unimplemented(
-        "the baseline implements ValidateToken only",
-    ))
-}
-
-#[tonic::async_trait]
-impl AuthService for BaselineAuth {
-    async fn register(&self, _: Request<auth::RegisterRequest>) -> Answer<auth::RegisterResponse> {
-        not_in_baseline()
-    }
-
-    async fn login(&self, _: Request<auth::LoginRequest>) -> Answer<auth::LoginResponse> {
-        not_in_baseline()
-    }
-
-    async fn refresh_token(
-        &self,
-        _: Request<auth::RefreshTokenRequest>,
-    ) -> Answer<auth::RefreshTokenResponse> {
-        not_in_baseline()
-    }
-
-    async fn logout(&self, _: Request<auth::LogoutRequest>) -> Answer<auth::LogoutResponse> {
-        not_in_baseline()
-    }
-
-    async fn get_current_user(
-        &self,
-        _: Request<auth::GetCurrentUserRequest>,
-    ) -> Answer<auth::GetCurrentUserResponse> {
-        not_in_baseline()
-    }
-
-    async fn update_current_user(
-        &self,
-        _: Request<auth::UpdateCurrentUserRequest>,
-    ) -> Answer<auth::UpdateCurrentUserResponse> {
-        not_in_baseline()
-    }
-
-    async fn change_password(
-        &self,
-        _: Request<auth::ChangePasswordRequest>,
-    ) -> Answer<auth::ChangePasswordResponse> {
-        not_in_baseline()
-    }
-
-    async fn request_password_reset(
-        &self,
-        _: Request<auth::RequestPasswordResetRequest>,
-    ) -> Answer<auth::RequestPasswordResetResponse> {
-        not_in_baseline()
-    }
-
-    async fn reset_password(
-        &self,
-        _: Request<auth::ResetPasswordRequest>,
-    ) -> Answer<auth::ResetPasswordResponse> {
-        not_in_baseline()
-    }
-
-    async fn validate_token(
+impl ValidateToken for BaselineAuth {
+    async fn validate(
         &self,
         request: Request<auth::ValidateTokenRequest>,
     ) -> Answer<auth::ValidateTokenResponse> {
@@ -515,14 +400,4 @@ impl AuthService for BaselineAuth {
             inactive_reason: auth::InactiveReason::Unspecified.into(),
         }))
     }
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, millis)
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -222,31 +222,33 @@ impl<C: Caller> Target<C> {
     }
 }
 
-/// Runs `server` and `baseline` callers closed loop, alternately, in
-/// `rounds` windows of `duration / rounds` each, so both see the same
+/// Runs each target's callers closed loop, one target after the other, in
+/// `rounds` windows of `duration / rounds` each, so all see the same
 /// machine when other work on it comes and goes. Each target is warmed up
 /// for `warmup` before its first window and settles for [`SETTLE`] before
-/// every later one; only the windows are measured. Answers the server's
-/// statistics and the baseline's, with the CPU time their meters read
-/// during the windows.
-pub async fn compare<A: Caller, B: Caller>(
-    server: (Vec<A>, Meter),
-    baseline: (Vec<B>, Meter),
+/// every later one; only the windows are measured. Answers each target's
+/// statistics, in the order given, with the CPU time its meter read during
+/// its windows.
+pub async fn compare<C: Caller>(
+    targets: Vec<(Vec<C>, Meter)>,
     warmup: Duration,
     duration: Duration,
     rounds: u32,
-) -> Result<(Stats, Stats), String> {
+) -> Result<Vec<Stats>, String> {
     let rounds = rounds.max(1);
     let length = duration / rounds;
     let origin = Instant::now();
-    let mut server = Target::new(server.0, server.1);
-    let mut baseline = Target::new(baseline.0, baseline.1);
+    let mut targets: Vec<Target<C>> = targets
+        .into_iter()
+        .map(|(callers, meter)| Target::new(callers, meter))
+        .collect();
     for round in 0..rounds {
         let settle = if round == 0 { warmup } else { SETTLE };
-        server.window(origin, settle, length).await?;
-        baseline.window(origin, settle, length).await?;
+        for target in &mut targets {
+            target.window(origin, settle, length).await?;
+        }
     }
-    Ok((server.stats(), baseline.stats()))
+    Ok(targets.iter().map(Target::stats).collect())
 }
 
 /// Load before each measurement window after the first, so the window does

@@ -1,6 +1,7 @@
 //! `auth-hot-path`: a reproducible load test of the authenticated hot path
 //! of `slop-server`, against a minimal handler doing the same store round
-//! trips, measured in one run.
+//! trips and against the floor (the least work that answers correctly),
+//! measured in one run.
 //!
 //! For each session backend (memory, then Redis) it starts the release
 //! `slop-server` binary as a child process on 127.0.0.1 ([`server`]),
@@ -11,9 +12,12 @@
 //! - gRPC `slop.auth.v1.AuthService/ValidateToken` with a service key, the
 //!   client tasks sharing a few HTTP/2 connections;
 //!
-//! each against the server and against the [`baseline`], an in-process
-//! axum server on its own runtime doing the same session touch (and, for
-//! `me`, the same SQLite read) and nothing else. With the memory backend it
+//! each against the server, against the [`baseline`], an in-process axum
+//! server on its own runtime doing the same session touch (and, for `me`,
+//! the same SQLite read) and nothing else, and against the [`floor`], an
+//! in-process axum server on its own runtime that verifies the server's JWT
+//! and reads the session with one `GETEX` (issue #13). The three alternate
+//! in the same rounds. With the memory backend it
 //! then measures `me` at low concurrency while idle and while bursts of
 //! concurrent logins hash passwords ([`burst`]). It prints Markdown tables
 //! ([`report`]) to stdout and progress to stderr, and exits 1 if any request
@@ -35,21 +39,25 @@ use clap::Parser;
 
 mod baseline;
 mod burst;
+mod floor;
+mod in_process;
 mod report;
+mod validate_only;
 
 // The parts the fan-out benchmark shares live in the library; named here,
 // `crate::client` and the rest resolve for this binary's own modules.
 use slop_bench::{
     client, cpu, load, server,
-    setup::{Scratch, delete_prefix, parse_duration, ping_redis, random_hex},
+    setup::{self, Scratch, delete_prefix, parse_duration, ping_redis, random_hex},
 };
 
-use baseline::{Baseline, Identity};
+use baseline::Identity;
 use client::{GrpcValidate, RestMe};
 use server::{Backend, Secrets, ServerProcess};
 
 /// Load test of the authenticated hot path (REST me, gRPC ValidateToken) of
-/// slop-server, memory and Redis backends, against a minimal baseline.
+/// slop-server, memory and Redis backends, against a minimal baseline doing
+/// the same work and against the floor (JWT verify and one GETEX).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "auth-hot-path", version)]
 struct Args {
@@ -61,8 +69,8 @@ struct Args {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
 
-    /// The throughput scenarios alternate between server and baseline in
-    /// this many windows each (of duration ÷ rounds), so both see the same
+    /// The throughput scenarios alternate between server, baseline and floor
+    /// in this many windows each (of duration ÷ rounds), so all see the same
     /// machine when other work on it comes and goes.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
     rounds: u16,
@@ -83,7 +91,7 @@ struct Args {
     #[arg(long)]
     no_redis: bool,
 
-    /// Skip the throughput scenarios (server vs baseline).
+    /// Skip the throughput scenarios (server vs baseline and floor).
     #[arg(long)]
     no_throughput: bool,
 
@@ -124,9 +132,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // The load generator runs on this runtime, the baseline on its own, so
-    // each has its own worker threads (one per CPU, tokio's default); the
-    // server is a separate process. All share the machine's CPUs.
+    // The load generator runs on this runtime, the baseline and the floor
+    // each on its own, so each has its own worker threads (one per CPU,
+    // tokio's default); the server is a separate process. All share the
+    // machine's CPUs.
     let client = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bench-client")
@@ -137,7 +146,17 @@ fn main() -> ExitCode {
         .thread_name(baseline::THREAD_NAME)
         .build()
         .expect("baseline runtime");
-    let outcome = client.block_on(run(args, baseline.handle().clone()));
+    let floor = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(floor::THREAD_NAME)
+        .build()
+        .expect("floor runtime");
+    let runtimes = Runtimes {
+        baseline: baseline.handle().clone(),
+        floor: floor.handle().clone(),
+    };
+    let outcome = client.block_on(run(args, runtimes));
+    floor.shutdown_timeout(Duration::from_secs(2));
     baseline.shutdown_timeout(Duration::from_secs(2));
     client.shutdown_timeout(Duration::from_secs(2));
     match outcome {
@@ -153,8 +172,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where the in-process comparison servers run.
+struct Runtimes {
+    baseline: tokio::runtime::Handle,
+    floor: tokio::runtime::Handle,
+}
+
 /// Runs everything; Ok(whether every request succeeded).
-async fn run(args: Args, baseline_runtime: tokio::runtime::Handle) -> Result<bool, String> {
+async fn run(args: Args, runtimes: Runtimes) -> Result<bool, String> {
     let binary = server::locate(args.server_bin.clone())?;
     let run_id = random_hex(6);
     let scratch = Scratch::new(&run_id)?;
@@ -179,7 +204,7 @@ async fn run(args: Args, baseline_runtime: tokio::runtime::Handle) -> Result<boo
             backend,
             &secrets,
             &run_id,
-            &baseline_runtime,
+            &runtimes,
         )
         .await;
         if let Backend::Redis { url, prefix } = backend {
@@ -224,14 +249,15 @@ async fn run(args: Args, baseline_runtime: tokio::runtime::Handle) -> Result<boo
         );
     }
     settings += &format!(
-        " PASSWORD_HASH_CONCURRENCY {permits}; {cpus} CPUs shared by client, server and baseline."
+        " PASSWORD_HASH_CONCURRENCY {permits}; {cpus} CPUs shared by client, server, baseline and floor."
     );
     let (report, clean) = report::render(&settings, &hot_paths, &bursts);
     println!("{report}");
     Ok(clean)
 }
 
-/// One backend: server, user, baseline, the four throughput scenarios, and
+/// One backend: server, user, baseline, floor, the two throughput
+/// scenarios (three targets each), and
 /// (memory backend) the burst test.
 async fn run_backend(
     args: &Args,
@@ -240,7 +266,7 @@ async fn run_backend(
     backend: &Backend,
     secrets: &Secrets,
     run_id: &str,
-    baseline_runtime: &tokio::runtime::Handle,
+    runtimes: &Runtimes,
 ) -> Result<(Vec<report::HotPath>, Vec<report::Burst>), String> {
     let name = backend.name();
     eprintln!("{name}: starting {}", binary.display());
@@ -253,7 +279,7 @@ async fn run_backend(
     let outcome = async {
         let email = format!("bench-{run_id}@example.com");
         let password = random_hex(12);
-        client::register(addr, &email, &password, "Bench").await?;
+        client::register(addr, &email, &password, DISPLAY_NAME).await?;
         let user = client::login(addr, &email, &password).await?;
         eprintln!(
             "{name}: slop-server at {addr}, user {} signed in",
@@ -262,8 +288,8 @@ async fn run_backend(
 
         let mut rows = Vec::new();
         if !args.no_throughput {
-            let baseline = Baseline::start(
-                baseline_runtime,
+            let baseline = baseline::start(
+                &runtimes.baseline,
                 scratch.join(format!("baseline-{name}.db")),
                 backend.clone(),
                 Identity {
@@ -276,15 +302,42 @@ async fn run_backend(
             )
             .await?;
             eprintln!("{name}: baseline at {}", baseline.addr);
+            let floor = floor::start(
+                &runtimes.floor,
+                backend.clone(),
+                floor::Setup {
+                    jwt_secret: secrets.jwt.clone(),
+                    service_key: secrets.service_key.clone(),
+                    users: vec![floor::SignedIn {
+                        user_id: user.user_id.clone(),
+                        session_id: user.session_id.clone(),
+                        email: email.clone(),
+                        display_name: DISPLAY_NAME.into(),
+                    }],
+                },
+            )
+            .await;
+            let floor = match floor {
+                Ok(floor) => floor,
+                Err(error) => {
+                    baseline.stop().await;
+                    return Err(error);
+                }
+            };
+            eprintln!("{name}: floor at {}", floor.addr);
             let measured = throughput(
                 args,
                 name,
                 (addr, server.meter()),
-                baseline.addr,
+                Targets {
+                    baseline: baseline.addr,
+                    floor: floor.addr,
+                },
                 &user.access_token,
                 secrets,
             )
             .await;
+            floor.stop().await;
             baseline.stop().await;
             rows = measured?;
         }
@@ -347,22 +400,38 @@ async fn run_backend(
     outcome
 }
 
-/// The four throughput scenarios of one backend.
+/// The display name of the bench's user.
+const DISPLAY_NAME: &str = "Bench";
+
+/// The in-process servers slop-server is compared with.
+struct Targets {
+    baseline: std::net::SocketAddr,
+    floor: std::net::SocketAddr,
+}
+
+/// The two throughput scenarios of one backend, each on three targets.
 async fn throughput(
     args: &Args,
     name: &'static str,
     (server, server_meter): (std::net::SocketAddr, cpu::Meter),
-    baseline: std::net::SocketAddr,
+    targets: Targets,
     access_token: &str,
     secrets: &Secrets,
 ) -> Result<Vec<report::HotPath>, String> {
     let baseline_meter = cpu::Meter::Threads(baseline::THREAD_NAME);
+    let floor_meter = cpu::Meter::Threads(floor::THREAD_NAME);
     let concurrency = usize::from(args.concurrency);
     let connections = usize::from(args.grpc_connections);
     let mut rows = Vec::new();
 
-    let progress = |scenario: &str, server: &load::Stats, baseline: &load::Stats| {
-        for (target, stats) in [("slop-server", server), ("baseline", baseline)] {
+    let row = |scenario: &'static str, stats: Vec<load::Stats>| {
+        let [server, baseline, floor] = <[load::Stats; 3]>::try_from(stats)
+            .map_err(|_| "three targets measured, three answers expected".to_owned())?;
+        for (target, stats) in [
+            ("slop-server", &server),
+            ("baseline", &baseline),
+            ("floor", &floor),
+        ] {
             eprintln!(
                 "{name}: {scenario} → {target}: {:.0} req/s, p99 {}, {} errors",
                 stats.per_second,
@@ -370,53 +439,51 @@ async fn throughput(
                 stats.errors
             );
         }
+        Ok::<_, String>(report::HotPath {
+            scenario,
+            backend: name,
+            server,
+            baseline,
+            floor,
+        })
     };
 
-    let (server_stats, baseline_stats) = load::compare(
-        (
-            RestMe::many(server, access_token, concurrency).await?,
-            server_meter.clone(),
-        ),
-        (
-            RestMe::many(baseline, access_token, concurrency).await?,
-            baseline_meter.clone(),
-        ),
+    let stats = load::compare(
+        vec![
+            (
+                RestMe::many(server, access_token, concurrency).await?,
+                server_meter.clone(),
+            ),
+            (
+                RestMe::many(targets.baseline, access_token, concurrency).await?,
+                baseline_meter.clone(),
+            ),
+            (
+                RestMe::many(targets.floor, access_token, concurrency).await?,
+                floor_meter.clone(),
+            ),
+        ],
         args.warmup,
         args.duration,
         u32::from(args.rounds),
     )
     .await?;
-    progress("REST me", &server_stats, &baseline_stats);
-    rows.push(report::HotPath {
-        scenario: "REST `GET /api/v1/auth/me`",
-        backend: name,
-        server: server_stats,
-        baseline: baseline_stats,
-    });
+    rows.push(row("REST `GET /api/v1/auth/me`", stats)?);
 
-    let server_channels = client::grpc_channels(server, connections).await?;
-    let baseline_channels = client::grpc_channels(baseline, connections).await?;
     let key = &secrets.service_key;
-    let (server_stats, baseline_stats) = load::compare(
-        (
-            GrpcValidate::many(&server_channels, key, access_token, concurrency)?,
-            server_meter,
-        ),
-        (
-            GrpcValidate::many(&baseline_channels, key, access_token, concurrency)?,
-            baseline_meter,
-        ),
-        args.warmup,
-        args.duration,
-        u32::from(args.rounds),
-    )
-    .await?;
-    progress("gRPC ValidateToken", &server_stats, &baseline_stats);
-    rows.push(report::HotPath {
-        scenario: "gRPC `AuthService/ValidateToken`",
-        backend: name,
-        server: server_stats,
-        baseline: baseline_stats,
-    });
+    let mut grpc = Vec::new();
+    for (addr, meter) in [
+        (server, server_meter),
+        (targets.baseline, baseline_meter),
+        (targets.floor, floor_meter),
+    ] {
+        let channels = client::grpc_channels(addr, connections).await?;
+        grpc.push((
+            GrpcValidate::many(&channels, key, access_token, concurrency)?,
+            meter,
+        ));
+    }
+    let stats = load::compare(grpc, args.warmup, args.duration, u32::from(args.rounds)).await?;
+    rows.push(row("gRPC `AuthService/ValidateToken`", stats)?);
     Ok(rows)
 }

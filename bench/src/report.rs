@@ -7,10 +7,15 @@ use crate::{burst, load::Stats, server::Memory};
 
 /// The least server throughput, as a share of the baseline's.
 pub const THROUGHPUT_GOAL: f64 = 0.7;
+/// The least server throughput, as a share of the floor's (issue #13).
+pub const FLOOR_THROUGHPUT_GOAL: f64 = 0.7;
+/// The most server p99, as a multiple of the floor's (issue #13).
+pub const FLOOR_P99_GOAL: f64 = 1.5;
 /// The most `me` p99 may grow while logins are in flight.
 pub const STARVATION_GOAL: f64 = 2.0;
 
-/// One hot path on one backend: the server and the baseline.
+/// One hot path on one backend: the server, the same-work baseline and the
+/// floor.
 #[derive(Debug, Clone)]
 pub struct HotPath {
     /// What was called.
@@ -19,19 +24,32 @@ pub struct HotPath {
     pub backend: &'static str,
     /// slop-server's numbers.
     pub server: Stats,
-    /// The baseline's numbers.
+    /// The same-work baseline's numbers.
     pub baseline: Stats,
+    /// The floor's numbers.
+    pub floor: Stats,
 }
 
 impl HotPath {
     /// Server requests/s ÷ baseline requests/s.
     pub fn ratio(&self) -> f64 {
-        if self.baseline.per_second > 0.0 {
-            self.server.per_second / self.baseline.per_second
-        } else {
-            0.0
-        }
+        share(self.server.per_second, self.baseline.per_second)
     }
+
+    /// Server requests/s ÷ floor requests/s.
+    pub fn floor_ratio(&self) -> f64 {
+        share(self.server.per_second, self.floor.per_second)
+    }
+
+    /// Server p99 ÷ `of`'s p99.
+    pub fn p99_ratio(&self, of: &Stats) -> f64 {
+        share(self.server.p99.as_secs_f64(), of.p99.as_secs_f64())
+    }
+}
+
+/// `part ÷ whole`, or 0 when there is no whole to compare with.
+fn share(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { part / whole } else { 0.0 }
 }
 
 /// One run of the burst test.
@@ -114,28 +132,31 @@ pub fn render(settings: &str, hot_paths: &[HotPath], bursts: &[Burst]) -> (Strin
     if !hot_paths.is_empty() {
         let _ = writeln!(
             out,
-            "| scenario | backend | target | req/s | p50 | p99 | max | errors | CPU per request | ratio vs baseline |"
+            "| scenario | backend | target | req/s | p50 | p99 | max | errors | CPU per request | ratio vs baseline | ratio vs floor |"
         );
-        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for row in hot_paths {
-            let _ = writeln!(
-                out,
-                "| {} | {} | slop-server | {} | {} | **{:.2}** |",
-                row.scenario,
-                row.backend,
-                cells(&row.server),
-                cpu_cell(&row.server),
-                row.ratio()
-            );
-            let _ = writeln!(
-                out,
-                "| {} | {} | baseline | {} | {} | 1.00 |",
-                row.scenario,
-                row.backend,
-                cells(&row.baseline),
-                cpu_cell(&row.baseline)
-            );
-            for (target, stats) in [("slop-server", &row.server), ("baseline", &row.baseline)] {
+            let targets = [
+                ("slop-server", &row.server),
+                ("baseline", &row.baseline),
+                ("floor", &row.floor),
+            ];
+            for (target, stats) in targets {
+                let versus = |of: &Stats| share(stats.per_second, of.per_second);
+                let (baseline, floor) = (versus(&row.baseline), versus(&row.floor));
+                let (baseline, floor) = if target == "slop-server" {
+                    (format!("**{baseline:.2}**"), format!("**{floor:.2}**"))
+                } else {
+                    (format!("{baseline:.2}"), format!("{floor:.2}"))
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {target} | {} | {} | {baseline} | {floor} |",
+                    row.scenario,
+                    row.backend,
+                    cells(stats),
+                    cpu_cell(stats),
+                );
                 if let Some(error) = &stats.first_error {
                     errors.push(format!(
                         "{} ({}, {target}): {} errors, first: {error}",
@@ -143,6 +164,23 @@ pub fn render(settings: &str, hot_paths: &[HotPath], bursts: &[Burst]) -> (Strin
                     ));
                 }
             }
+        }
+        let _ = writeln!(
+            out,
+            "\n| slop-server ÷ | backend | req/s ÷ floor | p99 ÷ floor | req/s ÷ baseline | p99 ÷ baseline |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+        for row in hot_paths {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                row.scenario,
+                row.backend,
+                row.floor_ratio(),
+                row.p99_ratio(&row.floor),
+                row.ratio(),
+                row.p99_ratio(&row.baseline),
+            );
         }
     }
 
@@ -229,6 +267,14 @@ pub fn render(settings: &str, hot_paths: &[HotPath], bursts: &[Burst]) -> (Strin
             row.backend,
             verdict(ratio >= THROUGHPUT_GOAL)
         );
+        let (floor, p99) = (row.floor_ratio(), row.p99_ratio(&row.floor));
+        let _ = writeln!(
+            out,
+            "- {}, {}: {floor:.2}× the floor's req/s (goal ≥ {FLOOR_THROUGHPUT_GOAL}), p99 {p99:.2}× the floor's (goal ≤ {FLOOR_P99_GOAL}): {}",
+            row.scenario,
+            row.backend,
+            verdict(floor >= FLOOR_THROUGHPUT_GOAL && p99 <= FLOOR_P99_GOAL)
+        );
     }
     for burst in bursts {
         let ratio = burst.ratio();
@@ -260,6 +306,46 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(412)), "0.412 ms");
         assert_eq!(ms(Duration::from_micros(12_345)), "12.35 ms");
         assert_eq!(ms(Duration::from_millis(1234)), "1234 ms");
+    }
+
+    fn stats(per_second: f64, p99_micros: u64) -> Stats {
+        Stats {
+            ok: 100,
+            per_second,
+            p99: Duration::from_micros(p99_micros),
+            ..Stats::default()
+        }
+    }
+
+    #[test]
+    fn the_server_is_set_against_the_baseline_and_the_floor() {
+        let row = HotPath {
+            scenario: "REST me",
+            backend: "redis",
+            server: stats(3_000.0, 6_000),
+            baseline: stats(4_000.0, 4_000),
+            floor: stats(12_000.0, 2_000),
+        };
+        assert!((row.ratio() - 0.75).abs() < 1e-9);
+        assert!((row.floor_ratio() - 0.25).abs() < 1e-9);
+        assert!((row.p99_ratio(&row.floor) - 3.0).abs() < 1e-9);
+        assert!((row.p99_ratio(&row.baseline) - 1.5).abs() < 1e-9);
+        let (report, clean) = render("settings", &[row], &[]);
+        assert!(clean);
+        assert!(report.contains("| REST me | redis | slop-server | 3000 |"));
+        assert!(report.contains("| **0.75** | **0.25** |"), "{report}");
+        assert!(report.contains("| REST me | redis | floor | 12000 |"));
+        assert!(report.contains("| 1.00 | 0.33 |"), "the baseline's row");
+        assert!(report.contains("| 3.00 | 1.00 |"), "the floor's row");
+        assert!(report.contains("| REST me | redis | 0.25 | 3.00 | 0.75 | 1.50 |"));
+        assert!(report.contains(
+            "0.25× the floor's req/s (goal ≥ 0.7), p99 3.00× the floor's (goal ≤ 1.5): **not met**"
+        ));
+    }
+
+    #[test]
+    fn no_floor_measured_is_no_ratio() {
+        assert_eq!(share(1.0, 0.0), 0.0);
     }
 
     #[test]

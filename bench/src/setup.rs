@@ -4,7 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 /// Fails early, with advice, when Redis does not answer.
@@ -104,6 +104,18 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         return Err("must be more than 0 and at most 10m".into());
     }
     Ok(duration)
+}
+
+/// Now, in Unix milliseconds (how sessions keep time).
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+/// A duration in whole milliseconds.
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
