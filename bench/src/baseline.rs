@@ -40,19 +40,13 @@ use tonic::{Request, Status};
 use crate::{
     in_process::InProcess,
     server::Backend,
-    setup::{millis, now_millis},
+    setup::{IDLE_TTL, MAX_LIFETIME, millis, now_millis},
     validate_only::{Answer, ValidateOnly, ValidateToken},
 };
 
 /// The name of every thread of the baseline (its runtime's, and its SQLite
 /// workers'), so its CPU time can be told from the load generator's.
 pub const THREAD_NAME: &str = "baseline";
-
-/// The idle timeout a touch slides the session by (the server's default
-/// SESSION_TTL).
-const IDLE_TTL: Duration = Duration::from_secs(86_400);
-/// The absolute session lifetime (the server's default SESSION_MAX_LIFETIME).
-const MAX_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
 /// The session touch: one round trip that reads the session JSON, slides
 /// its expiry, writes it back with a matching TTL and records the use in the

@@ -113,6 +113,14 @@ pub fn now_millis() -> i64 {
         .map_or(0, millis)
 }
 
+/// The idle timeout a use slides a session by, in the baseline and the
+/// floor: the server's default SESSION_TTL.
+pub const IDLE_TTL: Duration = Duration::from_secs(86_400);
+
+/// The absolute session lifetime in the baseline and the floor: the
+/// server's default SESSION_MAX_LIFETIME.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
 /// A duration in whole milliseconds.
 pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)

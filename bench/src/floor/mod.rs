@@ -21,7 +21,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use axum::{
@@ -41,7 +40,7 @@ use tonic::{Request, Status};
 use crate::{
     in_process::InProcess,
     server::Backend,
-    setup::{millis, now_millis},
+    setup::{IDLE_TTL, MAX_LIFETIME, millis, now_millis},
     validate_only::{Answer, ValidateOnly, ValidateToken},
 };
 
@@ -52,13 +51,6 @@ use access::{AccessCheck, Claims, Refusal};
 /// The name of every thread of the floor's runtime, so its CPU time can be
 /// told from the load generator's and the baseline's.
 pub const THREAD_NAME: &str = "floor";
-
-/// The idle timeout a read slides the session by (the server's default
-/// SESSION_TTL).
-const IDLE_TTL: Duration = Duration::from_secs(86_400);
-/// The absolute session lifetime (the server's default
-/// SESSION_MAX_LIFETIME).
-const MAX_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
 /// A signed-in user, as the floor's session record holds them.
 #[derive(Debug, Clone)]

@@ -662,6 +662,17 @@ mod tests {
         }
     }
 
+    /// The port of the node a cluster context's classic pub/sub connection
+    /// goes to first: the first seed node.
+    fn pubsub_node(guard: &ClusterGuard) -> u16 {
+        guard.cluster.urls()[0]
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// The cluster harness itself: three primaries covering every slot,
     /// one replica each, and a killed primary's replica takes over.
     #[test]
@@ -731,13 +742,7 @@ mod tests {
             heard(&mut notices, "hello").await;
         }
 
-        // The pub/sub connection is to the first node; kill it.
-        let first = guard.cluster.urls()[0]
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let first = pubsub_node(&guard);
         guard.cluster.kill(first);
         subscribed(&mut notices).await;
         guard.cluster.wait_until_healthy();
@@ -766,13 +771,7 @@ mod tests {
             Box::new(move |notice| sender.send(notice).is_ok()),
         );
         subscribed(&mut notices).await;
-        // The pub/sub connection is to the first node.
-        let first = guard.cluster.urls()[0]
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let first = pubsub_node(&guard);
         let paused = std::time::Instant::now();
         guard.cluster.pause(first);
         let waited = tokio::time::timeout(Duration::from_secs(6), subscribed(&mut notices)).await;
