@@ -42,6 +42,7 @@
 
 use std::{
     collections::{HashMap, HashSet, hash_map::Entry},
+    sync::Arc,
     time::Duration,
 };
 
@@ -169,9 +170,10 @@ struct Shard {
 
 /// What the tasks of the loop tell it.
 enum Event {
-    /// A push of a shard's connection (confirmations, messages, its drop).
+    /// A push of a shard's connection (confirmations, messages, its drop);
+    /// the node's name shared, not copied per message.
     Push {
-        node: String,
+        node: Arc<str>,
         shard: u64,
         push: PushInfo,
     },
@@ -595,7 +597,7 @@ impl Shards {
             checked: now,
         });
         let events = self.events.clone();
-        let from = node.clone();
+        let from: Arc<str> = node.as_str().into();
         tokio::spawn(async move {
             while let Some(push) = pushes.recv().await {
                 let node = from.clone();
@@ -621,13 +623,14 @@ impl Shards {
     }
 
     fn on_push(&mut self, node: &str, shard: u64, push: PushInfo) {
+        if matches!(push.kind, PushKind::SMessage | PushKind::Message) {
+            if let Some((channel, payload)) = message_of(push.data) {
+                self.dispatch(channel, payload);
+            }
+            return;
+        }
         let mut data = push.data.into_iter();
         match push.kind {
-            PushKind::SMessage | PushKind::Message => {
-                if let Some((channel, payload)) = message_of(data.collect()) {
-                    self.dispatch(channel, payload);
-                }
-            }
             PushKind::SSubscribe => {
                 if let Some(channel) = channel_name(data.next()) {
                     self.on_confirmed(node, shard, channel);
