@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(slot_of("{foo}bar"), slot_of("foo"), "the hash tag decides");
         assert_eq!(
             slot_of("{}foo"),
-            slot_of("{}foo"),
+            crc16::State::<crc16::XMODEM>::calculate(b"{}foo") % 16384,
             "an empty tag: the whole name"
         );
         assert_ne!(slot_of("{}foo"), slot_of("foo"));
