@@ -360,7 +360,7 @@ async fn help_lists_every_setting_with_its_variable() {
 }
 
 #[tokio::test]
-async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
+async fn two_servers_share_sessions_and_account_changes_and_sessions_survive_a_restart() {
     use slop_api::auth;
     let stores = SharedStores::new().await;
     let mut a = Server::start_in("shared-a", &stores.env()).await;
@@ -377,6 +377,39 @@ async fn two_servers_share_sessions_and_sessions_survive_a_restart() {
         .await
         .expect("B knows the session A created");
     assert_eq!(me.into_inner().user.unwrap().email, "ada@example.com");
+
+    // B has Ada's profile cached now; her change of name through A reaches
+    // B's next reads (within the time a pub/sub message takes).
+    client_a
+        .update_current_user(bearer(
+            auth::UpdateCurrentUserRequest {
+                user: Some(auth::User {
+                    display_name: "Countess".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(pbjson_types::FieldMask {
+                    paths: vec!["display_name".into()],
+                }),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let me = client_b
+            .get_current_user(bearer(auth::GetCurrentUserRequest {}, &token))
+            .await
+            .unwrap();
+        if me.into_inner().user.unwrap().display_name == "Countess" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B still shows the old name 2 s after the change through A"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // A restarts: the session (in Redis) and the account (in PostgreSQL)
     // outlive it.

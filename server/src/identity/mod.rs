@@ -113,7 +113,9 @@ impl Identity {
         clock: SharedClock,
         redis: Option<&RedisContext>,
     ) -> Result<Self, IdentityError> {
-        let accounts = AccountStore::connect(&config.database_url, config.database_timeout).await?;
+        let mut accounts =
+            AccountStore::connect(&config.database_url, config.database_timeout).await?;
+        accounts.cache_profiles(redis, clock.clone());
         let (sessions, limits) = match redis {
             Some(redis) => (SessionStore::redis(redis), RateLimiter::redis(redis)),
             None => (

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     identity::Identity,
-    identity::accounts::Account,
+    identity::accounts::Profile,
     identity::caller::Access,
     identity::flows::{
         self, FlowError, IssuedTokens, LoginAttempt, PasswordChange, PasswordReset, Registration,
@@ -74,7 +74,7 @@ impl AuthService for AuthApi {
         Ok(Response::new(auth::LoginResponse {
             tokens: Some(token_pair(signed_in.tokens)),
             session_id: signed_in.session.id,
-            user: Some(user(&signed_in.account)),
+            user: Some(user(&Profile::from(&signed_in.account))),
         }))
     }
 
@@ -119,9 +119,9 @@ impl AuthService for AuthApi {
             .auth
             .user(&super::credentials(request.metadata()), Access::Read)
             .await?;
-        let account = self.identity.account(&caller.user_id).await?;
+        let profile = self.identity.profile(&caller.user_id).await?;
         Ok(Response::new(auth::GetCurrentUserResponse {
-            user: Some(user(&account)),
+            user: Some(user(&profile)),
         }))
     }
 
@@ -146,19 +146,21 @@ impl AuthService for AuthApi {
             ));
         }
         let new = request.user.unwrap_or_default();
-        let account = if paths.is_empty() && new.display_name.is_empty() {
+        let profile = if paths.is_empty() && new.display_name.is_empty() {
             // Nothing to change.
-            self.identity.account(&caller.user_id).await?
+            self.identity.profile(&caller.user_id).await?
         } else {
             let name = flows::display_name(&new.display_name).or_invalid("user.display_name")?;
-            self.identity
+            let account = self
+                .identity
                 .accounts
                 .set_display_name(&caller.user_id, &name, self.identity.now())
                 .await?
-                .ok_or(FlowError::AccountGone)?
+                .ok_or(FlowError::AccountGone)?;
+            std::sync::Arc::new(Profile::from(&account))
         };
         Ok(Response::new(auth::UpdateCurrentUserResponse {
-            user: Some(user(&account)),
+            user: Some(user(&profile)),
         }))
     }
 
@@ -260,13 +262,13 @@ impl AuthService for AuthApi {
 }
 
 /// The proto User of an account.
-pub fn user(account: &Account) -> User {
+pub fn user(profile: &Profile) -> User {
     User {
-        id: account.id.clone(),
-        email: account.email.clone(),
-        display_name: account.display_name.clone(),
-        create_time: Some(to_timestamp(account.created_at)),
-        update_time: Some(to_timestamp(account.updated_at)),
+        id: profile.id.clone(),
+        email: profile.email.clone(),
+        display_name: profile.display_name.clone(),
+        create_time: Some(to_timestamp(profile.created_at)),
+        update_time: Some(to_timestamp(profile.updated_at)),
     }
 }
 

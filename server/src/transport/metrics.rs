@@ -103,7 +103,7 @@ pub fn install() -> PrometheusHandle {
 
 /// The HELP line of every metric (docs/metrics.md says the same).
 fn describe() {
-    use crate::{identity::limits, infra::observe, notifications};
+    use crate::{identity::accounts::profiles, identity::limits, infra::observe, notifications};
     metrics::describe_counter!(REQUESTS, "Requests answered, by door, route and code.");
     metrics::describe_histogram!(
         REQUEST_DURATION,
@@ -153,6 +153,10 @@ fn describe() {
     metrics::describe_counter!(
         observe::STORE_ERRORS,
         "Store calls that failed, by store and operation."
+    );
+    metrics::describe_counter!(
+        profiles::PROFILE_CACHE,
+        "Lookups of signed-in users' profiles in the in-process cache, by result (hit, miss)."
     );
 }
 

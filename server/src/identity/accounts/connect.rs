@@ -10,7 +10,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
 };
 
-use super::{AccountError, AccountStore, Pool, means_unavailable, timed_out};
+use super::{AccountError, AccountStore, Pool, Profiles, means_unavailable, timed_out};
 
 pub(super) static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 pub(super) static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -106,6 +106,7 @@ impl AccountStore {
         Ok(Self {
             pool: Pool::Sqlite(pool),
             timeout,
+            profiles: Profiles::uncached(),
         })
     }
 
@@ -153,6 +154,7 @@ impl AccountStore {
         Ok(Self {
             pool: Pool::Postgres(pool),
             timeout,
+            profiles: Profiles::uncached(),
         })
     }
 }

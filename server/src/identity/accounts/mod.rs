@@ -21,8 +21,12 @@
 //!
 //! `connect` opens either backend and brings its schema up to date; the
 //! tests are one conformance suite run against both.
+//!
+//! What a user's own calls show of their account is a [`Profile`], cached
+//! in process and kept true across instances ([`profiles`]): the store
+//! forgets, and announces, a profile whenever it changes its account.
 
-use std::{future::Future, time::Duration, time::SystemTime};
+use std::{future::Future, sync::Arc, time::Duration, time::SystemTime};
 
 use sqlx::{
     error::DatabaseError as _,
@@ -32,9 +36,12 @@ use sqlx::{
 use uuid::Uuid;
 
 use crate::infra::{
-    clock::{from_millis, to_millis},
+    clock::{SharedClock, from_millis, to_millis},
     observe::{Store, store_call},
+    redis_context::RedisContext,
 };
+
+pub use profiles::{Profile, Profiles};
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +182,8 @@ pub struct AccountStore {
     pool: Pool,
     /// DATABASE_TIMEOUT: the most one operation may take.
     timeout: Duration,
+    /// The profiles cached from it (none until [`Self::cache_profiles`]).
+    profiles: Profiles,
 }
 
 /// The backends.
@@ -260,6 +269,18 @@ impl AccountStore {
             .map_err(AccountError::from)
         })
         .await
+    }
+
+    /// Caches profiles ([`Self::profile`]) where every change can be heard:
+    /// across the instances sharing `redis` when there is one, else in
+    /// process for SQLite; PostgreSQL without Redis caches nothing, since
+    /// other instances may change its accounts unheard.
+    pub fn cache_profiles(&mut self, redis: Option<&RedisContext>, clock: SharedClock) {
+        self.profiles = match (redis, &self.pool) {
+            (Some(redis), _) => Profiles::shared(redis),
+            (None, Pool::Sqlite(_)) => Profiles::in_process(clock),
+            (None, Pool::Postgres(_)) => Profiles::uncached(),
+        };
     }
 
     /// "sqlite" or "postgres", for health reports.
@@ -366,8 +387,25 @@ impl AccountStore {
         Ok(row.map(Account::from))
     }
 
+    /// The profile of account `id`, for a user's own calls: from the
+    /// cache when it holds it, else read (and cached).
+    pub async fn profile(&self, id: &str) -> Result<Option<Arc<Profile>>, AccountError> {
+        if let Some(profile) = self.profiles.get(id) {
+            return Ok(Some(profile));
+        }
+        let ticket = self.profiles.ticket();
+        let Some(account) = self.by_id(id).await? else {
+            return Ok(None);
+        };
+        let profile = Arc::new(Profile::from(&account));
+        self.profiles.put(ticket, profile.clone());
+        Ok(Some(profile))
+    }
+
     /// Returns the updated account, None if no such id; one statement, so
     /// the caller gets the row as written, not as a second read finds it.
+    /// The account's profile is forgotten and the change announced before
+    /// it returns.
     pub async fn set_display_name(
         &self,
         id: &str,
@@ -390,6 +428,9 @@ impl AccountStore {
                 .map_err(AccountError::from)
             })
             .await?;
+        if row.is_some() {
+            self.profiles.changed(id).await;
+        }
         Ok(row.map(Account::from))
     }
 
@@ -399,6 +440,9 @@ impl AccountStore {
     /// invalidated: a reset link mailed before the change must not undo it
     /// (for example one requested by someone who has since lost access to
     /// the mailbox, or one the user asked for before remembering).
+    ///
+    /// The account's profile (whose `updated_at` moved) is forgotten and
+    /// the change announced before it returns.
     pub async fn set_password_hash(
         &self,
         id: &str,
@@ -406,34 +450,39 @@ impl AccountStore {
         now: SystemTime,
     ) -> Result<bool, AccountError> {
         let millis = to_millis(now);
-        self.bounded("set_password_hash", async {
-            on_pool!(self, |pool| {
-                let mut tx = pool.begin().await?;
-                let existed = sqlx::query(
-                    "UPDATE accounts SET password_hash = $1, updated_at = $2 WHERE id = $3",
-                )
-                .bind(password_hash)
-                .bind(millis)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if existed {
-                    sqlx::query(
-                        "UPDATE password_reset_tokens SET used_at = $1 \
-                         WHERE account_id = $2 AND used_at IS NULL",
+        let existed = self
+            .bounded("set_password_hash", async {
+                on_pool!(self, |pool| {
+                    let mut tx = pool.begin().await?;
+                    let existed = sqlx::query(
+                        "UPDATE accounts SET password_hash = $1, updated_at = $2 WHERE id = $3",
                     )
+                    .bind(password_hash)
                     .bind(millis)
                     .bind(id)
                     .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok::<_, AccountError>(existed)
+                    .await?
+                    .rows_affected()
+                        > 0;
+                    if existed {
+                        sqlx::query(
+                            "UPDATE password_reset_tokens SET used_at = $1 \
+                         WHERE account_id = $2 AND used_at IS NULL",
+                        )
+                        .bind(millis)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok::<_, AccountError>(existed)
+                })
             })
-        })
-        .await
+            .await?;
+        if existed {
+            self.profiles.changed(id).await;
+        }
+        Ok(existed)
     }
 
     /// Stores a password-reset token by its hash (the caller hashes; the
@@ -539,5 +588,6 @@ impl AccountStore {
 
 // After `on_pool!`, which the tests use.
 mod connect;
+pub mod profiles;
 #[cfg(test)]
 mod tests;

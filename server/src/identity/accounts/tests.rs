@@ -328,6 +328,7 @@ crate::infra::conformance::backend_conformance! {
         a_duplicate_email_is_taken,
         concurrent_creates_of_one_email_have_one_winner,
         updates_move_updated_at_and_miss_unknown_ids,
+        a_profile_follows_every_change_of_its_account,
         a_reset_token_is_single_use,
         concurrent_consumes_of_one_token_have_one_winner,
         an_expired_reset_token_is_refused,
@@ -422,6 +423,64 @@ async fn concurrent_creates_of_one_email_have_one_winner(db: TestDatabase) {
         .await
         .expect("by_email");
     assert_eq!(stored.as_ref(), winners.first());
+}
+
+/// With profiles cached (in process on SQLite, none on PostgreSQL without
+/// Redis), a profile read before a change never outlives it.
+async fn a_profile_follows_every_change_of_its_account(db: TestDatabase) {
+    let clock = ManualClock::starting_now();
+    let mut store = db.store;
+    store.cache_profiles(None, clock.clone());
+    let created = store
+        .create(new_account("ada@example.com"), clock.now())
+        .await
+        .expect("create");
+    let profile = store.profile(&created.id).await.expect("profile");
+    assert_eq!(profile.as_deref(), Some(&Profile::from(&created)));
+
+    clock.advance(Duration::from_secs(1));
+    let renamed = store
+        .set_display_name(&created.id, "Countess", clock.now())
+        .await
+        .expect("set_display_name")
+        .expect("the account exists");
+    let profile = store.profile(&created.id).await.expect("profile");
+    assert_eq!(profile.as_deref(), Some(&Profile::from(&renamed)));
+
+    clock.advance(Duration::from_secs(1));
+    store
+        .set_password_hash(&created.id, "$argon2id$new", clock.now())
+        .await
+        .expect("set_password_hash");
+    let profile = store.profile(&created.id).await.expect("profile").unwrap();
+    assert_eq!(profile.updated_at, clock.now(), "updated_at moved");
+
+    let unknown = Uuid::new_v4().to_string();
+    assert_eq!(store.profile(&unknown).await.expect("profile"), None);
+}
+
+/// A cached profile is the whole answer: the database is not asked (here,
+/// it could not answer).
+#[tokio::test]
+async fn a_cached_profile_is_served_without_the_database() {
+    on_sqlite(|db| async move {
+        let clock = ManualClock::starting_now();
+        let mut store = db.store;
+        store.cache_profiles(None, clock.clone());
+        let created = store
+            .create(new_account("ada@example.com"), clock.now())
+            .await
+            .expect("create");
+        store.profile(&created.id).await.expect("read and cached");
+        store.close().await;
+        assert!(
+            store.by_id(&created.id).await.is_err(),
+            "the pool is closed"
+        );
+        let cached = store.profile(&created.id).await.expect("from the cache");
+        assert_eq!(cached.as_deref(), Some(&Profile::from(&created)));
+    })
+    .await;
 }
 
 async fn updates_move_updated_at_and_miss_unknown_ids(db: TestDatabase) {

@@ -14,12 +14,13 @@ mod tests;
 
 use std::{
     net::IpAddr,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use crate::{
     identity::Identity,
-    identity::accounts::{Account, AccountError},
+    identity::accounts::{Account, AccountError, Profile},
     identity::limits::{Decision, LimitError},
     identity::passwords::PasswordHashError,
     identity::sessions::{Session, SessionError},
@@ -138,8 +139,25 @@ impl Identity {
     /// The account of a signed-in user. When it is gone, so are its
     /// sessions, and the answer is [`FlowError::AccountGone`].
     pub async fn account(&self, user_id: &str) -> Result<Account> {
-        match self.accounts.by_id(user_id).await? {
-            Some(account) => Ok(account),
+        let found = self.accounts.by_id(user_id).await?;
+        self.still_there(user_id, found).await
+    }
+
+    /// The profile of a signed-in user, for their own calls: cached
+    /// ([`crate::identity::accounts::profiles`]), never with the password
+    /// hash. When the account is gone, so are its sessions, and the answer
+    /// is [`FlowError::AccountGone`].
+    pub async fn profile(&self, user_id: &str) -> Result<Arc<Profile>> {
+        let found = self.accounts.profile(user_id).await?;
+        self.still_there(user_id, found).await
+    }
+
+    /// What was `found` of signed-in user `user_id`'s account; when
+    /// nothing, the account is gone: its sessions are ended and the answer
+    /// is [`FlowError::AccountGone`].
+    async fn still_there<T>(&self, user_id: &str, found: Option<T>) -> Result<T> {
+        match found {
+            Some(found) => Ok(found),
             None => {
                 let _ = self.sessions.revoke_user(user_id, None).await;
                 Err(FlowError::AccountGone)
