@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::broadcast;
 
-use super::{Advance, MAX_SESSIONS_PER_USER, Session, duration_millis, touch_granularity};
+use super::{Advance, MAX_SESSIONS_PER_USER, Session};
 use crate::infra::clock::{SharedClock, to_millis};
 
 /// Sweep expired sessions every this many creations.
@@ -152,10 +152,9 @@ impl MemorySessions {
         let now = self.now();
         let mut inner = self.lock();
         let session = inner.live(id, now)?;
-        let expires_at = session.slid_expiry(now, idle_ttl);
-        if expires_at - session.expires_at >= duration_millis(touch_granularity(idle_ttl)) {
+        if session.due_a_touch(now, idle_ttl) {
             session.last_seen_at = now;
-            session.expires_at = expires_at;
+            session.expires_at = session.slid_expiry(now, idle_ttl);
         }
         Some(session.clone())
     }

@@ -149,6 +149,13 @@ impl Session {
         now.saturating_add(duration_millis(idle_ttl))
             .min(self.max_expires_at)
     }
+
+    /// Whether a use at `now` moves the idle expiry by at least
+    /// [`touch_granularity`], so that it is to be written.
+    pub fn due_a_touch(&self, now: i64, idle_ttl: Duration) -> bool {
+        self.slid_expiry(now, idle_ttl) - self.expires_at
+            >= duration_millis(touch_granularity(idle_ttl))
+    }
 }
 
 /// What [`SessionStore::advance_refresh`] found.

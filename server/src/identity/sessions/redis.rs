@@ -37,7 +37,9 @@
 //! user id, so its first `{…}` is the tag's and it hashes to the declared
 //! keys' slot (Redis Cluster lets a script touch undeclared keys of its own
 //! slot). The ids in a user's index carry the user's tag (create refuses
-//! others). A get is a plain `GET` of the session's key.
+//! others). A get is a plain `GET` of the session's key, and so is a touch
+//! that would move the idle expiry by less than the touch granularity (most
+//! of them): only a touch due a write runs its script.
 //!
 //! Revocations reach every instance: the scripts that end a session before
 //! its expiry (revoke, revoke_user, eviction at create) `PUBLISH` `<origin>
@@ -395,10 +397,21 @@ impl RedisSessions {
         Ok((session.expires_at > to_millis(self.clock.now())).then_some(session))
     }
 
+    /// A plain `GET` first: most uses would move the idle expiry by less
+    /// than [`touch_granularity`], and then the read is the whole answer
+    /// (a read cannot undo a revocation, so it needs no script). Only a use
+    /// that is due a write runs the touch script, which checks everything
+    /// again atomically.
     pub(super) async fn touch(&self, id: &str, idle_ttl: Duration) -> Result<Option<Session>> {
         let Some(keys) = self.keys.about_session(id) else {
             return Ok(None);
         };
+        let Some(session) = self.get(id).await? else {
+            return Ok(None);
+        };
+        if !session.due_a_touch(to_millis(self.clock.now()), idle_ttl) {
+            return Ok(Some(session));
+        }
         let mut invocation = self.invocation(&self.scripts.touch, keys);
         invocation
             .arg(id)
