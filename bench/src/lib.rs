@@ -7,6 +7,12 @@
 //! The binaries: `auth-hot-path` (src/main.rs) and `fanout`
 //! (src/bin/fanout.rs).
 
+/// The allocator of both binaries, and so of the comparison servers they
+/// run, the same as slop-server's: the figures compare the work done, not
+/// the allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod client;
 pub mod cpu;
 pub mod fanout;

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use slop_server::{Config, run, termination_signal, transport::telemetry};
 
+/// mimalloc rather than glibc's malloc: a request allocates and frees a
+/// few dozen small blocks, often on different worker threads, and glibc's
+/// arenas spent 13-19 % of the auth hot path's CPU on that (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::load();
