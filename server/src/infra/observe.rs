@@ -1,7 +1,8 @@
 //! What a store call costs: one place that times every Redis command and
-//! SQL statement, counts the ones that fail, and runs each in a `tracing`
-//! span (`redis` or `sql`, with `db.system` and `db.operation`), so the
-//! metrics and the traces of store calls come from the same choke points:
+//! SQL statement, counts the ones that fail, and, when traces are exported,
+//! runs each in a `tracing` span (`redis` or `sql`, with `db.system` and
+//! `db.operation`), so the metrics and the traces of store calls come from
+//! the same choke points:
 //! [`ObservedRedis`] (the commands connection every Redis store is handed)
 //! and [`store_call`] (the account store's one bounded-operation helper).
 //! The password hash, the other costly step, is observed here too
@@ -50,30 +51,37 @@ impl Store {
     }
 }
 
-/// Runs one store call: in a span named after the kind of store, timed into
-/// [`STORE_DURATION`], and counted in [`STORE_ERRORS`] when `failed` says its
-/// error is one.
+/// Runs one store call: timed into [`STORE_DURATION`], counted in
+/// [`STORE_ERRORS`] when `failed` says its error is one, and, when traces are
+/// exported, in a span named after the kind of store.
 pub async fn store_call<T, E>(
     store: Store,
     operation: &'static str,
     call: impl Future<Output = Result<T, E>>,
     failed: impl FnOnce(&E) -> bool,
 ) -> Result<T, E> {
-    // The span name must be a literal: one per kind of store.
-    let span = match store {
-        Store::Redis => {
-            tracing::info_span!(
-                "redis",
-                db.system = store.as_str(),
-                db.operation = operation
-            )
-        }
-        Store::Sqlite | Store::Postgres => {
-            tracing::info_span!("sql", db.system = store.as_str(), db.operation = operation)
-        }
-    };
     let started = Instant::now();
-    let result = call.instrument(span).await;
+    // The span exists for traces only (nothing logs inside a store call):
+    // made when they are exported, it costs a request a few per cent of
+    // its CPU otherwise (BENCHMARKS.md, issue #13).
+    let result = if crate::transport::traces::exporting() {
+        // The span name must be a literal: one per kind of store.
+        let span = match store {
+            Store::Redis => {
+                tracing::info_span!(
+                    "redis",
+                    db.system = store.as_str(),
+                    db.operation = operation
+                )
+            }
+            Store::Sqlite | Store::Postgres => {
+                tracing::info_span!("sql", db.system = store.as_str(), db.operation = operation)
+            }
+        };
+        call.instrument(span).await
+    } else {
+        call.await
+    };
     let labels = [("store", store.as_str()), ("operation", operation)];
     metrics::histogram!(STORE_DURATION, &labels).record(started.elapsed().as_secs_f64());
     if let Err(error) = &result
