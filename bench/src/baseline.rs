@@ -1,26 +1,25 @@
 //! The baseline: a minimal axum server that does, per request, the same
-//! store round trips as `slop-server` on the hot path, and nothing else.
+//! store work as `slop-server` on the hot path, and nothing else.
 //!
 //! - `GET /api/v1/auth/me`: the bearer is compared as a string (no JWT is
-//!   verified), the session is touched (memory: a mutex-protected
-//!   `HashMap`; Redis: one EVALSHA of a Lua script that GETs the session
-//!   JSON, rewrites it with SET … PX and ZADDs the user's session index, as
-//!   the server's touch does), the account row is read from an SQLite file
-//!   opened with the server's settings (WAL, foreign keys, busy timeout, a
-//!   pool of 4), and a small JSON body is returned.
+//!   verified), the session is used (memory: a mutex-protected `HashMap`,
+//!   written only when the use moves the idle expiry by a thousandth of the
+//!   idle timeout or more; Redis: one `GET` of the session JSON, decoded,
+//!   and only when that use is due a write, one EVALSHA of a Lua script
+//!   that rewrites it with SET … PX and ZADDs the user's session index, as
+//!   the server's touch does), the user's profile is looked up in an
+//!   in-process map behind a read-write lock (the server caches profiles),
+//!   and a small JSON body is returned.
 //! - `slop.auth.v1.AuthService/ValidateToken` (native gRPC, HTTP/2): the
 //!   service key and the access token are compared as strings, the session
-//!   is touched, and the answer is built.
+//!   is used, and the answer is built.
 //!
 //! It runs in this process ([`InProcess`]), with no middleware: no request
 //! ids, logs, CORS or grpc-web.
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
-    str::FromStr as _,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{Arc, Mutex, RwLock},
 };
 
 use axum::{
@@ -33,7 +32,6 @@ use http::{HeaderMap, StatusCode, header};
 use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use slop_api::auth::{self, auth_service_server::AuthServiceServer};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::net::TcpListener;
 use tonic::{Request, Status};
 
@@ -44,14 +42,14 @@ use crate::{
     validate_only::{Answer, ValidateOnly, ValidateToken},
 };
 
-/// The name of every thread of the baseline (its runtime's, and its SQLite
-/// workers'), so its CPU time can be told from the load generator's.
+/// The name of every thread of the baseline, so its CPU time can be told
+/// from the load generator's.
 pub const THREAD_NAME: &str = "baseline";
 
-/// The session touch: one round trip that reads the session JSON, slides
-/// its expiry, writes it back with a matching TTL and records the use in the
-/// user's sorted set of sessions (extending the set's TTL when needed).
-/// ARGV: key prefix, now (ms), session id, idle timeout (ms).
+/// The session touch due a write: one round trip that reads the session
+/// JSON, slides its expiry, writes it back with a matching TTL and records
+/// the use in the user's sorted set of sessions (extending the set's TTL
+/// when needed). ARGV: key prefix, now (ms), session id, idle timeout (ms).
 const TOUCH: &str = r#"
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 local key = prefix .. 'session:' .. ARGV[3]
@@ -70,19 +68,6 @@ if redis.call('PTTL', index) < keep then redis.call('PEXPIRE', index, keep) end
 return json
 "#;
 
-/// The same account columns as the server's table.
-const CREATE_ACCOUNTS: &str = "CREATE TABLE IF NOT EXISTS accounts (
-    id TEXT NOT NULL PRIMARY KEY,
-    email TEXT NOT NULL UNIQUE,
-    display_name TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL)";
-
-/// The read `me` makes: one account by id.
-const SELECT_ACCOUNT: &str = "SELECT id, email, display_name, password_hash, created_at, updated_at \
-     FROM accounts WHERE id = $1";
-
 /// Who the baseline knows: the one user, session and service it serves.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -90,6 +75,8 @@ pub struct Identity {
     pub user_id: String,
     /// The user's email.
     pub email: String,
+    /// The user's display name.
+    pub display_name: String,
     /// The user's session.
     pub session_id: String,
     /// The access token accepted (compared as a string).
@@ -124,17 +111,28 @@ enum Store {
     },
 }
 
+/// What `me` shows of the user, as the server caches it.
+#[derive(Debug)]
+struct Profile {
+    id: String,
+    email: String,
+    display_name: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
 /// What every handler shares.
 struct Shared {
     identity: Identity,
     user_bearer: String,
     service_bearer: String,
     store: Store,
-    accounts: SqlitePool,
+    profiles: RwLock<HashMap<String, Arc<Profile>>>,
 }
 
 impl Shared {
-    /// Touches the session: the one session-store round trip of the hot path.
+    /// Uses the session: the one session-store round trip of the hot path
+    /// (two, about once per 86 s, when the use is due a write).
     async fn touch(&self) -> Result<Option<Session>, String> {
         let now = now_millis();
         let id = &self.identity.session_id;
@@ -148,8 +146,10 @@ impl Shared {
                     sessions.remove(id);
                     return Ok(None);
                 }
-                session.last_seen_at = now;
-                session.expires_at = (now + millis(IDLE_TTL)).min(session.max_expires_at);
+                if due_a_write(session, now) {
+                    session.last_seen_at = now;
+                    session.expires_at = slid_expiry(session, now);
+                }
                 Ok(Some(session.clone()))
             }
             Store::Redis {
@@ -157,6 +157,20 @@ impl Shared {
                 prefix,
                 touch,
             } => {
+                let raw: Option<String> = redis::cmd("GET")
+                    .arg(format!("{prefix}session:{id}"))
+                    .query_async(&mut connection.clone())
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let Some(raw) = raw else { return Ok(None) };
+                let session: Session =
+                    serde_json::from_str(&raw).map_err(|error| error.to_string())?;
+                if session.expires_at <= now {
+                    return Ok(None);
+                }
+                if !due_a_write(&session, now) {
+                    return Ok(Some(session));
+                }
                 let raw: Option<String> = touch
                     .prepare_invoke()
                     .arg(prefix)
@@ -183,26 +197,38 @@ impl Shared {
     }
 }
 
-/// Starts the baseline on `runtime`, on 127.0.0.1 with a free port: its
-/// SQLite file at `database` (holding the identity's account), its session
-/// in `backend` (under `<prefix>baseline:` in Redis).
+/// The idle expiry after a use at `now`, as the server slides it.
+fn slid_expiry(session: &Session, now: i64) -> i64 {
+    (now + millis(IDLE_TTL)).min(session.max_expires_at)
+}
+
+/// Whether a use at `now` is to be written, by the server's rule: it moves
+/// the idle expiry by a thousandth of the idle timeout or more.
+fn due_a_write(session: &Session, now: i64) -> bool {
+    slid_expiry(session, now) - session.expires_at >= millis(IDLE_TTL) / 1000
+}
+
+/// Starts the baseline on `runtime`, on 127.0.0.1 with a free port: the
+/// identity's profile in its map, its session in `backend` (under
+/// `<prefix>baseline:` in Redis).
 pub async fn start(
     runtime: &tokio::runtime::Handle,
-    database: PathBuf,
     backend: Backend,
     identity: Identity,
 ) -> Result<InProcess, String> {
-    InProcess::start(runtime, prepare(database, backend, identity)).await
+    InProcess::start(runtime, prepare(backend, identity)).await
 }
 
-/// Opens the stores, puts the session and the account in, and binds.
-async fn prepare(
-    database: PathBuf,
-    backend: Backend,
-    identity: Identity,
-) -> Result<(TcpListener, Router), String> {
-    let accounts = accounts(database, &identity).await?;
+/// Opens the store, puts the session and the profile in, and binds.
+async fn prepare(backend: Backend, identity: Identity) -> Result<(TcpListener, Router), String> {
     let now = now_millis();
+    let profile = Profile {
+        id: identity.user_id.clone(),
+        email: identity.email.clone(),
+        display_name: identity.display_name.clone(),
+        created_at: now,
+        updated_at: now,
+    };
     let session = Session {
         id: identity.session_id.clone(),
         user_id: identity.user_id.clone(),
@@ -260,7 +286,7 @@ async fn prepare(
         service_bearer: format!("Bearer {}", identity.service_key),
         identity,
         store,
-        accounts,
+        profiles: RwLock::new(HashMap::from([(profile.id.clone(), Arc::new(profile))])),
     });
     let router = Router::new()
         .route("/api/v1/auth/me", get(me))
@@ -275,49 +301,6 @@ async fn prepare(
     Ok((listener, router))
 }
 
-/// An SQLite file with the server's settings, holding the user's account.
-async fn accounts(database: PathBuf, identity: &Identity) -> Result<SqlitePool, String> {
-    let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", database.display()))
-        .map_err(|error| error.to_string())?
-        .create_if_missing(true)
-        .foreign_keys(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(5))
-        .thread_name(|id| format!("{THREAD_NAME}-sqlite-{id}"));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .map_err(|error| format!("baseline SQLite: {error}"))?;
-    sqlx::query(CREATE_ACCOUNTS)
-        .execute(&pool)
-        .await
-        .map_err(|error| error.to_string())?;
-    let now = now_millis();
-    sqlx::query(
-        "INSERT OR REPLACE INTO accounts \
-         (id, email, display_name, password_hash, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $5)",
-    )
-    .bind(&identity.user_id)
-    .bind(&identity.email)
-    .bind("Bench")
-    // As long as a real argon2id PHC string.
-    .bind(format!(
-        "$argon2id$v=19$m=19456,t=2,p=1${}${}",
-        "s".repeat(22),
-        "h".repeat(43)
-    ))
-    .bind(now)
-    .execute(&pool)
-    .await
-    .map_err(|error| error.to_string())?;
-    Ok(pool)
-}
-
-/// An account row.
-type AccountRow = (String, String, String, String, i64, i64);
-
 /// `GET /api/v1/auth/me`.
 async fn me(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let authorized = headers
@@ -329,24 +312,22 @@ async fn me(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(status) = shared.live_session().await {
         return error(StatusCode::UNAUTHORIZED, status.message());
     }
-    let row: Option<AccountRow> = match sqlx::query_as(SELECT_ACCOUNT)
-        .bind(&shared.identity.user_id)
-        .fetch_optional(&shared.accounts)
-        .await
-    {
-        Ok(row) => row,
-        Err(failure) => return error(StatusCode::INTERNAL_SERVER_ERROR, &failure.to_string()),
-    };
-    let Some((id, email, display_name, _hash, created_at, updated_at)) = row else {
+    let profile = shared
+        .profiles
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&shared.identity.user_id)
+        .cloned();
+    let Some(profile) = profile else {
         return error(StatusCode::UNAUTHORIZED, "the account no longer exists");
     };
     Json(serde_json::json!({
         "user": {
-            "id": id,
-            "email": email,
-            "displayName": display_name,
-            "createTime": created_at,
-            "updateTime": updated_at,
+            "id": profile.id,
+            "email": profile.email,
+            "displayName": profile.display_name,
+            "createTime": profile.created_at,
+            "updateTime": profile.updated_at,
         }
     }))
     .into_response()

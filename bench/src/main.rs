@@ -3,9 +3,11 @@
 //! trips and against the floor (the least work that answers correctly),
 //! measured in one run.
 //!
-//! For each session backend (memory, then Redis) it starts the release
-//! `slop-server` binary as a child process on 127.0.0.1 ([`server`]),
-//! registers a user and logs in, and measures, closed loop after a warm-up:
+//! For each session backend (memory, then Redis; then Redis again with the
+//! accounts in PostgreSQL instead of SQLite, [`accounts`]) it starts the
+//! release `slop-server` binary as a child process on 127.0.0.1
+//! ([`server`]), registers a user and logs in, and measures, closed loop
+//! after a warm-up:
 //!
 //! - REST `GET /api/v1/auth/me` with the access token, one HTTP/1.1
 //!   keep-alive connection per client task;
@@ -13,8 +15,9 @@
 //!   client tasks sharing a few HTTP/2 connections;
 //!
 //! each against the server, against the [`baseline`], an in-process axum
-//! server on its own runtime doing the same session touch (and, for `me`,
-//! the same SQLite read) and nothing else, and against the [`floor`], an
+//! server on its own runtime doing the same session use (and, for `me`,
+//! the same in-process profile look-up) and nothing else, and against the
+//! [`floor`], an
 //! in-process axum server on its own runtime that verifies the server's JWT
 //! and reads the session with one `GETEX` (issue #13). The three alternate
 //! in the same rounds. With the memory backend it
@@ -37,6 +40,7 @@ use std::{
 
 use clap::Parser;
 
+mod accounts;
 mod baseline;
 mod burst;
 mod floor;
@@ -87,9 +91,18 @@ struct Args {
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
 
-    /// Skip the Redis backend.
+    /// Skip the Redis backend (and with it the PostgreSQL accounts run).
     #[arg(long)]
     no_redis: bool,
+
+    /// PostgreSQL for the run with Redis sessions and PostgreSQL accounts
+    /// (a schema of the run's own is created and dropped).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+
+    /// Skip the run with PostgreSQL accounts.
+    #[arg(long)]
+    no_postgres: bool,
 
     /// Skip the throughput scenarios (server vs baseline and floor).
     #[arg(long)]
@@ -184,24 +197,38 @@ async fn run(args: Args, runtimes: Runtimes) -> Result<bool, String> {
     let run_id = random_hex(6);
     let scratch = Scratch::new(&run_id)?;
     let secrets = Secrets::random();
-    let mut backends = vec![Backend::Memory];
+    let mut backends = vec![(Backend::Memory, Accounts::Sqlite)];
     // The Redis backend is measured by the throughput scenarios only.
+    let mut postgres = None;
     if !args.no_redis && !args.no_throughput {
         ping_redis(&args.redis_url).await?;
-        backends.push(Backend::Redis {
+        let redis = Backend::Redis {
             url: args.redis_url.clone(),
             prefix: format!("slop-bench:{run_id}:"),
-        });
+        };
+        backends.push((redis.clone(), Accounts::Sqlite));
+        if !args.no_postgres {
+            let schema = accounts::Schema::create(&args.postgres_url, &run_id).await?;
+            backends.push((
+                Backend::Redis {
+                    url: args.redis_url.clone(),
+                    prefix: format!("slop-bench:{run_id}:pg:"),
+                },
+                Accounts::Postgres(schema.url()),
+            ));
+            postgres = Some(schema);
+        }
     }
 
     let mut hot_paths = Vec::new();
     let mut bursts = Vec::new();
-    for backend in &backends {
+    let mut failed = None;
+    for (backend, accounts) in &backends {
         let outcome = run_backend(
             &args,
             &binary,
             scratch.path(),
-            backend,
+            (backend, accounts),
             &secrets,
             &run_id,
             &runtimes,
@@ -215,9 +242,22 @@ async fn run(args: Args, runtimes: Runtimes) -> Result<bool, String> {
                 }
             }
         }
-        let (rows, burst) = outcome?;
-        hot_paths.extend(rows);
-        bursts.extend(burst);
+        match outcome {
+            Ok((rows, burst)) => {
+                hot_paths.extend(rows);
+                bursts.extend(burst);
+            }
+            Err(error) => {
+                failed = Some(error);
+                break;
+            }
+        }
+    }
+    if let Some(schema) = postgres {
+        schema.drop().await;
+    }
+    if let Some(error) = failed {
+        return Err(error);
     }
 
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
@@ -263,14 +303,20 @@ async fn run_backend(
     args: &Args,
     binary: &Path,
     scratch: &Path,
-    backend: &Backend,
+    (backend, accounts): (&Backend, &Accounts),
     secrets: &Secrets,
     run_id: &str,
     runtimes: &Runtimes,
 ) -> Result<(Vec<report::HotPath>, Vec<report::Burst>), String> {
-    let name = backend.name();
+    let name = match accounts {
+        Accounts::Sqlite => backend.name(),
+        Accounts::Postgres(_) => "redis, postgres accounts",
+    };
     eprintln!("{name}: starting {}", binary.display());
     let mut env = Vec::new();
+    if let Accounts::Postgres(url) = accounts {
+        env.push(("DATABASE_URL", url.clone()));
+    }
     if let Some(permits) = args.password_hash_concurrency {
         env.push(("PASSWORD_HASH_CONCURRENCY", permits.to_string()));
     }
@@ -290,11 +336,11 @@ async fn run_backend(
         if !args.no_throughput {
             let baseline = baseline::start(
                 &runtimes.baseline,
-                scratch.join(format!("baseline-{name}.db")),
                 backend.clone(),
                 Identity {
                     user_id: user.user_id.clone(),
                     email: email.clone(),
+                    display_name: DISPLAY_NAME.into(),
                     session_id: user.session_id.clone(),
                     access_token: user.access_token.clone(),
                     service_key: secrets.service_key.clone(),
@@ -398,6 +444,14 @@ async fn run_backend(
         eprintln!("warning: {error}");
     }
     outcome
+}
+
+/// Where the server keeps accounts (sessions: [`Backend`]).
+enum Accounts {
+    /// An SQLite file in the run's scratch directory (the default).
+    Sqlite,
+    /// PostgreSQL, at this URL (a schema of the run's own).
+    Postgres(String),
 }
 
 /// The display name of the bench's user.
