@@ -425,9 +425,9 @@ async fn concurrent_creates_of_one_email_have_one_winner(db: TestDatabase) {
     assert_eq!(stored.as_ref(), winners.first());
 }
 
-/// With profiles cached (in process on SQLite, none on PostgreSQL without
-/// Redis), a profile read before a change never outlives it.
-async fn a_profile_follows_every_change_of_its_account(db: TestDatabase) {
+/// The test's store caching profiles as the server would without Redis,
+/// on a manual clock, with one account.
+async fn caching_with_ada(db: TestDatabase) -> (Arc<ManualClock>, AccountStore, Account) {
     let clock = ManualClock::starting_now();
     let mut store = db.store;
     store.cache_profiles(None, clock.clone());
@@ -435,6 +435,13 @@ async fn a_profile_follows_every_change_of_its_account(db: TestDatabase) {
         .create(new_account("ada@example.com"), clock.now())
         .await
         .expect("create");
+    (clock, store, created)
+}
+
+/// With profiles cached (in process on SQLite, none on PostgreSQL without
+/// Redis), a profile read before a change never outlives it.
+async fn a_profile_follows_every_change_of_its_account(db: TestDatabase) {
+    let (clock, store, created) = caching_with_ada(db).await;
     let profile = store.profile(&created.id).await.expect("profile");
     assert_eq!(profile.as_deref(), Some(&Profile::from(&created)));
 
@@ -464,13 +471,7 @@ async fn a_profile_follows_every_change_of_its_account(db: TestDatabase) {
 #[tokio::test]
 async fn a_cached_profile_is_served_without_the_database() {
     on_sqlite(|db| async move {
-        let clock = ManualClock::starting_now();
-        let mut store = db.store;
-        store.cache_profiles(None, clock.clone());
-        let created = store
-            .create(new_account("ada@example.com"), clock.now())
-            .await
-            .expect("create");
+        let (_, store, created) = caching_with_ada(db).await;
         store.profile(&created.id).await.expect("read and cached");
         store.close().await;
         assert!(
