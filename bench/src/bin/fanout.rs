@@ -36,7 +36,7 @@ use std::{
 
 use clap::Parser;
 use slop_bench::{
-    client::{self, SignedIn},
+    client,
     fanout::{
         self, Outcome, Plan, Target,
         baseline::{self, BaselineProcess},
@@ -45,9 +45,11 @@ use slop_bench::{
     redis_info::RedisNodes,
     redis_servers::{OwnCluster, OwnRedis},
     server::{Backend, Secrets, ServerProcess},
-    setup::{Scratch, delete_prefix, parse_duration, ping_redis, random_hex},
+    setup::{
+        Scratch, delete_prefix, load_average, parse_duration, ping_redis, raise_open_files,
+        random_hex,
+    },
 };
-use tokio::task::JoinSet;
 
 /// Fan-out load test of slop-server's notification streams: WebSocket
 /// subscribers of one topic (or several), a gRPC publisher, memory and
@@ -180,7 +182,7 @@ fn main() -> ExitCode {
     // Each process needs a descriptor per socket; the server and the
     // baseline inherit this process's limit.
     let needed = u64::from(args.subscribers) + 1024;
-    if let Err(error) = raise_open_files(needed) {
+    if let Err(error) = raise_open_files(needed, "pass fewer --subscribers or --no-baseline") {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }
@@ -216,26 +218,6 @@ fn serve_baseline() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Raises the limit on open files to at least `needed`: the soft limit up
-/// to the hard one, and the hard one too if it is lower (which takes
-/// CAP_SYS_RESOURCE, as root has); an error saying what to do otherwise.
-fn raise_open_files(needed: u64) -> Result<(), String> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|current| current < needed) {
-        limit.current = Some(needed);
-        if limit.maximum.is_some_and(|hard| hard < needed) {
-            limit.maximum = Some(needed);
-        }
-        setrlimit(Resource::Nofile, limit).map_err(|error| {
-            format!(
-                "{needed} open files are needed and the limit could not be raised ({error}): raise the hard limit (ulimit -Hn, LimitNOFILE), or pass fewer --subscribers or --no-baseline"
-            )
-        })?;
-    }
-    Ok(())
 }
 
 /// Runs every backend; Ok(whether nothing was lost and nothing failed).
@@ -354,16 +336,6 @@ async fn run(args: Args) -> Result<bool, String> {
         .all(|o: &Outcome| o.lost == 0 && o.errors.1 == 0))
 }
 
-/// The first three fields of /proc/loadavg, or `n/a`.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or("n/a".into(), |load| {
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    })
-}
-
 /// What every row of a run shares.
 struct Rows<'a> {
     args: &'a Args,
@@ -470,7 +442,13 @@ impl Rows<'_> {
             }
         }
         let outcome = async {
-            let users = sign_in(servers[0].addr, self.args.users, self.run_id).await?;
+            let users = client::sign_in_many(
+                servers[0].addr,
+                self.args.users,
+                &format!("fanout-{}", self.run_id),
+                "Fan-out",
+            )
+            .await?;
             eprintln!("{name}: {} users signed in", users.len());
             let target = Target::Server {
                 processes: &servers,
@@ -498,34 +476,6 @@ async fn stop_all(servers: Vec<ServerProcess>) -> Result<(), String> {
         }
     }
     result
-}
-
-/// Registers and signs in `count` users, a few at a time.
-async fn sign_in(
-    addr: std::net::SocketAddr,
-    count: u32,
-    run_id: &str,
-) -> Result<Vec<SignedIn>, String> {
-    let password = random_hex(12);
-    let mut users = Vec::new();
-    let mut pending = JoinSet::new();
-    for n in 0..count {
-        if pending.len() >= 8
-            && let Some(done) = pending.join_next().await
-        {
-            users.push(done.map_err(|error| error.to_string())??);
-        }
-        let email = format!("fanout-{run_id}-{n}@example.com");
-        let password = password.clone();
-        pending.spawn(async move {
-            client::register(addr, &email, &password, "Fan-out").await?;
-            client::login(addr, &email, &password).await
-        });
-    }
-    while let Some(done) = pending.join_next().await {
-        users.push(done.map_err(|error| error.to_string())??);
-    }
-    Ok(users)
 }
 
 #[cfg(test)]

@@ -37,10 +37,10 @@ mod report;
 pub mod spread;
 pub mod ws;
 
-pub(crate) use deliveries::event_offset;
+pub(crate) use deliveries::{event_channel, event_offset};
 pub use report::render;
 
-use deliveries::{Published, Read, Tally, event_channel};
+use deliveries::{Published, Read, Tally};
 use ws::{Frame, Socket};
 
 /// The WebSocket route.
@@ -384,8 +384,12 @@ pub async fn run(plan: &Plan, name: String, target: Target<'_>) -> Result<Outcom
 }
 
 /// Opens, authenticates and subscribes every socket, `connect_concurrency`
-/// at a time; each with its index in the plan.
-async fn open_sockets(
+/// at a time; each with its index in the plan. Socket i is the user of
+/// `tokens[i % tokens.len()]`'s, subscribed to its topic
+/// ([`spread::topic_of`]) besides the user's own channel, which the server
+/// adds; it reads the plan's subscribers, addresses, connect concurrency
+/// and topics.
+pub(crate) async fn open_sockets(
     plan: &Plan,
     target: &Target<'_>,
     tokens: &[String],
