@@ -1,9 +1,10 @@
 //! What every benchmark run needs: secrets and ids, a scratch directory,
 //! Redis checked before and cleaned after, durations on the command line,
-//! enough open files, and the machine's load to report.
+//! enough open files, the machine's load to report, and an exit status.
 
 use std::{
     path::{Path, PathBuf},
+    process::ExitCode,
     time::{Duration, SystemTime},
 };
 
@@ -146,6 +147,34 @@ pub fn load_average() -> String {
             .collect::<Vec<_>>()
             .join(" ")
     })
+}
+
+/// The end of a benchmark binary's `main`: runs `run` on a multi-threaded
+/// runtime whose threads are named `threads`, and turns its answer into
+/// the exit status: success for `Ok(true)`; failure for `Ok(false)`, saying
+/// `unclean` (what went wrong, where the report says more), and for an
+/// error, saying it.
+pub fn exit_status(
+    threads: &str,
+    unclean: &str,
+    run: impl Future<Output = Result<bool, String>>,
+) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(threads)
+        .build()
+        .expect("client runtime");
+    match runtime.block_on(run) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: {unclean}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Now, in Unix milliseconds (how sessions keep time).

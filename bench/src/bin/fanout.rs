@@ -38,7 +38,7 @@ use clap::Parser;
 use slop_bench::{
     client,
     fanout::{
-        self, Outcome, Plan, Target,
+        self, Opening, Outcome, Plan, Target,
         baseline::{self, BaselineProcess},
         spread,
     },
@@ -46,8 +46,8 @@ use slop_bench::{
     redis_servers::{OwnCluster, OwnRedis},
     server::{Backend, Secrets, ServerProcess},
     setup::{
-        Scratch, delete_prefix, load_average, parse_duration, ping_redis, raise_open_files,
-        random_hex,
+        Scratch, delete_prefix, exit_status, load_average, parse_duration, ping_redis,
+        raise_open_files, random_hex,
     },
 };
 
@@ -77,13 +77,8 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain: Duration,
 
-    /// Loopback addresses the sockets connect from (127.0.0.1 and up).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=254))]
-    addresses: u8,
-
-    /// Sockets being opened at once.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    connect_concurrency: u16,
+    #[command(flatten)]
+    opening: Opening,
 
     /// Bytes of filler text in each event's payload.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=60_000))]
@@ -186,22 +181,11 @@ fn main() -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fanout-client")
-        .build()
-        .expect("client runtime");
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("error: events were lost or something failed (see the report)");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status(
+        "fanout-client",
+        "events were lost or something failed (see the report)",
+        run(args),
+    )
 }
 
 /// This binary as the baseline's process (see [`baseline::serve_forever`]).
@@ -233,8 +217,8 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let plan = Plan {
         subscribers: usize::try_from(args.subscribers).map_err(|e| e.to_string())?,
-        addresses: args.addresses,
-        connect_concurrency: usize::from(args.connect_concurrency),
+        addresses: args.opening.addresses,
+        connect_concurrency: usize::from(args.opening.connect_concurrency),
         rate: args.rate,
         duration: args.duration,
         drain: args.drain,
@@ -411,13 +395,7 @@ impl Rows<'_> {
             _ => usize::from(self.args.instances),
         };
         let name = row_name(backend.name(), instances);
-        let env = [
-            // Every socket comes from a few addresses, faster than a person
-            // could open them: lift the connection throttle.
-            ("STREAM_CONNECTION_LIMIT", "1000000".to_owned()),
-            // Thousands of sockets per source address: no per-address cap.
-            ("HTTP_MAX_CONNECTIONS_PER_IP", "0".to_owned()),
-        ];
+        let env = fanout::server_env();
         let mut servers = Vec::with_capacity(instances);
         // One after the other: the first creates the SQLite schema the
         // others then find.

@@ -26,10 +26,11 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use slop_bench::{
     client,
+    fanout::{self, Opening},
     server::{Backend, Secrets, ServerProcess, locate},
     setup::{
-        Scratch, delete_prefix, load_average, parse_duration, parse_duration_up_to, ping_redis,
-        raise_open_files, random_hex,
+        Scratch, delete_prefix, exit_status, load_average, parse_duration, parse_duration_up_to,
+        ping_redis, raise_open_files, random_hex,
     },
     soak::{self, Parties, Plan},
 };
@@ -104,13 +105,8 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain: Duration,
 
-    /// Loopback addresses the sockets connect from (127.0.0.1 and up).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=254))]
-    addresses: u8,
-
-    /// Sockets being opened at once.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    connect_concurrency: u16,
+    #[command(flatten)]
+    opening: Opening,
 
     /// Redis for sessions and streams (a unique key prefix is used and
     /// deleted at the end).
@@ -166,34 +162,19 @@ fn parse_fraction(value: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // A descriptor per socket, and room for the rest; the server inherits
-    // the limit (and raises its own).
-    let needed = u64::from(args.sockets) + 1024;
-    if let Err(error) = raise_open_files(needed, "pass fewer --sockets") {
-        eprintln!("error: {error}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("soak-client")
-        .build()
-        .expect("client runtime");
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("error: requests failed or messages were lost (see the verdict)");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status(
+        "soak-client",
+        "requests failed or messages were lost (see the verdict)",
+        run(args),
+    )
 }
 
 /// Runs the soak; Ok(whether nothing failed and nothing was lost).
 async fn run(args: Args) -> Result<bool, String> {
     let intervals = args.check()?;
+    // A descriptor per socket, and room for the rest; the server, started
+    // below, inherits the limit (and raises its own).
+    raise_open_files(u64::from(args.sockets) + 1024, "pass fewer --sockets")?;
     let load_at_start = load_average();
     let binary = locate(args.server_bin.clone())?;
     ping_redis(&args.redis_url).await?;
@@ -207,8 +188,8 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     let plan = Plan {
         sockets: usize::try_from(args.sockets).map_err(|e| e.to_string())?,
-        addresses: args.addresses,
-        connect_concurrency: usize::from(args.connect_concurrency),
+        addresses: args.opening.addresses,
+        connect_concurrency: usize::from(args.opening.connect_concurrency),
         concurrency: usize::from(args.concurrency),
         capacity_duration: args.capacity_duration,
         fraction: args.fraction,
@@ -221,22 +202,11 @@ async fn run(args: Args) -> Result<bool, String> {
         drain: args.drain,
         topic: format!("topic:soak-{run_id}"),
     };
-    let env = [
-        // Every socket comes from a few addresses, faster than a person
-        // could open them: lift the connection throttle.
-        ("STREAM_CONNECTION_LIMIT", "1000000".to_owned()),
-        // Thousands of sockets per source address: no per-address cap.
-        ("HTTP_MAX_CONNECTIONS_PER_IP", "0".to_owned()),
-        // The `me` user's access token must outlive the run (15 minutes by
-        // default, shorter than set-up, warm-up and a 10-minute soak).
-        (
-            "JWT_EXPIRES_IN",
-            format!(
-                "{}s",
-                (args.warmup + args.duration + Duration::from_secs(3600)).as_secs()
-            ),
-        ),
-    ];
+    let mut env = fanout::server_env();
+    // The `me` user's access token must outlive the run (15 minutes by
+    // default, shorter than set-up, warm-up and a 10-minute soak).
+    let lifetime = args.warmup + args.duration + Duration::from_secs(3600);
+    env.push(("JWT_EXPIRES_IN", format!("{}s", lifetime.as_secs())));
     eprintln!("soak: starting {}", binary.display());
     let server = ServerProcess::start(&binary, scratch.path(), &backend, &secrets, &env).await?;
     let outcome = async {
@@ -322,26 +292,15 @@ mod tests {
         assert!(why(&["--duration", "30s"]).contains("at least 2 intervals"));
         assert!(why(&["--duration", "20s"]).contains("longer than --duration"));
         assert!(why(&["--sockets", "10", "--users", "11"]).contains("no socket"));
-        assert!(
-            args(&["--duration", "13h"])
-                .unwrap_err()
-                .contains("at most 12h")
-        );
-        assert!(
-            args(&["--fraction", "0"])
-                .unwrap_err()
-                .contains("more than 0")
-        );
-        assert!(
-            args(&["--fraction", "1.5"])
-                .unwrap_err()
-                .contains("at most 1")
-        );
-        assert!(
-            args(&["--fraction", "half"])
-                .unwrap_err()
-                .contains("such as 0.5")
-        );
-        assert!(args(&["--sockets", "0"]).is_err());
+        for (flags, reason) in [
+            (&["--duration", "13h"][..], "at most 12h"),
+            (&["--fraction", "0"], "more than 0"),
+            (&["--fraction", "1.5"], "at most 1"),
+            (&["--fraction", "half"], "such as 0.5"),
+            (&["--sockets", "0"], "0 is not in 1..=100000"),
+        ] {
+            let refused = args(flags).unwrap_err();
+            assert!(refused.contains(reason), "{flags:?}: {refused}");
+        }
     }
 }

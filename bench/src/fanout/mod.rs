@@ -55,6 +55,31 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// taken out of the publishing window's figures in the "above idle" ones.
 const REDIS_IDLE: Duration = Duration::from_secs(10);
 
+/// How the sockets are opened: the command-line flags of every benchmark
+/// that opens thousands of them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Opening {
+    /// Loopback addresses the sockets connect from (127.0.0.1 and up).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub addresses: u8,
+
+    /// Sockets being opened at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub connect_concurrency: u16,
+}
+
+/// What the server is started with to take thousands of sockets from a
+/// few addresses within seconds.
+pub fn server_env() -> Vec<(&'static str, String)> {
+    vec![
+        // Every socket comes from a few addresses, faster than a person
+        // could open them: lift the connection throttle.
+        ("STREAM_CONNECTION_LIMIT", "1000000".to_owned()),
+        // Thousands of sockets per source address: no per-address cap.
+        ("HTTP_MAX_CONNECTIONS_PER_IP", "0".to_owned()),
+    ]
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
