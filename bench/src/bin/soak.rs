@@ -72,8 +72,9 @@ struct Args {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     capacity_duration: Duration,
 
-    /// `me` client tasks, one HTTP/1.1 connection each: closed loop for the
-    /// capacity, paced in the soak.
+    /// `me` client tasks, one HTTP/1.1 connection each, closed loop for the
+    /// capacity; in the soak, paced, at least as many and as many more as
+    /// it takes for none to make a request more often than every 25 ms.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
 
@@ -250,6 +251,7 @@ async fn run(args: Args) -> Result<bool, String> {
         soak::run(&plan, &parties, &settings).await
     }
     .await;
+    eprintln!("soak: stopping the server");
     let stopped = server.stop().await;
     match delete_prefix(&args.redis_url, &prefix).await {
         Ok(deleted) => eprintln!("redis: deleted {deleted} keys under {prefix}"),

@@ -48,6 +48,11 @@ use subscribers::{Deliveries, Followed, Readers};
 /// Closed-loop `me` before the capacity is measured: connections warm.
 const CAPACITY_WARMUP: Duration = Duration::from_secs(1);
 
+/// The shortest period of a paced `me` task: well above the p99 of a
+/// loaded server here, so that a slow answer seldom pushes a task's next
+/// request back and the pace holds.
+const PACED_PERIOD: Duration = Duration::from_millis(25);
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -58,7 +63,7 @@ pub struct Plan {
     /// Sockets being opened at once.
     pub connect_concurrency: usize,
     /// `me` client tasks, one connection each, closed loop to measure the
-    /// capacity and paced in the soak.
+    /// capacity; at least as many paced in the soak ([`me_tasks`]).
     pub concurrency: usize,
     /// How long the capacity is measured.
     pub capacity_duration: Duration,
@@ -156,8 +161,9 @@ pub async fn run(plan: &Plan, parties: &Parties<'_>, settings: &str) -> Result<O
                 capacity.first_error.as_deref().unwrap_or("no error")
             ));
         }
+        let me = me_tasks(rate, plan.concurrency);
         println!(
-            "{settings}\n\nCapacity: {:.0} `me` req/s closed loop ({} tasks, {}s after a {}s warm-up, p99 {}, {} errors) with the sockets open and idle; the soak paces `me` at {} of it, {rate:.0} req/s.\n\n{}",
+            "{settings}\n\nCapacity: {:.0} `me` req/s closed loop ({} tasks, {}s after a {}s warm-up, p99 {}, {} errors) with the sockets open and idle; the soak paces `me` at {} of it, {rate:.0} req/s, from {} tasks each every {}.\n\n{}",
             capacity.per_second,
             plan.concurrency,
             plan.capacity_duration.as_secs_f64(),
@@ -165,14 +171,17 @@ pub async fn run(plan: &Plan, parties: &Parties<'_>, settings: &str) -> Result<O
             ms(capacity.p99),
             capacity.errors,
             plan.fraction,
+            me.0,
+            ms(me.1),
             Interval::HEADER,
         );
         // What the sockets met while the capacity was measured.
         let before = failures(&deliveries.take());
-        let soak = soak(plan, parties, origin, rate, &deliveries).await?;
+        let soak = soak(plan, parties, origin, me, &deliveries).await?;
         Ok::<_, String>((capacity, before, soak))
     }
     .await;
+    eprintln!("soak: closing the sockets");
     readers.stop().await;
     let (capacity, before, (intervals, expected, after)) = outcome?;
     let leftover = failures(&deliveries.take());
@@ -258,14 +267,14 @@ async fn open_sockets(
 }
 
 /// The soak proper, from `origin`'s clock (the sockets' too): every kind
-/// of request paced, the warm-up and then each interval measured and
-/// printed. Answers the intervals, the messages the sockets should have
+/// of request paced (`me` from `tasks` tasks, each every `period`), the
+/// warm-up and then each interval measured and printed. Answers the intervals, the messages the sockets should have
 /// received, and the failures after the last interval.
 async fn soak(
     plan: &Plan,
     parties: &Parties<'_>,
     origin: Instant,
-    me_rate: f64,
+    (tasks, period): (usize, Duration),
     deliveries: &Deliveries,
 ) -> Result<(Vec<Interval>, u64, (usize, Option<String>)), String> {
     let addr = parties.server.addr;
@@ -285,9 +294,9 @@ async fn soak(
     let per_second = |rate: u32| Duration::from_secs(1) / rate.max(1);
 
     let mut me = Paced::start(
-        RestMe::many(addr, &parties.me.access_token, plan.concurrency).await?,
+        RestMe::many(addr, &parties.me.access_token, tasks).await?,
         origin,
-        Duration::from_secs_f64(plan.concurrency as f64 / me_rate),
+        period,
     );
     let mut to_users = if plan.user_rate > 0 {
         Paced::start(
@@ -382,6 +391,14 @@ async fn soak(
     Ok((intervals, expected, failures(&deliveries.take())))
 }
 
+/// How many paced tasks make `rate` requests per second, and each one's
+/// period: at least `concurrency` tasks, and enough that none has a period
+/// under [`PACED_PERIOD`].
+fn me_tasks(rate: f64, concurrency: usize) -> (usize, Duration) {
+    let tasks = ((rate * PACED_PERIOD.as_secs_f64()).ceil() as usize).max(concurrency.max(1));
+    (tasks, Duration::from_secs_f64(tasks as f64 / rate))
+}
+
 /// The users' channels, each with how many sockets follow it: socket i is
 /// user i mod the users'.
 fn followers_of_users(users: &[SignedIn], sockets: usize) -> Vec<(String, u64)> {
@@ -445,6 +462,18 @@ mod tests {
             session_id: String::new(),
             access_token: String::new(),
         }
+    }
+
+    #[test]
+    fn paced_me_has_enough_tasks_to_keep_the_pace() {
+        assert_eq!(
+            me_tasks(6_500.0, 32),
+            (163, Duration::from_secs_f64(163.0 / 6_500.0))
+        );
+        assert_eq!(me_tasks(100.0, 32), (32, Duration::from_millis(320)));
+        let (tasks, period) = me_tasks(6_532.0, 32);
+        assert!(period >= PACED_PERIOD);
+        assert!((tasks as f64 / period.as_secs_f64() - 6_532.0).abs() < 0.01);
     }
 
     #[test]
