@@ -1,6 +1,7 @@
 //! The clients: REST over HTTP/1.1 keep-alive connections (one per task),
-//! gRPC over a few HTTP/2 connections shared by the tasks, and the one-off
-//! REST calls that set a run up (register, login).
+//! gRPC over a few HTTP/2 connections shared by the tasks, and the REST
+//! calls that set a run up (register, login, many users at once) or
+//! that sign in over and over as load ([`Login`]).
 
 use std::net::SocketAddr;
 
@@ -9,7 +10,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Bytes, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 use slop_api::auth::{ValidateTokenRequest, auth_service_client::AuthServiceClient};
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, task::JoinSet};
 use tonic::{
     metadata::{Ascii, MetadataValue},
     transport::{Channel, Endpoint},
@@ -279,4 +280,66 @@ pub async fn login(addr: SocketAddr, email: &str, password: &str) -> Result<Sign
         session_id: text(&answer["sessionId"])?,
         access_token: text(&answer["tokens"]["accessToken"])?,
     })
+}
+
+/// Registers and signs in `count` users, `<label>-<n>@example.com` with
+/// one random password, a few at a time (each is two password hashes);
+/// answers them in the order they finished.
+pub async fn sign_in_many(
+    addr: SocketAddr,
+    count: u32,
+    label: &str,
+    display_name: &str,
+) -> Result<Vec<SignedIn>, String> {
+    let password = crate::setup::random_hex(12);
+    let mut users = Vec::new();
+    let mut pending = JoinSet::new();
+    for n in 0..count {
+        if pending.len() >= 8
+            && let Some(done) = pending.join_next().await
+        {
+            users.push(done.map_err(|error| error.to_string())??);
+        }
+        let email = format!("{label}-{n}@example.com");
+        let password = password.clone();
+        let display_name = display_name.to_owned();
+        pending.spawn(async move {
+            register(addr, &email, &password, &display_name).await?;
+            login(addr, &email, &password).await
+        });
+    }
+    while let Some(done) = pending.join_next().await {
+        users.push(done.map_err(|error| error.to_string())??);
+    }
+    Ok(users)
+}
+
+/// A login as one account, on a connection of its own each time (as a
+/// browser signing in), as load: every call hashes the password (argon2id)
+/// and creates a session. The server keeps at most 100 sessions per user
+/// and ends the least recently used beyond that, so the account must be
+/// one whose sessions nothing else needs.
+pub struct Login {
+    addr: SocketAddr,
+    email: String,
+    password: String,
+}
+
+impl Login {
+    /// Logins as `email` with `password` at `addr`.
+    pub fn new(addr: SocketAddr, email: &str, password: &str) -> Self {
+        Self {
+            addr,
+            email: email.to_owned(),
+            password: password.to_owned(),
+        }
+    }
+}
+
+impl Caller for Login {
+    async fn call(&mut self) -> Result<(), String> {
+        login(self.addr, &self.email, &self.password)
+            .await
+            .map(drop)
+    }
 }

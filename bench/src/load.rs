@@ -326,6 +326,18 @@ impl Stats {
     }
 }
 
+/// A latency in milliseconds, with the precision it deserves.
+pub fn ms(duration: Duration) -> String {
+    let millis = duration.as_secs_f64() * 1000.0;
+    if millis < 1.0 {
+        format!("{millis:.3} ms")
+    } else if millis < 100.0 {
+        format!("{millis:.2} ms")
+    } else {
+        format!("{millis:.0} ms")
+    }
+}
+
 /// The nearest-rank percentile `q` (0 to 1) of sorted values.
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
@@ -346,6 +358,13 @@ mod tests {
         assert_eq!(percentile(&values, 0.99), Duration::from_millis(99));
         assert_eq!(percentile(&values[..1], 0.99), Duration::from_millis(1));
         assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn latencies_keep_three_significant_figures_or_so() {
+        assert_eq!(ms(Duration::from_micros(412)), "0.412 ms");
+        assert_eq!(ms(Duration::from_micros(12_345)), "12.35 ms");
+        assert_eq!(ms(Duration::from_millis(1234)), "1234 ms");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The Markdown tables the run prints, ready to paste into BENCHMARKS.md,
 //! and the verdict on each goal.
 
-use std::{fmt::Write as _, time::Duration};
+use std::fmt::Write as _;
 
+pub use crate::load::ms;
 use crate::{burst, load::Stats, server::Memory};
 
 /// The least server throughput, as a share of the baseline's.
@@ -85,18 +86,6 @@ fn mebibytes(kib: Option<u64>) -> String {
         || "—".to_owned(),
         |kib| format!("{} MiB", (kib + 512) / 1024),
     )
-}
-
-/// A latency in milliseconds, with the precision it deserves.
-pub fn ms(duration: Duration) -> String {
-    let millis = duration.as_secs_f64() * 1000.0;
-    if millis < 1.0 {
-        format!("{millis:.3} ms")
-    } else if millis < 100.0 {
-        format!("{millis:.2} ms")
-    } else {
-        format!("{millis:.0} ms")
-    }
 }
 
 fn cells(stats: &Stats) -> String {
@@ -299,14 +288,9 @@ pub fn render(settings: &str, hot_paths: &[HotPath], bursts: &[Burst]) -> (Strin
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn latencies_keep_three_significant_figures_or_so() {
-        assert_eq!(ms(Duration::from_micros(412)), "0.412 ms");
-        assert_eq!(ms(Duration::from_micros(12_345)), "12.35 ms");
-        assert_eq!(ms(Duration::from_millis(1234)), "1234 ms");
-    }
+    use super::*;
 
     fn stats(per_second: f64, p99_micros: u64) -> Stats {
         Stats {

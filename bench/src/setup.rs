@@ -1,9 +1,10 @@
 //! What every benchmark run needs: secrets and ids, a scratch directory,
-//! Redis checked before and cleaned after, and durations on the command
-//! line.
+//! Redis checked before and cleaned after, durations on the command line,
+//! enough open files, the machine's load to report, and an exit status.
 
 use std::{
     path::{Path, PathBuf},
+    process::ExitCode,
     time::{Duration, SystemTime},
 };
 
@@ -92,6 +93,12 @@ pub fn random_hex(bytes: usize) -> String {
 /// A duration: whole seconds (`8`) or what `humantime` reads (`500ms`,
 /// `8s`, `1m`), more than 0 and at most 10 minutes.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    parse_duration_up_to(value, Duration::from_secs(600))
+}
+
+/// A duration as [`parse_duration`] reads it, more than 0 and at most
+/// `most`.
+pub fn parse_duration_up_to(value: &str, most: Duration) -> Result<Duration, String> {
     let value = value.trim();
     let duration = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // humantime wants a unit; a bare number means seconds.
@@ -100,10 +107,74 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         humantime::parse_duration(value).ok()
     }
     .ok_or_else(|| format!("'{value}' is not a duration such as 8s or 500ms"))?;
-    if duration.is_zero() || duration > Duration::from_secs(600) {
-        return Err("must be more than 0 and at most 10m".into());
+    if duration.is_zero() || duration > most {
+        return Err(format!(
+            "must be more than 0 and at most {}",
+            humantime::format_duration(most)
+        ));
     }
     Ok(duration)
+}
+
+/// Raises the limit on open files to at least `needed`: the soft limit up
+/// to the hard one, and the hard one too if it is lower (which takes
+/// CAP_SYS_RESOURCE, as root has); otherwise an error saying to raise the
+/// hard limit or to `fewer` (what the benchmark can do with less).
+/// Processes started afterwards (the server) inherit the limit.
+pub fn raise_open_files(needed: u64, fewer: &str) -> Result<(), String> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|current| current < needed) {
+        limit.current = Some(needed);
+        if limit.maximum.is_some_and(|hard| hard < needed) {
+            limit.maximum = Some(needed);
+        }
+        setrlimit(Resource::Nofile, limit).map_err(|error| {
+            format!(
+                "{needed} open files are needed and the limit could not be raised ({error}): raise the hard limit (ulimit -Hn, LimitNOFILE), or {fewer}"
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The first three fields of /proc/loadavg (1, 5 and 15 minutes), or
+/// `n/a`: how busy the machine the figures come from was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or("n/a".into(), |load| {
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+/// The end of a benchmark binary's `main`: runs `run` on a multi-threaded
+/// runtime whose threads are named `threads`, and turns its answer into
+/// the exit status: success for `Ok(true)`; failure for `Ok(false)`, saying
+/// `unclean` (what went wrong, where the report says more), and for an
+/// error, saying it.
+pub fn exit_status(
+    threads: &str,
+    unclean: &str,
+    run: impl Future<Output = Result<bool, String>>,
+) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(threads)
+        .build()
+        .expect("client runtime");
+    match runtime.block_on(run) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: {unclean}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Now, in Unix milliseconds (how sessions keep time).
@@ -139,6 +210,14 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("1h").is_err());
         assert!(parse_duration("x").is_err());
+        assert_eq!(
+            parse_duration("11m"),
+            Err("must be more than 0 and at most 10m".into())
+        );
+        assert_eq!(
+            parse_duration_up_to("2h", Duration::from_secs(3 * 3600)),
+            Ok(Duration::from_secs(7200))
+        );
     }
 
     #[test]

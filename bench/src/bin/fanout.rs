@@ -36,18 +36,20 @@ use std::{
 
 use clap::Parser;
 use slop_bench::{
-    client::{self, SignedIn},
+    client,
     fanout::{
-        self, Outcome, Plan, Target,
+        self, Opening, Outcome, Plan, Target,
         baseline::{self, BaselineProcess},
         spread,
     },
     redis_info::RedisNodes,
     redis_servers::{OwnCluster, OwnRedis},
     server::{Backend, Secrets, ServerProcess},
-    setup::{Scratch, delete_prefix, parse_duration, ping_redis, random_hex},
+    setup::{
+        Scratch, delete_prefix, exit_status, load_average, parse_duration, ping_redis,
+        raise_open_files, random_hex,
+    },
 };
-use tokio::task::JoinSet;
 
 /// Fan-out load test of slop-server's notification streams: WebSocket
 /// subscribers of one topic (or several), a gRPC publisher, memory and
@@ -75,13 +77,8 @@ struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain: Duration,
 
-    /// Loopback addresses the sockets connect from (127.0.0.1 and up).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=254))]
-    addresses: u8,
-
-    /// Sockets being opened at once.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    connect_concurrency: u16,
+    #[command(flatten)]
+    opening: Opening,
 
     /// Bytes of filler text in each event's payload.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=60_000))]
@@ -180,26 +177,15 @@ fn main() -> ExitCode {
     // Each process needs a descriptor per socket; the server and the
     // baseline inherit this process's limit.
     let needed = u64::from(args.subscribers) + 1024;
-    if let Err(error) = raise_open_files(needed) {
+    if let Err(error) = raise_open_files(needed, "pass fewer --subscribers or --no-baseline") {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fanout-client")
-        .build()
-        .expect("client runtime");
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("error: events were lost or something failed (see the report)");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status(
+        "fanout-client",
+        "events were lost or something failed (see the report)",
+        run(args),
+    )
 }
 
 /// This binary as the baseline's process (see [`baseline::serve_forever`]).
@@ -218,26 +204,6 @@ fn serve_baseline() -> ExitCode {
     }
 }
 
-/// Raises the limit on open files to at least `needed`: the soft limit up
-/// to the hard one, and the hard one too if it is lower (which takes
-/// CAP_SYS_RESOURCE, as root has); an error saying what to do otherwise.
-fn raise_open_files(needed: u64) -> Result<(), String> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|current| current < needed) {
-        limit.current = Some(needed);
-        if limit.maximum.is_some_and(|hard| hard < needed) {
-            limit.maximum = Some(needed);
-        }
-        setrlimit(Resource::Nofile, limit).map_err(|error| {
-            format!(
-                "{needed} open files are needed and the limit could not be raised ({error}): raise the hard limit (ulimit -Hn, LimitNOFILE), or pass fewer --subscribers or --no-baseline"
-            )
-        })?;
-    }
-    Ok(())
-}
-
 /// Runs every backend; Ok(whether nothing was lost and nothing failed).
 async fn run(args: Args) -> Result<bool, String> {
     args.check()?;
@@ -251,8 +217,8 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let plan = Plan {
         subscribers: usize::try_from(args.subscribers).map_err(|e| e.to_string())?,
-        addresses: args.addresses,
-        connect_concurrency: usize::from(args.connect_concurrency),
+        addresses: args.opening.addresses,
+        connect_concurrency: usize::from(args.opening.connect_concurrency),
         rate: args.rate,
         duration: args.duration,
         drain: args.drain,
@@ -354,16 +320,6 @@ async fn run(args: Args) -> Result<bool, String> {
         .all(|o: &Outcome| o.lost == 0 && o.errors.1 == 0))
 }
 
-/// The first three fields of /proc/loadavg, or `n/a`.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or("n/a".into(), |load| {
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    })
-}
-
 /// What every row of a run shares.
 struct Rows<'a> {
     args: &'a Args,
@@ -439,13 +395,7 @@ impl Rows<'_> {
             _ => usize::from(self.args.instances),
         };
         let name = row_name(backend.name(), instances);
-        let env = [
-            // Every socket comes from a few addresses, faster than a person
-            // could open them: lift the connection throttle.
-            ("STREAM_CONNECTION_LIMIT", "1000000".to_owned()),
-            // Thousands of sockets per source address: no per-address cap.
-            ("HTTP_MAX_CONNECTIONS_PER_IP", "0".to_owned()),
-        ];
+        let env = fanout::server_env();
         let mut servers = Vec::with_capacity(instances);
         // One after the other: the first creates the SQLite schema the
         // others then find.
@@ -470,7 +420,13 @@ impl Rows<'_> {
             }
         }
         let outcome = async {
-            let users = sign_in(servers[0].addr, self.args.users, self.run_id).await?;
+            let users = client::sign_in_many(
+                servers[0].addr,
+                self.args.users,
+                &format!("fanout-{}", self.run_id),
+                "Fan-out",
+            )
+            .await?;
             eprintln!("{name}: {} users signed in", users.len());
             let target = Target::Server {
                 processes: &servers,
@@ -498,34 +454,6 @@ async fn stop_all(servers: Vec<ServerProcess>) -> Result<(), String> {
         }
     }
     result
-}
-
-/// Registers and signs in `count` users, a few at a time.
-async fn sign_in(
-    addr: std::net::SocketAddr,
-    count: u32,
-    run_id: &str,
-) -> Result<Vec<SignedIn>, String> {
-    let password = random_hex(12);
-    let mut users = Vec::new();
-    let mut pending = JoinSet::new();
-    for n in 0..count {
-        if pending.len() >= 8
-            && let Some(done) = pending.join_next().await
-        {
-            users.push(done.map_err(|error| error.to_string())??);
-        }
-        let email = format!("fanout-{run_id}-{n}@example.com");
-        let password = password.clone();
-        pending.spawn(async move {
-            client::register(addr, &email, &password, "Fan-out").await?;
-            client::login(addr, &email, &password).await
-        });
-    }
-    while let Some(done) = pending.join_next().await {
-        users.push(done.map_err(|error| error.to_string())??);
-    }
-    Ok(users)
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ pub(crate) fn event_offset(frame: &[u8]) -> Option<u64> {
 }
 
 /// The channel of an event frame (`…"event":{"channel":"topic:x",…`).
-pub(super) fn event_channel(frame: &[u8]) -> Option<&[u8]> {
+pub(crate) fn event_channel(frame: &[u8]) -> Option<&[u8]> {
     let name = field(frame, br#""channel":""#)?;
     Some(&name[..name.iter().position(|&b| b == b'"')?])
 }

@@ -37,10 +37,10 @@ mod report;
 pub mod spread;
 pub mod ws;
 
-pub(crate) use deliveries::event_offset;
+pub(crate) use deliveries::{event_channel, event_offset};
 pub use report::render;
 
-use deliveries::{Published, Read, Tally, event_channel};
+use deliveries::{Published, Read, Tally};
 use ws::{Frame, Socket};
 
 /// The WebSocket route.
@@ -54,6 +54,31 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// replication pings, the instances' periodic work) is its background,
 /// taken out of the publishing window's figures in the "above idle" ones.
 const REDIS_IDLE: Duration = Duration::from_secs(10);
+
+/// How the sockets are opened: the command-line flags of every benchmark
+/// that opens thousands of them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Opening {
+    /// Loopback addresses the sockets connect from (127.0.0.1 and up).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub addresses: u8,
+
+    /// Sockets being opened at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub connect_concurrency: u16,
+}
+
+/// What the server is started with to take thousands of sockets from a
+/// few addresses within seconds.
+pub fn server_env() -> Vec<(&'static str, String)> {
+    vec![
+        // Every socket comes from a few addresses, faster than a person
+        // could open them: lift the connection throttle.
+        ("STREAM_CONNECTION_LIMIT", "1000000".to_owned()),
+        // Thousands of sockets per source address: no per-address cap.
+        ("HTTP_MAX_CONNECTIONS_PER_IP", "0".to_owned()),
+    ]
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -384,8 +409,12 @@ pub async fn run(plan: &Plan, name: String, target: Target<'_>) -> Result<Outcom
 }
 
 /// Opens, authenticates and subscribes every socket, `connect_concurrency`
-/// at a time; each with its index in the plan.
-async fn open_sockets(
+/// at a time; each with its index in the plan. Socket i is the user of
+/// `tokens[i % tokens.len()]`'s, subscribed to its topic
+/// ([`spread::topic_of`]) besides the user's own channel, which the server
+/// adds; it reads the plan's subscribers, addresses, connect concurrency
+/// and topics.
+pub(crate) async fn open_sockets(
     plan: &Plan,
     target: &Target<'_>,
     tokens: &[String],

@@ -136,6 +136,20 @@ impl Socket {
         }
     }
 
+    /// The next text frame's payload, answering pings and passing over
+    /// pongs on the way; a close frame is an error that gives its code and
+    /// reason. Cancel-safe but while a pong is being written.
+    pub async fn next_text(&mut self) -> Result<&[u8], String> {
+        loop {
+            match self.next().await? {
+                Frame::Text => return Ok(self.text()),
+                Frame::Ping(payload) => self.pong(&payload).await?,
+                Frame::Pong => {}
+                Frame::Close(code, reason) => return Err(format!("closed: {code} {reason}")),
+            }
+        }
+    }
+
     /// The payload of the text frame [`Socket::next`] returned last.
     pub fn text(&self) -> &[u8] {
         &self.buffer[self.text.0..self.text.1]
@@ -293,6 +307,22 @@ mod tests {
         assert_eq!(&sent[..2], &[0x8a, 0x82]);
         assert_eq!(&sent[2..6], &MASK);
         assert_eq!(unmasked, b"p!");
+    }
+
+    #[tokio::test]
+    async fn text_frames_come_with_pings_answered_and_a_close_as_an_error() {
+        let mut frames = vec![0x89, 1, b'p', 0x8a, 0];
+        frames.extend_from_slice(&[0x81, 2, b'h', b'i']);
+        frames.extend_from_slice(&[0x88, 5, 0x03, 0xe8, b'b', b'y', b'e']);
+        let (addr, task) = server(frames).await;
+        let mut socket = Socket::connect("127.0.0.1".parse().unwrap(), addr, "/ws", "t0k")
+            .await
+            .unwrap();
+        assert_eq!(socket.next_text().await, Ok(&b"hi"[..]));
+        assert_eq!(socket.next_text().await, Err("closed: 1000 bye".to_owned()));
+        drop(socket);
+        let sent = task.await.unwrap();
+        assert_eq!(&sent[..2], &[0x8a, 0x81], "the ping was answered");
     }
 
     #[tokio::test]
