@@ -7,7 +7,7 @@
 use std::fmt;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _};
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
 use sha2::{Digest as _, Sha256};
 
 use crate::identity::secrets::fill_random;
@@ -36,14 +36,6 @@ impl Algorithm {
             "HS256" => Some(Self::Hs256),
             "EdDSA" => Some(Self::EdDsa),
             _ => None,
-        }
-    }
-
-    /// The same algorithm as `jsonwebtoken` names it.
-    pub(super) fn jwt(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Self::Hs256 => jsonwebtoken::Algorithm::HS256,
-            Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
         }
     }
 }
@@ -110,34 +102,6 @@ impl SigningKey {
             Self::EdDsa { .. } => Algorithm::EdDsa,
         }
     }
-
-    /// The key as `jsonwebtoken` takes it: the secret, or the PKCS#8 DER
-    /// of the Ed25519 key (what [`super::crypto`] reads back).
-    pub(super) fn encoding_key(&self) -> jsonwebtoken::EncodingKey {
-        match self {
-            Self::Hs256 { secret, .. } => jsonwebtoken::EncodingKey::from_secret(secret)
-                .expect("TokenIssuer::new refuses short HMAC secrets"),
-            Self::EdDsa { key, .. } => {
-                let der = key
-                    .to_pkcs8_der()
-                    .expect("an Ed25519 key always encodes as PKCS#8");
-                jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes())
-            }
-        }
-    }
-
-    /// The raw signature over `input`: tests forge tokens with it (issuing
-    /// goes through `jsonwebtoken`).
-    #[cfg(test)]
-    pub(super) fn sign(&self, input: &[u8]) -> Vec<u8> {
-        use ed25519_dalek::Signer as _;
-        match self {
-            Self::Hs256 { secret, .. } => {
-                crate::identity::secrets::hmac_sha256(secret, input).to_vec()
-            }
-            Self::EdDsa { key, .. } => key.sign(input).to_bytes().to_vec(),
-        }
-    }
 }
 
 impl fmt::Debug for SigningKey {
@@ -196,19 +160,6 @@ impl VerifyingKey {
             (Self::Hs256 { secret: a, .. }, Self::Hs256 { secret: b, .. }) => a == b,
             (Self::EdDsa { key: a, .. }, Self::EdDsa { key: b, .. }) => a == b,
             _ => false,
-        }
-    }
-
-    /// The key as `jsonwebtoken` takes it: the secret, or the Ed25519
-    /// public key as a JWK's `x` names it.
-    pub(super) fn decoding_key(&self) -> jsonwebtoken::DecodingKey {
-        match self {
-            Self::Hs256 { secret, .. } => jsonwebtoken::DecodingKey::from_secret(secret)
-                .expect("TokenIssuer::new refuses short HMAC secrets"),
-            Self::EdDsa { key, .. } => jsonwebtoken::DecodingKey::from_ed_components(
-                &URL_SAFE_NO_PAD.encode(key.as_bytes()),
-            )
-            .expect("base64url of 32 bytes decodes"),
         }
     }
 
