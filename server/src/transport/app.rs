@@ -19,7 +19,6 @@ use axum::{
     Router,
     body::Body,
     extract::Request,
-    middleware,
     response::{IntoResponse, Response},
 };
 use http::{HeaderValue, header};
@@ -36,10 +35,13 @@ use crate::{
     identity::{Identity, caller},
     infra::config::{Config, HealthDetails, MetricsAddr},
     services::{AuthApi, NotificationApi, SessionApi},
-    transport::health::{self, Health},
-    transport::metrics,
-    transport::shutdown::{StreamCutoff, StreamingMethods, end_streams_on_shutdown},
-    transport::telemetry,
+    transport::{
+        around::AroundLayer,
+        health::{self, Health},
+        metrics,
+        shutdown::{EndStreamsOnShutdown, StreamCutoff, StreamingMethods},
+        telemetry,
+    },
 };
 
 /// The encoded descriptor sets of every gRPC service the router serves.
@@ -134,14 +136,11 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
     let grpc = grpc_service(grpc, NotificationServiceServer::new(parts.notifications));
     let grpc = grpc_service(grpc, parts.health_service);
     let grpc = reflection(grpc)?
-        .layer(middleware::from_fn_with_state(
-            cutoff,
-            end_streams_on_shutdown,
-        ))
+        .layer(AroundLayer::new(EndStreamsOnShutdown(cutoff)))
         .layer(crate::transport::decode_errors::DecodeErrorsLayer::new(
             request_types,
         ))
-        .layer(middleware::from_fn(metrics::grpc_status))
+        .layer(AroundLayer::new(metrics::GrpcStatus))
         .layer(tonic_web::GrpcWebLayer::new());
 
     let tokens = parts.identity.tokens.clone();
@@ -172,17 +171,14 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
                 config.app_env() == crate::infra::config::AppEnv::Production,
             ),
         ))
-        .layer(middleware::from_fn(telemetry::request_context));
+        .layer(AroundLayer::new(telemetry::RequestContext));
     if config.metrics_addr == MetricsAddr::Off {
         return Ok(router);
     }
     let request_metrics = Arc::new(metrics::RequestMetrics::from_descriptor_sets(
         &DESCRIPTOR_SETS,
     )?);
-    Ok(router.layer(middleware::from_fn_with_state(
-        request_metrics,
-        metrics::record,
-    )))
+    Ok(router.layer(AroundLayer::new(metrics::RecordRequests(request_metrics))))
 }
 
 /// Who sees the detail of `/health`, as HEALTH_DETAILS says.

@@ -11,9 +11,9 @@
 //! so a request allocates no label.
 //!
 //! gRPC answers carry their status in trailers, which the grpc-web layer
-//! folds into the body: [`grpc_status`] sits below that layer, reads the
+//! folds into the body: [`GrpcStatus`] sits below that layer, reads the
 //! trailers, and leaves the code in a slot the outer middleware
-//! ([`record`]) reads when the answer's body is done.
+//! ([`RecordRequests`]) reads when the answer's body is done.
 //!
 //! Every metric is listed in docs/metrics.md.
 
@@ -33,7 +33,6 @@ use axum::{
     Router,
     body::Body,
     extract::{MatchedPath, Request, State},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -43,6 +42,8 @@ use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::transport::around::Around;
 
 /// Requests answered, by `door`, `route` and `code` (counter).
 pub const REQUESTS: &str = "slop_requests_total";
@@ -428,65 +429,104 @@ impl RequestMetrics {
 }
 
 /// Middleware: counts and times every request by door, route and code.
-pub async fn record(
-    State(metrics): State<Arc<RequestMetrics>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let matched = request.extensions().get::<MatchedPath>();
-    let door = Door::of(request.headers(), matched.map(MatchedPath::as_str));
-    let route = metrics.route(door, request.uri().path(), matched);
-    if !door.is_grpc() {
-        let response = next.run(request).await;
-        let code = Code::Http(response.status().as_u16());
-        metrics.observe(door, &route, code, started);
-        if door == Door::Sse && response.status() == StatusCode::OK {
-            let open = OpenStream::new(door);
-            return response
-                .map(|body| Body::new(Watched::new(body, Ending::Stream { _open: open })));
+#[derive(Clone)]
+pub struct RecordRequests(pub Arc<RequestMetrics>);
+
+/// What [`RecordRequests`] knows of a request before its response.
+pub struct Recording {
+    door: Door,
+    route: Route,
+    started: Instant,
+    /// gRPC: where the call's status is left, and whether the method streams.
+    grpc: Option<(GrpcOutcome, bool)>,
+}
+
+impl Around for RecordRequests {
+    type State = Recording;
+
+    fn before(&self, request: &mut Request) -> Recording {
+        let started = Instant::now();
+        let matched = request.extensions().get::<MatchedPath>();
+        let door = Door::of(request.headers(), matched.map(MatchedPath::as_str));
+        let route = self.0.route(door, request.uri().path(), matched);
+        let grpc = door.is_grpc().then(|| {
+            let outcome = GrpcOutcome::unset();
+            request.extensions_mut().insert(outcome.clone());
+            (outcome, self.0.streaming.contains(request.uri().path()))
+        });
+        Recording {
+            door,
+            route,
+            started,
+            grpc,
         }
-        return response;
     }
 
-    let outcome = GrpcOutcome::unset();
-    request.extensions_mut().insert(outcome.clone());
-    let streaming = metrics.streaming.contains(request.uri().path());
-    let response = next.run(request).await;
-    // Trailers-only (an error before any message): the status is in the head.
-    if let Some(code) = grpc_code(response.headers()) {
-        metrics.observe(door, &route, Code::Grpc(code), started);
-        return response;
+    fn after(&self, recording: Recording, response: Response) -> Response {
+        let Recording {
+            door,
+            route,
+            started,
+            grpc,
+        } = recording;
+        let metrics = &self.0;
+        let Some((outcome, streaming)) = grpc else {
+            let code = Code::Http(response.status().as_u16());
+            metrics.observe(door, &route, code, started);
+            if door == Door::Sse && response.status() == StatusCode::OK {
+                let open = OpenStream::new(door);
+                return response
+                    .map(|body| Body::new(Watched::new(body, Ending::Stream { _open: open })));
+            }
+            return response;
+        };
+        // Trailers-only (an error before any message): the status is in the head.
+        if let Some(code) = grpc_code(response.headers()) {
+            metrics.observe(door, &route, Code::Grpc(code), started);
+            return response;
+        }
+        let pending = PendingCall {
+            metrics: metrics.clone(),
+            door,
+            route,
+            started,
+            outcome,
+            http: response.status(),
+            _open: (streaming && response.status() == StatusCode::OK)
+                .then(|| OpenStream::new(door)),
+        };
+        response.map(|body| Body::new(Watched::new(body, Ending::Call { _pending: pending })))
     }
-    let pending = PendingCall {
-        metrics,
-        door,
-        route,
-        started,
-        outcome,
-        http: response.status(),
-        _open: (streaming && response.status() == StatusCode::OK).then(|| OpenStream::new(door)),
-    };
-    response.map(|body| Body::new(Watched::new(body, Ending::Call { _pending: pending })))
 }
 
 /// Middleware for the gRPC services, below the grpc-web layer: hands the
-/// grpc-status of the trailers (or of a trailers-only head) to [`record`].
-pub async fn grpc_status(request: Request, next: Next) -> Response {
-    let Some(outcome) = request.extensions().get::<GrpcOutcome>().cloned() else {
-        return next.run(request).await;
-    };
-    let response = next.run(request).await;
-    if let Some(code) = grpc_code(response.headers()) {
-        outcome.set(code);
-        return response;
+/// grpc-status of the trailers (or of a trailers-only head) to
+/// [`RecordRequests`].
+#[derive(Clone, Copy)]
+pub struct GrpcStatus;
+
+impl Around for GrpcStatus {
+    type State = Option<GrpcOutcome>;
+
+    fn before(&self, request: &mut Request) -> Option<GrpcOutcome> {
+        request.extensions().get::<GrpcOutcome>().cloned()
     }
-    response.map(|body| Body::new(Watched::new(body, Ending::Trailers(outcome))))
+
+    fn after(&self, outcome: Option<GrpcOutcome>, response: Response) -> Response {
+        let Some(outcome) = outcome else {
+            return response;
+        };
+        if let Some(code) = grpc_code(response.headers()) {
+            outcome.set(code);
+            return response;
+        }
+        response.map(|body| Body::new(Watched::new(body, Ending::Trailers(outcome))))
+    }
 }
 
-/// Where the grpc-status of a call is left for [`record`].
+/// Where the grpc-status of a call is left for [`RecordRequests`].
 #[derive(Clone)]
-struct GrpcOutcome(Arc<AtomicU8>);
+pub struct GrpcOutcome(Arc<AtomicU8>);
 
 impl GrpcOutcome {
     const UNSET: u8 = u8::MAX;

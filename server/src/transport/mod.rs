@@ -18,9 +18,11 @@
 //! - [`telemetry`]: logs and request ids; [`traces`]: the caller's trace
 //!   context on every door, and OpenTelemetry export; [`metrics`]:
 //!   Prometheus metrics of every request, and the `/metrics` listener of
-//!   their own.
+//!   their own. [`around`]: how those are layered, allocating nothing per
+//!   request.
 
 pub mod app;
+pub mod around;
 pub mod connections;
 pub mod cors;
 pub mod decode_errors;

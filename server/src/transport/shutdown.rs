@@ -18,11 +18,13 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use axum::{body::Body, extract::Request, middleware::Next, response::Response};
+use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::transport::around::Around;
 
 /// What a stream cut by shutdown tells its client.
 pub const SHUTDOWN_MESSAGE: &str =
@@ -50,7 +52,7 @@ impl StreamingMethods {
     }
 }
 
-/// State of the [`end_streams_on_shutdown`] middleware.
+/// State of the [`EndStreamsOnShutdown`] middleware.
 #[derive(Clone)]
 pub struct StreamCutoff {
     /// Which methods stream.
@@ -60,19 +62,25 @@ pub struct StreamCutoff {
 }
 
 /// Middleware: wraps the response body of streaming gRPC methods so it ends
-/// with UNAVAILABLE when shutdown begins.
-pub async fn end_streams_on_shutdown(
-    // Shared, not cloned per request: a token's clone takes a lock.
-    axum::extract::State(cutoff): axum::extract::State<Arc<StreamCutoff>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let streaming = cutoff.methods.contains(request.uri().path());
-    let response = next.run(request).await;
-    if !streaming {
-        return response;
+/// with UNAVAILABLE when shutdown begins. Shared, not cloned per request: a
+/// token's clone takes a lock.
+#[derive(Clone)]
+pub struct EndStreamsOnShutdown(pub Arc<StreamCutoff>);
+
+impl Around for EndStreamsOnShutdown {
+    /// Whether the call's method streams.
+    type State = bool;
+
+    fn before(&self, request: &mut Request) -> bool {
+        self.0.methods.contains(request.uri().path())
     }
-    response.map(|body| Body::new(CutOnShutdown::new(body, cutoff.shutdown.clone())))
+
+    fn after(&self, streaming: bool, response: Response) -> Response {
+        if !streaming {
+            return response;
+        }
+        response.map(|body| Body::new(CutOnShutdown::new(body, self.0.shutdown.clone())))
+    }
 }
 
 /// A gRPC response body that ends with UNAVAILABLE trailers on shutdown.

@@ -13,16 +13,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{extract::Request, middleware::Next, response::Response};
+use axum::{extract::Request, response::Response};
 use http::{HeaderName, HeaderValue};
-use tracing::{Instrument, Span, field::Empty};
+use tracing::{Span, field::Empty};
 use tracing_subscriber::{
     EnvFilter, Layer, filter::LevelFilter, fmt, prelude::*, registry::LookupSpan,
 };
 
 use crate::{
     infra::config::{Config, LogFormat},
-    transport::traces::{self, Traces, TracesError},
+    transport::{
+        around::Around,
+        traces::{self, Traces, TracesError},
+    },
 };
 
 /// The request id header.
@@ -92,47 +95,73 @@ where
 
 /// Middleware: gives the request its id and its trace id, runs it in a span
 /// carrying both, and logs its outcome once the response head is ready.
-pub async fn request_context(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&X_REQUEST_ID)
-        .filter(|value| is_acceptable_request_id(value))
-        .cloned()
-        .unwrap_or_else(new_request_id);
-    request.headers_mut().insert(X_REQUEST_ID, id.clone());
+#[derive(Clone, Copy)]
+pub struct RequestContext;
 
-    let exporting = traces::exporting();
-    let span = if exporting {
-        let span = tracing::info_span!(
-            "request",
-            request_id = id.to_str().unwrap_or_default(),
-            trace_id = Empty,
-            method = %request.method(),
-            path = request.uri().path(),
-            otel.name = Empty,
-            otel.kind = Empty,
-        );
-        let trace_id = traces::continue_trace(&span, &request);
-        span.record("trace_id", trace_id.as_str());
-        span
-    } else {
-        let trace_id = traces::trace_id_of(request.headers());
-        tracing::info_span!(
-            "request",
-            request_id = id.to_str().unwrap_or_default(),
-            trace_id = trace_id.as_str(),
-            method = %request.method(),
-            path = request.uri().path(),
-        )
-    };
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    log_response(&span, &response, started.elapsed());
-    if exporting {
-        traces::finish_trace(&span, &response);
+/// What [`RequestContext`] keeps while a request is served.
+pub struct Served {
+    id: HeaderValue,
+    span: Span,
+    started: Instant,
+    exporting: bool,
+}
+
+impl Around for RequestContext {
+    type State = Served;
+
+    fn before(&self, request: &mut Request) -> Served {
+        let id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|value| is_acceptable_request_id(value))
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        request.headers_mut().insert(X_REQUEST_ID, id.clone());
+
+        let exporting = traces::exporting();
+        let span = if exporting {
+            let span = tracing::info_span!(
+                "request",
+                request_id = id.to_str().unwrap_or_default(),
+                trace_id = Empty,
+                method = %request.method(),
+                path = request.uri().path(),
+                otel.name = Empty,
+                otel.kind = Empty,
+            );
+            let trace_id = traces::continue_trace(&span, request);
+            span.record("trace_id", trace_id.as_str());
+            span
+        } else {
+            let trace_id = traces::trace_id_of(request.headers());
+            tracing::info_span!(
+                "request",
+                request_id = id.to_str().unwrap_or_default(),
+                trace_id = trace_id.as_str(),
+                method = %request.method(),
+                path = request.uri().path(),
+            )
+        };
+        Served {
+            id,
+            span,
+            started: Instant::now(),
+            exporting,
+        }
     }
-    response.headers_mut().insert(X_REQUEST_ID, id);
-    response
+
+    fn after(&self, served: Served, mut response: Response) -> Response {
+        log_response(&served.span, &response, served.started.elapsed());
+        if served.exporting {
+            traces::finish_trace(&served.span, &response);
+        }
+        response.headers_mut().insert(X_REQUEST_ID, served.id);
+        response
+    }
+
+    fn span(served: &Served) -> Option<&Span> {
+        Some(&served.span)
+    }
 }
 
 fn log_response(span: &Span, response: &Response, latency: Duration) {

@@ -2,7 +2,7 @@
 //! OpenTelemetry export over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is
 //! set.
 //!
-//! Every request passes through [`super::telemetry::request_context`],
+//! Every request passes through [`super::telemetry::RequestContext`],
 //! which asks this module for the request's trace id: the caller's, from a
 //! well-formed `traceparent`, or a fresh one. Operators grep the logs for
 //! it, so it is there whether or not traces are exported.
