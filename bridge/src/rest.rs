@@ -108,7 +108,8 @@ pub fn router(services: Services) -> Router {
             "/api/v1/users/{user_id}/sessions",
             axum::routing::delete(revoke_user_sessions),
         )
-        .with_state(services)
+        // One reference count per request, not one per service.
+        .with_state(Arc::new(services))
 }
 
 /// An incoming REST call: its headers become gRPC metadata, its extensions
@@ -288,7 +289,7 @@ pub(crate) fn answer<R: Serialize>(result: Result<tonic::Response<R>, Status>) -
     }
 }
 
-async fn register(State(s): State<Services>, call: Call) -> Response {
+async fn register(State(s): State<Arc<Services>>, call: Call) -> Response {
     call.body_call(|r| async move { s.auth.register(r).await })
         .await
 }
@@ -304,7 +305,7 @@ struct LoginQuery {
     access_token: bool,
 }
 
-async fn login(State(s): State<Services>, Query(query): Query<LoginQuery>, call: Call) -> Response {
+async fn login(State(s): State<Arc<Services>>, Query(query): Query<LoginQuery>, call: Call) -> Response {
     let message = match call.message::<auth::LoginRequest>() {
         Ok(message) => message,
         Err(status) => return ApiError(status).into_response(),
@@ -331,7 +332,7 @@ async fn login(State(s): State<Services>, Query(query): Query<LoginQuery>, call:
     with_cookies(answer(Ok(tonic::Response::new(login))), cookies)
 }
 
-async fn refresh(State(s): State<Services>, call: Call) -> Response {
+async fn refresh(State(s): State<Arc<Services>>, call: Call) -> Response {
     call.body_call(|r| async move { s.auth.refresh_token(r).await })
         .await
 }
@@ -341,7 +342,7 @@ async fn refresh(State(s): State<Services>, call: Call) -> Response {
 /// refresh token in the body, else the bearer token, else the session
 /// cookie. The cookies are cleared when the cookie is the credential, or
 /// comes with a refresh token (the page logs out its own session).
-async fn logout(State(s): State<Services>, call: Call) -> Response {
+async fn logout(State(s): State<Arc<Services>>, call: Call) -> Response {
     let message = match call.message::<auth::LogoutRequest>() {
         Ok(message) => message,
         Err(status) => return ApiError(status).into_response(),
@@ -380,7 +381,7 @@ fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
     response
 }
 
-async fn me(State(s): State<Services>, call: Call) -> Response {
+async fn me(State(s): State<Arc<Services>>, call: Call) -> Response {
     answer(
         s.auth
             .get_current_user(call.request(auth::GetCurrentUserRequest {}))
@@ -396,7 +397,7 @@ async fn me(State(s): State<Services>, call: Call) -> Response {
 ///   them.
 ///
 /// A User has no `user` field, so a body with one is the request message.
-async fn update_me(State(s): State<Services>, query: Query<MaskQuery>, call: Call) -> Response {
+async fn update_me(State(s): State<Arc<Services>>, query: Query<MaskQuery>, call: Call) -> Response {
     if present_fields(&call.body)
         .iter()
         .any(|field| field == "user")
@@ -496,22 +497,22 @@ fn snake_case(name: &str) -> String {
     out
 }
 
-async fn change_password(State(s): State<Services>, call: Call) -> Response {
+async fn change_password(State(s): State<Arc<Services>>, call: Call) -> Response {
     call.body_call(|r| async move { s.auth.change_password(r).await })
         .await
 }
 
-async fn request_password_reset(State(s): State<Services>, call: Call) -> Response {
+async fn request_password_reset(State(s): State<Arc<Services>>, call: Call) -> Response {
     call.body_call(|r| async move { s.auth.request_password_reset(r).await })
         .await
 }
 
-async fn reset_password(State(s): State<Services>, call: Call) -> Response {
+async fn reset_password(State(s): State<Arc<Services>>, call: Call) -> Response {
     call.body_call(|r| async move { s.auth.reset_password(r).await })
         .await
 }
 
-async fn validate(State(s): State<Services>, call: Call) -> Response {
+async fn validate(State(s): State<Arc<Services>>, call: Call) -> Response {
     call.body_call(|r| async move { s.auth.validate_token(r).await })
         .await
 }
@@ -527,7 +528,7 @@ struct ListQuery {
     user_id: Option<String>,
 }
 
-async fn list_sessions(State(s): State<Services>, query: Query<ListQuery>, call: Call) -> Response {
+async fn list_sessions(State(s): State<Arc<Services>>, query: Query<ListQuery>, call: Call) -> Response {
     let page_size = match query.page_size.as_deref().map(str::parse::<i32>) {
         None => 0,
         Some(Ok(size)) => size,
@@ -546,7 +547,7 @@ async fn list_sessions(State(s): State<Services>, query: Query<ListQuery>, call:
     answer(s.sessions.list_sessions(call.request(request)).await)
 }
 
-async fn revoke_other_sessions(State(s): State<Services>, call: Call) -> Response {
+async fn revoke_other_sessions(State(s): State<Arc<Services>>, call: Call) -> Response {
     answer(
         s.sessions
             .revoke_other_sessions(call.request(session::RevokeOtherSessionsRequest {}))
@@ -555,7 +556,7 @@ async fn revoke_other_sessions(State(s): State<Services>, call: Call) -> Respons
 }
 
 async fn get_session(
-    State(s): State<Services>,
+    State(s): State<Arc<Services>>,
     Path(session_id): Path<String>,
     call: Call,
 ) -> Response {
@@ -567,7 +568,7 @@ async fn get_session(
 }
 
 async fn revoke_session(
-    State(s): State<Services>,
+    State(s): State<Arc<Services>>,
     Path(session_id): Path<String>,
     call: Call,
 ) -> Response {
@@ -579,7 +580,7 @@ async fn revoke_session(
 }
 
 async fn revoke_user_sessions(
-    State(s): State<Services>,
+    State(s): State<Arc<Services>>,
     Path(user_id): Path<String>,
     call: Call,
 ) -> Response {
