@@ -53,6 +53,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value, aio::MultiplexedConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -95,8 +96,9 @@ pub enum Notice {
     Message {
         /// The pub/sub channel it came on.
         channel: String,
-        /// What was published.
-        payload: Vec<u8>,
+        /// What was published: one buffer shared by every route that hears
+        /// it (a clone per route is a reference count, not a copy).
+        payload: Bytes,
     },
     /// Channels of the route are (again) subscribed; messages published
     /// before may have been missed by those of them subscribed under an
@@ -643,11 +645,11 @@ pub(super) fn tell(
 
 /// The channel and payload of a message push (`message`, `smessage`);
 /// none, logged, for another shape.
-pub(super) fn message_of(data: Vec<Value>) -> Option<(String, Vec<u8>)> {
+pub(super) fn message_of(data: Vec<Value>) -> Option<(String, Bytes)> {
     let mut data = data.into_iter();
     match (data.next(), data.next(), data.next()) {
         (Some(Value::BulkString(channel)), Some(Value::BulkString(payload)), None) => {
-            Some((String::from_utf8(channel).ok()?, payload))
+            Some((String::from_utf8(channel).ok()?, Bytes::from(payload)))
         }
         _ => {
             tracing::warn!("ignoring a pub/sub message of an unexpected shape");
@@ -840,7 +842,7 @@ mod tests {
                 channel: on,
                 payload,
             } => {
-                assert_eq!((on, payload), (channel, b"hello".to_vec()));
+                assert_eq!((on, payload.to_vec()), (channel, b"hello".to_vec()));
             }
             other => panic!("expected the message, got {other:?}"),
         }

@@ -46,6 +46,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value, aio::MultiplexedConnection};
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -782,7 +783,7 @@ impl Shards {
     }
 
     /// Hands a message to every route it belongs to.
-    fn dispatch(&mut self, channel: String, payload: Vec<u8>) {
+    fn dispatch(&mut self, channel: String, payload: Bytes) {
         let gone = tell(&mut self.routes, |route| {
             route.matches(&channel).then(|| Notice::Message {
                 channel: channel.clone(),

@@ -78,7 +78,7 @@ async fn next_message(notices: &mut mpsc::UnboundedReceiver<Notice>) -> (String,
         if let Notice::Message { channel, payload } =
             next(notices, deadline.saturating_duration_since(Instant::now())).await
         {
-            return (channel, payload);
+            return (channel, payload.to_vec());
         }
     }
 }

@@ -115,7 +115,7 @@ fn a_malformed_message_forgets_every_profile() {
     cache.put(cache.ticket().unwrap(), profile("u1", "Ada"));
     cache.on(Notice::Message {
         channel: "p:accounts:changed".into(),
-        payload: vec![0xff, 0xfe],
+        payload: vec![0xff, 0xfe].into(),
     });
     assert_eq!(cache.get("u1"), None);
     assert!(cache.ticket().is_some(), "and goes on caching");
