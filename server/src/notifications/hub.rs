@@ -292,6 +292,12 @@ impl Shared {
         if size != usize::MAX {
             queue.live_events -= 1;
             queue.live_bytes -= size;
+        } else if queue.items.is_empty() {
+            // What starts a subscription (its `subscribed`, a replay) is
+            // queued once; an idle feed, and most are, does not keep the
+            // room it took for the rest of its life. A live event, when one
+            // comes, takes room again, and keeps it.
+            queue.items = VecDeque::new();
         }
         Poll::Ready(Ok(item))
     }
