@@ -453,3 +453,18 @@ async fn a_channel_nobody_published_to_starts_its_first_epoch_without_a_gap() {
     assert_eq!(next_event(&resumed).await.epoch, first.epoch);
     assert_eq!(next_event(&resumed).await.offset, 2);
 }
+
+#[tokio::test]
+async fn an_idle_feed_keeps_no_queue_room_and_a_live_one_keeps_it() {
+    let hub = hub();
+    let news = topic("news");
+    let mut feed = hub.open(None);
+    feed.subscribe(news.clone(), &[], None).await.unwrap();
+    let capacity = |feed: &Feed| lock(&feed.shared.queue).items.capacity();
+    assert!(capacity(&feed) > 0, "the subscribed message is queued");
+    next_subscribed(&feed).await;
+    assert_eq!(capacity(&feed), 0, "read: the idle feed holds no room");
+    publish(&hub, &news, "a").await;
+    next_event(&feed).await;
+    assert!(capacity(&feed) > 0, "live events keep their room");
+}
