@@ -305,7 +305,11 @@ struct LoginQuery {
     access_token: bool,
 }
 
-async fn login(State(s): State<Arc<Services>>, Query(query): Query<LoginQuery>, call: Call) -> Response {
+async fn login(
+    State(s): State<Arc<Services>>,
+    Query(query): Query<LoginQuery>,
+    call: Call,
+) -> Response {
     let message = match call.message::<auth::LoginRequest>() {
         Ok(message) => message,
         Err(status) => return ApiError(status).into_response(),
@@ -397,7 +401,11 @@ async fn me(State(s): State<Arc<Services>>, call: Call) -> Response {
 ///   them.
 ///
 /// A User has no `user` field, so a body with one is the request message.
-async fn update_me(State(s): State<Arc<Services>>, query: Query<MaskQuery>, call: Call) -> Response {
+async fn update_me(
+    State(s): State<Arc<Services>>,
+    query: Query<MaskQuery>,
+    call: Call,
+) -> Response {
     if present_fields(&call.body)
         .iter()
         .any(|field| field == "user")
@@ -528,7 +536,11 @@ struct ListQuery {
     user_id: Option<String>,
 }
 
-async fn list_sessions(State(s): State<Arc<Services>>, query: Query<ListQuery>, call: Call) -> Response {
+async fn list_sessions(
+    State(s): State<Arc<Services>>,
+    query: Query<ListQuery>,
+    call: Call,
+) -> Response {
     let page_size = match query.page_size.as_deref().map(str::parse::<i32>) {
         None => 0,
         Some(Ok(size)) => size,
