@@ -13,12 +13,14 @@ use tonic::Status;
 
 use slop_context::{Delivery, DeliveryStream};
 
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
 use super::{
     MAX_SUBSCRIPTIONS, Sockets,
     close::{self, Ending},
     frames::{BadFrame, ClientFrame, ServerFrame},
     subscriptions::{Produced, Subscriptions},
-    upgrade::{Credentials, Peer, SignedIn, signed_in},
+    upgrade::{Credentials, OpenSocket, Peer, SignedIn, signed_in},
     wakes::{Source, Wakes},
 };
 use crate::Bridge;
@@ -65,46 +67,27 @@ impl Connection {
         }
     }
 
-    /// Serves the socket until it ends, then closes it saying why.
-    pub(super) async fn serve(mut self, mut socket: WebSocket) {
+    /// Serves the socket until it ends, then closes it saying why; `open`
+    /// is held until then, so shutdown can wait for the socket to close.
+    ///
+    /// This future is most of what an idle socket costs, so whatever runs
+    /// once or rarely (signing in, subscribing, a write that has to wait,
+    /// the close) is boxed: inline, each would grow every socket's task by
+    /// its size for the socket's whole life.
+    pub(super) async fn serve(mut self: Box<Self>, mut socket: WebSocket, open: TaskTrackerToken) {
+        let _counted = OpenSocket::new();
         tracing::debug!(
             user_id = self.identity.as_ref().map(|i| i.user_id.as_str()),
             "WebSocket opened"
         );
-        // Signing in and subscribing are boxed: they happen once or rarely,
-        // and inline they would grow every idle socket's task by their size.
         let ending = match Box::pin(self.start(&mut socket)).await {
             Ok(()) => self.run(&mut socket).await,
             Err(ending) => ending,
         };
         self.subscriptions = Subscriptions::default();
-        match ending {
-            Ending::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from(reason),
-                };
-                if socket.send(Message::Close(Some(frame))).await.is_ok() {
-                    // Give the client a moment to answer the close, as the
-                    // protocol asks, without letting it hold shutdown up.
-                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                        while let Some(Ok(message)) = socket.recv().await {
-                            if matches!(message, Message::Close(_)) {
-                                break;
-                            }
-                        }
-                    })
-                    .await;
-                }
-            }
-            Ending::ClientClosed => {
-                // The WebSocket layer has queued its answer to the client's
-                // close frame; send it, so the client sees a clean close.
-                let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
-            }
-            Ending::ClientGone => {}
-        }
+        Box::pin(finish(socket, ending)).await;
         tracing::debug!("WebSocket closed");
+        drop(open);
     }
 
     /// Greets a socket signed in at the upgrade.
@@ -126,8 +109,11 @@ impl Connection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut awaiting_pong = false;
-        let auth_deadline = tokio::time::sleep(bridge.ws_auth_timeout);
-        tokio::pin!(auth_deadline);
+        // Only a socket that has yet to sign in has a deadline for it.
+        let mut auth_deadline = self
+            .identity
+            .is_none()
+            .then(|| Box::pin(tokio::time::sleep(bridge.ws_auth_timeout)));
         let wakes = Wakes::new();
 
         loop {
@@ -164,7 +150,8 @@ impl Connection {
                         return Poll::Ready(Ready::Ping);
                     }
                     if self.identity.is_none()
-                        && auth_deadline.as_mut().poll(&mut timers).is_ready()
+                        && let Some(deadline) = auth_deadline.as_mut()
+                        && deadline.as_mut().poll(&mut timers).is_ready()
                     {
                         return Poll::Ready(Ready::AuthDeadline);
                     }
@@ -538,6 +525,37 @@ impl Connection {
     }
 }
 
+/// Ends a socket the way `ending` says: a close frame and a moment for the
+/// client's answer, or the answer to the client's own close.
+async fn finish(mut socket: WebSocket, ending: Ending) {
+    match ending {
+        Ending::Close(code, reason) => {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                // Give the client a moment to answer the close, as the
+                // protocol asks, without letting it hold shutdown up.
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    while let Some(Ok(message)) = socket.recv().await {
+                        if matches!(message, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+        Ending::ClientClosed => {
+            // The WebSocket layer has queued its answer to the client's
+            // close frame; send it, so the client sees a clean close.
+            let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+        }
+        Ending::ClientGone => {}
+    }
+}
+
 /// Whether a read failed because the client's message was over
 /// [`MAX_CLIENT_FRAME`].
 fn too_big(error: &axum::Error) -> bool {
@@ -563,11 +581,20 @@ async fn send_text(socket: &mut WebSocket, bridge: &Bridge, json: String) -> Ste
 /// Sends one message. A client that does not take it within a ping
 /// interval, or by the time the server shuts down, is gone.
 async fn send_message(socket: &mut WebSocket, bridge: &Bridge, message: Message) -> Step {
-    let mut send = std::pin::pin!(socket.send(message));
-    // Most frames go out at once, with no timer and no watch on shutdown.
-    if let Some(sent) = send.as_mut().now_or_never() {
+    let mut send = futures_util::SinkExt::send(socket, message);
+    // Most frames go out at once, with no timer and no watch on shutdown;
+    // the wait for the others is boxed (see `Connection::serve`).
+    if let Some(sent) = (&mut send).now_or_never() {
         return sent.map_err(|_| Ending::ClientGone);
     }
+    Box::pin(send_waiting(send, bridge)).await
+}
+
+/// The rest of a send that could not finish at once.
+async fn send_waiting(
+    send: futures_util::sink::Send<'_, WebSocket, Message>,
+    bridge: &Bridge,
+) -> Step {
     tokio::select! {
         // A frame that goes out at once still goes out during shutdown
         // (the error frame before a close, say).

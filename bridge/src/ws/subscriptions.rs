@@ -65,6 +65,9 @@ impl Subscriptions {
     /// Adds a subscription, opened in the name of `session`; `id` None is
     /// the automatic one.
     pub(super) fn insert(&mut self, id: Option<&str>, session: Arc<str>, stream: DeliveryStream) {
+        // Room for one more only: a socket has one or two subscriptions for
+        // its whole life, and the default growth would hold room for four.
+        self.list.reserve_exact(1);
         self.list.push(Subscription {
             id: id.map(Box::from),
             session,

@@ -26,10 +26,14 @@ use crate::{
 /// connection at once.
 const MAX_READ_FRAME: usize = 1024 * 1024;
 
-/// The socket's read buffer, allocated up front: small, because most
-/// sockets are idle (4 KiB cost each idle socket about 3 KiB more RSS than
-/// this). An auth frame fits; a larger frame grows it while it is read.
-const READ_BUFFER: usize = 1024;
+/// The socket's read buffer, allocated up front and kept for the socket's
+/// life: small, because most sockets are idle and each byte here is a
+/// byte of every idle socket's RSS (BENCHMARKS.md, the fan-out). A
+/// `subscribe` frame fits, and so does an `auth` frame with one of our
+/// access tokens at the default issuer and audience (about 410 bytes, 450
+/// with an Ed25519 signature); a larger frame grows the buffer to its size
+/// while it is read.
+const READ_BUFFER: usize = 512;
 
 /// The most a socket may have written but not yet sent. Each frame is
 /// written out before the next is taken, so this only bounds one frame (an
@@ -83,7 +87,15 @@ pub async fn upgrade(
         }
         Some(identity)
     };
-    let connection = Connection::new(sockets.clone(), credentials, peer, identity);
+    // Boxed: the callback below stays in the socket's task for its whole
+    // life, and so would a connection captured by value, beside the one
+    // the task serves (each copy a few hundred bytes per idle socket).
+    let connection = Box::new(Connection::new(
+        sockets.clone(),
+        credentials,
+        peer,
+        identity,
+    ));
     // Held for the socket's whole life, so shutdown can wait for it to close.
     let open = bridge.connections.token();
     upgrade
@@ -93,11 +105,7 @@ pub async fn upgrade(
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            let _counted = OpenSocket::new();
-            connection.serve(socket).await;
-            drop(open);
-        })
+        .on_upgrade(move |socket| connection.serve(socket, open))
         .into_response()
 }
 
@@ -105,10 +113,10 @@ pub async fn upgrade(
 /// (door `websocket`) while this lives; the other doors' streams are
 /// counted by the server's metrics middleware, which cannot see an
 /// upgraded connection end.
-struct OpenSocket;
+pub(super) struct OpenSocket;
 
 impl OpenSocket {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         metrics::gauge!("slop_open_streams", "door" => "websocket").increment(1.0);
         Self
     }
