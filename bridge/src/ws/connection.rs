@@ -2,7 +2,7 @@
 //! frames and timers, and what each frame does (sign in, subscribe,
 //! unsubscribe, ping).
 
-use std::{future::Future as _, sync::Arc, task::Poll, time::Duration};
+use std::{future::Future, sync::Arc, task::Poll, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
@@ -73,21 +73,33 @@ impl Connection {
     /// This future is most of what an idle socket costs, so whatever runs
     /// once or rarely (signing in, subscribing, a write that has to wait,
     /// the close) is boxed: inline, each would grow every socket's task by
-    /// its size for the socket's whole life.
-    pub(super) async fn serve(mut self: Box<Self>, mut socket: WebSocket, open: TaskTrackerToken) {
-        let _counted = OpenSocket::new();
-        tracing::debug!(
-            user_id = self.identity.as_ref().map(|i| i.user_id.as_str()),
-            "WebSocket opened"
-        );
-        let ending = match Box::pin(self.start(&mut socket)).await {
-            Ok(()) => self.run(&mut socket).await,
-            Err(ending) => ending,
-        };
-        self.subscriptions = Subscriptions::default();
-        Box::pin(finish(socket, ending)).await;
-        tracing::debug!("WebSocket closed");
-        drop(open);
+    /// its size for the socket's whole life. And it is an `async move`
+    /// block, not an `async fn`: an async fn's future holds each argument
+    /// twice (rust-lang/rust#62958), which for the WebSocket is 368 bytes.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the socket twice (above)"
+    )]
+    pub(super) fn serve(
+        mut self: Box<Self>,
+        mut socket: WebSocket,
+        open: TaskTrackerToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let _counted = OpenSocket::new();
+            tracing::debug!(
+                user_id = self.identity.as_ref().map(|i| i.user_id.as_str()),
+                "WebSocket opened"
+            );
+            let ending = match Box::pin(self.start(&mut socket)).await {
+                Ok(()) => self.run(&mut socket).await,
+                Err(ending) => ending,
+            };
+            self.subscriptions = Subscriptions::default();
+            Box::pin(finish(socket, ending)).await;
+            tracing::debug!("WebSocket closed");
+            drop(open);
+        }
     }
 
     /// Greets a socket signed in at the upgrade.
