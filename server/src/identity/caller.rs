@@ -79,11 +79,41 @@ pub struct UserCaller {
 }
 
 /// A signed-in user as the server hands them out in an
-/// [`EstablishedCaller`] (see [`Authenticator::establish`]). Its field is
+/// [`EstablishedCaller`] (see [`Authenticator::establish`]). Its fields are
 /// private, so this module makes every one: the server accepts no other
 /// value as an established caller.
-#[derive(Debug, Clone)]
-pub struct Established(UserCaller);
+///
+/// It holds only what the connection's later calls need (who, which
+/// session, and until when it may vouch for them), not the session's
+/// record: a socket keeps it for its whole life, so it stays small, and the
+/// session's refresh seed stays in the store.
+#[derive(Debug)]
+pub struct Established {
+    user_id: Box<str>,
+    session_id: Box<str>,
+    /// The session's idle expiry when it was established (Unix ms).
+    session_expires_at: i64,
+    /// The access token's `exp` (Unix seconds), when one was sent.
+    token_exp: Option<i64>,
+}
+
+impl Established {
+    /// The user.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// Their session's id.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Their session's idle expiry (Unix ms) as of when it was established:
+    /// streams opened for it end then unless the session is used again.
+    pub fn session_expires_at(&self) -> i64 {
+        self.session_expires_at
+    }
+}
 
 /// Whoever is calling.
 #[derive(Debug, Clone)]
@@ -253,7 +283,12 @@ impl Authenticator {
     /// The value that stands for `user` in the later calls of a long-lived
     /// connection (a WebSocket): see [`EstablishedCaller`].
     pub fn establish(user: &UserCaller) -> EstablishedCaller {
-        EstablishedCaller::new(Established(user.clone()))
+        EstablishedCaller::new(Established {
+            user_id: user.user_id.as_str().into(),
+            session_id: user.session.id.as_str().into(),
+            session_expires_at: user.session.expires_at,
+            token_exp: user.token_exp,
+        })
     }
 
     /// The caller `established` holds, for a call that only reads, when it
@@ -268,13 +303,17 @@ impl Authenticator {
     /// It reads no session: a session that ends while held is the
     /// notification hub's to notice (it ends the session's streams, and
     /// with them the socket that holds the caller).
-    pub fn established(&self, established: &EstablishedCaller, now: SystemTime) -> Option<Caller> {
-        let Established(user) = established.get::<Established>()?;
+    pub fn established<'a>(
+        &self,
+        established: &'a EstablishedCaller,
+        now: SystemTime,
+    ) -> Option<&'a Established> {
+        let user = established.get::<Established>()?;
         let token_expired = user
             .token_exp
             .is_some_and(|exp| self.tokens.expired(exp, now));
-        let session_expired = user.session.expires_at <= to_millis(now);
-        (!token_expired && !session_expired).then(|| Caller::User(user.clone()))
+        let session_expired = user.session_expires_at <= to_millis(now);
+        (!token_expired && !session_expired).then_some(user)
     }
 
     /// The caller, who must be a signed-in user.
@@ -476,11 +515,8 @@ mod tests {
         (auth, clock, user)
     }
 
-    fn user_of(caller: Option<Caller>) -> Option<String> {
-        match caller? {
-            Caller::User(user) => Some(user.session.id),
-            Caller::Service(name) => panic!("service {name}"),
-        }
+    fn held_ids(held: Option<&Established>) -> Option<(String, String)> {
+        held.map(|held| (held.user_id().to_owned(), held.session_id().to_owned()))
     }
 
     #[tokio::test]
@@ -488,8 +524,8 @@ mod tests {
         let (auth, clock, user) = bearer_caller().await;
         let held = Authenticator::establish(&user);
         assert_eq!(
-            user_of(auth.established(&held, clock.now())),
-            Some(conformance::id("s1", "ada"))
+            held_ids(auth.established(&held, clock.now())),
+            Some(("ada".to_owned(), conformance::id("s1", "ada")))
         );
         // Refused from the second verify_access refuses the token.
         clock.advance(TOKEN_TTL + LEEWAY - Duration::from_secs(1));

@@ -143,30 +143,38 @@ impl NotificationApi {
         &self,
         request: Request<notification::SubscribeRequest>,
     ) -> Result<Feed, Status> {
-        let established = request
-            .extensions()
-            .get::<EstablishedCaller>()
-            .and_then(|held| {
-                self.identity
-                    .auth
-                    .established(held, self.identity.clock.now())
-            });
-        let caller = match established {
-            Some(caller) => caller,
-            None => self.caller(request.metadata()).await?,
+        // The caller a socket established when it signed in, while it is
+        // good; else the call's credentials. Held apart from the request,
+        // whose message is taken below.
+        let held = request.extensions().get::<EstablishedCaller>().cloned();
+        let established = held.as_ref().and_then(|held| {
+            self.identity
+                .auth
+                .established(held, self.identity.clock.now())
+        });
+        let authenticated;
+        let (reader, session) = match established {
+            Some(user) => (
+                Reader::User(user.user_id()),
+                Some((user.session_id(), user.session_expires_at())),
+            ),
+            None => {
+                authenticated = self.caller(request.metadata()).await?;
+                let session = match &authenticated {
+                    Caller::User(user) => Some((user.session.id.as_str(), user.session.expires_at)),
+                    Caller::Service(_) => None,
+                };
+                (Reader::from(&authenticated), session)
+            }
         };
         let admitted = request.extensions().get::<Admitted>().is_some();
         let peer = ClientAddr::ip(request.extensions().get(), request.extensions().get());
-        let wanted = subscriptions(&caller, request.into_inner())?;
-        let session = match &caller {
-            Caller::User(user) => {
-                if !admitted {
-                    self.gate.admit(peer, Some(&user.user_id)).await?;
-                }
-                Some((user.session.id.as_str(), user.session.expires_at))
-            }
-            Caller::Service(_) => None,
-        };
+        let wanted = subscriptions(reader, request.into_inner())?;
+        if let Reader::User(user_id) = reader
+            && !admitted
+        {
+            self.gate.admit(peer, Some(user_id)).await?;
+        }
         let mut feed = self.hub.open(session);
         for (channel, filter, resume_from) in wanted {
             feed.subscribe(channel, &filter, resume_from.as_ref())
@@ -280,7 +288,7 @@ impl NotificationService for NotificationApi {
     ) -> Answer<notification::GetChannelResponse> {
         let caller = self.caller(request.metadata()).await?;
         let name = channel("channel", &request.get_ref().channel)?;
-        may_read(&caller, &name)?;
+        may_read((&caller).into(), &name)?;
         let state = self.hub.backend().channel(&name).await?;
         Ok(Response::new(notification::GetChannelResponse {
             channel: Some(notification::Channel {
@@ -313,7 +321,7 @@ impl NotificationService for NotificationApi {
         } else {
             Some(parse_page_token(&request.page_token)?)
         };
-        may_read(&caller, &name)?;
+        may_read((&caller).into(), &name)?;
 
         let backend = self.hub.backend();
         let state = backend.channel(&name).await?;

@@ -5,12 +5,32 @@
 
 use super::*;
 
-/// Checks that `caller` may follow or read `channel`.
-pub(super) fn may_read(caller: &Caller, channel: &ChannelName) -> Result<(), Status> {
-    match (caller, channel) {
-        (Caller::Service(_), _) | (Caller::User(_), ChannelName::Topic(_)) => Ok(()),
-        (Caller::User(user), ChannelName::User(id)) if *id == user.user_id => Ok(()),
-        (Caller::User(_), ChannelName::User(_)) => Err(with_reason(
+/// Who is reading channels, as far as what they may read goes: a user (by
+/// id) or a backend service. A socket's held caller and a caller
+/// authenticated from credentials both come down to this.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Reader<'a> {
+    /// A signed-in user, by id.
+    User(&'a str),
+    /// A backend service.
+    Service,
+}
+
+impl<'a> From<&'a Caller> for Reader<'a> {
+    fn from(caller: &'a Caller) -> Self {
+        match caller {
+            Caller::User(user) => Reader::User(&user.user_id),
+            Caller::Service(_) => Reader::Service,
+        }
+    }
+}
+
+/// Checks that `reader` may follow or read `channel`.
+pub(super) fn may_read(reader: Reader<'_>, channel: &ChannelName) -> Result<(), Status> {
+    match (reader, channel) {
+        (Reader::Service, _) | (Reader::User(_), ChannelName::Topic(_)) => Ok(()),
+        (Reader::User(user), ChannelName::User(id)) if id == user => Ok(()),
+        (Reader::User(_), ChannelName::User(_)) => Err(with_reason(
             ErrorReason::ChannelForbidden,
             "a user may follow only their own channel (user:<your id>) and topics",
         )),
@@ -201,13 +221,13 @@ type Wanted = (ChannelName, Vec<i32>, Option<StreamPosition>);
 
 /// Checks a Subscribe request against what the caller may follow.
 pub(super) fn subscriptions(
-    caller: &Caller,
+    reader: Reader<'_>,
     request: notification::SubscribeRequest,
 ) -> Result<Vec<Wanted>, Status> {
     if request.subscriptions.is_empty() {
-        return match caller {
-            Caller::User(user) => Ok(vec![(ChannelName::user(&user.user_id), Vec::new(), None)]),
-            Caller::Service(_) => Err(invalid(
+        return match reader {
+            Reader::User(user_id) => Ok(vec![(ChannelName::user(user_id), Vec::new(), None)]),
+            Reader::Service => Err(invalid(
                 "subscriptions",
                 "a service must name the channels to follow",
             )),
@@ -244,7 +264,7 @@ pub(super) fn subscriptions(
                 "give the epoch of the position to resume from (only offset 0, before a channel's first event, has none)",
             ));
         }
-        may_read(caller, &name)?;
+        may_read(reader, &name)?;
         wanted.push((name, filter, subscription.resume_from));
     }
     Ok(wanted)
