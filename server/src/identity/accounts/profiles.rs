@@ -155,8 +155,10 @@ impl Profiles {
     pub(super) fn get(&self, id: &str) -> Option<Arc<Profile>> {
         let cache = self.cache.as_ref()?;
         let found = cache.get(id);
-        let result = if found.is_some() { "hit" } else { "miss" };
-        metrics::counter!(PROFILE_CACHE, "result" => result).increment(1);
+        match found {
+            Some(_) => cache.hits.increment(1),
+            None => cache.misses.increment(1),
+        }
         found
     }
 
@@ -215,6 +217,10 @@ pub(super) struct Ticket {
 struct Cache {
     state: RwLock<State>,
     clock: SharedClock,
+    /// [`PROFILE_CACHE`]'s two series, registered once: a `counter!` per
+    /// lookup would look the series up in the recorder on every `me`.
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 struct State {
@@ -240,6 +246,9 @@ impl Cache {
                 hearing,
             }),
             clock,
+            // The server installs its recorder before it builds a store.
+            hits: metrics::counter!(PROFILE_CACHE, "result" => "hit"),
+            misses: metrics::counter!(PROFILE_CACHE, "result" => "miss"),
         }
     }
 

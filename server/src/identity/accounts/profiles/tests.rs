@@ -47,6 +47,29 @@ async fn a_profile_is_served_until_its_account_changes() {
     );
 }
 
+#[test]
+fn lookups_are_counted_as_hits_and_misses() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let text = metrics::with_local_recorder(&recorder, || {
+        let (_, profiles) = in_process();
+        assert_eq!(profiles.get("u1"), None);
+        read(&profiles, profile("u1", "Ada"));
+        for _ in 0..3 {
+            assert!(profiles.get("u1").is_some());
+        }
+        handle.render()
+    });
+    assert!(
+        text.contains(&format!(r#"{PROFILE_CACHE}{{result="hit"}} 3"#)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(r#"{PROFILE_CACHE}{{result="miss"}} 1"#)),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_read_that_began_before_a_change_is_not_cached() {
     let (_, profiles) = in_process();
