@@ -21,26 +21,70 @@ pub enum Meter {
 impl Meter {
     /// CPU time (user + system) used so far; None where /proc cannot be read.
     pub fn read(&self) -> Option<Duration> {
-        let ticks = match self {
+        self.read_split().map(|used| used.user + used.system)
+    }
+
+    /// CPU time used so far, in user space and in the kernel on the
+    /// threads' behalf; None where /proc cannot be read.
+    pub fn read_split(&self) -> Option<Used> {
+        let (user, system) = match self {
             Self::Process(pid) => ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?,
             Self::Threads(prefix) => {
-                let mut total = 0;
+                let mut total = (0, 0);
                 for task in fs::read_dir("/proc/self/task").ok()?.flatten() {
                     let path = task.path();
                     let named = fs::read_to_string(path.join("comm"))
                         .is_ok_and(|name| name.starts_with(prefix));
                     if named
-                        && let Some(used) = fs::read_to_string(path.join("stat"))
+                        && let Some((user, system)) = fs::read_to_string(path.join("stat"))
                             .ok()
                             .and_then(|stat| ticks(&stat))
                     {
-                        total += used;
+                        total.0 += user;
+                        total.1 += system;
                     }
                 }
                 total
             }
         };
-        Some(TICK * u32::try_from(ticks).ok()?)
+        Some(Used {
+            user: TICK * u32::try_from(user).ok()?,
+            system: TICK * u32::try_from(system).ok()?,
+        })
+    }
+}
+
+/// CPU time of a process or threads, split as /proc splits it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Used {
+    /// In user space: the process's own code.
+    pub user: Duration,
+    /// In the kernel on its behalf (system calls; on loopback, much of the
+    /// receiving side's network stack too, run in the sender's context).
+    pub system: Duration,
+}
+
+impl Used {
+    /// Both.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The time used from `earlier` to `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+impl std::iter::Sum for Used {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |sum, used| Self {
+            user: sum.user + used.user,
+            system: sum.system + used.system,
+        })
     }
 }
 
@@ -91,14 +135,14 @@ impl Machine {
     }
 }
 
-/// utime + stime, fields 14 and 15 of a stat line (after the name, which
+/// utime and stime, fields 14 and 15 of a stat line (after the name, which
 /// is in parentheses and may hold spaces).
-fn ticks(stat: &str) -> Option<u64> {
+fn ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let user: u64 = fields.get(11)?.parse().ok()?;
     let system: u64 = fields.get(12)?.parse().ok()?;
-    Some(user + system)
+    Some((user, system))
 }
 
 #[cfg(test)]
@@ -106,11 +150,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_lines_give_user_plus_system_ticks() {
+    fn stat_lines_give_user_and_system_ticks() {
         let line =
             "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 1 1 1";
-        assert_eq!(ticks(line), Some(325));
-        assert!(Meter::Process(std::process::id()).read().is_some());
+        assert_eq!(ticks(line), Some((250, 75)));
+        let me = Meter::Process(std::process::id());
+        let used = me.read_split().expect("/proc/self/stat");
+        assert!(me.read().expect("/proc/self/stat") >= used.total());
+        let later = Used {
+            user: used.user + Duration::from_millis(30),
+            system: used.system + Duration::from_millis(20),
+        };
+        assert_eq!(
+            later.since(&used),
+            Used {
+                user: Duration::from_millis(30),
+                system: Duration::from_millis(20),
+            }
+        );
+        assert_eq!(
+            [later.since(&used), later.since(&used)]
+                .into_iter()
+                .sum::<Used>()
+                .total(),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

@@ -129,6 +129,11 @@ pub struct Outcome {
     /// The server's CPU time (every instance's, summed) while events were
     /// published and delivered.
     pub server_cpu: Option<Duration>,
+    /// The part of it in user space: the server's own code, where the rest
+    /// is mostly the kernel's sends (and, on loopback, the receiving
+    /// side's network stack, which the kernel runs in the sender's
+    /// context, so its share moves with timing from run to run).
+    pub server_user_cpu: Option<Duration>,
     /// Each instance's share of it, the publisher's first; empty with one
     /// instance.
     pub instance_cpu: Vec<Duration>,
@@ -168,6 +173,12 @@ impl Outcome {
             Some(cpu? / delivered)
         };
         (per(self.server_cpu), per(self.client_cpu))
+    }
+
+    /// The server's CPU time in user space per delivered message.
+    pub fn server_user_per_message(&self) -> Option<Duration> {
+        let delivered = u32::try_from(self.delivered).ok().filter(|d| *d > 0)?;
+        Some(self.server_user_cpu? / delivered)
     }
 
     /// The whole machine's CPU time per delivered message: in user space
@@ -251,14 +262,14 @@ impl Target<'_> {
 
     /// CPU time used so far by each server instance (None where one could
     /// not be read) and by the client.
-    fn cpu(&self) -> (Option<Vec<Duration>>, Option<Duration>) {
+    fn cpu(&self) -> (Option<Vec<crate::cpu::Used>>, Option<Duration>) {
         let client = crate::cpu::Meter::Process(std::process::id()).read();
         let server = match self {
             Self::Server { processes, .. } => processes
                 .iter()
-                .map(|process| process.meter().read())
+                .map(|process| process.meter().read_split())
                 .collect(),
-            Self::Baseline(baseline) => baseline.meter().read().map(|cpu| vec![cpu]),
+            Self::Baseline(baseline) => baseline.meter().read_split().map(|cpu| vec![cpu]),
         };
         (server, client)
     }
@@ -363,10 +374,15 @@ pub async fn run(plan: &Plan, name: String, target: Target<'_>) -> Result<Outcom
         (Some(before), Some(after)) if before.len() > 1 => before
             .iter()
             .zip(after)
-            .map(|(b, a)| a.saturating_sub(*b))
+            .map(|(b, a)| a.since(b).total())
             .collect(),
         _ => Vec::new(),
     };
+    let server_cpu = cpu_before.zip(cpu_after).map(|(b, a)| {
+        a.into_iter()
+            .sum::<crate::cpu::Used>()
+            .since(&b.into_iter().sum())
+    });
     let redis = match (
         redis_before_setup,
         redis_after_setup,
@@ -393,9 +409,8 @@ pub async fn run(plan: &Plan, name: String, target: Target<'_>) -> Result<Outcom
         lost: expected.saturating_sub(tally.delivered),
         delivery_window: tally.last_delivery.saturating_sub(published.first()),
         latency,
-        server_cpu: cpu_before
-            .zip(cpu_after)
-            .map(|(b, a)| a.iter().sum::<Duration>().saturating_sub(b.iter().sum())),
+        server_cpu: server_cpu.map(|used| used.total()),
+        server_user_cpu: server_cpu.map(|used| used.user),
         instance_cpu,
         client_cpu: client_cpu_before
             .zip(client_cpu_after)

@@ -1,6 +1,7 @@
 //! The fan-out report: a Markdown table with a row per backend, whether
-//! each row meets issue #4's goals, and what the kernel alone costs an
-//! event's fan-out; where Redis nodes were measured, a second table of
+//! each row meets issue #4's goals, each server row against the baseline's
+//! (issue #13's ratios), and what the kernel alone costs an event's
+//! fan-out; where Redis nodes were measured, a second table of
 //! what Redis spent per event and per socket, node by node.
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use crate::redis_info::{Calls, Usage};
 pub fn render(settings: &str, cpus: usize, outcomes: &[Outcome]) -> String {
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     let mut report = format!(
-        "{settings}\n\n| Backend | Subscribers | Setup | RSS per idle socket | Events | Delivered | Messages/s | p50 | p99 | max | Lost | CPU per message: server / client | Machine CPU per message: user / kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "{settings}\n\n| Backend | Subscribers | Setup | RSS per idle socket | Events | Delivered | Messages/s | p50 | p99 | max | Lost | CPU per message: server (its user space) / client | Machine CPU per message: user / kernel |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for o in outcomes {
         let (p50, p99, max) = o.latency;
@@ -38,7 +39,12 @@ pub fn render(settings: &str, cpus: usize, outcomes: &[Outcome]) -> String {
                     })
                 };
                 let (server, client) = o.cpu_per_message();
-                format!("{} / {} µs", micros(server), micros(client))
+                format!(
+                    "{} ({}) / {} µs",
+                    micros(server),
+                    micros(o.server_user_per_message()),
+                    micros(client)
+                )
             },
             o.machine_per_message()
                 .map_or("n/a".into(), |(user, kernel)| format!(
@@ -83,6 +89,9 @@ pub fn render(settings: &str, cpus: usize, outcomes: &[Outcome]) -> String {
                 per_event.as_secs_f64() * 1e3 / cpus.max(1) as f64,
             );
         }
+        if let Some(line) = against_baseline(o, outcomes) {
+            report += &line;
+        }
         let (errors, count) = &o.errors;
         if *count > 0 {
             report += &format!("  - {count} errors, first: {}\n", errors.join("; "));
@@ -90,6 +99,27 @@ pub fn render(settings: &str, cpus: usize, outcomes: &[Outcome]) -> String {
     }
     report += &redis_section(outcomes);
     report
+}
+
+/// A server row against the baseline's of the same run (issue #13's
+/// ratios): CPU per message, its user-space part, and p99. None for the
+/// baseline itself, or when there is none or a figure is missing.
+fn against_baseline(o: &Outcome, outcomes: &[Outcome]) -> Option<String> {
+    if o.backend == "baseline" {
+        return None;
+    }
+    let baseline = outcomes.iter().find(|b| b.backend == "baseline")?;
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
+    let cpu = ratio(o.cpu_per_message().0?, baseline.cpu_per_message().0?);
+    let user = ratio(
+        o.server_user_per_message()?,
+        baseline.server_user_per_message()?,
+    );
+    let p99 = ratio(o.latency.1, baseline.latency.1);
+    Some(format!(
+        "  - {} ÷ baseline: CPU per message {cpu:.2}× (user space {user:.2}×), p99 {p99:.2}×\n",
+        o.backend
+    ))
 }
 
 /// The Redis table and its notes, for the rows whose nodes were
@@ -261,6 +291,7 @@ mod tests {
             delivery_window: Duration::from_secs(1),
             latency: (ms(10), ms(p99), ms(70)),
             server_cpu: Some(ms(100)),
+            server_user_cpu: Some(ms(20)),
             instance_cpu: Vec::new(),
             client_cpu: Some(ms(50)),
             machine_cpu: Some(crate::cpu::Machine {
@@ -275,15 +306,21 @@ mod tests {
 
     #[test]
     fn the_report_gives_each_row_its_goals_and_the_kernels_share() {
-        let report = render(
-            "settings",
-            2,
-            &[outcome("memory", 40), outcome("baseline", 60)],
-        );
+        let mut baseline = outcome("baseline", 60);
+        baseline.server_cpu = Some(ms(80));
+        baseline.server_user_cpu = Some(ms(10));
+        let report = render("settings", 2, &[outcome("memory", 40), baseline]);
         assert!(
-            report.contains("| memory | 1000 | 1000/s | 8.00 KiB | 10 | 10000 | 10000 | 10.0 ms | 40.0 ms | 70.0 ms | 0 | 10.0 / 5.0 µs | 3.0 / 12.0 µs |"),
+            report.contains("| memory | 1000 | 1000/s | 8.00 KiB | 10 | 10000 | 10000 | 10.0 ms | 40.0 ms | 70.0 ms | 0 | 10.0 (2.0) / 5.0 µs | 3.0 / 12.0 µs |"),
             "{report}"
         );
+        assert!(
+            report.contains(
+                "  - memory ÷ baseline: CPU per message 1.25× (user space 2.00×), p99 0.67×\n"
+            ),
+            "{report}"
+        );
+        assert!(!report.contains("- baseline ÷ baseline"), "{report}");
         assert!(
             report.contains("- memory: memory met, latency met, loss met"),
             "{report}"
