@@ -1,4 +1,4 @@
-//! Events encoded once per instance rather than once per socket.
+//! Events encoded once per worker thread rather than once per socket.
 //!
 //! Every subscriber of a channel on this instance receives the same
 //! `Arc<Event>` (see [`slop_context::Delivery`]), one after the other as the
@@ -6,17 +6,25 @@
 //! encoded, keyed by that allocation, and the whole event frame for the
 //! subscription ids it was sent under (sockets of one app tend to use the
 //! same ids), so ten thousand sockets following a topic cost one encoding
-//! per event, and each socket's frame is a shared buffer, not a copy.
+//! per event and thread, and each socket's frame is a shared buffer, not a
+//! copy.
+//!
+//! Each thread keeps its own: a socket's task reads the encodings of the
+//! thread it runs on, so a frame takes no lock and its buffer's reference
+//! count is not shared between CPUs (one mutex for every socket was a
+//! lock and two shared atomics per frame).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::{cell::RefCell, sync::Arc};
 
 use axum::extract::ws::Utf8Bytes;
 use slop_api::notification::Event;
+use thread_local::ThreadLocal;
 
 use super::frames::ServerFrame;
 
-/// How many recent events keep their encoding: enough for a few channels
-/// publishing at once; each holds its event (at most 64 KiB of payload).
+/// How many recent events each thread keeps the encoding of: enough for a
+/// few channels publishing at once; each holds its event (at most 64 KiB
+/// of payload).
 const SLOTS: usize = 8;
 /// How many subscription ids an event keeps a ready frame for.
 const FRAMES_PER_EVENT: usize = 4;
@@ -26,78 +34,70 @@ const FRAMES_PER_EVENT: usize = 4;
 /// its address meanwhile.
 struct Encoded {
     event: Arc<Event>,
-    json: Arc<str>,
+    json: Box<str>,
     frames: Vec<(Option<Box<str>>, Utf8Bytes)>,
 }
 
-/// The encodings of recent events.
+/// One thread's recent events, the oldest replaced first.
+#[derive(Default)]
+struct Recent {
+    slots: [Option<Encoded>; SLOTS],
+    next: usize,
+}
+
+impl Recent {
+    /// The encoding of `event`, made (the event encoded as JSON) if it is
+    /// not among the recent ones.
+    fn of(&mut self, event: &Arc<Event>) -> &mut Encoded {
+        let found = self
+            .slots
+            .iter()
+            .position(|slot| slot.as_ref().is_some_and(|e| Arc::ptr_eq(&e.event, event)));
+        let index = found.unwrap_or_else(|| {
+            let json = slop_api::json::to_string(event.as_ref())
+                .unwrap_or_else(|error| {
+                    tracing::error!(%error, "an event did not encode as JSON");
+                    "{}".to_owned()
+                })
+                .into_boxed_str();
+            let index = self.next;
+            self.slots[index] = Some(Encoded {
+                event: event.clone(),
+                json,
+                frames: Vec::new(),
+            });
+            self.next = (index + 1) % SLOTS;
+            index
+        });
+        match &mut self.slots[index] {
+            Some(encoded) => encoded,
+            // Found or filled just above.
+            None => unreachable!("slot {index} of a recent event is empty"),
+        }
+    }
+}
+
+/// The encodings of recent events, per thread.
 #[derive(Default)]
 pub(super) struct EncodedEvents {
-    slots: Mutex<([Option<Encoded>; SLOTS], usize)>,
+    recent: ThreadLocal<RefCell<Recent>>,
 }
 
 impl EncodedEvents {
-    /// The canonical JSON of `event`, encoded at most once while it is
-    /// among the recent ones.
-    fn json(&self, event: &Arc<Event>) -> Arc<str> {
-        if let Some(json) = self
-            .lock()
-            .0
-            .iter()
-            .flatten()
-            .find(|e| Arc::ptr_eq(&e.event, event))
-        {
-            return json.json.clone();
-        }
-        let json: Arc<str> = slop_api::json::to_string(event.as_ref())
-            .unwrap_or_else(|error| {
-                // Only maps with non-string keys fail, which no event has.
-                tracing::error!(%error, "an event did not encode as JSON");
-                "{}".to_owned()
-            })
-            .into();
-        let mut guard = self.lock();
-        let (slots, next) = &mut *guard;
-        if !slots.iter().flatten().any(|e| Arc::ptr_eq(&e.event, event)) {
-            slots[*next] = Some(Encoded {
-                event: event.clone(),
-                json: json.clone(),
-                frames: Vec::new(),
-            });
-            *next = (*next + 1) % SLOTS;
-        }
-        json
-    }
-
-    /// The event frame of `event` for the subscription `id`: the text of
-    /// [`ServerFrame::Event`], built at most once per recent event and id.
+    /// The event frame of `event` for the subscription `id` (None: the
+    /// automatic one), built once per event, id and thread while the event
+    /// is among the recent ones (for at most [`FRAMES_PER_EVENT`] ids).
     pub(super) fn frame(&self, event: &Arc<Event>, id: Option<&str>) -> Utf8Bytes {
-        // Every socket but the first: one lock, a shared buffer.
-        if let Some(frame) = self.lock().0.iter().flatten().find_map(|e| {
-            Arc::ptr_eq(&e.event, event)
-                .then(|| e.frames.iter().find(|(i, _)| i.as_deref() == id))
-                .flatten()
-                .map(|(_, frame)| frame.clone())
-        }) {
-            return frame;
+        let mut recent = self.recent.get_or_default().borrow_mut();
+        let encoded = recent.of(event);
+        if let Some((_, frame)) = encoded.frames.iter().find(|(i, _)| i.as_deref() == id) {
+            return frame.clone();
         }
-        let frame = Utf8Bytes::from(ServerFrame::event_json(id, &self.json(event)));
-        let mut guard = self.lock();
-        if let Some(encoded) = guard
-            .0
-            .iter_mut()
-            .flatten()
-            .find(|e| Arc::ptr_eq(&e.event, event))
-            && encoded.frames.len() < FRAMES_PER_EVENT
-            && !encoded.frames.iter().any(|(i, _)| i.as_deref() == id)
-        {
+        let frame = Utf8Bytes::from(ServerFrame::event_json(id, &encoded.json));
+        if encoded.frames.len() < FRAMES_PER_EVENT {
             encoded.frames.push((id.map(Box::from), frame.clone()));
         }
         frame
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ([Option<Encoded>; SLOTS], usize)> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -114,34 +114,52 @@ mod tests {
         })
     }
 
+    fn same_buffer(a: &Utf8Bytes, b: &Utf8Bytes) -> bool {
+        a.as_str().as_ptr() == b.as_str().as_ptr()
+    }
+
+    /// How many events this thread keeps, and the frames kept for each.
+    fn kept(encoded: &EncodedEvents) -> Vec<usize> {
+        let recent = encoded.recent.get().expect("this thread's").borrow();
+        recent
+            .slots
+            .iter()
+            .flatten()
+            .map(|e| e.frames.len())
+            .collect()
+    }
+
     #[test]
     fn an_event_is_encoded_once_and_equal_events_are_not_confused() {
         let encoded = EncodedEvents::default();
         let first = event(1);
-        let json = encoded.json(&first);
-        assert_eq!(*json, slop_api::json::to_string(first.as_ref()).unwrap());
-        assert!(Arc::ptr_eq(&json, &encoded.json(&first)), "encoded again");
+        let frame = encoded.frame(&first, None);
+        assert!(
+            same_buffer(&frame, &encoded.frame(&first, None)),
+            "built again"
+        );
         // An equal event in another allocation is another event.
         let twin = event(1);
-        assert!(!Arc::ptr_eq(&json, &encoded.json(&twin)));
+        let other = encoded.frame(&twin, None);
+        assert_eq!(frame.as_str(), other.as_str());
+        assert!(!same_buffer(&frame, &other));
     }
 
     #[test]
     fn old_events_make_room_for_new_ones() {
         let encoded = EncodedEvents::default();
         let events: Vec<_> = (0..=SLOTS as u64).map(event).collect();
-        let first = encoded.json(&events[0]);
+        let first = encoded.frame(&events[0], None);
         for event in &events[1..] {
-            encoded.json(event);
+            encoded.frame(event, None);
         }
-        let again = encoded.json(&events[0]);
-        assert_eq!(first, again);
+        let again = encoded.frame(&events[0], None);
+        assert_eq!(first.as_str(), again.as_str());
         assert!(
-            !Arc::ptr_eq(&first, &again),
+            !same_buffer(&first, &again),
             "still held after {SLOTS} others"
         );
-        let guard = encoded.slots.lock().unwrap();
-        assert_eq!(guard.0.iter().flatten().count(), SLOTS);
+        assert_eq!(kept(&encoded).len(), SLOTS);
     }
 
     #[test]
@@ -156,11 +174,7 @@ mod tests {
         .to_json();
         assert_eq!(frame.as_str(), expected);
         let again = encoded.frame(&news, Some("n"));
-        assert_eq!(
-            frame.as_str().as_ptr(),
-            again.as_str().as_ptr(),
-            "the same buffer"
-        );
+        assert!(same_buffer(&frame, &again), "the same buffer");
         let automatic = encoded.frame(&news, None);
         assert!(
             !automatic.as_str().contains(r#""id""#),
@@ -172,8 +186,26 @@ mod tests {
             let frame = encoded.frame(&news, Some(id));
             assert!(frame.as_str().contains(&format!(r#""id":"{id}""#)));
         }
-        let guard = encoded.slots.lock().unwrap();
-        let kept = guard.0.iter().flatten().next().unwrap().frames.len();
-        assert_eq!(kept, FRAMES_PER_EVENT);
+        assert_eq!(kept(&encoded), vec![FRAMES_PER_EVENT]);
+    }
+
+    #[test]
+    fn each_thread_keeps_its_own_and_they_say_the_same() {
+        let encoded = EncodedEvents::default();
+        let news = event(3);
+        let here = encoded.frame(&news, Some("n"));
+        let there = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let there = encoded.frame(&news, Some("n"));
+                    assert!(same_buffer(&there, &encoded.frame(&news, Some("n"))));
+                    there
+                })
+                .join()
+                .expect("the other thread")
+        });
+        assert_eq!(here.as_str(), there.as_str());
+        assert!(!same_buffer(&here, &there), "the other thread's own");
+        assert!(same_buffer(&here, &encoded.frame(&news, Some("n"))));
     }
 }

@@ -29,7 +29,7 @@
 //! The files: `upgrade` (the upgrade, the client's address and credentials,
 //! signing in), [`close`] (close codes), `connection` (the socket's loop and
 //! its frames), `frames` (their JSON), `subscriptions`, `encoded` (events as
-//! JSON, once for every socket) and `wakes` (what woke the loop).
+//! JSON, once per thread for every socket) and `wakes` (what woke the loop).
 
 use std::time::Duration;
 
