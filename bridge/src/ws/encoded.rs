@@ -14,7 +14,7 @@
 //! count is not shared between CPUs (one mutex for every socket was a
 //! lock and two shared atomics per frame).
 
-use std::{cell::RefCell, sync::Arc};
+use std::{cell::RefCell, collections::VecDeque, sync::Arc};
 
 use axum::extract::ws::Utf8Bytes;
 use slop_api::notification::Event;
@@ -22,10 +22,15 @@ use thread_local::ThreadLocal;
 
 use super::frames::ServerFrame;
 
-/// How many recent events each thread keeps the encoding of: enough for a
-/// few channels publishing at once; each holds its event (at most 64 KiB
-/// of payload).
-const SLOTS: usize = 8;
+/// How many recent events each thread keeps the encoding of, at most.
+/// Sockets that fall behind are spread over the events still queued for
+/// them, and a cache smaller than that spread encodes nearly every frame
+/// again, which makes them fall further behind: with 8, a fan-out that
+/// fell 2 s behind (20 events at 10 a second) never caught up.
+const EVENTS: usize = 64;
+/// How many bytes of JSON and frames each thread keeps, at most (the
+/// newest event is kept whatever its size): large events do not pile up.
+const BYTES: usize = 1 << 20;
 /// How many subscription ids an event keeps a ready frame for.
 const FRAMES_PER_EVENT: usize = 4;
 
@@ -38,41 +43,60 @@ struct Encoded {
     frames: Vec<(Option<Box<str>>, Utf8Bytes)>,
 }
 
-/// One thread's recent events, the oldest replaced first.
+impl Encoded {
+    /// The bytes of its JSON and frames.
+    fn bytes(&self) -> usize {
+        self.json.len()
+            + self
+                .frames
+                .iter()
+                .map(|(_, frame)| frame.as_str().len())
+                .sum::<usize>()
+    }
+}
+
+/// One thread's recent events, oldest first, and their bytes.
 #[derive(Default)]
 struct Recent {
-    slots: [Option<Encoded>; SLOTS],
-    next: usize,
+    events: VecDeque<Encoded>,
+    bytes: usize,
 }
 
 impl Recent {
-    /// The encoding of `event`, made (the event encoded as JSON) if it is
-    /// not among the recent ones.
-    fn of(&mut self, event: &Arc<Event>) -> &mut Encoded {
-        let found = self
-            .slots
+    /// Where the encoding of `event` is, made (the event encoded as JSON,
+    /// the oldest ones let go past [`EVENTS`] or [`BYTES`]) if it is not
+    /// among the recent ones. Looked for newest first: the common case.
+    fn index_of(&mut self, event: &Arc<Event>) -> usize {
+        if let Some(index) = self
+            .events
             .iter()
-            .position(|slot| slot.as_ref().is_some_and(|e| Arc::ptr_eq(&e.event, event)));
-        let index = found.unwrap_or_else(|| {
-            let json = slop_api::json::to_string(event.as_ref())
-                .unwrap_or_else(|error| {
-                    tracing::error!(%error, "an event did not encode as JSON");
-                    "{}".to_owned()
-                })
-                .into_boxed_str();
-            let index = self.next;
-            self.slots[index] = Some(Encoded {
-                event: event.clone(),
-                json,
-                frames: Vec::new(),
-            });
-            self.next = (index + 1) % SLOTS;
-            index
+            .rposition(|e| Arc::ptr_eq(&e.event, event))
+        {
+            return index;
+        }
+        let json = slop_api::json::to_string(event.as_ref())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "an event did not encode as JSON");
+                "{}".to_owned()
+            })
+            .into_boxed_str();
+        self.bytes += json.len();
+        self.events.push_back(Encoded {
+            event: event.clone(),
+            json,
+            frames: Vec::new(),
         });
-        match &mut self.slots[index] {
-            Some(encoded) => encoded,
-            // Found or filled just above.
-            None => unreachable!("slot {index} of a recent event is empty"),
+        self.trim();
+        self.events.len() - 1
+    }
+
+    /// Lets the oldest events go until at most [`EVENTS`] and [`BYTES`]
+    /// are kept, or only the newest.
+    fn trim(&mut self) {
+        while self.events.len() > EVENTS || (self.bytes > BYTES && self.events.len() > 1) {
+            if let Some(oldest) = self.events.pop_front() {
+                self.bytes -= oldest.bytes();
+            }
         }
     }
 }
@@ -89,13 +113,16 @@ impl EncodedEvents {
     /// is among the recent ones (for at most [`FRAMES_PER_EVENT`] ids).
     pub(super) fn frame(&self, event: &Arc<Event>, id: Option<&str>) -> Utf8Bytes {
         let mut recent = self.recent.get_or_default().borrow_mut();
-        let encoded = recent.of(event);
+        let index = recent.index_of(event);
+        let encoded = &mut recent.events[index];
         if let Some((_, frame)) = encoded.frames.iter().find(|(i, _)| i.as_deref() == id) {
             return frame.clone();
         }
         let frame = Utf8Bytes::from(ServerFrame::event_json(id, &encoded.json));
         if encoded.frames.len() < FRAMES_PER_EVENT {
             encoded.frames.push((id.map(Box::from), frame.clone()));
+            recent.bytes += frame.as_str().len();
+            recent.trim();
         }
         frame
     }
@@ -121,12 +148,7 @@ mod tests {
     /// How many events this thread keeps, and the frames kept for each.
     fn kept(encoded: &EncodedEvents) -> Vec<usize> {
         let recent = encoded.recent.get().expect("this thread's").borrow();
-        recent
-            .slots
-            .iter()
-            .flatten()
-            .map(|e| e.frames.len())
-            .collect()
+        recent.events.iter().map(|e| e.frames.len()).collect()
     }
 
     #[test]
@@ -148,7 +170,7 @@ mod tests {
     #[test]
     fn old_events_make_room_for_new_ones() {
         let encoded = EncodedEvents::default();
-        let events: Vec<_> = (0..=SLOTS as u64).map(event).collect();
+        let events: Vec<_> = (0..=EVENTS as u64).map(event).collect();
         let first = encoded.frame(&events[0], None);
         for event in &events[1..] {
             encoded.frame(event, None);
@@ -157,9 +179,57 @@ mod tests {
         assert_eq!(first.as_str(), again.as_str());
         assert!(
             !same_buffer(&first, &again),
-            "still held after {SLOTS} others"
+            "still held after {EVENTS} others"
         );
-        assert_eq!(kept(&encoded).len(), SLOTS);
+        assert_eq!(kept(&encoded).len(), EVENTS);
+    }
+
+    #[test]
+    fn sockets_spread_over_the_events_of_seconds_share_every_frame() {
+        // Sockets up to 3 s behind a channel publishing 10 events a
+        // second, each taking the next one of its own, round after round:
+        // nothing is built twice.
+        let encoded = EncodedEvents::default();
+        let events: Vec<_> = (0..30).map(event).collect();
+        let first: Vec<_> = events.iter().map(|e| encoded.frame(e, None)).collect();
+        for (event, frame) in events.iter().zip(&first) {
+            assert!(same_buffer(frame, &encoded.frame(event, None)));
+        }
+    }
+
+    #[test]
+    fn large_events_are_kept_within_the_byte_bound() {
+        let encoded = EncodedEvents::default();
+        let large = |offset| {
+            let mut event = Event::clone(&event(offset));
+            event.r#type = "x".repeat(200 * 1024);
+            Arc::new(event)
+        };
+        let events: Vec<_> = (1..=10).map(large).collect();
+        for event in &events {
+            encoded.frame(event, None);
+        }
+        let recent = encoded.recent.get().expect("this thread's").borrow();
+        let bytes: usize = recent.events.iter().map(Encoded::bytes).sum();
+        assert_eq!(recent.bytes, bytes, "counted as kept");
+        assert!(bytes <= BYTES, "{bytes} bytes kept");
+        assert!(
+            (1..10).contains(&recent.events.len()),
+            "{} kept",
+            recent.events.len()
+        );
+        assert!(Arc::ptr_eq(
+            &recent.events.back().expect("one").event,
+            &events[9]
+        ));
+        drop(recent);
+        // One larger than the bound alone is still kept, until the next.
+        let huge = Arc::new(Event {
+            r#type: "y".repeat(BYTES + 1),
+            ..Event::clone(&events[0])
+        });
+        let frame = encoded.frame(&huge, None);
+        assert!(same_buffer(&frame, &encoded.frame(&huge, None)));
     }
 
     #[test]
