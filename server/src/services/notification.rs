@@ -143,11 +143,10 @@ impl NotificationApi {
         &self,
         request: Request<notification::SubscribeRequest>,
     ) -> Result<Feed, Status> {
+        let (metadata, extensions, message) = request.into_parts();
         // The caller a socket established when it signed in, while it is
-        // good; else the call's credentials. Held apart from the request,
-        // whose message is taken below.
-        let held = request.extensions().get::<EstablishedCaller>().cloned();
-        let established = held.as_ref().and_then(|held| {
+        // good; else the call's credentials.
+        let established = extensions.get::<EstablishedCaller>().and_then(|held| {
             self.identity
                 .auth
                 .established(held, self.identity.clock.now())
@@ -159,7 +158,7 @@ impl NotificationApi {
                 Some((user.session_id(), user.session_expires_at())),
             ),
             None => {
-                authenticated = self.caller(request.metadata()).await?;
+                authenticated = self.caller(&metadata).await?;
                 let session = match &authenticated {
                     Caller::User(user) => Some((user.session.id.as_str(), user.session.expires_at)),
                     Caller::Service(_) => None,
@@ -167,12 +166,11 @@ impl NotificationApi {
                 (Reader::from(&authenticated), session)
             }
         };
-        let admitted = request.extensions().get::<Admitted>().is_some();
-        let peer = ClientAddr::ip(request.extensions().get(), request.extensions().get());
-        let wanted = subscriptions(reader, request.into_inner())?;
+        let wanted = subscriptions(reader, message)?;
         if let Reader::User(user_id) = reader
-            && !admitted
+            && extensions.get::<Admitted>().is_none()
         {
+            let peer = ClientAddr::ip(extensions.get(), extensions.get());
             self.gate.admit(peer, Some(user_id)).await?;
         }
         let mut feed = self.hub.open(session);
