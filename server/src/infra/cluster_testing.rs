@@ -143,8 +143,28 @@ impl RedisCluster {
             .id
     }
 
-    /// The port of the primary that serves `slot` now.
+    /// The port of the primary that serves `slot` now. Right after a
+    /// failover the node asked may not know the promotion yet (gossip
+    /// reaches the nodes one by one), so this asks again until one does.
     pub fn primary_of_slot(&self, slot: u16) -> u16 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(port) = self.known_primary_of_slot(slot) {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no live primary serves slot {slot} after {PATIENCE:?}:\n{}",
+                self.cluster_nodes()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The live primary serving `slot` as the first live node's view
+    /// says, if that view names one.
+    fn known_primary_of_slot(&self, slot: u16) -> Option<u16> {
+        let live: HashSet<u16> = self.live_nodes().map(|node| node.port).collect();
         for line in self.cluster_nodes().lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             if fields.len() <= 8 || !fields[2].contains("master") || fields[2].contains("fail") {
@@ -154,11 +174,12 @@ impl RedisCluster {
                 let (low, high) = range.split_once('-').unwrap_or((range, range));
                 matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if (low..=high).contains(&slot))
             });
-            if serves {
-                return port_of(fields[1]).expect("a node address");
+            let port = port_of(fields[1]).expect("a node address");
+            if serves && live.contains(&port) {
+                return Some(port);
             }
         }
-        panic!("no live primary serves slot {slot}");
+        None
     }
 
     /// Kills the node on `port` with SIGKILL (no goodbye to the cluster),
