@@ -1,5 +1,8 @@
-//! The one router behind the one port: native gRPC, grpc-web, REST, the
+//! The one service behind the one port: native gRPC, grpc-web, REST, the
 //! WebSocket adapter and the health endpoints, with the layers they share.
+//! Native gRPC over HTTP/2 to the Auth, Session, Notification and Health
+//! services goes to them without the router's matching, under the same
+//! layers ([`native_grpc`](super::native_grpc)); the router serves the rest:
 //!
 //! ```text
 //! metrics (unless METRICS_ADDR=off) ─ request-id + log span ─
@@ -29,7 +32,7 @@ use slop_api::{
 };
 use slop_bridge::Bridge;
 use tonic::server::NamedService;
-use tower::Service;
+use tower::{Layer as _, Service};
 
 use crate::{
     identity::{Identity, caller},
@@ -39,6 +42,7 @@ use crate::{
         around::AroundLayer,
         health::{self, Health},
         metrics,
+        native_grpc::{self, App},
         shutdown::{EndStreamsOnShutdown, StreamCutoff, StreamingMethods},
         telemetry,
     },
@@ -89,8 +93,8 @@ impl slop_bridge::rest::SessionCookies for BrowserCookies {
     }
 }
 
-/// Builds the router.
-pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
+/// Builds the service behind the port.
+pub fn router(config: &Config, parts: Parts) -> Result<App, crate::Error> {
     let reflection_sets: [&[u8]; 2] = [
         slop_api::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -131,17 +135,25 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
         notifications: Arc::new(parts.notifications.clone()),
         cookies: Arc::new(BrowserCookies(parts.identity.clone())),
     };
-    let grpc = grpc_service(grpc, AuthServiceServer::new(auth));
-    let grpc = grpc_service(grpc, SessionServiceServer::new(sessions));
-    let grpc = grpc_service(grpc, NotificationServiceServer::new(parts.notifications));
-    let grpc = grpc_service(grpc, parts.health_service);
+    let services = native_grpc::Services {
+        auth: AuthServiceServer::new(auth),
+        sessions: SessionServiceServer::new(sessions),
+        notifications: NotificationServiceServer::new(parts.notifications),
+        health: parts.health_service,
+    };
+    let grpc = grpc_service(grpc, services.auth.clone());
+    let grpc = grpc_service(grpc, services.sessions.clone());
+    let grpc = grpc_service(grpc, services.notifications.clone());
+    let grpc = grpc_service(grpc, services.health.clone());
+    let decode_errors = crate::transport::decode_errors::DecodeErrorsLayer::new(request_types);
+    let end_streams = AroundLayer::new(EndStreamsOnShutdown(cutoff));
+    let grpc_status = AroundLayer::new(metrics::GrpcStatus);
     let grpc = reflection(grpc)?
-        .layer(AroundLayer::new(EndStreamsOnShutdown(cutoff)))
-        .layer(crate::transport::decode_errors::DecodeErrorsLayer::new(
-            request_types,
-        ))
-        .layer(AroundLayer::new(metrics::GrpcStatus))
+        .layer(end_streams.clone())
+        .layer(decode_errors.clone())
+        .layer(grpc_status.clone())
         .layer(tonic_web::GrpcWebLayer::new());
+    let direct = grpc_status.layer(decode_errors.layer(end_streams.layer(services)));
 
     let tokens = parts.identity.tokens.clone();
     let jwks = Router::new().route(
@@ -172,13 +184,20 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, crate::Error> {
             ),
         ))
         .layer(AroundLayer::new(telemetry::RequestContext));
-    if config.metrics_addr == MetricsAddr::Off {
-        return Ok(router);
-    }
-    let request_metrics = Arc::new(metrics::RequestMetrics::from_descriptor_sets(
-        &DESCRIPTOR_SETS,
-    )?);
-    Ok(router.layer(AroundLayer::new(metrics::RecordRequests(request_metrics))))
+    let direct = AroundLayer::new(telemetry::RequestContext).layer(direct);
+    let record = if config.metrics_addr == MetricsAddr::Off {
+        None
+    } else {
+        Some(metrics::RecordRequests(Arc::new(
+            metrics::RequestMetrics::from_descriptor_sets(&DESCRIPTOR_SETS)?,
+        )))
+    };
+    let direct = AroundLayer::new(native_grpc::MaybeRecord(record.clone())).layer(direct);
+    let router = match record {
+        Some(record) => router.layer(AroundLayer::new(record)),
+        None => router,
+    };
+    Ok(App::new(router, direct))
 }
 
 /// Who sees the detail of `/health`, as HEALTH_DETAILS says.

@@ -207,7 +207,7 @@ fn origin_not_allowed() -> axum::response::Response {
 
 /// Whether a request is native gRPC: `application/grpc` or
 /// `application/grpc+<codec>`, not grpc-web (`application/grpc-web…`).
-fn is_native_grpc<B>(request: &Request<B>) -> bool {
+pub(crate) fn is_native_grpc<B>(request: &Request<B>) -> bool {
     request
         .headers()
         .get(header::CONTENT_TYPE)

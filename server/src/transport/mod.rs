@@ -2,8 +2,9 @@
 //! a request before a service sees it and after it answers.
 //!
 //! - [`app`]: the router that puts gRPC, grpc-web, REST, the WebSocket and
-//!   health on one port; [`grpc_methods`]: what the descriptor sets say of
-//!   each gRPC method.
+//!   health on one port; [`native_grpc`]: native gRPC calls to the hot
+//!   services, handed to them without the router; [`grpc_methods`]: what
+//!   the descriptor sets say of each gRPC method.
 //! - [`serve`]: the accept loop and the bounded graceful drain;
 //!   [`connections`]: open connections, their caps, what makes one idle;
 //!   [`refusal`]: the answer to one over a cap; [`fd_limit`]: the limit on
@@ -30,6 +31,7 @@ pub mod fd_limit;
 pub mod grpc_methods;
 pub mod health;
 pub mod metrics;
+pub mod native_grpc;
 pub mod proxy;
 pub mod refusal;
 pub mod request_body;

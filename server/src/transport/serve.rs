@@ -39,7 +39,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, extract::ConnectInfo};
+use axum::extract::ConnectInfo;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -104,7 +104,7 @@ pub struct Drain {
 /// as a [`ClientAddr`].
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: crate::transport::native_grpc::App,
     proxies: TrustedProxies,
     settings: Settings,
     signal: impl Future<Output = ()> + Send,
