@@ -1,7 +1,7 @@
 //! Connecting the account store: SQLite files created private, PostgreSQL
 //! tried until DATABASE_TIMEOUT, and the embedded migrations applied.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     ConnectOptions as _,
@@ -11,6 +11,7 @@ use sqlx::{
 };
 
 use super::{AccountError, AccountStore, Pool, Profiles, means_unavailable, timed_out};
+use crate::infra::observe::{Store, StoreCalls};
 
 pub(super) static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 pub(super) static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -106,6 +107,7 @@ impl AccountStore {
         Ok(Self {
             pool: Pool::Sqlite(pool),
             timeout,
+            calls: Arc::new(StoreCalls::new(Store::Sqlite)),
             profiles: Profiles::uncached(),
         })
     }
@@ -154,6 +156,7 @@ impl AccountStore {
         Ok(Self {
             pool: Pool::Postgres(pool),
             timeout,
+            calls: Arc::new(StoreCalls::new(Store::Postgres)),
             profiles: Profiles::uncached(),
         })
     }

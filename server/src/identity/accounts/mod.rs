@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use crate::infra::{
     clock::{SharedClock, from_millis, to_millis},
-    observe::{Store, store_call},
+    observe::StoreCalls,
     redis_context::RedisContext,
 };
 
@@ -182,6 +182,8 @@ pub struct AccountStore {
     pool: Pool,
     /// DATABASE_TIMEOUT: the most one operation may take.
     timeout: Duration,
+    /// Every operation, observed.
+    calls: Arc<StoreCalls>,
     /// The profiles cached from it (none until [`Self::cache_profiles`]).
     profiles: Profiles,
 }
@@ -241,22 +243,19 @@ impl AccountStore {
         operation: &'static str,
         call: impl Future<Output = Result<T, AccountError>>,
     ) -> Result<T, AccountError> {
-        let store = match self.pool {
-            Pool::Sqlite(_) => Store::Sqlite,
-            Pool::Postgres(_) => Store::Postgres,
-        };
         let bounded = async {
             tokio::time::timeout(self.timeout, call)
                 .await
                 .unwrap_or_else(|_| Err(AccountError::Unavailable(timed_out(self.timeout))))
         };
-        store_call(store, operation, bounded, |error| {
-            matches!(
-                error,
-                AccountError::Unavailable(_) | AccountError::Database(_)
-            )
-        })
-        .await
+        self.calls
+            .call(operation, bounded, |error| {
+                matches!(
+                    error,
+                    AccountError::Unavailable(_) | AccountError::Database(_)
+                )
+            })
+            .await
     }
 
     /// Cheap round trip for readiness (`SELECT 1`): proves a connection can
