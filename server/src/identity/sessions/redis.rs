@@ -403,15 +403,17 @@ impl RedisSessions {
     /// that is due a write runs the touch script, which checks everything
     /// again atomically.
     pub(super) async fn touch(&self, id: &str, idle_ttl: Duration) -> Result<Option<Session>> {
-        let Some(keys) = self.keys.about_session(id) else {
-            return Ok(None);
-        };
         let Some(session) = self.get(id).await? else {
             return Ok(None);
         };
         if !session.due_a_touch(to_millis(self.clock.now()), idle_ttl) {
             return Ok(Some(session));
         }
+        // The script's keys only now: most uses end above, and the keys
+        // are four strings to make.
+        let Some(keys) = self.keys.about_session(id) else {
+            return Ok(None);
+        };
         let mut invocation = self.invocation(&self.scripts.touch, keys);
         invocation
             .arg(id)
