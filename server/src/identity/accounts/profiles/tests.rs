@@ -175,6 +175,18 @@ async fn forgets(profiles: &Profiles, id: &str) {
     }
 }
 
+/// Waits (at most 5 s) until `profiles` hears of changes, so it may cache.
+async fn hearing(profiles: &Profiles) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while profiles.ticket().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache does not hear of changes 5 s after its connection listened"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Waits (at most 5 s) until `context` listens on every route.
 async fn listening(context: &RedisContext) {
     let mut listening = context.listening();
@@ -203,8 +215,13 @@ async fn a_change_on_one_instance_is_forgotten_on_the_others() {
         listening(context).await;
     }
     for profiles in [&on_a, &on_b, &on_elsewhere] {
+        // The connection may be up before the cache's own channel is
+        // subscribed: until then nothing is cached (and, under load, a
+        // read before it proved nothing).
+        hearing(profiles).await;
         read(profiles, profile("u1", "Ada"));
         read(profiles, profile("u2", "Grace"));
+        assert!(profiles.get("u1").is_some() && profiles.get("u2").is_some());
     }
     on_a.changed("u1").await;
     assert_eq!(on_a.get("u1"), None, "the changer forgets at once");
