@@ -6,7 +6,8 @@
 # outside test clients (buf from npm, grpcio in a Python venv, aiosmtpd as the
 # SMTP server of the mail tests) into .tools/ on
 # first use, and Debian's chromium for the browser test when it is missing
-# (as root; otherwise it says how), then runs `cargo nextest`. Extra arguments
+# (as root; otherwise it says how), builds the Python client's wheel and
+# installs it into the venv (every run), then runs `cargo nextest`. Extra arguments
 # go to nextest, e.g.
 #   bash scripts/test.sh -E 'test(health)'
 set -euo pipefail
@@ -51,7 +52,7 @@ else
     npm install --no-audit --no-fund --prefix .tools "@bufbuild/buf@$BUF_VERSION"
 fi
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1, grpc_tools, jwt, cryptography, aiosmtpd, prometheus_client" 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import grpc, grpc_health.v1, grpc_tools, google.rpc.error_details_pb2, setuptools, jwt, cryptography, aiosmtpd, prometheus_client" 2>/dev/null; then
     echo "==> python gRPC clients already installed"
 else
     echo "==> installing python gRPC clients into $VENV"
@@ -60,9 +61,21 @@ else
         -r clients/python/requirements.txt "pyjwt[crypto]==2.15.1" \
         "aiosmtpd==1.4.6" "prometheus-client==0.26.0"
 fi
-# Always, so the client follows proto/.
-rm -rf .tools/python-client
-"$VENV/bin/python" clients/python/generate.py --out .tools/python-client
+# The Python client: a wheel of clients/python with the code generated from
+# proto/ inside, built and installed again on every run, so it follows
+# proto/. With the venv's pinned build requirements, from no index: offline.
+# `pip check` fails when the pins leave the wheel's dependency ranges.
+echo "==> building and installing the Python client wheel"
+rm -rf .tools/wheels
+pip_offline=(--quiet --disable-pip-version-check --no-index --no-deps)
+"$VENV/bin/python" -m pip wheel "${pip_offline[@]}" --no-build-isolation \
+    --check-build-dependencies --wheel-dir .tools/wheels ./clients/python
+"$VENV/bin/python" -m pip install "${pip_offline[@]}" --force-reinstall .tools/wheels/slop_client-*.whl
+if ! broken=$("$VENV/bin/python" -m pip check); then
+    echo "error: the venv does not satisfy the Python client's dependencies:" >&2
+    echo "$broken" >&2
+    exit 1
+fi
 
 if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1; then
     echo "==> chromium already installed"

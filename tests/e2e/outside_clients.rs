@@ -1,8 +1,8 @@
 //! Clients nobody here wrote: `buf curl` (gRPC and grpc-web, through
 //! reflection), Python's grpcio-health-checking, and the Python client
 //! generated from proto/ by grpcio-tools. scripts/test.sh installs them into
-//! .tools/ (and generates the client there); a missing tool fails the test
-//! with that hint.
+//! .tools/ (and builds the Python client's wheel there, then installs it into
+//! the venv); a missing tool fails the test with that hint.
 
 use std::{path::PathBuf, process::Command};
 
@@ -45,17 +45,19 @@ async fn run(command: Command) -> String {
     stdout
 }
 
-/// One of the Python examples in clients/python, run by the test venv's
-/// Python with the client generated into .tools/.
-fn python(script: &str) -> Command {
+/// A module of the Python client's wheel, as installed in the test venv,
+/// run by `python -I -m`: isolated, so neither the working directory nor
+/// PYTHONPATH is on the path, only the venv's site-packages.
+fn python_module(module: &str) -> Command {
     let mut command = Command::new(tool("venv/bin/python"));
+    command.args(["-I", "-m", module]);
     command
-        .arg(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("clients/python")
-                .join(script),
-        )
-        .env("SLOP_PYTHON_CLIENT", tool("python-client"));
+}
+
+/// A command the wheel installs into the venv's bin/ (`[project.scripts]`).
+fn python_script(script: &str) -> Command {
+    let mut command = Command::new(tool(&format!("venv/bin/{script}")));
+    command.env_remove("PYTHONPATH");
     command
 }
 
@@ -107,7 +109,7 @@ async fn buf_curl_checks_health_over_grpc_and_grpc_web() {
 #[tokio::test]
 async fn python_grpcio_health_checking_gets_serving() {
     let server = TestServer::start().await;
-    let mut command = python("health_check.py");
+    let mut command = python_script("slop-health-check");
     command
         .args(["--target", &server.addr.to_string()])
         .args(["--service", "", "--service", "liveness"])
@@ -176,7 +178,7 @@ async fn buf_curl_follows_a_notification_stream_over_grpc_web() {
 #[tokio::test]
 async fn the_generated_python_client_signs_in_follows_its_channel_and_gets_a_published_event() {
     let server = TestServer::start().await;
-    let mut command = python("notifications.py");
+    let mut command = python_module("slop_client.notifications");
     command
         .args(["--target", &server.addr.to_string()])
         .args(["--service-key", SERVICE_KEY]);
@@ -192,7 +194,7 @@ async fn the_generated_python_client_signs_in_follows_its_channel_and_gets_a_pub
 #[tokio::test]
 async fn the_generated_python_client_reports_a_refused_call_with_its_code() {
     let server = TestServer::start().await;
-    let mut command = python("notifications.py");
+    let mut command = python_module("slop_client.notifications");
     command.args([
         "--target",
         &server.addr.to_string(),
@@ -203,6 +205,99 @@ async fn the_generated_python_client_reports_a_refused_call_with_its_code() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("error: UNAUTHENTICATED: "), "{stderr}");
-    // The generated client reads ErrorInfo from proto/google/rpc.
+    // The example reads the ErrorInfo detail (google.rpc, the messages of
+    // proto/google/rpc, from googleapis-common-protos).
     assert!(stderr.contains(" (reason "), "{stderr}");
+}
+
+/// What the wheel holds, asked of the venv's Python: its version, where
+/// site-packages is and where the metadata was found, and for each module
+/// named in argv, its file and whether the wheel's RECORD lists that file.
+const INSTALLED_WHEEL: &str = r#"
+import importlib, importlib.metadata, os, sys, sysconfig
+dist = importlib.metadata.distribution("slop-client")
+print("version", dist.version)
+print("site-packages", os.path.realpath(sysconfig.get_paths()["purelib"]))
+print("metadata-in", os.path.realpath(dist.locate_file("")))
+recorded = {os.path.realpath(dist.locate_file(f)) for f in dist.files}
+for name in sys.argv[1:]:
+    path = os.path.realpath(importlib.import_module(name).__file__)
+    print("module", name, path, "recorded" if path in recorded else "unrecorded")
+"#;
+
+#[tokio::test]
+async fn the_python_client_wheel_has_the_workspace_version_and_the_generated_code() {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut wheels: Vec<String> = std::fs::read_dir(tool("wheels"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    wheels.sort();
+    assert_eq!(
+        wheels,
+        [format!("slop_client-{version}-py3-none-any.whl")],
+        "scripts/test.sh built another version than the workspace's: set `version` in clients/python/pyproject.toml to Cargo.toml's"
+    );
+
+    // A message module and a stub module per .proto of the contract.
+    let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto/slop");
+    let mut modules = vec![
+        "slop_client.health_check".to_owned(),
+        "slop_client.notifications".to_owned(),
+    ];
+    for package in std::fs::read_dir(&proto).unwrap() {
+        let package = package.unwrap().path();
+        let name = package.file_name().unwrap().to_str().unwrap();
+        for file in std::fs::read_dir(package.join("v1")).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_some_and(|ext| ext == "proto") {
+                let stem = file.file_stem().unwrap().to_str().unwrap();
+                modules.push(format!("slop.{name}.v1.{stem}_pb2"));
+                modules.push(format!("slop.{name}.v1.{stem}_pb2_grpc"));
+            }
+        }
+    }
+    assert!(
+        modules.len() >= 2 + 2 * 4,
+        "the contract's .proto files: {modules:?}"
+    );
+
+    let mut command = Command::new(tool("venv/bin/python"));
+    command.args(["-I", "-c", INSTALLED_WHEEL]).args(&modules);
+    let report = run(command).await;
+    let field = |key: &str| {
+        report
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {key} in:\n{report}"))
+    };
+    assert_eq!(
+        field("version"),
+        version,
+        "the installed slop-client is not the workspace version: set `version` in clients/python/pyproject.toml to Cargo.toml's"
+    );
+    let site_packages = field("site-packages");
+    assert_eq!(
+        field("metadata-in"),
+        site_packages,
+        "slop-client's metadata is not the installed wheel's"
+    );
+    let found: Vec<&str> = report
+        .lines()
+        .filter_map(|line| line.strip_prefix("module "))
+        .collect();
+    assert_eq!(found.len(), modules.len(), "{report}");
+    for (line, module) in found.iter().zip(&modules) {
+        let (name, rest) = line.split_once(' ').unwrap();
+        let (path, record) = rest.rsplit_once(' ').unwrap();
+        assert_eq!(name, module, "{report}");
+        assert!(
+            path.starts_with(&format!("{site_packages}/")),
+            "{module} is imported from {path}, not from the venv's site-packages {site_packages}"
+        );
+        assert_eq!(
+            record, "recorded",
+            "{module} ({path}) is not a file of the slop-client wheel"
+        );
+    }
 }

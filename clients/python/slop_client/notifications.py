@@ -1,8 +1,8 @@
-#!/usr/bin/env python3
 """Follows a user's notifications over gRPC with the generated Python client.
 
-The example a Python backend or tool starts from: it uses the modules that
-``generate.py`` makes from proto/ (run it first) and the stock ``grpcio``.
+The example a Python backend or tool starts from: it uses the modules this
+distribution generates from proto/ (``slop.auth.v1``,
+``slop.notification.v1``) and the stock ``grpcio``.
 
 1. Signs a new user up and in (``AuthService/Register``, ``Login``).
 2. Subscribes to that user's own channel (``NotificationService/Subscribe``,
@@ -16,8 +16,8 @@ Exit status: 0 when the published event arrived, 1 when the stream ended or
 timed out before it did, 2 when a call failed (its gRPC status code and
 message go to stderr).
 
-    python clients/python/generate.py
-    python clients/python/notifications.py --target 127.0.0.1:3000 --service-key <secret>
+    python -m slop_client.notifications --target 127.0.0.1:3000 --service-key <secret>
+    SLOP_SERVICE_KEY=<secret> slop-notifications --target 127.0.0.1:3000
 """
 
 from __future__ import annotations
@@ -26,21 +26,13 @@ import argparse
 import os
 import secrets
 import sys
-from pathlib import Path
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from google.rpc import error_details_pb2, status_pb2  # googleapis-common-protos
 
-# The generated modules: clients/python/generated, or SLOP_PYTHON_CLIENT.
-sys.path.insert(
-    0, os.environ.get("SLOP_PYTHON_CLIENT", str(Path(__file__).resolve().parent / "generated"))
-)
-try:
-    from google.rpc import error_details_pb2, status_pb2
-    from slop.auth.v1 import auth_pb2, auth_pb2_grpc
-    from slop.notification.v1 import notification_pb2, notification_pb2_grpc
-except ImportError as error:
-    sys.exit(f"error: the generated client is missing ({error}); run clients/python/generate.py first")
+from slop.auth.v1 import auth_pb2, auth_pb2_grpc
+from slop.notification.v1 import notification_pb2, notification_pb2_grpc
 
 # What this example publishes and waits for.
 EVENT_TYPE = "example.hello"

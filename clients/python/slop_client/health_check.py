@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Checks slop-server's health over gRPC, the way a probe or service mesh does.
 
 Shows how a Python client talks to the server's standard gRPC health service
@@ -14,8 +13,8 @@ Prints one line per service, ``<name> <STATUS>``, with the name quoted when it
 is empty. Exit status: 0 if every service is SERVING, 1 if any is not, 2 if a
 call fails (the gRPC status code and details go to stderr).
 
-    python health_check.py --target 127.0.0.1:3000
-    python health_check.py --target 127.0.0.1:3000 \\
+    python -m slop_client.health_check --target 127.0.0.1:3000
+    slop-health-check --target 127.0.0.1:3000 \\
         --service "" --service slop.auth.v1.AuthService
 """
 
