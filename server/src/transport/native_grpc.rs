@@ -281,18 +281,10 @@ mod tests {
     #[test]
     fn only_native_grpc_over_http2_to_a_hot_service_is_direct() {
         let path = "/slop.auth.v1.AuthService/ValidateToken";
-        assert!(App::is_direct(&request(
-            Version::HTTP_2,
-            Method::POST,
-            "application/grpc",
-            path
-        )));
-        assert!(App::is_direct(&request(
-            Version::HTTP_2,
-            Method::POST,
-            "application/grpc+proto",
-            path
-        )));
+        for content_type in ["application/grpc", "application/grpc+proto"] {
+            let native = request(Version::HTTP_2, Method::POST, content_type, path);
+            assert!(App::is_direct(&native), "{content_type}");
+        }
         for (version, method, content_type, path) in [
             (Version::HTTP_11, Method::POST, "application/grpc", path),
             (Version::HTTP_2, Method::GET, "application/grpc", path),
