@@ -240,22 +240,20 @@ mod tests {
 
     #[test]
     fn only_the_hot_services_are_named() {
-        assert_eq!(
-            Named::of("/slop.auth.v1.AuthService/ValidateToken"),
-            Some(Named::Auth)
-        );
-        assert_eq!(
-            Named::of("/slop.session.v1.SessionService/ListSessions"),
-            Some(Named::Sessions)
-        );
-        assert_eq!(
-            Named::of("/slop.notification.v1.NotificationService/Subscribe"),
-            Some(Named::Notifications)
-        );
-        assert_eq!(
-            Named::of("/grpc.health.v1.Health/Check"),
-            Some(Named::Health)
-        );
+        for (path, named) in [
+            ("/slop.auth.v1.AuthService/ValidateToken", Named::Auth),
+            (
+                "/slop.session.v1.SessionService/ListSessions",
+                Named::Sessions,
+            ),
+            (
+                "/slop.notification.v1.NotificationService/Subscribe",
+                Named::Notifications,
+            ),
+            ("/grpc.health.v1.Health/Check", Named::Health),
+        ] {
+            assert_eq!(Named::of(path), Some(named), "{path}");
+        }
         for other in [
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             "/slop.auth.v1.AuthServiceX/Login",
