@@ -305,9 +305,13 @@ async fn a_silent_primary_fails_commands_within_the_timeout() {
     subscribed(&mut notices).await;
     let resubscribed = frozen_at.elapsed();
     println!("pub/sub subscribed again {resubscribed:?} after the primary went silent");
+    // Measured from the failover, not from the freeze: how long the
+    // Sentinels take to promote varies with the machine's load (8 s under
+    // CI's), and the health check would come up to 10 s after the freeze.
     assert!(
-        resubscribed < Duration::from_secs(8),
-        "the pub/sub connection waited for its health check ({resubscribed:?})"
+        resubscribed < recovered + Duration::from_secs(1),
+        "the pub/sub connection waited for its health check: subscribed \
+         {resubscribed:?} after the freeze, commands recovered after {recovered:?}"
     );
     published_and_heard(promoted, &mut notices, "after the partition").await;
 }
