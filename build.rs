@@ -1,15 +1,18 @@
 //! Compiles the contract in proto/ into Rust with no system `protoc`:
 //! protox parses the .proto files, tonic-prost-build generates messages,
 //! clients and servers, pbjson-build generates canonical proto3 JSON (serde),
-//! and the encoded descriptor set is written for gRPC server reflection.
+//! the encoded descriptor set (with the RPCs' `google.api.http` options) is
+//! written for gRPC server reflection, and the REST mapping those options
+//! give is written as a table (`rest.rs`: [`HTTP_RULES`]).
 
-use std::{env, fs, path::PathBuf};
+use std::{env, fmt::Write as _, fs, path::PathBuf};
 
-use prost::Message as _;
+use prost_reflect::{DescriptorPool, Value};
 
-/// The contract's files, relative to proto/, and the googleapis files of the
-/// error details it sends (in the descriptor set, so reflection serves them;
-/// their Rust types are tonic-types').
+/// The contract's files, relative to proto/, and the googleapis files it
+/// uses: the error details it sends (in the descriptor set, so reflection
+/// serves them; their Rust types are tonic-types') and the `google.api.http`
+/// annotation of its REST mapping.
 const PROTOS: &[&str] = &[
     "slop/auth/v1/auth.proto",
     "slop/session/v1/session.proto",
@@ -17,15 +20,30 @@ const PROTOS: &[&str] = &[
     "slop/errors/v1/errors.proto",
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",
+    "google/api/annotations.proto",
+    "google/api/http.proto",
 ];
+
+/// The HTTP verbs of `google.api.HttpRule`'s `pattern`, as its fields name
+/// them.
+const VERBS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
-    let fds = protox::compile(PROTOS, ["proto"])?;
-    let descriptor_bytes = fds.encode_to_vec();
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_source_info(true).include_imports(true);
+    compiler.open_files(PROTOS)?;
+    let fds = compiler.file_descriptor_set();
+    // With the extension options (the `google.api.http` annotations), which
+    // `fds` does not keep.
+    let descriptor_bytes = compiler.encode_file_descriptor_set();
     fs::write(out_dir.join("slop_descriptor.bin"), &descriptor_bytes)?;
+    fs::write(
+        out_dir.join("rest.rs"),
+        http_rules(&compiler.descriptor_pool())?,
+    )?;
 
     tonic_prost_build::configure()
         .build_client(true)
@@ -42,4 +60,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptor_bytes)?
         .build(&[".slop"])?;
     Ok(())
+}
+
+/// The `HTTP_RULES` table: one `HttpRule` for each `google.api.http`
+/// annotation of a contract RPC (additional bindings included), in the
+/// order of the files and their services.
+fn http_rules(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
+    let http = pool
+        .get_extension_by_name("google.api.http")
+        .ok_or("google/api/annotations.proto defines no google.api.http")?;
+    let mut table = String::from("&[\n");
+    for service in pool
+        .services()
+        .filter(|s| s.package_name().starts_with("slop."))
+    {
+        for method in service.methods() {
+            let options = method.options();
+            if !options.has_extension(&http) {
+                continue;
+            }
+            let Value::Message(rule) = options.get_extension(&http).into_owned() else {
+                return Err(
+                    format!("{}: google.api.http is not a message", method.full_name()).into(),
+                );
+            };
+            let mut rules = vec![rule.clone()];
+            if let Some(Value::List(more)) = rule
+                .get_field_by_name("additional_bindings")
+                .map(|v| v.into_owned())
+            {
+                rules.extend(more.into_iter().filter_map(|binding| match binding {
+                    Value::Message(binding) => Some(binding),
+                    _ => None,
+                }));
+            }
+            for rule in rules {
+                let (verb, path) = VERBS
+                    .iter()
+                    .find_map(|verb| {
+                        rule.has_field_by_name(verb).then(|| {
+                            let path = rule.get_field_by_name(verb)?;
+                            Some((verb.to_ascii_uppercase(), path.as_str()?.to_owned()))
+                        })?
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: a google.api.http rule with no get, put, post, delete or patch",
+                            method.full_name()
+                        )
+                    })?;
+                let body = rule
+                    .get_field_by_name("body")
+                    .and_then(|body| body.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                writeln!(
+                    table,
+                    "    HttpRule {{ grpc_path: {:?}, method: {:?}, path: {:?}, body: {:?}, server_streaming: {} }},",
+                    format!("/{}/{}", service.full_name(), method.name()),
+                    verb,
+                    path,
+                    body,
+                    method.is_server_streaming(),
+                )?;
+            }
+        }
+    }
+    table.push(']');
+    Ok(table)
 }

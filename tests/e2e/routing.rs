@@ -239,3 +239,85 @@ async fn a_configured_origin_list_allows_only_those_origins_with_credentials() {
     let refused = preflight("https://evil.example").await;
     assert!(refused.headers.get("access-control-allow-origin").is_none());
 }
+
+/// The REST routes and the contract's `google.api.http` annotations agree:
+/// every binding's method and path are served (the answer is the
+/// operation's, here UNAUTHENTICATED or a refusal of the request, never a
+/// route error), and a path the annotations bind answers every method
+/// they do not bind with 405.
+#[tokio::test]
+async fn the_rest_routes_are_the_contracts_google_api_http_bindings() {
+    let server = TestServer::start().await;
+    let rules = slop_api::rest::HTTP_RULES;
+    assert_eq!(
+        rules.len(),
+        19,
+        "one binding per RPC of the three services: {rules:#?}"
+    );
+    // The reason of a routing refusal (an unknown path, a method the path
+    // does not have), if the answer is one.
+    let route_error = |answer: &crate::harness::Answer| -> Option<String> {
+        if answer.status != StatusCode::NOT_FOUND && answer.status != StatusCode::METHOD_NOT_ALLOWED
+        {
+            return None;
+        }
+        let reason = answer.json()["error"]["details"][0]["reason"]
+            .as_str()?
+            .to_owned();
+        ["ROUTE_NOT_FOUND", "METHOD_NOT_ALLOWED"]
+            .contains(&reason.as_str())
+            .then_some(reason)
+    };
+    // A value for each `{field}` of a path template.
+    let concrete = |template: &str| -> String {
+        template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') && segment.ends_with('}') {
+                    "x"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    for rule in rules {
+        assert!(rule.path.starts_with("/api/v1/"), "{rule:?}");
+        let body = if rule.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!({})
+        };
+        let path = concrete(rule.path);
+        let answer = crate::harness::rest(&server, rule.method, &path, None, body).await;
+        assert_eq!(
+            route_error(&answer),
+            None,
+            "{} {path} ({}) is not routed",
+            rule.method,
+            rule.grpc_path
+        );
+    }
+    let mut paths: Vec<&str> = rules.iter().map(|rule| rule.path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    for template in paths {
+        let path = concrete(template);
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if rules
+                .iter()
+                .any(|rule| rule.path == template && rule.method == method)
+            {
+                continue;
+            }
+            let answer =
+                crate::harness::rest(&server, method, &path, None, serde_json::Value::Null).await;
+            assert_eq!(
+                route_error(&answer).as_deref(),
+                Some("METHOD_NOT_ALLOWED"),
+                "{method} {path}: routed, but no annotation binds it"
+            );
+        }
+    }
+}
