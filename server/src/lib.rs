@@ -175,7 +175,7 @@ pub async fn serve_on(
     let health =
         health::Health::new(reporter, redis.as_ref(), Some(identity.accounts.clone())).await;
 
-    let router = app::router(
+    let app = app::build(
         &config,
         app::Parts {
             health: health.clone(),
@@ -224,7 +224,7 @@ pub async fn serve_on(
     );
     serve::serve(
         listener,
-        router,
+        app,
         config.trusted_proxies.clone(),
         serve::Settings {
             idle_timeout: config.http_idle_timeout,

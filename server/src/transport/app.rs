@@ -94,7 +94,7 @@ impl slop_bridge::rest::SessionCookies for BrowserCookies {
 }
 
 /// Builds the service behind the port.
-pub fn router(config: &Config, parts: Parts) -> Result<App, crate::Error> {
+pub fn build(config: &Config, parts: Parts) -> Result<App, crate::Error> {
     let reflection_sets: [&[u8]; 2] = [
         slop_api::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,

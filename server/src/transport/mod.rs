@@ -1,7 +1,7 @@
 //! The HTTP side: the one port every front door shares, and what happens to
 //! a request before a service sees it and after it answers.
 //!
-//! - [`app`]: the router that puts gRPC, grpc-web, REST, the WebSocket and
+//! - [`app`]: the service that puts gRPC, grpc-web, REST, the WebSocket and
 //!   health on one port; [`native_grpc`]: native gRPC calls to the hot
 //!   services, handed to them without the router; [`grpc_methods`]: what
 //!   the descriptor sets say of each gRPC method.
