@@ -3,11 +3,15 @@
 //! clients and servers, pbjson-build generates canonical proto3 JSON (serde),
 //! the encoded descriptor set (with the RPCs' `google.api.http` options) is
 //! written for gRPC server reflection, and the REST mapping those options
-//! give is written as a table (`rest.rs`: [`HTTP_RULES`]).
+//! give is written as a table (`rest.rs`: [`HTTP_RULES`]) and as the OpenAPI
+//! document of the REST bridge (`openapi.json`, made by proto/openapi/).
 
 use std::{env, fmt::Write as _, fs, path::PathBuf};
 
-use prost_reflect::{DescriptorPool, Value};
+use prost_reflect::{DescriptorPool, MethodDescriptor, Value};
+
+#[path = "proto/openapi/mod.rs"]
+mod openapi;
 
 /// The contract's files, relative to proto/, and the googleapis files it
 /// uses: the error details it sends (in the descriptor set, so reflection
@@ -40,10 +44,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `fds` does not keep.
     let descriptor_bytes = compiler.encode_file_descriptor_set();
     fs::write(out_dir.join("slop_descriptor.bin"), &descriptor_bytes)?;
+    let pool = compiler.descriptor_pool();
+    let bindings = bindings(&pool)?;
+    fs::write(out_dir.join("rest.rs"), http_rules(&bindings)?)?;
+    let document = openapi::document(&pool, &bindings, &env::var("CARGO_PKG_VERSION")?)?;
+    let document = serde_json::to_string_pretty(&document)?;
     fs::write(
-        out_dir.join("rest.rs"),
-        http_rules(&compiler.descriptor_pool())?,
+        out_dir.join("openapi_etag.rs"),
+        format!("{:?}", format!("\"{:016x}\"", fnv1a(document.as_bytes()))),
     )?;
+    fs::write(out_dir.join("openapi.json"), document)?;
 
     tonic_prost_build::configure()
         .build_client(true)
@@ -62,14 +72,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The `HTTP_RULES` table: one `HttpRule` for each `google.api.http`
-/// annotation of a contract RPC (additional bindings included), in the
-/// order of the files and their services.
-fn http_rules(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error>> {
+/// One `google.api.http` binding of an RPC.
+pub struct Binding {
+    /// The RPC.
+    pub method: MethodDescriptor,
+    /// The HTTP method, upper case.
+    pub verb: String,
+    /// The path template.
+    pub path: String,
+    /// The body: `*`, a field's name, or empty.
+    pub body: String,
+}
+
+/// Every `google.api.http` binding of a contract RPC (additional bindings
+/// included), in the order of the files and their services.
+fn bindings(pool: &DescriptorPool) -> Result<Vec<Binding>, Box<dyn std::error::Error>> {
     let http = pool
         .get_extension_by_name("google.api.http")
         .ok_or("google/api/annotations.proto defines no google.api.http")?;
-    let mut table = String::from("&[\n");
+    let mut bindings = Vec::new();
     for service in pool
         .services()
         .filter(|s| s.package_name().starts_with("slop."))
@@ -113,18 +134,41 @@ fn http_rules(pool: &DescriptorPool) -> Result<String, Box<dyn std::error::Error
                     .get_field_by_name("body")
                     .and_then(|body| body.as_str().map(str::to_owned))
                     .unwrap_or_default();
-                writeln!(
-                    table,
-                    "    HttpRule {{ grpc_path: {:?}, method: {:?}, path: {:?}, body: {:?}, server_streaming: {} }},",
-                    format!("/{}/{}", service.full_name(), method.name()),
+                bindings.push(Binding {
+                    method: method.clone(),
                     verb,
                     path,
                     body,
-                    method.is_server_streaming(),
-                )?;
+                });
             }
         }
     }
+    Ok(bindings)
+}
+
+/// The `HTTP_RULES` table: one `HttpRule` for each binding.
+fn http_rules(bindings: &[Binding]) -> Result<String, Box<dyn std::error::Error>> {
+    let mut table = String::from("&[\n");
+    for binding in bindings {
+        let method = &binding.method;
+        writeln!(
+            table,
+            "    HttpRule {{ grpc_path: {:?}, method: {:?}, path: {:?}, body: {:?}, server_streaming: {} }},",
+            format!("/{}/{}", method.parent_service().full_name(), method.name()),
+            binding.verb,
+            binding.path,
+            binding.body,
+            method.is_server_streaming(),
+        )?;
+    }
     table.push(']');
     Ok(table)
+}
+
+/// FNV-1a (64 bits): the document's ETag, the same for the same bytes on
+/// every build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
