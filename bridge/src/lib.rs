@@ -13,6 +13,8 @@
 //!   REST route shares (a call's metadata, extensions and body).
 //! - [`notifications`]: the REST routes of notifications (publish, channel
 //!   state, history).
+//! - [`openapi`]: `GET /api/v1/openapi.json`, the OpenAPI document of the
+//!   REST routes, generated from the contract at build time.
 //! - [`sse`]: notification streams as Server-Sent Events, with the resume
 //!   position of every channel in each event's id.
 //! - [`ws`]: the WebSocket adapter at `/api/v1/ws`: sign-in, keep-alive and
@@ -26,6 +28,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub mod error;
 pub mod notifications;
+pub mod openapi;
 pub mod rest;
 pub mod sse;
 pub mod ws;
@@ -50,7 +53,7 @@ pub struct Bridge {
 }
 
 /// The bridge's routes: REST under `/api/v1`, notification streams as
-/// Server-Sent Events, and the WebSocket adapter.
+/// Server-Sent Events, the WebSocket adapter, and the OpenAPI document.
 /// It has no fallback of its own: the server decides what an unknown path
 /// gets, a gRPC status or a JSON error ([`error::route_not_found`],
 /// [`method_not_allowed`]).
@@ -64,6 +67,7 @@ pub fn router(bridge: Bridge, services: rest::Services) -> Router {
         .merge(rest::router(services))
         .merge(notifications)
         .merge(streams)
+        .merge(openapi::router())
 }
 
 /// Handler for a known path called with a method it does not take: 405 with
