@@ -77,6 +77,30 @@ if ! broken=$("$VENV/bin/python" -m pip check); then
     exit 1
 fi
 
+# --- OpenAPI test tools (tests/e2e/openapi.rs) ------------------------------
+# openapi-spec-validator in the test venv, and the Node project that
+# generates a client from the served document (openapi-typescript,
+# openapi-fetch, tsc), installed with `npm ci` unless node_modules was
+# installed from this very lock.
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+OPENAPI_JS=tests/e2e/js/openapi
+if [ "$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('openapi-spec-validator'))" 2>/dev/null)" = "$OPENAPI_SPEC_VALIDATOR_VERSION" ]; then
+    echo "==> openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION already installed"
+else
+    echo "==> installing openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+fi
+openapi_lock=$(sha256sum "$OPENAPI_JS/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$OPENAPI_JS/node_modules/.installed-lock" 2>/dev/null)" = "$openapi_lock" ]; then
+    echo "==> $OPENAPI_JS already installed"
+else
+    echo "==> npm ci in $OPENAPI_JS"
+    (cd "$OPENAPI_JS" && npm ci --no-audit --no-fund)
+    echo "$openapi_lock" >"$OPENAPI_JS/node_modules/.installed-lock"
+fi
+# --- end of the OpenAPI test tools -------------------------------------------
+
 if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1; then
     echo "==> chromium already installed"
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -15,6 +15,7 @@ mod mail;
 mod malformed;
 mod metrics;
 mod notifications;
+mod openapi;
 mod origins;
 mod outside_clients;
 mod postgres_outage;
