@@ -22,7 +22,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{Router, extract::OriginalUri, response::Response, routing::any};
+use axum::{
+    Router,
+    extract::OriginalUri,
+    response::Response,
+    routing::{MethodFilter, MethodRouter, any},
+};
 use slop_context::ConnectionGate;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -68,6 +73,39 @@ pub fn router(bridge: Bridge, services: rest::Services) -> Router {
         .merge(notifications)
         .merge(streams)
         .merge(openapi::router())
+}
+
+/// A REST operation: an RPC's gRPC path, and its handler for the method
+/// its `google.api.http` binding names.
+pub(crate) type Operation<S> = (&'static str, fn(MethodFilter) -> MethodRouter<S>);
+
+/// The routes of `operations`: each at the method and path of every
+/// binding of its RPC (`slop_api::rest::HTTP_RULES`). The REST routes are
+/// made from the annotations, so none exists that no annotation binds;
+/// [`rest_operations`] lets a test check that every binding has its
+/// operation.
+pub(crate) fn bound<S: Clone + Send + Sync + 'static>(operations: &[Operation<S>]) -> Router<S> {
+    let mut router = Router::new();
+    for rule in slop_api::rest::HTTP_RULES {
+        let Some((_, handler)) = operations.iter().find(|(rpc, _)| *rpc == rule.grpc_path) else {
+            continue;
+        };
+        let filter = http::Method::from_bytes(rule.method.as_bytes())
+            .ok()
+            .and_then(|method| MethodFilter::try_from(method).ok())
+            .unwrap_or_else(|| panic!("{rule:?}: not a method axum routes"));
+        router = router.route(rule.path, handler(filter));
+    }
+    router
+}
+
+/// The gRPC paths of the RPCs the bridge serves over REST (routed by
+/// [`bound`]), from the tables of [`rest`], [`notifications`] and [`sse`].
+pub fn rest_operations() -> impl Iterator<Item = &'static str> {
+    let rest = rest::OPERATIONS.iter().map(|(rpc, _)| *rpc);
+    let notifications = notifications::OPERATIONS.iter().map(|(rpc, _)| *rpc);
+    let streams = sse::OPERATIONS.iter().map(|(rpc, _)| *rpc);
+    rest.chain(notifications).chain(streams)
 }
 
 /// Handler for a known path called with a method it does not take: 405 with

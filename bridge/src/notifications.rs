@@ -1,4 +1,5 @@
-//! REST routes of `slop.notification.v1.NotificationService`:
+//! REST routes of `slop.notification.v1.NotificationService`, where their
+//! `google.api.http` bindings put them:
 //!
 //! | route | RPC |
 //! | --- | --- |
@@ -17,7 +18,7 @@ use axum::{
     Router,
     extract::{Path, Query, State, rejection::QueryRejection},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::on,
 };
 use slop_api::notification::{self, Namespace};
 use tonic::Status;
@@ -26,20 +27,31 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use slop_context::Notifications;
 
 use crate::{
+    Operation,
     error::ApiError,
     rest::{Call, answer},
 };
 
+/// The REST operations of notifications (not the stream: [`crate::sse`]),
+/// routed where their bindings say ([`crate::bound`]).
+pub(crate) const OPERATIONS: &[Operation<Notifications>] = &[
+    (
+        "/slop.notification.v1.NotificationService/Publish",
+        |method| on(method, publish),
+    ),
+    (
+        "/slop.notification.v1.NotificationService/GetChannel",
+        |method| on(method, get_channel),
+    ),
+    (
+        "/slop.notification.v1.NotificationService/ListChannelEvents",
+        |method| on(method, list_channel_events),
+    ),
+];
+
 /// The REST routes of notifications (not the stream: [`crate::sse`]).
 pub fn router(notifications: Notifications) -> Router {
-    Router::new()
-        .route("/api/v1/notifications", post(publish))
-        .route("/api/v1/notifications/channels/{channel}", get(get_channel))
-        .route(
-            "/api/v1/notifications/channels/{channel}/events",
-            get(list_channel_events),
-        )
-        .with_state(notifications)
+    crate::bound(OPERATIONS).with_state(notifications)
 }
 
 async fn publish(State(notifications): State<Notifications>, call: Call) -> Response {

@@ -11,7 +11,7 @@ use axum::{
     body::Bytes,
     extract::{FromRequest, Path, Query, Request, State},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::on,
 };
 use http::{StatusCode, header};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -21,7 +21,7 @@ use slop_api::{
 };
 use tonic::{Code, Status, metadata::MetadataMap};
 
-use crate::error::ApiError;
+use crate::{Operation, error::ApiError};
 
 /// Signs browsers in and out with cookies, for the REST login's
 /// `?cookie=true` and the logout after it. The server implements it: the
@@ -84,30 +84,49 @@ pub struct Services {
     pub notifications: slop_context::Notifications,
 }
 
+/// The REST operations of accounts and sessions, routed where their
+/// `google.api.http` bindings say ([`crate::bound`]).
+pub(crate) const OPERATIONS: &[Operation<Arc<Services>>] = &[
+    ("/slop.auth.v1.AuthService/Register", |m| on(m, register)),
+    ("/slop.auth.v1.AuthService/Login", |m| on(m, login)),
+    ("/slop.auth.v1.AuthService/RefreshToken", |m| on(m, refresh)),
+    ("/slop.auth.v1.AuthService/Logout", |m| on(m, logout)),
+    ("/slop.auth.v1.AuthService/GetCurrentUser", |m| on(m, me)),
+    ("/slop.auth.v1.AuthService/UpdateCurrentUser", |m| {
+        on(m, update_me)
+    }),
+    ("/slop.auth.v1.AuthService/ChangePassword", |m| {
+        on(m, change_password)
+    }),
+    ("/slop.auth.v1.AuthService/RequestPasswordReset", |m| {
+        on(m, request_password_reset)
+    }),
+    ("/slop.auth.v1.AuthService/ResetPassword", |m| {
+        on(m, reset_password)
+    }),
+    ("/slop.auth.v1.AuthService/ValidateToken", |m| {
+        on(m, validate)
+    }),
+    ("/slop.session.v1.SessionService/GetSession", |m| {
+        on(m, get_session)
+    }),
+    ("/slop.session.v1.SessionService/ListSessions", |m| {
+        on(m, list_sessions)
+    }),
+    ("/slop.session.v1.SessionService/RevokeSession", |m| {
+        on(m, revoke_session)
+    }),
+    ("/slop.session.v1.SessionService/RevokeOtherSessions", |m| {
+        on(m, revoke_other_sessions)
+    }),
+    ("/slop.session.v1.SessionService/RevokeUserSessions", |m| {
+        on(m, revoke_user_sessions)
+    }),
+];
+
 /// The REST routes of accounts and sessions.
 pub fn router(services: Services) -> Router {
-    Router::new()
-        .route("/api/v1/auth/register", post(register))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/refresh", post(refresh))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/me", get(me).patch(update_me))
-        .route("/api/v1/auth/password", post(change_password))
-        .route("/api/v1/auth/password-reset", post(request_password_reset))
-        .route("/api/v1/auth/password-reset/confirm", post(reset_password))
-        .route("/api/v1/auth/validate", post(validate))
-        .route(
-            "/api/v1/sessions",
-            get(list_sessions).delete(revoke_other_sessions),
-        )
-        .route(
-            "/api/v1/sessions/{session_id}",
-            get(get_session).delete(revoke_session),
-        )
-        .route(
-            "/api/v1/users/{user_id}/sessions",
-            axum::routing::delete(revoke_user_sessions),
-        )
+    crate::bound(OPERATIONS)
         // One reference count per request, not one per service.
         .with_state(Arc::new(services))
 }

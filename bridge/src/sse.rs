@@ -25,7 +25,7 @@ use axum::{
         IntoResponse, Response,
         sse::{Event as SseEvent, Sse},
     },
-    routing::get,
+    routing::on,
 };
 use futures_util::{Stream, StreamExt as _};
 use http::{HeaderValue, header};
@@ -41,6 +41,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use slop_context::{Notifications, SubscribeStream};
 
 use crate::{
+    Operation,
     error::{ApiError, error_body, response_status, retry_delay},
     notifications::{QueryParams, bad_parameter, parse_namespaces},
 };
@@ -53,20 +54,25 @@ pub const MAX_CHANNELS: usize = 16;
 pub const MAX_RESUME_ID_LEN: usize = 4096;
 
 /// What the stream route needs.
-struct StreamState {
+pub(crate) struct StreamState {
     notifications: Notifications,
     shutdown: CancellationToken,
 }
 
+/// The stream's operation, routed where Subscribe's binding says
+/// ([`crate::bound`]).
+pub(crate) const OPERATIONS: &[Operation<Arc<StreamState>>] = &[(
+    "/slop.notification.v1.NotificationService/Subscribe",
+    |method| on(method, stream),
+)];
+
 /// The stream route: `GET /api/v1/notifications/stream`. Its streams end
 /// when `shutdown` is cancelled.
 pub fn router(notifications: Notifications, shutdown: CancellationToken) -> Router {
-    Router::new()
-        .route("/api/v1/notifications/stream", get(stream))
-        .with_state(Arc::new(StreamState {
-            notifications,
-            shutdown,
-        }))
+    crate::bound(OPERATIONS).with_state(Arc::new(StreamState {
+        notifications,
+        shutdown,
+    }))
 }
 
 async fn stream(

@@ -240,15 +240,26 @@ async fn a_configured_origin_list_allows_only_those_origins_with_credentials() {
     assert!(refused.headers.get("access-control-allow-origin").is_none());
 }
 
-/// The REST routes and the contract's `google.api.http` annotations agree:
-/// every binding's method and path are served (the answer is the
-/// operation's, here UNAUTHENTICATED or a refusal of the request, never a
-/// route error), and a path the annotations bind answers every method
-/// they do not bind with 405.
+/// The REST routes and the contract's `google.api.http` annotations agree.
+/// The bridge makes its routes from the bindings (`slop_bridge::bound`), so
+/// no route exists that no annotation binds; its table of operations has
+/// exactly the annotated RPCs, each once; every binding's method and path
+/// are served (the answer is the operation's, here UNAUTHENTICATED or a
+/// refusal of the request, never a route error); and a path the
+/// annotations bind answers every method they do not bind with 405.
 #[tokio::test]
 async fn the_rest_routes_are_the_contracts_google_api_http_bindings() {
     let server = TestServer::start().await;
     let rules = slop_api::rest::HTTP_RULES;
+    let mut operations: Vec<&str> = slop_bridge::rest_operations().collect();
+    operations.sort_unstable();
+    let mut annotated: Vec<&str> = rules.iter().map(|rule| rule.grpc_path).collect();
+    annotated.sort_unstable();
+    annotated.dedup();
+    assert_eq!(
+        operations, annotated,
+        "the bridge's operations (rest.rs, notifications.rs, sse.rs) are not the annotated RPCs"
+    );
     assert_eq!(
         rules.len(),
         19,
