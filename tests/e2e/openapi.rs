@@ -443,26 +443,28 @@ const CALLER_REFUSALS: [&str; 6] = [
     "TOKEN_INVALID",
 ];
 
-/// Every operation, called with each kind of credentials: the server
-/// refuses a caller exactly where the document's `security` leaves them
-/// out. No credentials are CREDENTIALS_MISSING where security is required;
+/// Where the server and `document`'s `security` disagree, one line each.
+/// Every operation is called with each kind of credentials, and must be
+/// refused exactly where the document leaves that caller out: no
+/// credentials are CREDENTIALS_MISSING (401) where security is required;
 /// an access token or a cookie where only the service key is listed are
-/// SERVICE_REQUIRED, a service key where only users' schemes are listed
-/// USER_REQUIRED; the cookie without the CSRF header is CSRF_TOKEN_INVALID
-/// where the cookie is listed only with it. Everything listed gets past
-/// authentication (the answer may still refuse the call's data).
-#[tokio::test]
-async fn the_documents_security_is_what_the_server_enforces() {
-    let server = TestServer::start().await;
-    let document = served(&server).await;
-    let mut user = User::new(&server).await;
-    for (method, template, operation) in operations(&document) {
+/// SERVICE_REQUIRED (403), a service key where only users' schemes are
+/// listed USER_REQUIRED; the cookie without the CSRF header is
+/// CSRF_TOKEN_INVALID where the cookie is listed only with it. Everything
+/// listed gets past authentication (the answer may still refuse the
+/// call's data).
+async fn security_disagreements(server: &TestServer, document: &Value) -> Vec<String> {
+    let mut disagreements = Vec::new();
+    let mut user = User::new(server).await;
+    for (method, template, operation) in operations(document) {
         let call = Call::of(&method, &template, &operation);
-        let alternatives: Vec<Vec<String>> = operation["security"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{method} {template}: no security"))
+        let Some(alternatives) = operation["security"].as_array() else {
+            disagreements.push(format!("{method} {template}: no security"));
+            continue;
+        };
+        let alternatives: Vec<Vec<&String>> = alternatives
             .iter()
-            .map(|set| set.as_object().unwrap().keys().cloned().collect())
+            .map(|set| set.as_object().unwrap().keys().collect())
             .collect();
         let listed = |schemes: &[&str]| {
             alternatives.iter().any(|set| {
@@ -476,11 +478,11 @@ async fn the_documents_security_is_what_the_server_enforces() {
         let services = listed(&["serviceKey"]);
         let cookie_alone = listed(&["sessionCookie"]);
         let cookie_with_csrf = listed(&["sessionCookie", "csrfToken"]);
-        assert_eq!(
-            users,
-            cookie_alone || cookie_with_csrf,
-            "{method} {template}: tokens and cookies go together"
-        );
+        if users != (cookie_alone || cookie_with_csrf) {
+            disagreements.push(format!(
+                "{method} {template}: access tokens and cookies go together"
+            ));
+        }
 
         let expectations = [
             (
@@ -513,37 +515,81 @@ async fn the_documents_security_is_what_the_server_enforces() {
             ),
         ];
         for (credentials, refusal) in expectations {
-            user.renew(&server).await;
-            let (status, reason) = call.send(&server, "", &user.headers(credentials)).await;
-            let what = format!("{method} {template} with {credentials:?}: {status} {reason}");
-            match refusal {
+            user.renew(server).await;
+            let (status, reason) = call.send(server, "", &user.headers(credentials)).await;
+            let agrees = match refusal {
                 Some(expected) => {
-                    assert_eq!(reason, expected, "{what}");
                     let code = if expected == "CREDENTIALS_MISSING" {
                         401
                     } else {
                         403
                     };
-                    assert_eq!(status.as_u16(), code, "{what}");
+                    reason == expected && status.as_u16() == code
                 }
-                None => assert!(!CALLER_REFUSALS.contains(&reason.as_str()), "{what}"),
+                None => !CALLER_REFUSALS.contains(&reason.as_str()),
+            };
+            if !agrees {
+                disagreements.push(format!(
+                    "{method} {template} with {credentials:?}: {status} {reason}, expected {}",
+                    refusal.unwrap_or("no refusal of the caller")
+                ));
             }
         }
         // The anonymous alternative of a call that also takes credentials
         // (Logout): the refresh token in the body stands for them.
-        if !alternatives.is_empty() && listed(&[]) {
+        if !anonymous && listed(&[]) {
             let with_token = Call {
                 body: Some(r#"{"refreshToken":"not-a-refresh-token"}"#.into()),
                 ..call
             };
-            let (status, reason) = with_token.send(&server, "", &[]).await;
-            assert_eq!(
-                (status, reason.as_str()),
-                (StatusCode::UNAUTHORIZED, "REFRESH_TOKEN_INVALID"),
-                "{method} {template} without credentials but with a refresh token"
-            );
+            let (status, reason) = with_token.send(server, "", &[]).await;
+            if (status, reason.as_str()) != (StatusCode::UNAUTHORIZED, "REFRESH_TOKEN_INVALID") {
+                disagreements.push(format!(
+                    "{method} {template} without credentials but with a refresh token: {status} {reason}"
+                ));
+            }
         }
     }
+    disagreements
+}
+
+#[tokio::test]
+async fn the_documents_security_is_what_the_server_enforces() {
+    let server = TestServer::start().await;
+    let document = served(&server).await;
+    let disagreements = security_disagreements(&server, &document).await;
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+}
+
+/// The check does look: a document that lets services read `me`, and
+/// anyone publish, disagrees with the server on both.
+#[tokio::test]
+async fn a_document_with_the_wrong_security_disagrees_with_the_server() {
+    let server = TestServer::start().await;
+    let mut document = served(&server).await;
+    document["paths"]["/api/v1/auth/me"]["get"]["security"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"serviceKey": []}));
+    document["paths"]["/api/v1/notifications"]["post"]["security"] = serde_json::json!([]);
+    let disagreements = security_disagreements(&server, &document).await;
+    let about = |needle: &str| disagreements.iter().any(|line| line.starts_with(needle));
+    assert!(
+        about("GET /api/v1/auth/me with ServiceKey: 403 Forbidden USER_REQUIRED"),
+        "{disagreements:#?}"
+    );
+    assert!(
+        about("POST /api/v1/notifications with None: 401 Unauthorized CREDENTIALS_MISSING"),
+        "{disagreements:#?}"
+    );
+    // And only on those two.
+    assert!(
+        disagreements
+            .iter()
+            .all(|line| line.starts_with("GET /api/v1/auth/me ")
+                || line.starts_with("POST /api/v1/notifications ")),
+        "{disagreements:#?}"
+    );
 }
 
 /// A value for a documented query parameter.
