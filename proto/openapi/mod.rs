@@ -204,7 +204,8 @@ pub fn document(pool: &DescriptorPool, bindings: &[Binding], version: &str) -> R
 
 const INFO: &str = "The REST bridge of the Slop Studios backend core: the same operations as its gRPC services (proto/slop/*/v1), each bound to HTTP by its `google.api.http` annotation, generated from the contract at build time.\n\n\
 Bodies are canonical proto3 JSON: fields in lowerCamelCase (requests may use the proto names too; an unknown field is refused), 64-bit integers as strings, enums by name, times as RFC 3339 strings, durations as `\"<seconds>s\"`. Answers leave out fields that have their default value (0, \"\", false, empty lists, the enum's UNSPECIFIED): read a missing field as its default.\n\n\
-Errors are the AIP-193 body `{\"error\": {code, message, status, details}}` (components.schemas.Error); the `google.rpc.ErrorInfo` detail's `reason` is one of components.schemas.ErrorReason, in the domain `slop.studio`.";
+Errors are the AIP-193 body `{\"error\": {code, message, status, details}}` (components.schemas.Error); the `google.rpc.ErrorInfo` detail's `reason` is one of components.schemas.ErrorReason, in the domain `slop.studio`.\n\n\
+Not described here: the WebSocket adapter at /api/v1/ws (JSON frames, docs/websocket.md), gRPC and grpc-web (the .proto files, or server reflection), and the health endpoints.";
 
 fn error_response(description: &str) -> Value {
     json!({

@@ -221,6 +221,14 @@ async fn the_document_has_every_binding_and_every_error_reason() {
         schemas["TokenPair"]["properties"]["accessTokenExpiresIn"]["type"], "string",
         "Duration"
     );
+    // The stream's limit, as the bridge has it.
+    let channel = &document["paths"]["/api/v1/notifications/stream"]["get"]["parameters"][0];
+    assert_eq!(channel["name"], "channel");
+    let most = format!("at most {}", slop_bridge::sse::MAX_CHANNELS);
+    assert!(
+        channel["description"].as_str().unwrap().contains(&most),
+        "{channel}"
+    );
     let security = document["components"]["securitySchemes"]
         .as_object()
         .unwrap();
