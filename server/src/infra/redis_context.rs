@@ -55,6 +55,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct RedisContext {
     commands: Commands,
+    /// `commands` observed: one set of held latency series, which every
+    /// store's clone shares.
+    observed: ObservedRedis,
     topology: Arc<Topology>,
     pubsub: PubSub,
     /// The channel streams' pub/sub: sharded on a cluster, else `pubsub`.
@@ -174,6 +177,7 @@ impl RedisContext {
             _ => (pubsub.clone(), pubsub.listening()),
         };
         Ok(Self {
+            observed: ObservedRedis::new(commands.clone()),
             commands,
             topology: Arc::new(topology.clone()),
             pubsub,
@@ -270,9 +274,9 @@ impl RedisContext {
 
     /// The shared connection for commands (a cheap clone of one
     /// multiplexed connection), every call on it timed and traced
-    /// ([`crate::infra::observe`]).
+    /// ([`crate::infra::observe`]) into series every clone shares.
     pub fn commands(&self) -> ObservedRedis {
-        ObservedRedis::new(self.commands.clone())
+        self.observed.clone()
     }
 
     /// The instance's pub/sub connection (session revocations: classic
