@@ -98,16 +98,27 @@ impl Service<Request> for Services {
     }
 
     fn call(&mut self, request: Request) -> ServicesFuture {
-        // `App` sends only paths `Named::of` knows; a stray one gets what
-        // tonic answers a method it does not have.
         let inner = match Named::of(request.uri().path()) {
-            Some(Named::Auth) | None => self.auth.call(request),
+            Some(Named::Auth) => self.auth.call(request),
             Some(Named::Sessions) => self.sessions.call(request),
             Some(Named::Notifications) => self.notifications.call(request),
             Some(Named::Health) => self.health.call(request),
+            // `App` sends only paths `Named::of` knows; were it to send
+            // another, the caller learns it, rather than some service
+            // answering for a method it does not have.
+            None => {
+                let answer = unnamed(request.uri().path());
+                Box::pin(std::future::ready(Ok(answer)))
+            }
         };
         ServicesFuture(inner)
     }
+}
+
+/// UNIMPLEMENTED, as a gRPC answer, for a call to `path`, which names none
+/// of [`Services`].
+fn unnamed(path: &str) -> http::Response<tonic::body::Body> {
+    tonic::Status::unimplemented(format!("{path} is not a method of this server")).into_http()
 }
 
 /// A tonic server's answer, with the body axum's responses carry.
@@ -264,6 +275,18 @@ mod tests {
         ] {
             assert_eq!(Named::of(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_path_naming_none_of_the_services_is_unimplemented() {
+        let answer = unnamed("/no.Such/Method");
+        assert_eq!(answer.status(), http::StatusCode::OK);
+        let status = tonic::Status::from_header_map(answer.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        assert_eq!(
+            status.message(),
+            "/no.Such/Method is not a method of this server"
+        );
     }
 
     fn request(version: Version, method: Method, content_type: &str, path: &str) -> Request {
