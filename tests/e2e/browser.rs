@@ -1,18 +1,23 @@
 //! A real browser: headless Chromium (Debian's `chromium`, which
 //! `scripts/test.sh` installs) loads a page from another origin and uses the
-//! server the way a web app does, through CORS: grpc-web unary and server
-//! streaming calls, a REST cookie login, the session cookie on the WebSocket
-//! upgrade, and a logout protected by the CSRF token, which ends the
-//! browser's streams. The page reports each step to the test's page server.
+//! server the way a web app does, with the TypeScript client
+//! (`clients/typescript`, bundled by esbuild into
+//! `clients/typescript/build/browser-test.js`, which `scripts/test.sh`
+//! makes): a REST cookie login, grpc-web calls by the session cookie through
+//! CORS, the user's channel followed over grpc-web and over the WebSocket
+//! (the session cookie on the upgrade), a server restart that both streams
+//! resume across without losing or repeating an event, and a logout
+//! protected by the CSRF token, which ends both streams. The page reports
+//! each step to the test's page server.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
 use axum::{Router, extract::State, response::Html, routing::get};
-use slop_server::infra::config::CorsOrigin;
-use tokio::{net::TcpListener, sync::mpsc};
+use slop_server::{Config, infra::config::CorsOrigin};
+use tokio::{net::TcpListener, sync::mpsc, sync::oneshot, task::JoinHandle};
 
 use crate::{
-    harness::{PASSWORD, PATIENCE, TestServer, sign_up},
+    harness::{PASSWORD, PATIENCE, TestServer, require_redis, sign_up, test_config},
     websocket::publish,
 };
 
@@ -26,107 +31,91 @@ struct Step {
     detail: String,
 }
 
+/// The page's script: clients/typescript/test/browser/page.ts with the
+/// package, as `npm run bundle:browser-test` bundles it.
+fn bundle() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/typescript/build/browser-test.js"
+    );
+    std::fs::read_to_string(path).unwrap_or_else(|error| {
+        panic!(
+            "cannot read {path} ({error}): the browser test runs the TypeScript client's bundle; \
+             `bash scripts/test.sh` makes it, or `cd clients/typescript && npm ci && npm run generate && npm run bundle:browser-test`"
+        )
+    })
+}
+
 /// The page, for the API at `api` (`http://host:port`) and the account
 /// `email`. Its script reports each step to `/report` on its own origin.
 fn page(api: &str, email: &str) -> String {
-    let script = r#"
-const report = (step, detail) =>
-  fetch("/report", { method: "POST", body: JSON.stringify({ step, detail: String(detail) }) });
-const grpcWeb = { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" };
-const emptyMessage = new Uint8Array([0, 0, 0, 0, 0]);
-const ascii = (bytes) => Array.from(bytes, (b) => (b >= 32 && b < 127 ? String.fromCharCode(b) : ".")).join("");
-
-// Reads grpc-web frames from a streaming body: a flag byte, a 4-byte length.
-async function frames(body, onFrame) {
-  const reader = body.getReader();
-  let buffer = new Uint8Array(0);
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    const joined = new Uint8Array(buffer.length + value.length);
-    joined.set(buffer);
-    joined.set(value, buffer.length);
-    buffer = joined;
-    while (buffer.length >= 5) {
-      const length = new DataView(buffer.buffer, buffer.byteOffset + 1, 4).getUint32(0);
-      if (buffer.length < 5 + length) break;
-      onFrame(buffer[0], buffer.slice(5, 5 + length));
-      buffer = buffer.slice(5 + length);
-    }
-  }
-}
-
-async function main() {
-  // grpc-web, unary: the health check (a preflighted cross-origin POST).
-  const health = await fetch(API + "/grpc.health.v1.Health/Check",
-    { method: "POST", headers: grpcWeb, body: emptyMessage });
-  await report("grpc-web health", Array.from(new Uint8Array(await health.arrayBuffer()).slice(0, 7)));
-
-  // REST: log in with cookies, then read the profile by cookie alone.
-  // In cookie mode the body carries no token unless asked: this page asks
-  // for an access token, for the bearer of its grpc-web stream below.
-  const login = await fetch(API + "/api/v1/auth/login?cookie=true&access_token=true", {
-    method: "POST", credentials: "include",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ email: EMAIL, password: PASSWORD }),
-  });
-  const tokens = (await login.json()).tokens;
-  const me = await fetch(API + "/api/v1/auth/me", { credentials: "include" });
-  await report("me", me.status + " " + (await me.text()));
-
-  // WebSocket: signed in by the session cookie the upgrade carries.
-  const ws = new WebSocket(API.replace("http", "ws") + "/api/v1/ws");
-  ws.onmessage = (message) => {
-    const frame = JSON.parse(message.data);
-    if (frame.type === "subscribed") report("ws subscribed", frame.subscribed.channel);
-    if (frame.type === "event") report("ws event", frame.event.type);
-  };
-  ws.onclose = (close) => report("ws closed", close.code);
-
-  // grpc-web, server streaming: Subscribe to the own channel by bearer token.
-  const stream = await fetch(API + "/slop.notification.v1.NotificationService/Subscribe", {
-    method: "POST", body: emptyMessage,
-    headers: { ...grpcWeb, authorization: "Bearer " + tokens.accessToken },
-  });
-  let subscribed = false;
-  frames(stream.body, (flags, payload) => {
-    if (flags & 0x80) {
-      report("grpc-web trailers", ascii(payload));
-    } else if (!subscribed) {
-      subscribed = true;
-      report("grpc-web subscribed", ascii(payload));
-    } else if (ascii(payload).includes("browser.hello")) {
-      report("grpc-web event", "browser.hello");
-    }
-  }).catch((error) => report("error", "grpc-web stream: " + error));
-}
-
-// Asked by the test once both streams have the event: log out by cookie,
-// with the CSRF token from the readable cookie.
-async function logOut() {
-  const csrf = document.cookie.split("; ").find((c) => c.startsWith("slop_csrf=")).split("=")[1];
-  const without = await fetch(API + "/api/v1/auth/logout",
-    { method: "POST", credentials: "include", headers: { "content-type": "application/json" }, body: "{}" });
-  const logout = await fetch(API + "/api/v1/auth/logout", {
-    method: "POST", credentials: "include",
-    headers: { "content-type": "application/json", "x-csrf-token": csrf }, body: "{}",
-  });
-  await report("logout", without.status + " " + logout.status);
-}
-
-(async () => {
-  try {
-    await main();
-    await fetch("/next");
-    await logOut();
-  } catch (error) {
-    await report("error", error.stack || error);
-  }
-})();
-"#;
+    let settings = serde_json::json!({"api": api, "email": email, "password": PASSWORD});
     format!(
-        "<!doctype html><title>slop browser test</title><script>\nconst API = {api:?};\nconst EMAIL = {email:?};\nconst PASSWORD = {PASSWORD:?};\n{script}</script>"
+        "<!doctype html><title>slop browser test</title>\n<script>const SLOP_TEST = {settings};</script>\n<script>\n{}</script>",
+        bundle()
     )
+}
+
+/// The API server of the test, on a port that stays its own across a
+/// restart, so the page's streams come back to it.
+struct Api {
+    config: Config,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), slop_server::Error>>>,
+}
+
+impl Api {
+    /// Starts it on a free port.
+    async fn start(config: Config) -> Self {
+        let mut api = Self {
+            config,
+            addr: ([127, 0, 0, 1], 0).into(),
+            stop: None,
+            task: None,
+        };
+        api.serve().await;
+        api
+    }
+
+    /// Serves on `self.addr` (a free port the first time).
+    async fn serve(&mut self) {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .unwrap_or_else(|error| panic!("bind {}: {error}", self.addr));
+        self.addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.task = Some(tokio::spawn(slop_server::run(
+            self.config.clone(),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        )));
+    }
+
+    /// Shuts it down gracefully (its sockets get 1001, its streams
+    /// UNAVAILABLE) and waits until it has.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("the server stops within PATIENCE")
+            .expect("server task")
+            .expect("server result");
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 /// What the page server shares with its handlers.
@@ -290,16 +279,57 @@ impl OpenPage {
     }
 }
 
+impl OpenPage {
+    /// Waits for `count` reports of `step` (`<type>@<offset>` events) and
+    /// answers them in offset order.
+    async fn events(&mut self, step: &str, count: usize) -> Vec<String> {
+        let mut events = Vec::new();
+        for _ in 0..count {
+            events.push(self.step(step, PATIENCE).await);
+        }
+        let offset = |event: &String| {
+            event
+                .rsplit_once('@')
+                .and_then(|(_, offset)| offset.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{step}: {event:?} is not <type>@<offset>"))
+        };
+        events.sort_by_key(offset);
+        events
+    }
+}
+
 #[tokio::test]
-async fn a_browser_on_another_origin_uses_grpc_web_rest_cookies_and_the_websocket() {
+async fn a_browser_app_on_another_origin_follows_its_channel_across_a_restart_with_the_typescript_client()
+ {
+    let redis = require_redis().await;
     let pages = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", pages.local_addr().unwrap());
-    let server = TestServer::start_with(|config| {
-        config.cors_origin = CorsOrigin::List(vec![origin.clone()]);
+    // One deployment: the accounts database and the Redis prefix (sessions,
+    // channels and their history) outlive the restarted instance; a second
+    // instance publishes while it is down.
+    let scratch = std::env::temp_dir().join(format!(
+        "slop-e2e-browser-{}-{}",
+        std::process::id(),
+        origin.rsplit(':').next().unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&scratch).expect("scratch directory");
+    let database_url = format!("sqlite:{}", scratch.join("accounts.db").display());
+    let prefix = format!("slop-e2e-browser:{}:", scratch.display());
+    let publisher = TestServer::start_with(|config| {
+        config.redis_url = Some(redis.clone());
+        config.redis_key_prefix = prefix.clone();
+        config.database_url = database_url.clone();
     })
     .await;
+    let mut config = test_config(&scratch);
+    config.redis_url = Some(redis.clone());
+    config.redis_key_prefix = prefix.clone();
+    config.database_url = database_url.clone();
+    config.cors_origin = CorsOrigin::List(vec![origin.clone()]);
+    let mut server = Api::start(config).await;
+
     let email = "browser@example.com";
-    let user = sign_up(&server, email).await;
+    let user = sign_up(&publisher, email).await;
     let api = format!("http://{}", server.addr);
     let (reports, next) = page_server(pages, page(&api, email)).await;
     let mut page = OpenPage {
@@ -308,28 +338,68 @@ async fn a_browser_on_another_origin_uses_grpc_web_rest_cookies_and_the_websocke
         browser: Browser::open(&format!("{origin}/"), &server.addr.port().to_string()),
     };
 
-    // Frame 0 (a message) of 2 bytes: field 1 = SERVING.
-    assert_eq!(
-        page.step("grpc-web health", BROWSER_PATIENCE).await,
-        "0,0,0,0,2,8,1"
-    );
-    let me = page.step("me", PATIENCE).await;
-    assert!(me.starts_with("200 ") && me.contains(email), "{me}");
+    // The REST cookie login, then grpc-web by the cookie alone (CORS, with
+    // credentials, from the page's origin).
+    assert_eq!(page.step("login", BROWSER_PATIENCE).await, user.user_id);
+    assert_eq!(page.step("me", PATIENCE).await, email);
     let own = format!("user:{}", user.user_id);
-    assert_eq!(page.step("ws subscribed", PATIENCE).await, own);
-    let subscribed = page.step("grpc-web subscribed", PATIENCE).await;
-    assert!(subscribed.contains(&own), "{subscribed}");
+    assert_eq!(
+        page.step("ws subscribed", PATIENCE).await,
+        format!("{own} live")
+    );
+    assert_eq!(
+        page.step("grpc-web subscribed", PATIENCE).await,
+        format!("{own} live")
+    );
 
-    publish(&server, &own, "browser.hello").await;
-    assert_eq!(page.step("ws event", PATIENCE).await, "browser.hello");
-    assert_eq!(page.step("grpc-web event", PATIENCE).await, "browser.hello");
+    let first = publish(&publisher, &own, "browser.before").await;
+    let first = |kind: &str, n: u64| format!("{kind}@{}", first + n);
+    assert_eq!(
+        page.events("ws event", 1).await,
+        [first("browser.before", 0)]
+    );
+    assert_eq!(
+        page.events("grpc-web event", 1).await,
+        [first("browser.before", 0)]
+    );
+
+    // A restart: both streams are cut (the socket with 1001), an event is
+    // published while the server is down, another once it is back.
+    server.stop().await;
+    assert_eq!(page.step("ws disconnected", PATIENCE).await, "1001");
+    assert_eq!(page.step("grpc-web disconnected", PATIENCE).await, "retry");
+    publish(&publisher, &own, "browser.missed").await;
+    server.serve().await;
+    publish(&publisher, &own, "browser.after").await;
+
+    // Each stream resumes from its last event: the missed one, then the
+    // live one, each once, and nothing lost (a `lost` report fails the test).
+    assert_eq!(
+        page.step("ws subscribed", PATIENCE).await,
+        format!("{own} recovered")
+    );
+    assert_eq!(
+        page.step("grpc-web subscribed", PATIENCE).await,
+        format!("{own} recovered")
+    );
+    let resumed = [first("browser.missed", 1), first("browser.after", 2)];
+    assert_eq!(page.events("ws event", 2).await, resumed);
+    assert_eq!(page.events("grpc-web event", 2).await, resumed);
 
     next.add_permits(1);
     // Without the CSRF header the cookie cannot log out; with it, it can.
     assert_eq!(page.step("logout", PATIENCE).await, "403 200");
-    // The logout ends the session's open streams: the WebSocket says why,
-    // the grpc-web stream ends UNAUTHENTICATED.
-    assert_eq!(page.step("ws closed", PATIENCE).await, "4410");
-    let trailers = page.step("grpc-web trailers", PATIENCE).await;
-    assert!(trailers.contains("grpc-status:16"), "{trailers}");
+    // The logout ends the session's open streams: the WebSocket with 4410,
+    // the grpc-web stream UNAUTHENTICATED (SESSION_ENDED); neither retries.
+    assert_eq!(page.step("ws ended", PATIENCE).await, "4410");
+    assert_eq!(page.step("grpc-web ended", PATIENCE).await, "SESSION_ENDED");
+    let repeated: Vec<&Step> = page
+        .early
+        .iter()
+        .filter(|report| report.step.ends_with(" event"))
+        .collect();
+    assert!(repeated.is_empty(), "events delivered twice: {repeated:?}");
+    drop(page);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&scratch);
 }
