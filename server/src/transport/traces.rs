@@ -232,12 +232,7 @@ impl TraceIdText {
     }
 
     fn from_u128(id: u128) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [0u8; 32];
-        for (at, digit) in text.iter_mut().enumerate() {
-            *digit = HEX[((id >> (124 - 4 * at)) & 0xf) as usize];
-        }
-        Self(text)
+        Self(hex128(id))
     }
 
     fn from_hex(hex: &[u8]) -> Self {
@@ -245,6 +240,16 @@ impl TraceIdText {
         text.copy_from_slice(hex);
         Self(text)
     }
+}
+
+/// `id` as 32 lowercase hex digits, most significant first.
+pub(crate) fn hex128(id: u128) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (at, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[((id >> (124 - 4 * at)) & 0xf) as usize];
+    }
+    text
 }
 
 /// The trace id of a request when nothing is exported: the caller's, from
