@@ -7,7 +7,9 @@
 # SMTP server of the mail tests) into .tools/ on
 # first use, and Debian's chromium for the browser test when it is missing
 # (as root; otherwise it says how), builds the Python client's wheel and
-# installs it into the venv (every run), then runs `cargo nextest`. Extra arguments
+# installs it into the venv (every run), checks the TypeScript client
+# (clients/typescript: generated code, tsc --strict, unit tests, and the
+# bundle of the browser test), then runs `cargo nextest`. Extra arguments
 # go to nextest, e.g.
 #   bash scripts/test.sh -E 'test(health)'
 set -euo pipefail
@@ -114,6 +116,26 @@ else
     echo "or set CHROMIUM to a Chromium binary." >&2
     exit 1
 fi
+
+# --- the TypeScript client (clients/typescript) ------------------------------
+# `npm ci` unless node_modules was installed from this very lock; then
+# `npm run check`: the code generated again from proto/ (buf and
+# protoc-gen-es from the package's devDependencies), the package built,
+# tsc --strict over its sources, tests and README examples, its unit tests
+# (node --test), and build/browser-test.js, the bundle the browser test
+# (tests/e2e/browser.rs) loads. Any failure fails the run.
+TS_CLIENT=clients/typescript
+ts_lock=$(sha256sum "$TS_CLIENT/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$TS_CLIENT/node_modules/.installed-lock" 2>/dev/null)" = "$ts_lock" ]; then
+    echo "==> $TS_CLIENT dependencies already installed"
+else
+    echo "==> npm ci in $TS_CLIENT"
+    (cd "$TS_CLIENT" && npm ci --no-audit --no-fund)
+    echo "$ts_lock" >"$TS_CLIENT/node_modules/.installed-lock"
+fi
+echo "==> checking the TypeScript client"
+(cd "$TS_CLIENT" && npm run --silent check)
+# --- end of the TypeScript client --------------------------------------------
 
 # --- the tests ---------------------------------------------------------------
 

@@ -321,15 +321,16 @@ async fn a_browser_app_on_another_origin_follows_its_channel_across_a_restart_wi
         config.database_url = database_url.clone();
     })
     .await;
+    // Signed up before the instance under test starts, so the two never
+    // migrate the shared database at the same time.
+    let email = "browser@example.com";
+    let user = sign_up(&publisher, email).await;
     let mut config = test_config(&scratch);
     config.redis_url = Some(redis.clone());
     config.redis_key_prefix = prefix.clone();
     config.database_url = database_url.clone();
     config.cors_origin = CorsOrigin::List(vec![origin.clone()]);
     let mut server = Api::start(config).await;
-
-    let email = "browser@example.com";
-    let user = sign_up(&publisher, email).await;
     let api = format!("http://{}", server.addr);
     let (reports, next) = page_server(pages, page(&api, email)).await;
     let mut page = OpenPage {
