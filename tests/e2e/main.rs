@@ -7,6 +7,7 @@ mod harness;
 mod accounts;
 mod browser;
 mod connections;
+mod csrf_cookie_domain;
 mod doc_clients;
 mod errors;
 mod faults;

@@ -434,31 +434,46 @@ fn bearer<'a>(credentials: &Credentials<'a>) -> Result<Option<&'a str>, CallerEr
     Ok(Some(token.trim()))
 }
 
-/// `Set-Cookie` values that sign a browser in to a session.
+/// `Set-Cookie` values that sign a browser in to a session. The session
+/// cookie is the API host's only; the CSRF cookie carries `Domain=` when
+/// `csrf_domain` (CSRF_COOKIE_DOMAIN) is set, so that pages on the other
+/// hosts under it can read the token and echo it in `x-csrf-token`.
 pub fn login_cookies(
     authenticator: &Authenticator,
     session_id: &str,
     secure: bool,
     max_age: Duration,
+    csrf_domain: Option<&str>,
 ) -> [String; 2] {
     let secure = if secure { "; Secure" } else { "" };
+    let domain = domain_attribute(csrf_domain);
     let max_age = max_age.as_secs();
     let session_cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
         authenticator.session_cookie_value(session_id)
     );
     let csrf_cookie = format!(
-        "{CSRF_COOKIE}={}; Path=/; SameSite=Lax; Max-Age={max_age}{secure}",
+        "{CSRF_COOKIE}={}; Path=/; SameSite=Lax; Max-Age={max_age}{domain}{secure}",
         authenticator.csrf_token(session_id)
     );
     [session_cookie, csrf_cookie]
 }
 
-/// `Set-Cookie` values that sign a browser out.
-pub fn logout_cookies(secure: bool) -> [String; 2] {
+/// `Set-Cookie` values that sign a browser out. A browser drops a cookie
+/// only for one of the same name, Domain and Path, so the CSRF cookie is
+/// cleared with the `csrf_domain` it was set with.
+pub fn logout_cookies(secure: bool, csrf_domain: Option<&str>) -> [String; 2] {
     let secure = if secure { "; Secure" } else { "" };
-    [SESSION_COOKIE, CSRF_COOKIE]
-        .map(|name| format!("{name}=; Path=/; Max-Age=0; SameSite=Lax{secure}"))
+    let domain = domain_attribute(csrf_domain);
+    [
+        format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; SameSite=Lax{secure}"),
+        format!("{CSRF_COOKIE}=; Path=/; Max-Age=0; SameSite=Lax{domain}{secure}"),
+    ]
+}
+
+/// `; Domain=<domain>`, or nothing for a cookie of the API's host only.
+fn domain_attribute(domain: Option<&str>) -> String {
+    domain.map_or_else(String::new, |domain| format!("; Domain={domain}"))
 }
 
 #[cfg(test)]
@@ -513,6 +528,48 @@ mod tests {
         };
         let user = auth.user(&credentials, Access::Read).await.unwrap();
         (auth, clock, user)
+    }
+
+    /// The cookies of a cookie login and of a logout, with this
+    /// CSRF_COOKIE_DOMAIN.
+    async fn cookies(csrf_domain: Option<&str>) -> ([String; 2], [String; 2]) {
+        let (auth, _, _) = bearer_caller().await;
+        let login = login_cookies(&auth, "s1", true, SESSION_TTL, csrf_domain);
+        (login, logout_cookies(true, csrf_domain))
+    }
+
+    #[tokio::test]
+    async fn the_csrf_cookie_is_the_hosts_own_unless_a_domain_is_set() {
+        let ([session, csrf], [session_out, csrf_out]) = cookies(None).await;
+        for cookie in [&session, &csrf, &session_out, &csrf_out] {
+            assert!(!cookie.contains("Domain"), "{cookie}");
+        }
+        assert!(csrf.starts_with("slop_csrf=") && !csrf.contains("HttpOnly"));
+
+        let ([session, csrf], [session_out, csrf_out]) = cookies(Some("example.com")).await;
+        // Readable by the pages of every host under example.com.
+        assert!(csrf.starts_with("slop_csrf="), "{csrf}");
+        assert!(csrf.contains("; Domain=example.com"), "{csrf}");
+        // Cleared with the same Domain and Path, or the browser keeps it.
+        assert_eq!(
+            csrf_out,
+            "slop_csrf=; Path=/; Max-Age=0; SameSite=Lax; Domain=example.com; Secure"
+        );
+        // The session cookie stays the API host's only.
+        for cookie in [&session, &session_out] {
+            assert!(cookie.starts_with("slop_session="), "{cookie}");
+            assert!(!cookie.contains("Domain"), "{cookie}");
+        }
+        assert!(session.contains("HttpOnly"));
+    }
+
+    #[tokio::test]
+    async fn a_csrf_cookie_domain_changes_neither_the_token_nor_the_session_cookie() {
+        let (without, _) = cookies(None).await;
+        let (with, _) = cookies(Some("example.com")).await;
+        assert_eq!(with[0], without[0]);
+        let value = |cookie: &str| cookie.split(';').next().unwrap().to_owned();
+        assert_eq!(value(&with[1]), value(&without[1]));
     }
 
     fn held_ids(held: Option<&Established>) -> Option<(String, String)> {

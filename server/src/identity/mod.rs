@@ -60,6 +60,9 @@ pub struct IdentitySettings {
     pub session_max_lifetime: Duration,
     /// Whether cookies carry `Secure` (everywhere but development).
     pub secure_cookies: bool,
+    /// The `Domain` of the CSRF cookie (CSRF_COOKIE_DOMAIN); none: the API
+    /// host's only.
+    pub csrf_cookie_domain: Option<String>,
     /// The page that completes a password reset; the token is appended as
     /// `?token=`.
     pub password_reset_url: String,
@@ -214,6 +217,7 @@ impl Identity {
                 session_ttl: config.session_ttl,
                 session_max_lifetime: config.session_max_lifetime,
                 secure_cookies: !development,
+                csrf_cookie_domain: config.csrf_cookie_domain.clone(),
                 password_reset_url: config.password_reset_url().to_owned(),
                 anonymous_rate: Rate {
                     limit: config.rate_limit_max_requests,

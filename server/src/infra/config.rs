@@ -70,6 +70,19 @@ pub struct Config {
     #[arg(long, env = "CORS_ORIGIN", default_value = "*", value_parser = parse_cors_origin)]
     pub cors_origin: CorsOrigin,
 
+    /// The `Domain` of the readable CSRF cookie (`slop_csrf`) a cookie login
+    /// sets, e.g. `example.com`, as Django's CSRF_COOKIE_DOMAIN: the pages
+    /// of every host under it (an app at app.example.com calling the API at
+    /// api.example.com) can then read the token and send it in
+    /// `x-csrf-token`. It must be the API's host or a domain above it, or
+    /// browsers refuse the cookie. Every host under it can read the token:
+    /// name a domain whose hosts you all trust (the app's origin must still
+    /// be in CORS_ORIGIN). The session cookie stays the API host's only
+    /// (HttpOnly). Unset (the default): the CSRF cookie is the API host's
+    /// only too.
+    #[arg(long, env = "CSRF_COOKIE_DOMAIN", value_parser = parse_cookie_domain)]
+    pub csrf_cookie_domain: Option<String>,
+
     /// Reverse proxies whose `X-Forwarded-For` names the client, for
     /// per-address limits and the address sessions record: IP addresses,
     /// CIDR networks, `loopback` and `private`, comma-separated. Empty (the

@@ -74,6 +74,7 @@ pub struct Parts {
 /// The cookies of browser sign-in, for the REST login and logout (the
 /// services know none): the session cookie carries the session id and its
 /// MAC, the CSRF cookie the session's CSRF token, both from APP_SECRET.
+/// The CSRF cookie alone may name a domain (CSRF_COOKIE_DOMAIN).
 struct BrowserCookies(Arc<Identity>);
 
 impl slop_bridge::rest::SessionCookies for BrowserCookies {
@@ -84,12 +85,18 @@ impl slop_bridge::rest::SessionCookies for BrowserCookies {
             session_id,
             settings.secure_cookies,
             settings.session_max_lifetime,
+            settings.csrf_cookie_domain.as_deref(),
         )
         .into()
     }
 
     fn sign_out(&self) -> Vec<String> {
-        caller::logout_cookies(self.0.settings.secure_cookies).into()
+        let settings = &self.0.settings;
+        caller::logout_cookies(
+            settings.secure_cookies,
+            settings.csrf_cookie_domain.as_deref(),
+        )
+        .into()
     }
 }
 

@@ -195,6 +195,59 @@ pub(super) fn parse_cors_origin(value: &str) -> Result<CorsOrigin, String> {
     Ok(CorsOrigin::List(origins))
 }
 
+/// A cookie's `Domain`: a host name of two labels or more, lowercased, its
+/// leading dot dropped (RFC 6265 ignores it). A single label is a top-level
+/// domain or `localhost`, which browsers refuse as a Domain; an IP address
+/// cannot be shared with other hosts at all.
+pub(super) fn parse_cookie_domain(value: &str) -> Result<String, String> {
+    const HOST_NAME: &str = "expected a host name such as example.com (no scheme, port or path; unset for a cookie of the API's host only)";
+    if value.is_empty() {
+        return Err(format!("empty: {HOST_NAME}"));
+    }
+    if value.contains("://") {
+        return Err(format!("has a scheme: {HOST_NAME}"));
+    }
+    let trimmed = value.trim_start_matches('[').trim_end_matches(']');
+    if trimmed.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "an IP address: a cookie is shared only across host names; {HOST_NAME}"
+        ));
+    }
+    if value.contains(':') {
+        return Err(format!("has a port: {HOST_NAME}"));
+    }
+    let domain = value
+        .strip_prefix('.')
+        .unwrap_or(value)
+        .to_ascii_lowercase();
+    let labels: Vec<&str> = domain.split('.').collect();
+    let valid = domain.len() <= 253
+        && labels.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        return Err(format!("not a host name: {HOST_NAME}"));
+    }
+    if labels
+        .last()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+    {
+        // Browsers read a name ending in a number as an IPv4 address.
+        return Err(format!("ends like an IP address: {HOST_NAME}"));
+    }
+    if labels.len() < 2 {
+        return Err(format!(
+            "a single label, which browsers refuse as a cookie's Domain: {HOST_NAME}"
+        ));
+    }
+    Ok(domain)
+}
+
 pub(super) fn parse_redis_url(value: &str) -> Result<String, String> {
     if value.len() > MAX_TEXT {
         return Err(format!("longer than {MAX_TEXT} characters"));

@@ -422,6 +422,49 @@ fn cors_origins_are_a_list_or_any() {
 }
 
 #[test]
+fn the_csrf_cookie_domain_is_unset_or_a_host_name() {
+    assert_eq!(Config::embedded_defaults().csrf_cookie_domain, None);
+    for (value, domain) in [
+        ("example.com", "example.com"),
+        (".example.com", "example.com"),
+        ("Apps.Example.COM", "apps.example.com"),
+        ("my-app.example.co.uk", "my-app.example.co.uk"),
+    ] {
+        let config = parse(&["--csrf-cookie-domain", value]).unwrap();
+        assert_eq!(
+            config.csrf_cookie_domain.as_deref(),
+            Some(domain),
+            "{value}"
+        );
+    }
+    for (value, why) in [
+        ("", "empty"),
+        ("https://example.com", "scheme"),
+        ("example.com:443", "port"),
+        ("example.com/app", "host name"),
+        ("127.0.0.1", "IP address"),
+        ("::1", "IP address"),
+        ("[::1]", "IP address"),
+        ("10.0.0.300", "IP address"),
+        ("example.com;", "host name"),
+        ("a.example.com,b.example.com", "host name"),
+        ("example .com", "host name"),
+        ("example.com.", "host name"),
+        ("-example.com", "host name"),
+        ("localhost", "single label"),
+        ("com", "single label"),
+    ] {
+        let err = parse(&[&format!("--csrf-cookie-domain={value}")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CSRF_COOKIE_DOMAIN") && err.contains(why),
+            "{value:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn redis_tls_is_rediss_with_its_files_and_never_insecure() {
     let config = parse(&["--redis-url", "rediss://:pw@redis.example:6380/0"]).unwrap();
     assert!(config.validate().is_ok());
