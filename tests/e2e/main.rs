@@ -15,6 +15,7 @@ mod health;
 mod mail;
 mod malformed;
 mod metrics;
+mod node_client;
 mod notifications;
 mod openapi;
 mod origins;
