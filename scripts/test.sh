@@ -123,7 +123,10 @@ fi
 # protoc-gen-es from the package's devDependencies), the package built,
 # tsc --strict over its sources, tests and README examples, its unit tests
 # (node --test), and build/browser-test.js, the bundle the browser test
-# (tests/e2e/browser.rs) loads. Any failure fails the run.
+# (tests/e2e/browser.rs) loads. The same tsc compiles the Node backend of
+# tests/e2e/node_client.rs (test/node/backend.ts, which imports the built
+# package by its name) to build/test/node/backend.js. Any failure fails
+# the run.
 TS_CLIENT=clients/typescript
 ts_lock=$(sha256sum "$TS_CLIENT/package-lock.json" | cut -d' ' -f1)
 if [ "$(cat "$TS_CLIENT/node_modules/.installed-lock" 2>/dev/null)" = "$ts_lock" ]; then
