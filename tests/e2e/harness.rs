@@ -40,8 +40,8 @@ pub struct TestServer {
     scratch: PathBuf,
 }
 
-/// A directory of its own for one test server.
-fn scratch_dir() -> PathBuf {
+/// A directory of its own for one test server, or one test's files.
+pub fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("slop-e2e-{}", uuid_like()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::Value;
 
-use crate::harness::{PATIENCE, SERVICE_KEY, TestServer, get, http, sign_up};
+use crate::harness::{self, PATIENCE, SERVICE_KEY, TestServer, get, http, sign_up};
 
 const DOCUMENT: &str = "/api/v1/openapi.json";
 
@@ -56,20 +56,6 @@ async fn served(server: &TestServer) -> Value {
     let answer = get(&server.url(DOCUMENT)).await;
     assert_eq!(answer.status, StatusCode::OK);
     answer.json()
-}
-
-/// A scratch directory of this test's own.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "slop-openapi-{name}-{}-{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test]
@@ -125,7 +111,7 @@ async fn the_document_is_served_as_embedded_with_an_etag_and_the_headers_of_rest
 async fn openapi_spec_validator_accepts_the_document_and_refuses_a_broken_one() {
     let server = TestServer::start().await;
     let document = served(&server).await;
-    let dir = scratch("validate");
+    let dir = harness::scratch_dir();
     let validator = installed(root().join(".tools/venv/bin/openapi-spec-validator"));
 
     let good = dir.join("openapi.json");
@@ -712,7 +698,7 @@ async fn a_typescript_client_generated_from_the_served_document_works() {
     );
 
     // Built in a directory of its own, with the project's node_modules.
-    let dir = scratch("client");
+    let dir = harness::scratch_dir();
     std::os::unix::fs::symlink(project.join("node_modules"), dir.join("node_modules")).unwrap();
     for file in ["client.ts", "tsconfig.json", "package.json"] {
         std::fs::copy(project.join(file), dir.join(file)).unwrap();
