@@ -36,6 +36,22 @@ impl DocClient {
         user: &SignedIn,
         drop_on_welcome: bool,
     ) -> Self {
+        let env: &[(&str, &str)] = if drop_on_welcome {
+            &[("SLOP_DROP_ON_WELCOME", "1")]
+        } else {
+            &[]
+        };
+        Self::start_with(server, doc, heading, user, env).await
+    }
+
+    /// [`DocClient::start`] with these variables of doc-client.mjs set.
+    async fn start_with(
+        server: &TestServer,
+        doc: &str,
+        heading: &str,
+        user: &SignedIn,
+        env: &[(&str, &str)],
+    ) -> Self {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut command = Command::new("node");
         command
@@ -48,10 +64,8 @@ impl DocClient {
             .env("SLOP_TOKEN", &user.access_token)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        if drop_on_welcome {
-            command.env("SLOP_DROP_ON_WELCOME", "1");
-        }
+            .kill_on_drop(true)
+            .envs(env.iter().copied());
         let mut child = command.spawn().unwrap_or_else(|error| {
             panic!("cannot run node ({error}): the doc client tests need Node.js 20 or later")
         });
@@ -210,6 +224,38 @@ async fn the_websocket_docs_client_resumes_every_channel_after_a_drop() {
         );
     }
     assert_eq!(count(&client.seen, "reload"), 0, "nothing was lost");
+}
+
+/// While Redis is down the server says `welcome`, then closes with 1013 at
+/// once (the own channel could not be followed): a client that starts its
+/// back-off over at `welcome` would reconnect almost at once, again and
+/// again. The docs' client backs off further at each such close.
+#[tokio::test]
+async fn the_websocket_docs_client_backs_off_further_while_the_server_is_unavailable() {
+    let server = server().await;
+    let user = sign_up(&server, "doc-outage@example.com").await;
+    let mut client = DocClient::start_with(
+        &server,
+        "docs/websocket.md",
+        "## Reconnecting",
+        &user,
+        &[("SLOP_UNAVAILABLE_AFTER_WELCOME", "1")],
+    )
+    .await;
+    client
+        .until("four reconnects", |seen| count(seen, "wait") >= 4)
+        .await;
+    let closes: Vec<_> = client.seen.iter().filter_map(|l| l.get("closed")).collect();
+    assert!(closes.iter().all(|code| *code == 1013), "{closes:?}");
+    let waits: Vec<f64> = client
+        .seen
+        .iter()
+        .filter_map(|line| line.get("wait"))
+        .map(|ms| ms.as_f64().expect("milliseconds"))
+        .take(4)
+        .collect();
+    // Math.random() is 0.5: half of 1 s, 2 s, 4 s, 8 s.
+    assert_eq!(waits, [500.0, 1000.0, 2000.0, 4000.0], "the back-off grows");
 }
 
 /// The `n` of every event the client showed, in order: handled (the

@@ -10,9 +10,13 @@
 // signInAgain) is printed to stdout as one JSON object a line, with the
 // frames each socket receives and its closes. A line "drop" on stdin closes
 // the newest socket, as a network failure would; with SLOP_DROP_ON_WELCOME
-// set, the first socket is dropped as soon as its welcome arrives.
+// set, the first socket is dropped as soon as its welcome arrives. With
+// SLOP_UNAVAILABLE_AFTER_WELCOME set, every socket ends as the server ends
+// one whose own channel cannot be followed (Redis down): `welcome`, then at
+// once close 1013, no frame in between.
 // Reconnect delays are fixed at 300 ms, so a test does not wait for
-// back-off.
+// back-off; the delay the client asked for is printed ({wait: ms}), with
+// Math.random() fixed at 0.5 so the back-off it asks for is half its cap.
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
@@ -26,21 +30,47 @@ if (!block) throw new Error(`no js block after ${heading} in ${doc}`);
 const out = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 const sockets = [];
 let dropOnWelcome = Boolean(process.env.SLOP_DROP_ON_WELCOME);
+const unavailable = Boolean(process.env.SLOP_UNAVAILABLE_AFTER_WELCOME);
+const TRY_AGAIN_LATER = { code: 1013, reason: "unavailable; try again later" };
 
 class TestWebSocket extends WebSocket {
+  // Whether this socket has said welcome and is to end as unavailable.
+  #unavailable = false;
+
   constructor(_url) {
     super(process.env.SLOP_WS_URL);
     sockets.push(this);
     // Registered before the client's own handler, so it sees each frame first.
     this.addEventListener("message", ({ data }) => {
       const frame = JSON.parse(data);
+      if (this.#unavailable) return;
       out({ frame: frame.type, id: frame.id ?? null });
-      if (frame.type === "welcome" && dropOnWelcome) {
+      if (frame.type === "welcome" && (dropOnWelcome || unavailable)) {
         dropOnWelcome = false;
+        this.#unavailable = unavailable;
         this.close();
       }
     });
-    this.addEventListener("close", ({ code }) => out({ closed: code }));
+    this.addEventListener("close", ({ code }) =>
+      out({ closed: this.#unavailable ? TRY_AGAIN_LATER.code : code }),
+    );
+  }
+
+  // The client's handlers see what the server would send: nothing after
+  // the welcome of an unavailable socket, then its 1013.
+  get onmessage() {
+    return super.onmessage;
+  }
+  set onmessage(handler) {
+    super.onmessage = (event) => {
+      if (!this.#unavailable || JSON.parse(event.data).type === "welcome") handler(event);
+    };
+  }
+  get onclose() {
+    return super.onclose;
+  }
+  set onclose(handler) {
+    super.onclose = (event) => handler(this.#unavailable ? TRY_AGAIN_LATER : event);
   }
 }
 
@@ -53,7 +83,11 @@ const globals = {
   reloadState: (channel) => out({ reload: channel ?? null }),
   reloadNotifications: () => out({ reload: null }),
   signInAgain: () => out({ signInAgain: true }),
-  setTimeout: (callback) => setTimeout(callback, 300),
+  setTimeout: (callback, ms) => {
+    out({ wait: ms ?? 0 });
+    return setTimeout(callback, 300);
+  },
+  Math: Object.assign(Object.create(Math), { random: () => 0.5 }),
   console,
 };
 
