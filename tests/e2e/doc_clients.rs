@@ -232,12 +232,26 @@ async fn the_websocket_docs_client_resumes_every_channel_after_a_drop() {
 /// again. The docs' client backs off further at each such close.
 #[tokio::test]
 async fn the_websocket_docs_client_backs_off_further_while_the_server_is_unavailable() {
+    backs_off_further_while_the_server_is_unavailable("docs/websocket.md", "## Reconnecting").await;
+}
+
+/// The migration guide's client, the same way.
+#[tokio::test]
+async fn the_migration_guides_client_backs_off_further_while_the_server_is_unavailable() {
+    backs_off_further_while_the_server_is_unavailable(
+        "docs/migrating-from-socket-io.md",
+        "## After",
+    )
+    .await;
+}
+
+async fn backs_off_further_while_the_server_is_unavailable(doc: &str, heading: &str) {
     let server = server().await;
     let user = sign_up(&server, "doc-outage@example.com").await;
     let mut client = DocClient::start_with(
         &server,
-        "docs/websocket.md",
-        "## Reconnecting",
+        doc,
+        heading,
         &user,
         &[("SLOP_UNAVAILABLE_AFTER_WELCOME", "1")],
     )
