@@ -79,11 +79,24 @@ if ! broken=$("$VENV/bin/python" -m pip check); then
     exit 1
 fi
 
+# `npm ci` in a Node project ($1) unless its node_modules was installed
+# from this very lock.
+npm_ci_once() {
+    local lock
+    lock=$(sha256sum "$1/package-lock.json" | cut -d' ' -f1)
+    if [ "$(cat "$1/node_modules/.installed-lock" 2>/dev/null)" = "$lock" ]; then
+        echo "==> $1 dependencies already installed"
+    else
+        echo "==> npm ci in $1"
+        (cd "$1" && npm ci --no-audit --no-fund)
+        echo "$lock" >"$1/node_modules/.installed-lock"
+    fi
+}
+
 # --- OpenAPI test tools (tests/e2e/openapi.rs) ------------------------------
 # openapi-spec-validator in the test venv, and the Node project that
 # generates a client from the served document (openapi-typescript,
-# openapi-fetch, tsc), installed with `npm ci` unless node_modules was
-# installed from this very lock.
+# openapi-fetch, tsc), installed by npm_ci_once.
 OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 OPENAPI_JS=tests/e2e/js/openapi
 if [ "$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('openapi-spec-validator'))" 2>/dev/null)" = "$OPENAPI_SPEC_VALIDATOR_VERSION" ]; then
@@ -93,14 +106,7 @@ else
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
 fi
-openapi_lock=$(sha256sum "$OPENAPI_JS/package-lock.json" | cut -d' ' -f1)
-if [ "$(cat "$OPENAPI_JS/node_modules/.installed-lock" 2>/dev/null)" = "$openapi_lock" ]; then
-    echo "==> $OPENAPI_JS already installed"
-else
-    echo "==> npm ci in $OPENAPI_JS"
-    (cd "$OPENAPI_JS" && npm ci --no-audit --no-fund)
-    echo "$openapi_lock" >"$OPENAPI_JS/node_modules/.installed-lock"
-fi
+npm_ci_once "$OPENAPI_JS"
 # --- end of the OpenAPI test tools -------------------------------------------
 
 if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1; then
@@ -118,8 +124,7 @@ else
 fi
 
 # --- the TypeScript client (clients/typescript) ------------------------------
-# `npm ci` unless node_modules was installed from this very lock; then
-# `npm run check`: the code generated again from proto/ (buf and
+# npm_ci_once, then `npm run check`: the code generated again from proto/ (buf and
 # protoc-gen-es from the package's devDependencies), the package built,
 # tsc --strict over its sources, tests and README examples, its unit tests
 # (node --test), and build/browser-test.js, the bundle the browser test
@@ -128,14 +133,7 @@ fi
 # package by its name) to build/test/node/backend.js. Any failure fails
 # the run.
 TS_CLIENT=clients/typescript
-ts_lock=$(sha256sum "$TS_CLIENT/package-lock.json" | cut -d' ' -f1)
-if [ "$(cat "$TS_CLIENT/node_modules/.installed-lock" 2>/dev/null)" = "$ts_lock" ]; then
-    echo "==> $TS_CLIENT dependencies already installed"
-else
-    echo "==> npm ci in $TS_CLIENT"
-    (cd "$TS_CLIENT" && npm ci --no-audit --no-fund)
-    echo "$ts_lock" >"$TS_CLIENT/node_modules/.installed-lock"
-fi
+npm_ci_once "$TS_CLIENT"
 echo "==> checking the TypeScript client"
 (cd "$TS_CLIENT" && npm run --silent check)
 # --- end of the TypeScript client --------------------------------------------
