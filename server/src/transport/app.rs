@@ -183,15 +183,7 @@ pub fn build(config: &Config, parts: Parts) -> Result<App, crate::Error> {
         .merge(jwks)
         .merge(grpc)
         .fallback(unknown_route)
-        .method_not_allowed_fallback(slop_bridge::method_not_allowed)
-        .layer(crate::transport::cors::BrowsersOnlyLayer::new(
-            &config.cors_origin,
-            crate::transport::security_headers::SecurityHeaders::new(
-                config.app_env() == crate::infra::config::AppEnv::Production,
-            ),
-        ))
-        .layer(AroundLayer::new(telemetry::RequestContext));
-    let direct = AroundLayer::new(telemetry::RequestContext).layer(direct);
+        .method_not_allowed_fallback(slop_bridge::method_not_allowed);
     let record = if config.metrics_addr == MetricsAddr::Off {
         None
     } else {
@@ -199,11 +191,20 @@ pub fn build(config: &Config, parts: Parts) -> Result<App, crate::Error> {
             metrics::RequestMetrics::from_descriptor_sets(&DESCRIPTOR_SETS)?,
         )))
     };
-    let direct = AroundLayer::new(native_grpc::MaybeRecord(record.clone())).layer(direct);
-    let router = match record {
-        Some(record) => router.layer(AroundLayer::new(record)),
-        None => router,
-    };
+    // One layer of three, not three layers: axum boxes every route once
+    // per `layer` call, and clones each box (allocating) on every request.
+    let router = router.layer((
+        AroundLayer::new(metrics::MaybeRecord(record.clone())),
+        AroundLayer::new(telemetry::RequestContext),
+        crate::transport::cors::BrowsersOnlyLayer::new(
+            &config.cors_origin,
+            crate::transport::security_headers::SecurityHeaders::new(
+                config.app_env() == crate::infra::config::AppEnv::Production,
+            ),
+        ),
+    ));
+    let direct = AroundLayer::new(telemetry::RequestContext).layer(direct);
+    let direct = AroundLayer::new(metrics::MaybeRecord(record)).layer(direct);
     Ok(App::new(router, direct))
 }
 

@@ -432,6 +432,26 @@ impl RequestMetrics {
 #[derive(Clone)]
 pub struct RecordRequests(pub Arc<RequestMetrics>);
 
+/// [`RecordRequests`] when requests are measured (METRICS_ADDR is not
+/// `off`), nothing otherwise.
+#[derive(Clone)]
+pub struct MaybeRecord(pub Option<RecordRequests>);
+
+impl Around for MaybeRecord {
+    type State = Option<<RecordRequests as Around>::State>;
+
+    fn before(&self, request: &mut Request) -> Self::State {
+        self.0.as_ref().map(|record| record.before(request))
+    }
+
+    fn after(&self, state: Self::State, response: Response) -> Response {
+        match (&self.0, state) {
+            (Some(record), Some(state)) => record.after(state, response),
+            _ => response,
+        }
+    }
+}
+
 /// What [`RecordRequests`] knows of a request before its response.
 pub struct Recording {
     door: Door,

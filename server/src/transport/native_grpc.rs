@@ -20,7 +20,7 @@ use axum::{
     Router, body::Body, extract::Request, response::Response, routing::future::RouteFuture,
 };
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use http::{Method, Version};
 use slop_api::{
     auth::auth_service_server::AuthServiceServer,
@@ -34,10 +34,10 @@ use tower::Service;
 use crate::{
     services::{AuthApi, NotificationApi, SessionApi},
     transport::{
-        around::{Around, AroundService},
+        around::AroundService,
         cors::is_native_grpc,
         decode_errors::DecodeErrors,
-        metrics::{GrpcStatus, RecordRequests},
+        metrics::{GrpcStatus, MaybeRecord},
         shutdown::EndStreamsOnShutdown,
         telemetry::RequestContext,
     },
@@ -135,26 +135,6 @@ impl Future for ServicesFuture {
     }
 }
 
-/// [`RecordRequests`] when requests are measured (METRICS_ADDR is not
-/// `off`), nothing otherwise.
-#[derive(Clone)]
-pub struct MaybeRecord(pub Option<RecordRequests>);
-
-impl Around for MaybeRecord {
-    type State = Option<<RecordRequests as Around>::State>;
-
-    fn before(&self, request: &mut Request) -> Self::State {
-        self.0.as_ref().map(|record| record.before(request))
-    }
-
-    fn after(&self, state: Self::State, response: Response) -> Response {
-        match (&self.0, state) {
-            (Some(record), Some(state)) => record.after(state, response),
-            _ => response,
-        }
-    }
-}
-
 /// [`Services`] under the layers the router gives gRPC, outermost first:
 /// request metrics, the request's id and span, the grpc-status for
 /// metrics, decode errors, the stream cut-off. (The router's CORS and
@@ -192,6 +172,28 @@ impl App {
             && Named::of(request.uri().path()).is_some()
     }
 }
+
+impl App {
+    /// The answer to `request`, from this `App` in place when it is ready
+    /// (the router and tonic's servers always are), else from a clone that
+    /// waits until it is, as tower asks. Cloning it for every request
+    /// instead (`oneshot`) counted a reference to each of its services, a
+    /// dozen atomic operations on counts every connection shares.
+    pub fn answer<B>(&mut self, request: http::Request<B>) -> Answer<B>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Service::<http::Request<B>>::poll_ready(self, &mut cx) {
+            Poll::Ready(Ok(())) => Either::Left(self.call(request)),
+            Poll::Pending => Either::Right(tower::ServiceExt::oneshot(self.clone(), request)),
+        }
+    }
+}
+
+/// What [`App::answer`] answers with.
+pub type Answer<B> = Either<AppFuture, tower::util::Oneshot<App, http::Request<B>>>;
 
 impl<B> Service<http::Request<B>> for App
 where

@@ -12,114 +12,84 @@
 //! grpc-web, REST or SSE from other origins: browsers apply it to no-cors
 //! loads (an `<img>`, a `<script>`), never to CORS requests.
 //!
-//! Cost per browser answer: twelve header insertions of shared static
-//! values (no allocation once the map has grown; it is reserved up front).
+//! Cost per browser answer: twelve header insertions of static values
+//! (no allocation: the map is reserved up front, and the values are
+//! `static`, so nothing is counted or copied).
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, ready},
-};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
+/// Helmet's defaults, as they are sent everywhere.
+static HELMET: [(HeaderName, HeaderValue); 11] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    ),
+    (
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        HeaderName::from_static("origin-agent-cluster"),
+        HeaderValue::from_static("?1"),
+    ),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ),
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (
+        header::X_DNS_PREFETCH_CONTROL,
+        HeaderValue::from_static("off"),
+    ),
+    (
+        HeaderName::from_static("x-download-options"),
+        HeaderValue::from_static("noopen"),
+    ),
+    // DENY rather than Helmet's SAMEORIGIN: the API is never framed, as
+    // frame-ancestors 'none' says to newer browsers.
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        HeaderName::from_static("x-permitted-cross-domain-policies"),
+        HeaderValue::from_static("none"),
+    ),
+    // Turns off the old XSS auditors, which did more harm than good.
+    (header::X_XSS_PROTECTION, HeaderValue::from_static("0")),
+];
 
-/// The headers, built once.
-#[derive(Debug, Clone)]
-pub struct SecurityHeaders(Arc<[(HeaderName, HeaderValue)]>);
+/// Sent in production only.
+static HSTS: (HeaderName, HeaderValue) = (
+    header::STRICT_TRANSPORT_SECURITY,
+    HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+);
+
+/// Which headers are sent: Helmet's defaults, with
+/// `Strict-Transport-Security` in production.
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityHeaders {
+    production: bool,
+}
 
 impl SecurityHeaders {
     /// Helmet's defaults, with `Strict-Transport-Security` when
     /// `production`.
     pub fn new(production: bool) -> Self {
-        let mut headers = vec![
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-            ),
-            (
-                HeaderName::from_static("cross-origin-opener-policy"),
-                HeaderValue::from_static("same-origin"),
-            ),
-            (
-                HeaderName::from_static("cross-origin-resource-policy"),
-                HeaderValue::from_static("same-origin"),
-            ),
-            (
-                HeaderName::from_static("origin-agent-cluster"),
-                HeaderValue::from_static("?1"),
-            ),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                header::X_DNS_PREFETCH_CONTROL,
-                HeaderValue::from_static("off"),
-            ),
-            (
-                HeaderName::from_static("x-download-options"),
-                HeaderValue::from_static("noopen"),
-            ),
-            // DENY rather than Helmet's SAMEORIGIN: the API is never framed,
-            // as frame-ancestors 'none' says to newer browsers.
-            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-            (
-                HeaderName::from_static("x-permitted-cross-domain-policies"),
-                HeaderValue::from_static("none"),
-            ),
-            // Turns off the old XSS auditors, which did more harm than good.
-            (header::X_XSS_PROTECTION, HeaderValue::from_static("0")),
-        ];
-        if production {
-            headers.push((
-                header::STRICT_TRANSPORT_SECURITY,
-                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-            ));
-        }
-        Self(headers.into())
+        Self { production }
     }
 
     /// Adds every header the answer does not set itself.
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.reserve(self.0.len());
-        for (name, value) in self.0.iter() {
+    pub fn apply(self, headers: &mut HeaderMap) {
+        let hsts = self.production.then_some(&HSTS);
+        headers.reserve(HELMET.len() + usize::from(self.production));
+        for (name, value) in HELMET.iter().chain(hsts) {
             headers.entry(name).or_insert_with(|| value.clone());
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response future whose answer gets the [`SecurityHeaders`].
-    pub struct Secured<F> {
-        #[pin]
-        inner: F,
-        headers: SecurityHeaders,
-    }
-}
-
-impl<F> Secured<F> {
-    /// `inner`, whose answer gets `headers`.
-    pub fn new(inner: F, headers: SecurityHeaders) -> Self {
-        Self { inner, headers }
-    }
-}
-
-impl<F, B, E> Future for Secured<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
-        this.headers.apply(response.headers_mut());
-        Poll::Ready(Ok(response))
     }
 }
 

@@ -49,7 +49,6 @@ use slop_context::ClientAddr;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::TcpConnectInfo;
-use tower::ServiceExt as _;
 
 use crate::{
     transport::connections::{
@@ -168,7 +167,9 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let app = app.clone();
+        // hyper calls the service through a shared reference; the app is
+        // called in place (`App::answer`), borrowed only for that call.
+        let app = std::cell::RefCell::new(app.clone());
         let proxies = proxies.clone();
         let draining = draining.clone();
         let connection = place.connection().clone();
@@ -191,13 +192,10 @@ pub async fn serve(
                 remote_addr: Some(peer),
             });
             let http1 = request.version() < http::Version::HTTP_2;
-            let app = app.clone();
+            let answer = app.borrow_mut().answer(request);
             let draining = draining.clone();
             async move {
-                let mut response = app
-                    .oneshot(request)
-                    .await
-                    .unwrap_or_else(|never| match never {});
+                let mut response = answer.await.unwrap_or_else(|never| match never {});
                 // Shutting down: the client must not send another request
                 // on this connection. (An upgrade's 101 keeps its own
                 // `connection: upgrade`.)
