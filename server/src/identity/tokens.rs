@@ -27,7 +27,7 @@
 //! JWKS; HMAC secrets never leave the process. The opaque secrets (refresh
 //! tokens, cookies, CSRF) are in [`crate::identity::secrets`].
 
-use std::{fmt, time::Duration, time::SystemTime};
+use std::{borrow::Cow, fmt, time::Duration, time::SystemTime};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
@@ -245,12 +245,14 @@ impl TokenIssuer {
         let token = jws::Compact::split(token)?;
 
         // The header selects the key, and so the one algorithm it verifies.
-        let header: ReceivedHeader = decode_json(token.header)?;
+        let header_json = decode_b64(token.header)?;
+        let header: ReceivedHeader = json_object(&header_json)?;
         if header.crit.is_some() || header.typ.as_deref().is_some_and(|typ| typ != "JWT") {
             return Err(TokenError::Malformed);
         }
         let alg = Algorithm::from_name(&header.alg).ok_or(TokenError::Algorithm)?;
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let kid: &str = &kid;
         let index = self
             .verifying
             .iter()
@@ -276,18 +278,18 @@ impl TokenIssuer {
         unix_seconds(now) >= exp.saturating_add(whole_seconds(self.settings.leeway))
     }
 
-    fn check_claims(&self, claims: ReceivedClaims) -> Result<AccessClaims, TokenError> {
+    fn check_claims(&self, claims: ReceivedClaims<'_>) -> Result<AccessClaims, TokenError> {
         let typ = required(claims.typ, "typ")?;
-        if typ != ACCESS_TOKEN_TYPE {
+        if &*typ != ACCESS_TOKEN_TYPE {
             return Err(TokenError::Type);
         }
         let iss = required(claims.iss, "iss")?;
-        if iss != self.settings.issuer {
+        if *iss != *self.settings.issuer {
             return Err(TokenError::Issuer);
         }
         let names_us = match claims.aud.ok_or(TokenError::MissingClaim("aud"))? {
-            Audience::One(aud) => aud == self.settings.audience,
-            Audience::Many(auds) => auds.contains(&self.settings.audience),
+            Audience::One(aud) => *aud == *self.settings.audience,
+            Audience::Many(auds) => auds.iter().any(|aud| **aud == *self.settings.audience),
         };
         if !names_us {
             return Err(TokenError::Audience);
@@ -312,14 +314,14 @@ impl TokenIssuer {
         }
 
         Ok(AccessClaims {
-            iss,
+            iss: iss.0.into_owned(),
             aud: self.settings.audience.clone(),
-            sub: required(claims.sub, "sub")?,
-            sid: required(claims.sid, "sid")?,
-            typ,
+            sub: required(claims.sub, "sub")?.0.into_owned(),
+            sid: required(claims.sid, "sid")?.0.into_owned(),
+            typ: typ.0.into_owned(),
             iat,
             exp,
-            jti: required(claims.jti, "jti")?,
+            jti: required(claims.jti, "jti")?.0.into_owned(),
             nbf: claims.nbf,
         })
     }
@@ -348,37 +350,87 @@ struct IssuedHeader<'a> {
 /// The header fields we read. `jku`, `x5u`, `jwk` and the rest never
 /// select a key: keys come only from our own configuration.
 #[derive(Deserialize)]
-struct ReceivedHeader {
-    alg: String,
-    kid: Option<String>,
-    typ: Option<String>,
+struct ReceivedHeader<'a> {
+    #[serde(borrow)]
+    alg: Text<'a>,
+    #[serde(borrow)]
+    kid: Option<Text<'a>>,
+    #[serde(borrow)]
+    typ: Option<Text<'a>>,
     /// Critical extensions we would have to understand; we understand none.
     crit: Option<serde::de::IgnoredAny>,
 }
 
-/// The claims we read, each optional so a missing one is named.
+/// The claims we read, each optional so a missing one is named. The
+/// strings are read in place from the decoded payload where they have no
+/// escapes; only those an [`AccessClaims`] keeps are copied.
 #[derive(Deserialize)]
-struct ReceivedClaims {
-    iss: Option<String>,
-    aud: Option<Audience>,
-    sub: Option<String>,
-    sid: Option<String>,
-    typ: Option<String>,
+struct ReceivedClaims<'a> {
+    #[serde(borrow)]
+    iss: Option<Text<'a>>,
+    #[serde(borrow)]
+    aud: Option<Audience<'a>>,
+    #[serde(borrow)]
+    sub: Option<Text<'a>>,
+    #[serde(borrow)]
+    sid: Option<Text<'a>>,
+    #[serde(borrow)]
+    typ: Option<Text<'a>>,
     iat: Option<i64>,
     exp: Option<i64>,
-    jti: Option<String>,
+    #[serde(borrow)]
+    jti: Option<Text<'a>>,
     nbf: Option<i64>,
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
+enum Audience<'a> {
+    One(#[serde(borrow)] Text<'a>),
+    Many(#[serde(borrow)] Vec<Text<'a>>),
 }
 
-fn required(claim: Option<String>, name: &'static str) -> Result<String, TokenError> {
+/// A JSON string, read in place from the decoded JSON when it has no
+/// escapes, else unescaped into a copy. (serde borrows a `Cow` only as a
+/// field's own type, never inside an `Option`.)
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InPlace<'a>(std::marker::PhantomData<Text<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for InPlace<'a> {
+            type Value = Text<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(value)))
+            }
+
+            fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(value.to_owned())))
+            }
+
+            fn visit_string<E>(self, value: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(value)))
+            }
+        }
+        deserializer.deserialize_str(InPlace(std::marker::PhantomData))
+    }
+}
+
+fn required<'a>(claim: Option<Text<'a>>, name: &'static str) -> Result<Text<'a>, TokenError> {
     claim
         .filter(|value| !value.is_empty())
         .ok_or(TokenError::MissingClaim(name))
@@ -387,13 +439,13 @@ fn required(claim: Option<String>, name: &'static str) -> Result<String, TokenEr
 /// [`ReceivedClaims`] read only from a JSON object: serde would also map
 /// an array onto the struct. A claim that appears twice is refused, as the
 /// struct refuses it.
-struct ClaimsObject(ReceivedClaims);
+struct ClaimsObject<'a>(ReceivedClaims<'a>);
 
-impl<'de> Deserialize<'de> for ClaimsObject {
+impl<'de> Deserialize<'de> for ClaimsObject<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ObjectOnly;
         impl<'de> serde::de::Visitor<'de> for ObjectOnly {
-            type Value = ClaimsObject;
+            type Value = ClaimsObject<'de>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object of claims")
@@ -419,13 +471,9 @@ fn decode_b64(part: &str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::Malformed)
 }
 
-/// A base64url JSON object; a field we read that appears twice is refused.
-fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
-    json_object(&decode_b64(part)?)
-}
-
-/// A JSON object (not an array, which serde would also map onto a struct).
-fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, TokenError> {
+/// A JSON object (not an array, which serde would also map onto a struct);
+/// a field we read that appears twice is refused.
+fn json_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, TokenError> {
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err(TokenError::Malformed);
     }

@@ -146,6 +146,46 @@ fn hs256_tokens_round_trip() {
 }
 
 #[test]
+fn claims_and_headers_written_with_escapes_read_the_same() {
+    // The verifier reads strings in place when they have no escapes; a
+    // token whose JSON escapes them (as another JSON writer may, or an
+    // issuer with a quote in it must) is the same token.
+    let (issuer, _) = issuer_with(hs_key(), vec![]);
+    let key = hs_key();
+    let escape = |text: &str| {
+        text.chars()
+            .map(|c| format!("\\u{:04x}", u32::from(c)))
+            .collect::<String>()
+    };
+    let header = format!(
+        r#"{{"alg":"{}","typ":"{}","kid":"{}"}}"#,
+        escape("HS256"),
+        escape("JWT"),
+        escape(key.kid())
+    );
+    let claims = format!(
+        r#"{{"iss":"{}","aud":["{}"],"sub":"{}","sid":"session-1","typ":"{}","iat":{START},"exp":{},"jti":"{}"}}"#,
+        escape(ISSUER),
+        escape(AUDIENCE),
+        escape("user-1"),
+        escape("access"),
+        START + 900,
+        escape("jti-1"),
+    );
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let token = format!("{input}.{}", b64(&key.sign(input.as_bytes())));
+    let verified = issuer.verify_access(&token).unwrap();
+    assert_eq!(
+        (
+            verified.iss.as_str(),
+            verified.sub.as_str(),
+            verified.jti.as_str()
+        ),
+        (ISSUER, "user-1", "jti-1")
+    );
+}
+
+#[test]
 fn eddsa_tokens_round_trip() {
     let (issuer, _) = issuer_with(ed_key(), vec![]);
     let (token, claims) = issuer.issue_access("user-1", "session-1");
