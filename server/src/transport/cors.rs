@@ -305,21 +305,21 @@ where
             };
         }
         let headers = self.headers;
+        let answered = |mut response: Response| {
+            headers.apply(response.headers_mut());
+            BrowsersFuture::Answered {
+                response: Some(response),
+            }
+        };
         if self.rules.cookie_origins.refuses(&request) {
-            return BrowsersFuture::Answered {
-                response: Some(origin_not_allowed()),
-                headers,
-            };
+            return answered(origin_not_allowed());
         }
         let cors = self
             .rules
             .origins
             .answer(request.headers().get(header::ORIGIN));
         if request.method() == Method::OPTIONS {
-            return BrowsersFuture::Answered {
-                response: Some(cors.preflight()),
-                headers,
-            };
+            return answered(cors.preflight());
         }
         BrowsersFuture::Called {
             inner: self.inner.call(request),
@@ -338,8 +338,8 @@ pin_project_lite::pin_project! {
         /// Native gRPC: the inner service's answer, untouched.
         Native { #[pin] inner: F },
         /// Answered here (a preflight, a refusal), with the security
-        /// headers.
-        Answered { response: Option<Response>, headers: SecurityHeaders },
+        /// headers already on.
+        Answered { response: Option<Response> },
         /// The inner service's answer, with the CORS and security headers.
         Called { #[pin] inner: F, answer: Option<CorsAnswer>, headers: SecurityHeaders },
     }
@@ -354,13 +354,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             BrowsersFutureProjection::Native { inner } => inner.poll(cx),
-            BrowsersFutureProjection::Answered { response, headers } => {
-                let mut response = response
-                    .take()
-                    .expect("a BrowsersFuture is not polled after it completed");
-                headers.apply(response.headers_mut());
-                Poll::Ready(Ok(response))
-            }
+            BrowsersFutureProjection::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("a BrowsersFuture is not polled after it completed"))),
             BrowsersFutureProjection::Called {
                 inner,
                 answer,

@@ -171,9 +171,7 @@ impl App {
             && is_native_grpc(request)
             && Named::of(request.uri().path()).is_some()
     }
-}
 
-impl App {
     /// The answer to `request`, from this `App` in place when it is ready
     /// (the router and tonic's servers always are), else from a clone that
     /// waits until it is, as tower asks. Cloning it for every request
